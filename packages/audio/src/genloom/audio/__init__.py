@@ -1,0 +1,3 @@
+"""genloom audio package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Presets of genloom-audio, registered through the `genloom.zoo` entry point."""
+
+from genloom.core.zoo import Preset
+
+PRESETS: list[Preset] = []

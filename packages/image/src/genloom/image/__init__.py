@@ -1,0 +1,3 @@
+"""genloom image package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,10 @@
+"""Demo of genloom-image: writes real outputs from the shipped presets."""
+
+from pathlib import Path
+
+from genloom.core.demo import DemoItem
+
+
+def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
+    """Write this package's demo outputs under out_dir."""
+    raise NotImplementedError("genloom-image has no demo yet")

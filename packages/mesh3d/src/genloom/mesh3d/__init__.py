@@ -1,0 +1,3 @@
+"""genloom mesh3d package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""genloom text package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""genloom timeseries package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""genloom video package."""
+
+__version__ = "0.1.0"
