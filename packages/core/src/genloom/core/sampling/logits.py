@@ -1,0 +1,208 @@
+"""Logit processors (temperature, top-k, top-p, min-p, locally typical) and on-device token sampling.
+
+Every function works on `[..., V]` tensors, keeps everything on the logits' device and never synchronises
+with the host. Filtered entries become `-inf`. `process_logits` applies the processors in the order
+temperature -> top-k -> top-p -> min-p -> typical (the order of Hugging Face's warpers); when top-k is set
+the later filters only look at the k survivors, so no full-vocabulary sort is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import SamplingError
+
+__all__ = [
+    "SamplingParams",
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+    "min_p_filter",
+    "typical_filter",
+    "process_logits",
+    "sample_from_logits",
+    "sample_from_probs",
+]
+
+
+@dataclass
+class SamplingParams:
+    """How to turn logits into a token. `temperature=0` means greedy argmax; `None` disables a filter."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_temperature(self.temperature)
+        if self.top_k is not None:
+            _check_top_k(self.top_k)
+        if self.top_p is not None:
+            _check_unit_interval("top_p", self.top_p)
+        if self.min_p is not None:
+            if isinstance(self.min_p, bool) or not 0.0 <= float(self.min_p) <= 1.0:
+                raise SamplingError(f"min_p must be in [0, 1], got {self.min_p!r}")
+        if self.typical_p is not None:
+            _check_unit_interval("typical_p", self.typical_p)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _check_temperature(temperature: float) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise SamplingError(f"temperature must be a float >= 0, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise SamplingError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature!r}")
+
+
+def _check_top_k(top_k: int) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise SamplingError(f"top_k must be an int >= 1 (or None to disable), got {top_k!r}")
+
+
+def _check_unit_interval(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) <= 1.0:
+        raise SamplingError(f"{name} must be in (0, 1] (or None to disable), got {value!r}")
+
+
+def _check_logits(logits: Tensor) -> None:
+    if not isinstance(logits, Tensor):
+        raise SamplingError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() < 1 or logits.shape[-1] == 0:
+        raise SamplingError(f"logits must have shape [..., V] with V >= 1, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise SamplingError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """Divide logits by `temperature` (> 0). Greedy decoding (temperature 0) is handled by the samplers."""
+    _check_temperature(temperature)
+    if temperature == 0:
+        raise SamplingError("apply_temperature needs temperature > 0; temperature 0 means greedy argmax")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: Tensor, top_k: int) -> Tensor:
+    """Keep the `top_k` largest logits of the last dimension (ties at the cut-off kept), others -> -inf."""
+    _check_top_k(top_k)
+    if top_k >= logits.shape[-1]:
+        return logits
+    kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def _nucleus_keep_sorted(sorted_logits: Tensor, top_p: float) -> Tensor:
+    """Keep mask for descending-sorted logits: the smallest prefix whose probability reaches `top_p`."""
+    sorted_probs = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep = mass_before < top_p
+    keep[..., 0] = True  # the most likely token always survives
+    return keep
+
+
+def top_p_filter(logits: Tensor, top_p: float, *, sorted_descending: bool = False) -> Tensor:
+    """Nucleus filtering: keep the smallest set of most likely tokens whose total probability >= `top_p`.
+
+    `sorted_descending=True` says the last dimension is already sorted (as `torch.topk` returns it), which
+    skips the sort.
+    """
+    _check_unit_interval("top_p", top_p)
+    if top_p >= 1.0:
+        return logits
+    if sorted_descending:
+        return logits.masked_fill(~_nucleus_keep_sorted(logits, top_p), float("-inf"))
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    keep_sorted = _nucleus_keep_sorted(sorted_logits, top_p)
+    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
+    """Keep tokens whose probability is at least `min_p` times the top token's probability (no softmax)."""
+    if isinstance(min_p, bool) or not 0.0 <= float(min_p) <= 1.0:
+        raise SamplingError(f"min_p must be in [0, 1], got {min_p!r}")
+    if min_p == 0:
+        return logits
+    threshold = logits.amax(dim=-1, keepdim=True) + math.log(min_p)
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def typical_filter(logits: Tensor, typical_p: float) -> Tensor:
+    """Locally typical sampling (Meister et al. 2022): keep the tokens whose surprisal is closest to the
+    entropy until their probability reaches `typical_p`."""
+    _check_unit_interval("typical_p", typical_p)
+    if typical_p >= 1.0:
+        return logits
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    probs = log_probs.exp()
+    entropy = -(probs * log_probs.nan_to_num(neginf=0.0)).sum(dim=-1, keepdim=True)
+    distance = (-log_probs - entropy).abs()  # +inf for filtered tokens: sorted last
+    sorted_distance, order = torch.sort(distance, dim=-1)
+    sorted_probs = probs.gather(-1, order)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep_sorted = (mass_before < typical_p) & torch.isfinite(sorted_distance)
+    keep_sorted[..., 0] = True
+    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def _filter_survivors(values: Tensor, params: SamplingParams, *, sorted_descending: bool) -> Tensor:
+    if params.top_p is not None:
+        values = top_p_filter(values, params.top_p, sorted_descending=sorted_descending)
+    if params.min_p is not None:
+        values = min_p_filter(values, params.min_p)
+    if params.typical_p is not None:
+        values = typical_filter(values, params.typical_p)
+    return values
+
+
+def process_logits(logits: Tensor, params: SamplingParams) -> Tensor:
+    """Apply temperature and every enabled filter to `[..., V]` logits; filtered entries are -inf.
+
+    With temperature 0 the logits are filtered but not scaled (greedy sampling takes their argmax).
+    """
+    _check_logits(logits)
+    if not isinstance(params, SamplingParams):
+        raise SamplingError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if params.temperature > 0:
+        logits = apply_temperature(logits, params.temperature)
+    vocab = logits.shape[-1]
+    if params.top_k is not None and params.top_k < vocab:
+        # Work on the k survivors only (already sorted by torch.topk), then scatter back into -inf.
+        values, indices = torch.topk(logits, params.top_k, dim=-1)
+        values = _filter_survivors(values, params, sorted_descending=True)
+        out = torch.full_like(logits, float("-inf"))
+        return out.scatter_(-1, indices, values)
+    return _filter_survivors(logits, params, sorted_descending=False)
+
+
+def sample_from_probs(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one index per row of `[..., V]` probabilities without a host sync (exponential race)."""
+    noise = torch.empty_like(probs, dtype=torch.float32).exponential_(1.0, generator=generator)
+    noise.clamp_min_(torch.finfo(torch.float32).tiny)
+    return torch.argmax(probs.float() / noise, dim=-1)
+
+
+def sample_from_logits(
+    logits: Tensor,
+    params: SamplingParams | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample token ids `[...]` (int64) from logits `[..., V]`; temperature 0 gives the argmax.
+
+    `generator` must live on the logits' device. No host synchronisation happens.
+    """
+    params = SamplingParams() if params is None else params
+    _check_logits(logits)
+    if params.greedy:
+        return torch.argmax(logits, dim=-1)
+    processed = process_logits(logits, params)
+    return sample_from_probs(torch.softmax(processed.float(), dim=-1), generator)

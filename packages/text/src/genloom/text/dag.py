@@ -1,0 +1,265 @@
+"""DA-Transformer's directed acyclic graph: transition links, DAG loss, best alignment and decoding.
+
+Huang et al., "Directed Acyclic Transformer for Non-Autoregressive Machine Translation", ICML 2022.
+A decoder with L = lambda x source-length vertices predicts a token distribution per vertex and a
+forward-only transition distribution per vertex (`links[b, i, j] = log P(i -> j)`, `-inf` for j <= i).
+A target is emitted by a path from vertex 0 to vertex `output_length - 1`.
+
+Everything here is batched tensor code: the dynamic programmes loop over the target length (or the
+path length), never over batch rows, so it runs unchanged on the GPU. Shapes follow the official
+torch fallback (`match [B, T, L]`, `links [B, L, L]`), which `tests/text/test_dag_parity.py` reproduces.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genloom.text.errors import GraphTooSmallError, TextInputError
+
+NEG_INF = float("-inf")
+
+
+def safe_logsumexp(x: Tensor, dim: int) -> Tensor:
+    """`logsumexp` whose value and gradient stay finite-or-`-inf` (no NaN) when a slice is all `-inf`."""
+    peak = x.amax(dim=dim, keepdim=True).detach()
+    empty = peak == NEG_INF
+    peak = peak.masked_fill(empty, 0.0)
+    total = (x - peak).exp().sum(dim=dim, keepdim=True)
+    out = total.masked_fill(empty, 1.0).log() + peak.masked_fill(empty, NEG_INF)
+    return out.squeeze(dim)
+
+
+class DagLinkHead(nn.Module):
+    """Multi-head transition scorer: `links[b, i, j] = log sum_h g_h(i) softmax_j(q_h(i) . k_h(j) / sqrt(d_h))`.
+
+    The gate `g(i)` mixes `num_heads` transition distributions per vertex (the official "decomposed
+    link"). Transitions go strictly forward and only into vertices below `output_length`; a vertex with
+    no successor (the last one, padding) gets an all `-inf` row.
+    """
+
+    def __init__(self, *, dim: int = 256, num_heads: int = 4) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise TextInputError(f"DagLinkHead: dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.query_linear = nn.Linear(dim, dim)
+        self.key_linear = nn.Linear(dim, dim)
+        self.gate_linear = nn.Linear(dim, num_heads)
+
+    def forward(self, features: Tensor, output_length: Tensor) -> Tensor:
+        """features [B, L, D], output_length [B] -> links [B, L, L] (float32 log-probabilities)."""
+        batch, length, dim = features.shape
+        head_dim = dim // self.num_heads
+        query = self.query_linear(features).float().view(batch, length, self.num_heads, head_dim)
+        key = self.key_linear(features).float().view(batch, length, self.num_heads, head_dim)
+        log_gates = F.log_softmax(self.gate_linear(features).float(), dim=-1)  # [B, L, H]
+        scores = torch.einsum("bihd,bjhd->bijh", query, key) / head_dim**0.5
+        valid = transition_mask(output_length, length)  # [B, L, L]
+        no_successor = ~valid.any(-1, keepdim=True)  # [B, L, 1]
+        # rows without a successor are filled after the softmax (keeps the softmax NaN-free)
+        scores = scores.masked_fill(~(valid | no_successor).unsqueeze(-1), NEG_INF)
+        per_head = F.log_softmax(scores, dim=2).masked_fill(no_successor.unsqueeze(-1), NEG_INF)
+        return safe_logsumexp(per_head + log_gates.unsqueeze(2), dim=-1)
+
+
+def transition_mask(output_length: Tensor, length: int) -> Tensor:
+    """[B, L, L] bool: True where i -> j is allowed (j > i and j < output_length[b])."""
+    idx = torch.arange(length, device=output_length.device)
+    forward_only = idx.view(1, -1) > idx.view(-1, 1)
+    in_graph = idx.view(1, 1, -1) < output_length.view(-1, 1, 1)
+    return forward_only.unsqueeze(0) & in_graph
+
+
+def check_graph_sizes(output_length: Tensor, target_length: Tensor, *, num_vertices: int, num_targets: int) -> None:
+    """Raise a clear error when a graph cannot emit its target (fewer vertices than target tokens)."""
+    if output_length.shape != target_length.shape or output_length.dim() != 1:
+        raise TextInputError(
+            f"output_length and target_length must be 1-D of the same size, got {tuple(output_length.shape)} "
+            f"and {tuple(target_length.shape)}"
+        )
+    if (output_length < 1).any() or (output_length > num_vertices).any():
+        raise TextInputError(f"output_length must lie in [1, {num_vertices}], got {output_length.tolist()}")
+    if (target_length < 1).any() or (target_length > num_targets).any():
+        raise TextInputError(f"target_length must lie in [1, {num_targets}], got {target_length.tolist()}")
+    too_small = (target_length > output_length) | ((target_length == 1) & (output_length > 1))
+    if too_small.any():
+        rows = too_small.nonzero().flatten().tolist()
+        raise GraphTooSmallError(
+            f"DAG graph too small for its target in rows {rows}: graph sizes "
+            f"{output_length[too_small].tolist()} vs target lengths {target_length[too_small].tolist()}; a path "
+            "from the first to the last vertex needs graph size >= target length (and a 1-token target needs a "
+            "1-vertex graph). Raise the upsampling ratio or truncate the target."
+        )
+
+
+def dag_match(token_logits: Tensor, targets: Tensor) -> Tensor:
+    """token_logits [B, L, V], targets [B, T] -> match [B, T, L] = log P(y_t | vertex l) in float32."""
+    logp = token_logits.float().log_softmax(-1)
+    index = targets.clamp(min=0).unsqueeze(1).expand(-1, logp.shape[1], -1)
+    return logp.gather(-1, index).transpose(1, 2)
+
+
+def dag_log_likelihood(match: Tensor, links: Tensor, output_length: Tensor, target_length: Tensor) -> Tensor:
+    """log P(Y | X) summed over every path from vertex 0 to vertex output_length-1 -> [B].
+
+    Forward algorithm in log space: f_0 = match[:, 0] at vertex 0; f_t(j) = logsumexp_i(f_{t-1}(i) +
+    links(i, j)) + match[:, t, j]. Differentiable (autograd through a NaN-safe logsumexp).
+    """
+    batch, num_targets, num_vertices = match.shape
+    check_graph_sizes(output_length, target_length, num_vertices=num_vertices, num_targets=num_targets)
+    rows = torch.arange(batch, device=match.device)
+    f = torch.full((batch, num_vertices), NEG_INF, dtype=match.dtype, device=match.device)
+    f = f.index_put((rows, torch.zeros_like(rows)), match[:, 0, 0])
+    finals = [f]
+    for t in range(1, num_targets):
+        f = safe_logsumexp(f.unsqueeze(-1) + links, dim=1) + match[:, t]
+        finals.append(f)
+    table = torch.stack(finals, dim=1)  # [B, T, L]
+    return table[rows, target_length - 1, output_length - 1]
+
+
+def dag_loss(
+    token_logits: Tensor, links: Tensor, targets: Tensor, output_length: Tensor, target_length: Tensor
+) -> Tensor:
+    """The DA-Transformer training loss: -mean_b(log P(Y_b | X_b) / |Y_b|) (the official criterion)."""
+    logprob = dag_log_likelihood(dag_match(token_logits, targets), links, output_length, target_length)
+    return -(logprob / target_length.to(logprob.dtype)).mean()
+
+
+@torch.no_grad()
+def dag_best_alignment(
+    match: Tensor, links: Tensor, output_length: Tensor, target_length: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Viterbi path of the target through the graph.
+
+    Returns (path [B, L] with the target index each vertex emits, -1 for vertices off the path;
+    max_logprob [B], the score of that path).
+    """
+    batch, num_targets, num_vertices = match.shape
+    check_graph_sizes(output_length, target_length, num_vertices=num_vertices, num_targets=num_targets)
+    rows = torch.arange(batch, device=match.device)
+    f = torch.full((batch, num_vertices), NEG_INF, dtype=match.dtype, device=match.device)
+    f[:, 0] = match[:, 0, 0]
+    scores, backpointers = [f], [torch.zeros(batch, num_vertices, dtype=torch.long, device=match.device)]
+    for t in range(1, num_targets):
+        best, argbest = (f.unsqueeze(-1) + links).max(dim=1)
+        f = best + match[:, t]
+        scores.append(f)
+        backpointers.append(argbest)
+    table = torch.stack(scores, dim=1)
+    max_logprob = table[rows, target_length - 1, output_length - 1]
+    # walk back from (T_b - 1, L_b - 1); rows with shorter targets join the walk when t reaches their end
+    path = torch.full((batch, num_vertices + 1), -1, dtype=torch.long, device=match.device)
+    vertex = output_length - 1
+    for t in range(num_targets - 1, -1, -1):
+        on_path = t < target_length
+        at_end = t == target_length - 1
+        if t < num_targets - 1:
+            previous = backpointers[t + 1].gather(1, vertex.unsqueeze(1)).squeeze(1)
+            vertex = torch.where(at_end, output_length - 1, torch.where(on_path, previous, vertex))
+        write_at = torch.where(on_path, vertex, torch.full_like(vertex, num_vertices))
+        path[rows, write_at] = t
+    return path[:, :num_vertices], max_logprob
+
+
+def compact_tokens(tokens: Tensor, keep: Tensor, *, pad: int) -> Tensor:
+    """Left-pack the kept tokens of each row: [B, N] -> [B, max kept], right-padded with `pad`."""
+    counts = keep.sum(1)
+    width = int(counts.max().item()) if counts.numel() else 0
+    out = torch.full((tokens.shape[0], width + 1), pad, dtype=tokens.dtype, device=tokens.device)
+    position = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(tokens, width))
+    out.scatter_(1, position, tokens)
+    return out[:, :width]
+
+
+@torch.no_grad()
+def dag_lookahead_decode(
+    links: Tensor, token_logprobs: Tensor, output_length: Tensor, *, beta: float | None = 1.0, pad: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Greedy (beta=None) or lookahead decoding: from vertex 0, jump to argmax_j links(i, j) + beta * max_v log p(v|j).
+
+    Each vertex emits its argmax token; consecutive duplicates and `pad` tokens after the first are dropped
+    (the official post-processing). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
+    with -1 past the end of each path).
+    """
+    batch, num_vertices, _ = links.shape
+    best_logp, best_token = token_logprobs.max(dim=-1)
+    jump_scores = links if beta is None else links + beta * best_logp.unsqueeze(1)
+    next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
+    path = torch.full((batch, num_vertices), -1, dtype=torch.long, device=links.device)
+    vertex = torch.zeros(batch, dtype=torch.long, device=links.device)
+    path[:, 0] = 0
+    done = vertex == output_length - 1
+    for step in range(1, num_vertices):
+        vertex = torch.where(done, vertex, next_vertex.gather(1, vertex.unsqueeze(1)).squeeze(1))
+        path[:, step] = torch.where(done, -1, vertex)
+        done = done | (vertex == output_length - 1)
+    return _emit_forward(path, best_token, pad=pad), path
+
+
+def _emit_forward(path: Tensor, best_token: Tensor, *, pad: int) -> Tensor:
+    """Tokens along a forward path: keep the first, then drop pads and repeats of the previous vertex's token."""
+    on_path = path >= 0
+    tokens = best_token.gather(1, path.clamp(min=0))
+    previous = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], dim=1)
+    keep = on_path & ((tokens != previous) & (tokens != pad))
+    keep[:, 0] = on_path[:, 0]
+    return compact_tokens(tokens, keep, pad=pad)
+
+
+@torch.no_grad()
+def dag_viterbi_decode(
+    links: Tensor,
+    token_logprobs: Tensor,
+    output_length: Tensor,
+    *,
+    length_beta: float = 1.0,
+    upsample_scale: float = 8.0,
+    joint: bool = False,
+    pad: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Length-normalised Viterbi decoding (Shao et al. 2022), as DA-Transformer's `inference_viterbi`.
+
+    Finds, for every path length k <= 2 * L / upsample_scale, the best path ending at the last vertex
+    (score = transitions + the first emitted vertex's token log-prob; `joint=True` adds every vertex's
+    token log-prob, the official "jointviterbi"), then picks the length maximising score / k**length_beta.
+    Vertex 0's token is not emitted (paths are scored from the transitions out of vertex 0).
+    Returns (tokens [B, N] right-padded with `pad`, vertex path [B, K] with -1 past the end).
+    """
+    batch, num_vertices, _ = links.shape
+    best_logp, best_token = token_logprobs.max(dim=-1)
+    max_steps = max(int(2 * num_vertices / upsample_scale), 1)
+    alpha = links[:, 0] + best_logp
+    if joint:
+        alpha = alpha + best_logp[:, :1]
+    scores, backpointers = [alpha], []
+    for _ in range(max_steps - 1):
+        alpha, argbest = (alpha.unsqueeze(-1) + links).max(dim=1)
+        if joint:
+            alpha = alpha + best_logp
+        scores.append(alpha)
+        backpointers.append(argbest)
+    table = torch.stack(scores, dim=0)  # [K, B, L]
+    into_last = links.gather(2, (output_length - 1).view(batch, 1, 1).expand(-1, num_vertices, 1)).squeeze(-1)
+    table = table + into_last.unsqueeze(0)
+    best_score, best_vertex = table.max(dim=-1)  # [K, B]
+    steps = torch.arange(1, max_steps + 1, device=links.device).unsqueeze(-1)
+    normalised = best_score / steps.to(best_score.dtype) ** length_beta
+    num_emitted = normalised.argmax(dim=0) + 1  # [B]
+    last_vertex = best_vertex.gather(0, (num_emitted - 1).unsqueeze(0)).squeeze(0)
+    path = torch.full((batch, max_steps), -1, dtype=torch.long, device=links.device)
+    vertex = last_vertex
+    for step in range(max_steps - 1, -1, -1):
+        if step < max_steps - 1:
+            previous = backpointers[step].gather(1, vertex.unsqueeze(1)).squeeze(1)
+            vertex = torch.where(step == num_emitted - 1, last_vertex, torch.where(step < num_emitted - 1, previous, vertex))
+        path[:, step] = torch.where(step < num_emitted, vertex, -1)
+    # backward emission: keep the last token, drop pads and tokens equal to the next vertex's token
+    on_path = path >= 0
+    tokens = best_token.gather(1, path.clamp(min=0))
+    following = torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], -1)], dim=1)
+    is_last = torch.arange(max_steps, device=links.device).unsqueeze(0) == (num_emitted - 1).unsqueeze(1)
+    keep = on_path & (is_last | ((tokens != following) & (tokens != pad)))
+    return compact_tokens(tokens, keep, pad=pad), path

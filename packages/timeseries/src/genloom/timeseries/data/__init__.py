@@ -1,0 +1,1 @@
+"""Data: the long-term forecasting protocol, long/wide CSV modules, offline series."""
