@@ -21,13 +21,15 @@ from genloom.image.judge import Judge, train_classifier
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder that receives judge-<dataset>/")
     parser.add_argument("--datasets", nargs="+", default=["digits", "shapes"])
     parser.add_argument("--epochs", type=int, default=None, help="override the per-data-set epoch count")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    default_epochs = {"digits": 20, "shapes": 6}
+    default_epochs = {"digits": 12, "shapes": 3}
     for name in args.datasets:
         start = time.time()
         train, test = load_dataset(name, "train"), load_dataset(name, "test")

@@ -120,6 +120,23 @@ def test_samples_follow_the_softmax_distribution() -> None:
     torch.testing.assert_close(freq, flat.double(), atol=0.01, rtol=0)
 
 
+def test_top_k_samples_follow_the_renormalised_survivors() -> None:
+    probs = torch.tensor([0.1, 0.5, 0.15, 0.25])  # top-3 survivors: ids 1, 3, 2
+    logits = probs.log().expand(40_000, 4).contiguous()
+    g = torch.Generator().manual_seed(4)
+    tokens = sample_from_logits(logits, SamplingParams(top_k=3), generator=g)
+    expected = torch.tensor([0.0, 0.5, 0.15, 0.25]) / 0.9
+    freq = torch.bincount(tokens, minlength=4).double() / tokens.numel()
+    assert freq[0] == 0
+    torch.testing.assert_close(freq, expected.double(), atol=0.01, rtol=0)
+    # top-k 3 then top-p 0.6 over the renormalised survivors keeps ids 1 (0.556) and 3 (0.278)
+    tokens = sample_from_logits(logits, SamplingParams(top_k=3, top_p=0.6), generator=g)
+    freq = torch.bincount(tokens, minlength=4).double() / tokens.numel()
+    torch.testing.assert_close(
+        freq, torch.tensor([0.0, 2 / 3, 0.0, 1 / 3], dtype=torch.float64), atol=0.01, rtol=0
+    )
+
+
 def test_seeded_sampling_is_reproducible_and_batched_shapes() -> None:
     logits = torch.randn(2, 3, 11)
     a = sample_from_logits(logits, SamplingParams(top_p=0.9), torch.Generator().manual_seed(5))

@@ -17,7 +17,9 @@ from genloom.timeseries.errors import SeriesInputError
 
 def _wide(rows=48):
     dates = pd.date_range("2021-03-01", periods=rows, freq="h")
-    return pd.DataFrame({"date": dates, "load": np.arange(rows, dtype=float), "temp": np.sin(np.arange(rows))})
+    return pd.DataFrame(
+        {"date": dates, "load": np.arange(rows, dtype=float), "temp": np.sin(np.arange(rows))}
+    )
 
 
 def test_wide_round_trip_through_long_format(tmp_path):
@@ -35,8 +37,11 @@ def test_wide_round_trip_through_long_format(tmp_path):
 
 def test_long_format_sorts_each_series_and_keeps_ids():
     frame = pd.DataFrame(
-        {"unique_id": ["a", "a", "a", "b", "b", "b"], "ds": ["2020-01-03", "2020-01-01", "2020-01-02"] * 2,
-         "y": [3.0, 1.0, 2.0, 30.0, 10.0, 20.0]}
+        {
+            "unique_id": ["a", "a", "a", "b", "b", "b"],
+            "ds": ["2020-01-03", "2020-01-01", "2020-01-02"] * 2,
+            "y": [3.0, 1.0, 2.0, 30.0, 10.0, 20.0],
+        }
     )
     tables = tables_from_long_frame(frame)
     assert list(tables) == ["a", "b"]
@@ -48,13 +53,22 @@ def test_long_format_sorts_each_series_and_keeps_ids():
     ("mutate", "pattern"),
     [
         (lambda f: f.drop(index=[10, 11]), r"2 missing timestamp\(s\) in column 'date' between row 9"),
-        (lambda f: f.assign(date=f["date"].where(f.index != 5, f["date"][4])), r"duplicate timestamp .* at row 5"),
+        (
+            lambda f: f.assign(date=f["date"].where(f.index != 5, f["date"][4])),
+            r"duplicate timestamp .* at row 5",
+        ),
         (
             lambda f: f.assign(date=f["date"].where(f.index != 7, f["date"][7] + pd.Timedelta("20min"))),
             r"irregular frequency in column 'date' at row 7",
         ),
-        (lambda f: f.assign(load=f["load"].astype(object).where(f.index != 3, "n/a")), r"column 'load' is not numeric: row 3"),
-        (lambda f: f.assign(temp=f["temp"].where(f.index != 12, np.nan)), r"column 'temp' has 1 NaN value\(s\), first at row 12"),
+        (
+            lambda f: f.assign(load=f["load"].astype(object).where(f.index != 3, "n/a")),
+            r"column 'load' is not numeric: row 3",
+        ),
+        (
+            lambda f: f.assign(temp=f["temp"].where(f.index != 12, np.nan)),
+            r"column 'temp' has 1 NaN value\(s\), first at row 12",
+        ),
     ],
 )
 def test_bad_wide_input_is_named(mutate, pattern):
@@ -80,7 +94,9 @@ def test_unknown_target_and_short_history():
 
 
 def test_long_format_errors_name_series_and_rows():
-    frame = pd.DataFrame({"unique_id": ["a"] * 4, "ds": pd.date_range("2020", periods=4, freq="D"), "y": [1, 2, 3, 4]})
+    frame = pd.DataFrame(
+        {"unique_id": ["a"] * 4, "ds": pd.date_range("2020", periods=4, freq="D"), "y": [1, 2, 3, 4]}
+    )
     frame = pd.concat([frame, frame.iloc[[2]]], ignore_index=True)
     with pytest.raises(SeriesInputError, match=r"series 'a'.*duplicate timestamp"):
         tables_from_long_frame(frame)

@@ -27,7 +27,7 @@ def test_point_metrics_by_hand():
 
 def test_crps_of_gaussian_samples_matches_closed_form():
     rng = np.random.default_rng(0)
-    samples = rng.normal(size=(4000, 1))
+    samples = rng.normal(size=(40000, 1))
     y = np.array([0.5])
     pdf, cdf = math.exp(-0.125) / math.sqrt(2 * math.pi), 0.5 * (1 + math.erf(0.5 / math.sqrt(2)))
     exact = 0.5 * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi)

@@ -42,7 +42,9 @@ def _custom_csv(tmp_path, rows=200):
 
 
 def test_custom_layout_splits_70_10_20_and_moves_target_last(tmp_path):
-    proto = LongTermForecastProtocol(_custom_csv(tmp_path), seq_len=24, label_len=12, pred_len=12, target="target")
+    proto = LongTermForecastProtocol(
+        _custom_csv(tmp_path), seq_len=24, label_len=12, pred_len=12, target="target"
+    )
     assert proto.layout == "custom"
     assert proto.columns == ["a", "b", "target"]
     assert proto.border1s == [0, 140 - 24, 200 - 40 - 24] and proto.border2s == [140, 160, 200]
@@ -72,6 +74,7 @@ def test_protocol_errors_name_the_problem(tmp_path):
     with pytest.raises(SeriesInputError, match="target column 'OT' not found"):
         LongTermForecastProtocol(path, seq_len=24, label_len=12, pred_len=12)
     frame = pd.read_csv(path)
+    frame["a"] = frame["a"].astype(object)
     frame.loc[17, "a"] = "oops"
     frame.to_csv(path, index=False)
     with pytest.raises(SeriesInputError, match=r"column 'a' is not numeric: row 17"):

@@ -16,13 +16,15 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from genloom.core.errors import CheckpointError, OutputPathError, UnsafeCheckpointError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI starts without it
+    import torch
 
 PathLike = str | os.PathLike[str]
 
@@ -220,12 +222,15 @@ def safe_torch_load(
     A file whose pickle references anything else is refused with UnsafeCheckpointError before any of it
     runs; a missing or corrupt file raises CheckpointError.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     allowed = official_checkpoint_globals() + list(extra_globals)
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         names = _unsafe_globals(path, str(exc))
@@ -241,6 +246,8 @@ def safe_torch_load(
 
 def _unsafe_globals(path: Path, message: str) -> list[str]:
     """Names of the globals a checkpoint would import, from the zip header or torch's error message."""
+    import torch
+
     try:
         names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # not a zip checkpoint: fall back to the name torch reported

@@ -1,28 +1,26 @@
 """Errors raised to users of genloom-image: each names what was expected and what was got.
 
-They subclass `genloom.core.errors.GenloomError` when core provides it, and `ValueError` otherwise, so a
-caller can always catch them as `ValueError`-like input errors.
+All derive from core's `InputError` / `CheckpointError` (so from `GenloomError` and `ValueError`), so a
+caller can catch them by the house base class or as plain `ValueError`.
 """
 
 from __future__ import annotations
 
-try:  # core's shared base class, when that module exists
-    from genloom.core.errors import GenloomError as _Base
-except ImportError:  # pragma: no cover - depends on the core package version
-    _Base = ValueError
+from genloom.core.errors import CheckpointError as _CoreCheckpointError
+from genloom.core.errors import InputError
 
 
-class ImageInputError(_Base):
+class ImageInputError(InputError):
     """An image, tensor or folder of images does not have the expected size, mode or content."""
 
 
-class DatasetNotFoundError(_Base):
+class DatasetNotFoundError(InputError):
     """A data set name is neither a built-in data set nor an existing folder of images."""
 
 
-class UnknownClassError(_Base):
+class UnknownClassError(InputError):
     """A class label is out of range or not one of the data set's class names."""
 
 
-class CheckpointError(_Base):
+class CheckpointError(_CoreCheckpointError):
     """A checkpoint or preset folder is missing, malformed, or of the wrong model family."""

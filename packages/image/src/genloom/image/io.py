@@ -7,39 +7,30 @@ checkpoint of the wrong family gives a clear error instead of a shape mismatch d
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from genloom.core.io import atomic_save_safetensors, atomic_write_json, load_safetensors
 from genloom.image.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (core's temp-file-then-rename), creating the folder first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, data)
 
 
 def save_model_folder(
-    folder: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any], *, dtype: torch.dtype = torch.float16
+    folder: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    *,
+    dtype: torch.dtype = torch.float16,
 ) -> None:
     """Save `config.json` and `model.safetensors` (floating tensors cast to `dtype`) under folder."""
     folder = Path(folder)
@@ -47,16 +38,21 @@ def save_model_folder(
         k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
         for k, v in state_dict.items()
     }
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(tensors, folder / WEIGHTS_NAME)
     write_json(folder / CONFIG_NAME, config)
 
 
-def load_model_folder(folder: str | Path, *, family: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_model_folder(
+    folder: str | Path, *, family: str | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read `(config, float32 state_dict)` from folder; check `config["family"]` when `family` is given."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights_path.is_file():
-        raise CheckpointError(f"{folder} is not a model folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} in it")
+        raise CheckpointError(
+            f"{folder} is not a model folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} in it"
+        )
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
@@ -65,5 +61,7 @@ def load_model_folder(folder: str | Path, *, family: str | None = None) -> tuple
         raise CheckpointError(
             f"{folder} holds a model of family {config.get('family')!r}, expected family {family!r}"
         )
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights_path)).items()}
+    state = {
+        k: (v.float() if v.is_floating_point() else v) for k, v in load_safetensors(weights_path).items()
+    }
     return config, state

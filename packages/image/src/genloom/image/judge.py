@@ -63,7 +63,9 @@ class ImageClassifier(nn.Module):
         cfg = self.config
         expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise ImageInputError(f"judge expects images of shape (N, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+            raise ImageInputError(
+                f"judge expects images of shape (N, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+            )
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N, feature_dim) of images in [-1, 1]."""
@@ -115,7 +117,9 @@ class Judge:
         self.dataset_name = dataset_name
 
     @torch.no_grad()
-    def features_and_logits(self, images: torch.Tensor, *, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_logits(
+        self, images: torch.Tensor, *, batch_size: int = 500
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         feats, logits = [], []
         for chunk in images.split(batch_size):
             f = self.classifier.features(chunk.float())
@@ -129,7 +133,9 @@ class Judge:
         return self.features_and_logits(images)[1].argmax(-1)
 
     @torch.no_grad()
-    def evaluate(self, samples: torch.Tensor, requested: torch.Tensor, reference: torch.Tensor) -> JudgeReport:
+    def evaluate(
+        self, samples: torch.Tensor, requested: torch.Tensor, reference: torch.Tensor
+    ) -> JudgeReport:
         """Class accuracy of `samples` against the `requested` classes and Frechet distance to `reference`."""
         if samples.shape[0] != requested.shape[0]:
             raise ValueError(f"{samples.shape[0]} samples but {requested.shape[0]} requested classes")
@@ -160,7 +166,11 @@ def _augment(images: torch.Tensor, generator: torch.Generator, max_shift: int) -
     padded = F.pad(images, (max_shift,) * 4, mode="replicate")
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, images.shape[1], h, w + 2 * max_shift)
+    rows = (
+        (dy.view(n, 1) + torch.arange(h).view(1, h))
+        .view(n, 1, h, 1)
+        .expand(n, images.shape[1], h, w + 2 * max_shift)
+    )
     cropped = padded.gather(2, rows)
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, images.shape[1], h, w)
     return cropped.gather(3, cols)
@@ -204,5 +214,7 @@ def train_classifier(
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(-1) == y).sum().item()
             total += len(idx)
-        log(f"epoch {epoch + 1}/{epochs} loss {loss_sum / total:.4f} train acc {correct / total:.4f} ({time.time() - start:.0f}s)")
+        log(
+            f"epoch {epoch + 1}/{epochs} loss {loss_sum / total:.4f} train acc {correct / total:.4f} ({time.time() - start:.0f}s)"
+        )
     return Judge(model.eval(), list(train.class_names), train.name)

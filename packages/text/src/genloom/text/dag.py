@@ -95,8 +95,8 @@ def check_graph_sizes(output_length: Tensor, target_length: Tensor, *, num_verti
 
 
 def dag_match(token_logits: Tensor, targets: Tensor) -> Tensor:
-    """token_logits [B, L, V], targets [B, T] -> match [B, T, L] = log P(y_t | vertex l) in float32."""
-    logp = token_logits.float().log_softmax(-1)
+    """token_logits [B, L, V], targets [B, T] -> match [B, T, L] = log P(y_t | vertex l), at least float32."""
+    logp = token_logits.log_softmax(-1, dtype=torch.promote_types(token_logits.dtype, torch.float32))
     index = targets.clamp(min=0).unsqueeze(1).expand(-1, logp.shape[1], -1)
     return logp.gather(-1, index).transpose(1, 2)
 
@@ -176,12 +176,18 @@ def compact_tokens(tokens: Tensor, keep: Tensor, *, pad: int) -> Tensor:
 
 @torch.no_grad()
 def dag_lookahead_decode(
-    links: Tensor, token_logprobs: Tensor, output_length: Tensor, *, beta: float | None = 1.0, pad: int = 1
+    links: Tensor,
+    token_logprobs: Tensor,
+    output_length: Tensor,
+    *,
+    beta: float | None = 1.0,
+    pad: int = 1,
+    collapse_repeats: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Greedy (beta=None) or lookahead decoding: from vertex 0, jump to argmax_j links(i, j) + beta * max_v log p(v|j).
 
-    Each vertex emits its argmax token; consecutive duplicates and `pad` tokens after the first are dropped
-    (the official post-processing). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
+    Each vertex emits its argmax token; `pad` tokens after the first are dropped, and so are consecutive
+    duplicates when `collapse_repeats` (the official post-processing; turn it off where targets repeat tokens). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
     with -1 past the end of each path).
     """
     batch, num_vertices, _ = links.shape
@@ -196,15 +202,17 @@ def dag_lookahead_decode(
         vertex = torch.where(done, vertex, next_vertex.gather(1, vertex.unsqueeze(1)).squeeze(1))
         path[:, step] = torch.where(done, -1, vertex)
         done = done | (vertex == output_length - 1)
-    return _emit_forward(path, best_token, pad=pad), path
+    return _emit_forward(path, best_token, pad=pad, collapse_repeats=collapse_repeats), path
 
 
-def _emit_forward(path: Tensor, best_token: Tensor, *, pad: int) -> Tensor:
+def _emit_forward(path: Tensor, best_token: Tensor, *, pad: int, collapse_repeats: bool) -> Tensor:
     """Tokens along a forward path: keep the first, then drop pads and repeats of the previous vertex's token."""
     on_path = path >= 0
     tokens = best_token.gather(1, path.clamp(min=0))
     previous = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], dim=1)
-    keep = on_path & ((tokens != previous) & (tokens != pad))
+    keep = on_path & (tokens != pad)
+    if collapse_repeats:
+        keep = keep & (tokens != previous)
     keep[:, 0] = on_path[:, 0]
     return compact_tokens(tokens, keep, pad=pad)
 
@@ -219,13 +227,15 @@ def dag_viterbi_decode(
     upsample_scale: float = 8.0,
     joint: bool = False,
     pad: int = 1,
+    collapse_repeats: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Length-normalised Viterbi decoding (Shao et al. 2022), as DA-Transformer's `inference_viterbi`.
 
     Finds, for every path length k <= 2 * L / upsample_scale, the best path ending at the last vertex
     (score = transitions + the first emitted vertex's token log-prob; `joint=True` adds every vertex's
     token log-prob, the official "jointviterbi"), then picks the length maximising score / k**length_beta.
-    Vertex 0's token is not emitted (paths are scored from the transitions out of vertex 0).
+    Neither vertex 0 nor the last vertex emits (they carry bos / eos in training; official behaviour);
+    pads and (with `collapse_repeats`) repeats of the following token are dropped, except the last token.
     Returns (tokens [B, N] right-padded with `pad`, vertex path [B, K] with -1 past the end).
     """
     batch, num_vertices, _ = links.shape
@@ -261,5 +271,6 @@ def dag_viterbi_decode(
     tokens = best_token.gather(1, path.clamp(min=0))
     following = torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], -1)], dim=1)
     is_last = torch.arange(max_steps, device=links.device).unsqueeze(0) == (num_emitted - 1).unsqueeze(1)
-    keep = on_path & (is_last | ((tokens != following) & (tokens != pad)))
+    repeat = (tokens == following) if collapse_repeats else torch.zeros_like(on_path)
+    keep = on_path & (is_last | (~repeat & (tokens != pad)))
     return compact_tokens(tokens, keep, pad=pad), path

@@ -1,23 +1,16 @@
-"""User-facing errors of genloom-text.
-
-They subclass `genloom.core.errors.InputError` when the core module exists, and `ValueError` otherwise,
-so callers can catch either `GenloomError` or plain `ValueError`.
-"""
+"""User-facing errors of genloom-text, in the shared `genloom.core.errors` hierarchy (also `ValueError`s)."""
 
 from __future__ import annotations
 
-try:  # the shared error hierarchy lives in core; fall back to ValueError while it is not there
-    from genloom.core.errors import InputError as _InputErrorBase
-except ImportError:  # pragma: no cover - depends on what core ships
-    _InputErrorBase = ValueError
+from genloom.core.errors import InputError
 
 
-class TextInputError(_InputErrorBase):
+class TextInputError(InputError):
     """Bad input to a text model, tokenizer or data loader (names what was expected and what was got)."""
 
 
 class GraphTooSmallError(TextInputError):
-    """A DA-Transformer graph has fewer vertices than the target has tokens, so no path can emit it."""
+    """A DA-Transformer graph (or CTC input) is too short for its target, so no path can emit it."""
 
 
 class DataNotFoundError(TextInputError):

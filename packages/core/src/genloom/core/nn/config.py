@@ -20,9 +20,23 @@ from genloom.core.errors import ConfigError
 __all__ = ["TransformerConfig", "DIT_ADALN_CHUNKS", "VAR_ADALN_CHUNKS"]
 
 #: Order of the six modulation vectors in DiT / most AdaLN-zero code: `Linear(cond) -> 6*dim`, chunked.
-DIT_ADALN_CHUNKS: tuple[str, ...] = ("shift_attn", "scale_attn", "gate_attn", "shift_mlp", "scale_mlp", "gate_mlp")
+DIT_ADALN_CHUNKS: tuple[str, ...] = (
+    "shift_attn",
+    "scale_attn",
+    "gate_attn",
+    "shift_mlp",
+    "scale_mlp",
+    "gate_mlp",
+)
 #: VAR's order (`gamma1, gamma2, scale1, scale2, shift1, shift2` in models/basic_var.py).
-VAR_ADALN_CHUNKS: tuple[str, ...] = ("gate_attn", "gate_mlp", "scale_attn", "scale_mlp", "shift_attn", "shift_mlp")
+VAR_ADALN_CHUNKS: tuple[str, ...] = (
+    "gate_attn",
+    "gate_mlp",
+    "scale_attn",
+    "scale_mlp",
+    "shift_attn",
+    "shift_mlp",
+)
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "mlp": ("swiglu", "gelu", "gelu_tanh"),
@@ -44,7 +58,7 @@ class TransformerConfig:
 
     Sizes: `dim` model width, `n_heads` query heads, `n_kv_heads` key/value heads (None = n_heads; fewer =
     GQA), `head_dim` (None = dim // n_heads). `vocab_size` None means no token embedding and no output head
-    (the caller feeds `embeddings=` and reads `features()`).
+    (the caller feeds `embeddings=` and reads `features()`); `embed_tokens=False` keeps the head only.
     """
 
     dim: int = 256
@@ -95,7 +109,8 @@ class TransformerConfig:
     final_adaln_chunks: list[str] = field(default_factory=lambda: ["shift", "scale"])
     cross_attn: bool = False
     context_dim: int | None = None  # width of the cross-attention context (None = dim)
-    # --- output head
+    # --- input embedding / output head
+    embed_tokens: bool = True  # False: no `tok_embeddings` even with a vocab head (continuous inputs, VAR)
     output_bias: bool = False
     tie_embeddings: bool = False
 
@@ -140,12 +155,18 @@ class TransformerConfig:
     def validate(self) -> None:
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
-                raise ConfigError(f"TransformerConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"TransformerConfig.{name} must be one of {choices}, got {getattr(self, name)!r}"
+                )
         for name in ("dim", "n_layers", "n_heads", "max_seq_len"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"TransformerConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"TransformerConfig.{name} must be a positive int, got {getattr(self, name)!r}"
+                )
         if self.head_dim is None and self.dim % self.n_heads:
-            raise ConfigError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}; set head_dim explicitly")
+            raise ConfigError(
+                f"dim={self.dim} is not divisible by n_heads={self.n_heads}; set head_dim explicitly"
+            )
         if self.kv_heads < 1 or self.n_heads % self.kv_heads:
             raise ConfigError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.kv_heads}")
         if self.rope != "none" and self.head_size % 2:
@@ -153,7 +174,11 @@ class TransformerConfig:
         if self.rope in ("2d", "3d"):
             n_axes = 2 if self.rope == "2d" else 3
             if self.rope_grid is None or len(self.rope_grid) != n_axes or min(self.rope_grid) < 1:
-                raise ConfigError(f"rope={self.rope!r} needs rope_grid with {n_axes} positive sizes, got {self.rope_grid}")
+                raise ConfigError(
+                    f"rope={self.rope!r} needs rope_grid with {n_axes} positive sizes, got {self.rope_grid}"
+                )
+        if self.rope_prefix < 0 or (self.rope == "1d" and self.rope_prefix >= self.max_seq_len):
+            raise ConfigError(f"rope_prefix must be in [0, max_seq_len={self.max_seq_len}), got {self.rope_prefix}")
         if self.rope_axis_dims is not None:
             if sum(self.rope_axis_dims) != self.head_size or any(d % 2 or d < 0 for d in self.rope_axis_dims):
                 raise ConfigError(
@@ -165,13 +190,17 @@ class TransformerConfig:
         if self.mask == "prefix" and self.prefix_len < 0:
             raise ConfigError(f"prefix_len must be >= 0, got {self.prefix_len}")
         if sorted(self.adaln_chunks) != sorted(DIT_ADALN_CHUNKS):
-            raise ConfigError(f"adaln_chunks must be a permutation of {DIT_ADALN_CHUNKS}, got {self.adaln_chunks}")
+            raise ConfigError(
+                f"adaln_chunks must be a permutation of {DIT_ADALN_CHUNKS}, got {self.adaln_chunks}"
+            )
         if sorted(self.final_adaln_chunks) != ["scale", "shift"]:
-            raise ConfigError(f"final_adaln_chunks must be a permutation of ['shift', 'scale'], got {self.final_adaln_chunks}")
+            raise ConfigError(
+                f"final_adaln_chunks must be a permutation of ['shift', 'scale'], got {self.final_adaln_chunks}"
+            )
         if self.use_final_adaln and self.adaln == "none" and self.cond_dim is None:
             raise ConfigError("final_adaln=True without adaln needs cond_dim")
-        if self.tie_embeddings and self.vocab_size is None:
-            raise ConfigError("tie_embeddings=True needs vocab_size")
+        if self.tie_embeddings and (self.vocab_size is None or not self.embed_tokens):
+            raise ConfigError("tie_embeddings=True needs vocab_size and embed_tokens=True")
         for name in ("dropout", "attn_dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"TransformerConfig.{name} must be in [0, 1), got {getattr(self, name)}")

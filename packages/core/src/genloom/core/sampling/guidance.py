@@ -111,7 +111,9 @@ def double_batch(cond: Tensor, uncond: Tensor | None = None) -> Tensor:
 def split_batch(output: Tensor) -> tuple[Tensor, Tensor]:
     """Split a doubled output [2B, ...] into (cond [B, ...], uncond [B, ...])."""
     if output.shape[0] % 2:
-        raise SamplingError(f"a doubled CFG batch must have an even first dimension, got {tuple(output.shape)}")
+        raise SamplingError(
+            f"a doubled CFG batch must have an even first dimension, got {tuple(output.shape)}"
+        )
     cond, uncond = output.chunk(2, dim=0)
     return cond, uncond
 

@@ -9,6 +9,7 @@ the later filters only look at the k survivors, so no full-vocabulary sort is ne
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -57,19 +58,19 @@ class SamplingParams:
 
 
 def _check_temperature(temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise SamplingError(f"temperature must be a float >= 0, got {temperature!r}")
     if not math.isfinite(temperature) or temperature < 0:
         raise SamplingError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature!r}")
 
 
 def _check_top_k(top_k: int) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
         raise SamplingError(f"top_k must be an int >= 1 (or None to disable), got {top_k!r}")
 
 
 def _check_unit_interval(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) <= 1.0:
         raise SamplingError(f"{name} must be in (0, 1] (or None to disable), got {value!r}")
 
 
@@ -95,7 +96,7 @@ def top_k_filter(logits: Tensor, top_k: int) -> Tensor:
     _check_top_k(top_k)
     if top_k >= logits.shape[-1]:
         return logits
-    kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    kth_largest = torch.topk(logits, int(top_k), dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth_largest, float("-inf"))
 
 
@@ -164,6 +165,17 @@ def _filter_survivors(values: Tensor, params: SamplingParams, *, sorted_descendi
     return values
 
 
+def _survivors(logits: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor | None]:
+    """Temperature-scaled, filtered logits; with top-k only the k survivors and their vocabulary ids."""
+    if params.temperature > 0:
+        logits = apply_temperature(logits, params.temperature)
+    if params.top_k is not None and params.top_k < logits.shape[-1]:
+        # Later filters see only the k survivors, already sorted by torch.topk: no full-vocabulary sort.
+        values, indices = torch.topk(logits, int(params.top_k), dim=-1)
+        return _filter_survivors(values, params, sorted_descending=True), indices
+    return _filter_survivors(logits, params, sorted_descending=False), None
+
+
 def process_logits(logits: Tensor, params: SamplingParams) -> Tensor:
     """Apply temperature and every enabled filter to `[..., V]` logits; filtered entries are -inf.
 
@@ -172,16 +184,10 @@ def process_logits(logits: Tensor, params: SamplingParams) -> Tensor:
     _check_logits(logits)
     if not isinstance(params, SamplingParams):
         raise SamplingError(f"params must be a SamplingParams, got {type(params).__name__}")
-    if params.temperature > 0:
-        logits = apply_temperature(logits, params.temperature)
-    vocab = logits.shape[-1]
-    if params.top_k is not None and params.top_k < vocab:
-        # Work on the k survivors only (already sorted by torch.topk), then scatter back into -inf.
-        values, indices = torch.topk(logits, params.top_k, dim=-1)
-        values = _filter_survivors(values, params, sorted_descending=True)
-        out = torch.full_like(logits, float("-inf"))
-        return out.scatter_(-1, indices, values)
-    return _filter_survivors(logits, params, sorted_descending=False)
+    values, indices = _survivors(logits, params)
+    if indices is None:
+        return values
+    return torch.full_like(logits, float("-inf")).scatter_(-1, indices, values)
 
 
 def sample_from_probs(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -189,6 +195,14 @@ def sample_from_probs(probs: Tensor, generator: torch.Generator | None = None) -
     noise = torch.empty_like(probs, dtype=torch.float32).exponential_(1.0, generator=generator)
     noise.clamp_min_(torch.finfo(torch.float32).tiny)
     return torch.argmax(probs.float() / noise, dim=-1)
+
+
+def _gumbel_argmax(logits: Tensor, generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
+    """argmax(logits / T + Gumbel) computed as argmax(logits - T log E), E ~ Exp(1): the same index
+    (scaling by T > 0 keeps the argmax) with one elementwise pass fewer and no softmax."""
+    noise = torch.empty(logits.shape, device=logits.device, dtype=torch.float32)
+    noise.exponential_(1.0, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny).log_()
+    return torch.argmax(torch.sub(logits, noise, alpha=temperature), dim=-1)
 
 
 def sample_from_logits(
@@ -204,5 +218,13 @@ def sample_from_logits(
     _check_logits(logits)
     if params.greedy:
         return torch.argmax(logits, dim=-1)
-    processed = process_logits(logits, params)
-    return sample_from_probs(torch.softmax(processed.float(), dim=-1), generator)
+    if not isinstance(params, SamplingParams):
+        raise SamplingError(f"params must be a SamplingParams, got {type(params).__name__}")
+    filters = (params.top_k, params.top_p, params.min_p, params.typical_p)
+    if all(f is None for f in filters):
+        return _gumbel_argmax(logits, generator, params.temperature)
+    values, indices = _survivors(logits, params)
+    choice = _gumbel_argmax(values, generator)
+    if indices is None:
+        return choice
+    return indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)  # from survivor rank to vocabulary id

@@ -134,3 +134,103 @@ def perplexity_from_counts(counts: Tensor) -> Tensor:
 def product(values: Sequence[int]) -> int:
     """Product of a sequence of ints (codebook size of a factorised codebook)."""
     return math.prod(int(v) for v in values)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text tokenizers.
+
+
+class TextTokenizer(ABC):
+    """Base class of the text tokenizers: `encode`/`decode`/`vocab_size` plus batch and padding helpers.
+
+    Subclasses set `pad_id`, `bos_id`, `eos_id`, `mask_id` and implement `_encode`, `decode`,
+    `vocab_size` and `special_ids`.
+    """
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    mask_id: int
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, specials included."""
+
+    @property
+    @abstractmethod
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the special tokens (dropped by `decode(..., skip_special_tokens=True)`)."""
+
+    @abstractmethod
+    def _encode(self, text: str) -> list[int]:
+        """Ids of `text` without bos/eos."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int] | Tensor, *, skip_special_tokens: bool = True) -> str:
+        """Text of `ids`; special tokens are dropped unless `skip_special_tokens` is False."""
+
+    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Ids of `text`, optionally framed by bos / eos."""
+        if not isinstance(text, str):
+            raise TokenizerInputError(
+                f"{type(self).__name__}.encode expects a str, got {type(text).__name__}"
+            )
+        ids = self._encode(text)
+        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def encode_batch(
+        self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False
+    ) -> list[list[int]]:
+        """`encode` of every text."""
+        if isinstance(texts, str):
+            raise TokenizerInputError("encode_batch expects a sequence of str, got a single str")
+        return [self.encode(t, add_bos=add_bos, add_eos=add_eos) for t in texts]
+
+    def decode_batch(
+        self, batch: Sequence[Sequence[int]] | Tensor, *, skip_special_tokens: bool = True
+    ) -> list[str]:
+        """`decode` of every row (padding is dropped with the other specials)."""
+        rows = batch.tolist() if isinstance(batch, Tensor) else batch
+        return [self.decode(row, skip_special_tokens=skip_special_tokens) for row in rows]
+
+    def pad(
+        self,
+        batch: Sequence[Sequence[int]],
+        *,
+        max_length: int | None = None,
+        padding_side: str = "right",
+    ) -> tuple[Tensor, Tensor]:
+        """Stack id lists into (ids [B, T] int64 filled with `pad_id`, mask [B, T] bool, True on tokens).
+
+        T is the longest row, or `max_length`; longer rows are then truncated (right padding keeps a
+        row's start, left padding its end).
+        """
+        if padding_side not in ("left", "right"):
+            raise TokenizerInputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        rows = [list(row) for row in batch]
+        length = max_length if max_length is not None else max((len(r) for r in rows), default=0)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            row = row[:length] if padding_side == "right" else row[max(0, len(row) - length) :]
+            if not row:
+                continue
+            if padding_side == "right":
+                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+                mask[i, : len(row)] = True
+            else:
+                ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+                mask[i, length - len(row) :] = True
+        return ids, mask
+
+    def check_ids(self, ids: Sequence[int]) -> list[int]:
+        """Ids as a list of ints, or `TokenIndexError` if one lies outside [0, vocab_size)."""
+        ids = ids.tolist() if isinstance(ids, Tensor) else [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise TokenIndexError(
+                f"{type(self).__name__}: ids must lie in [0, {self.vocab_size}), got {bad[:5]}"
+                + (" ..." if len(bad) > 5 else "")
+            )
+        return ids

@@ -1,26 +1,21 @@
 """Errors raised by genloom's tokenizers when the input is not what they accept.
 
-They subclass `genloom.core.errors.GenloomError` when that module exists (it is the house base class for
-errors meant for users) and always `ValueError`, so `except ValueError` keeps working.
+They are `GenloomError`s (the house base class of errors meant for users, printed by the CLI as one line)
+and also `ValueError`s, so `except ValueError` keeps working.
 """
 
 from __future__ import annotations
 
-try:  # the shared base class lives in genloom.core.errors once the core helper has created it
-    from genloom.core.errors import GenloomError as _Base
-except ImportError:  # pragma: no cover - depends on the state of the tree
-    _Base = ValueError
-
-# Keep `except ValueError` working whatever the house base class derives from.
-_BASES: tuple[type[Exception], ...] = (_Base,) if issubclass(_Base, ValueError) else (_Base, ValueError)
+from genloom.core.errors import GenloomError
 
 
-class TokenizerError(*_BASES):
+class TokenizerError(GenloomError, ValueError):
     """Base class of every tokenizer error (shape, layout, index range, unknown text, file format)."""
 
 
 class TokenizerInputError(TokenizerError):
-    """A tensor given to a quantizer has the wrong rank, channel count, size or dtype."""
+    """A tensor given to a quantizer has the wrong rank, channel count, size or dtype, or a text
+    tokenizer got something that is not text."""
 
 
 class TokenIndexError(TokenizerError):

@@ -10,6 +10,7 @@ statistics and dead-code restart (codes unused for a while are re-seeded with re
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -32,6 +33,10 @@ def squared_distances(z: Tensor, codebook: Tensor) -> Tensor:
     """||z_n - e_k||^2 for z [N, D] and codebook [K, D], as ||z||^2 + ||e||^2 - 2 z.e (VQ-VAE / VAR form)."""
     d = torch.sum(z.square(), dim=1, keepdim=True) + torch.sum(codebook.square(), dim=1)
     return d.addmm_(z, codebook.T, beta=1, alpha=-2)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 @torch.no_grad()
@@ -97,7 +102,9 @@ class VectorQuantizer(Quantizer):
         if not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
         if dead_code_after is not None and dead_code_after < 1:
-            raise ValueError(f"dead_code_after must be a positive number of steps or None, got {dead_code_after}")
+            raise ValueError(
+                f"dead_code_after must be a positive number of steps or None, got {dead_code_after}"
+            )
         self.dim = dim
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim or dim
@@ -167,6 +174,17 @@ class VectorQuantizer(Quantizer):
         codes = self.project_out(F.embedding(indices.long(), self.codebook))
         return move_channels_back(codes, self.channel_dim)
 
+    @torch.no_grad()
+    def codes_to_indices(self, codes: Tensor) -> Tensor:
+        """Ids of vectors that lie on the decoded codebook (the exact inverse of `indices_to_codes`).
+
+        Unlike `encode`, the lookup happens in the output space, so it also inverts the projection.
+        """
+        check_features(codes, channels=self.dim, channel_dim=self.channel_dim, name=type(self).__name__)
+        codes_last = move_channels_last(codes, self.channel_dim)
+        table = self.project_out(self.codebook)
+        return nearest_code(codes_last.reshape(-1, self.dim), table).view(codes_last.shape[:-1])
+
     # ------------------------------------------------------------------ statistics and codebook upkeep
 
     def codebook_usage(self) -> Tensor:
@@ -176,6 +194,11 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _update_state(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
+        # Under torch.distributed every rank sees the global counts and sums, so codebooks, usage
+        # statistics and restarts stay identical across ranks (DDP does not sync buffers or no-grad weights).
+        if _distributed():
+            counts = counts.clone()
+            dist.all_reduce(counts)
         self.train_steps += 1
         self.last_used_step[counts > 0] = self.train_steps
         if self.use_ema:
@@ -187,30 +210,40 @@ class VectorQuantizer(Quantizer):
     def _ema_update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
         decay = self.ema_decay
         embed_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, flat)
+        if _distributed():
+            dist.all_reduce(embed_sum)
         self.ema_cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
         self.ema_embed_sum.mul_(decay).add_(embed_sum, alpha=1 - decay)
         total = self.ema_cluster_size.sum()
-        smoothed = (self.ema_cluster_size + self.ema_eps) / (total + self.codebook_size * self.ema_eps) * total
+        smoothed = (
+            (self.ema_cluster_size + self.ema_eps) / (total + self.codebook_size * self.ema_eps) * total
+        )
         self.embedding.weight.data.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
 
     @torch.no_grad()
     def restart_dead_codes(self, recent_vectors: Tensor) -> int:
         """Replace codes idle for `dead_code_after` steps by random rows of `recent_vectors` [N, codebook_dim].
 
-        Returns the number of codes replaced.
+        Returns the number of codes replaced. Under torch.distributed the replacements are rank 0's
+        picks, broadcast to every rank.
         """
         if self.dead_code_after is None:
             raise TokenizerInputError("restart_dead_codes needs dead_code_after to be set")
         idle = self.train_steps - self.last_used_step.clamp_min(0)
         dead = torch.nonzero(idle >= self.dead_code_after).flatten()
-        if dead.numel() == 0 or recent_vectors.shape[0] == 0:
+        if dead.numel() == 0:
             return 0
         n = recent_vectors.shape[0]
-        if n >= dead.numel():
-            pick = torch.randperm(n, device=recent_vectors.device)[: dead.numel()]
+        if n == 0:
+            fresh = self.embedding.weight.data[dead].clone()
         else:
-            pick = torch.randint(n, (dead.numel(),), device=recent_vectors.device)
-        fresh = recent_vectors[pick].to(self.embedding.weight.dtype)
+            if n >= dead.numel():
+                pick = torch.randperm(n, device=recent_vectors.device)[: dead.numel()]
+            else:
+                pick = torch.randint(n, (dead.numel(),), device=recent_vectors.device)
+            fresh = recent_vectors[pick].to(self.embedding.weight.dtype)
+        if _distributed():
+            dist.broadcast(fresh, src=0)
         self.embedding.weight.data[dead] = fresh
         if self.use_ema:
             self.ema_embed_sum[dead] = fresh.float()

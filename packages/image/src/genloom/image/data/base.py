@@ -66,7 +66,9 @@ class ImageDataset(Dataset):
         return index
 
 
-def stratified_split(labels: torch.Tensor, *, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, *, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a deterministic per-class train / held-out split (same seed, same split everywhere)."""
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []

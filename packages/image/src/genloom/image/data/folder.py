@@ -62,7 +62,9 @@ def load_image_folder(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    groups = [(d.name, _image_files(d)) for d in class_dirs] if class_dirs else [(root.name, _image_files(root))]
+    groups = (
+        [(d.name, _image_files(d)) for d in class_dirs] if class_dirs else [(root.name, _image_files(root))]
+    )
     images, labels, skipped = [], [], []
     for label, (_, files) in enumerate(groups):
         for path in files:

@@ -21,7 +21,9 @@ SPLIT_SIZES = {"train": 400, "test": 100}  # images per class
 SUPERSAMPLE = 4
 
 
-def _shape_coverage(shape: str, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor, size: int) -> torch.Tensor:
+def _shape_coverage(
+    shape: str, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor, size: int
+) -> torch.Tensor:
     """Fraction of each pixel covered by the shape, (N, size, size), via supersampled inside tests."""
     fine = size * SUPERSAMPLE
     coords = (torch.arange(fine, dtype=torch.float32) + 0.5) / SUPERSAMPLE
@@ -47,7 +49,13 @@ def _shape_coverage(shape: str, cx: torch.Tensor, cy: torch.Tensor, r: torch.Ten
 
 
 def render_shapes(
-    shape: str, colour: str, n: int, *, seed: int, image_size: int = 32, generator: torch.Generator | None = None
+    shape: str,
+    colour: str,
+    n: int,
+    *,
+    seed: int,
+    image_size: int = 32,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Render n images of one (shape, colour) class in [-1, 1], shape (n, 3, H, W)."""
     if colour not in COLOURS:
@@ -72,7 +80,9 @@ def _render_split(split: str, image_size: int) -> tuple[torch.Tensor, torch.Tens
     images, labels = [], []
     for label, name in enumerate(SHAPES_CLASS_NAMES):
         colour, shape = name.split(" ")
-        images.append(render_shapes(shape, colour, SPLIT_SIZES[split], seed=0, image_size=image_size, generator=gen))
+        images.append(
+            render_shapes(shape, colour, SPLIT_SIZES[split], seed=0, image_size=image_size, generator=gen)
+        )
         labels.append(torch.full((SPLIT_SIZES[split],), label, dtype=torch.long))
     return torch.cat(images), torch.cat(labels)
 
@@ -82,4 +92,6 @@ def load_shapes_dataset(split: str = "train", *, image_size: int = 32) -> ImageD
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {list(SPLIT_SEEDS)}, got {split!r}")
     images, labels = _render_split(split, image_size)
-    return ImageDataset(images=images.clone(), labels=labels.clone(), class_names=list(SHAPES_CLASS_NAMES), name="shapes")
+    return ImageDataset(
+        images=images.clone(), labels=labels.clone(), class_names=list(SHAPES_CLASS_NAMES), name="shapes"
+    )

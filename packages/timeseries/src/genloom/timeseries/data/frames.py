@@ -8,6 +8,7 @@ unknown target column, a history shorter than the model's lookback.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,16 @@ def _parse_times(values: pd.Series, column: str, label: str) -> pd.DatetimeIndex
     return pd.DatetimeIndex(parsed)
 
 
+def _infer_freq(index: pd.DatetimeIndex) -> str | None:
+    """The pandas frequency alias of a regular index (calendar ones such as month starts included), or None."""
+    if len(index) < 3:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        freq = pd.infer_freq(index)
+    return None if freq is None else getattr(freq, "freqstr", freq)
+
+
 def check_time_index(index: pd.DatetimeIndex, *, column: str = "date", label: str = "series") -> str | None:
     """Check that timestamps are sorted, unique and regular; return the pandas frequency alias.
 
@@ -77,7 +88,7 @@ def check_time_index(index: pd.DatetimeIndex, *, column: str = "date", label: st
             f"{label}: timestamps in column {column!r} are not sorted: row {row} ({index[row]}) comes before "
             f"row {row - 1} ({index[row - 1]})"
         )
-    freq = pd.infer_freq(index) if len(index) >= 3 else None
+    freq = _infer_freq(index)
     if freq is not None:
         return freq
     values, counts = np.unique(diffs, return_counts=True)
@@ -90,8 +101,6 @@ def check_time_index(index: pd.DatetimeIndex, *, column: str = "date", label: st
             f"{label}: {missing} missing timestamp(s) in column {column!r} between row {row - 1} "
             f"({index[row - 1]}) and row {row} ({index[row]}); the usual step is {pd.Timedelta(step)}"
         )
-    # Calendar frequencies (month ends, business days) have uneven steps that infer_freq misses on short
-    # stretches; accept them only when pandas can name a frequency for the whole index.
     raise SeriesInputError(
         f"{label}: irregular frequency in column {column!r} at row {row} ({index[row]}): step "
         f"{pd.Timedelta(int(diffs[odd[0]]))}, the usual step is {pd.Timedelta(step)}"
@@ -165,7 +174,9 @@ def table_from_wide_frame(
     if targets is not None:
         for name in targets:
             if name not in value_cols:
-                raise SeriesInputError(f"{label}: unknown target column {name!r}; available columns: {value_cols}")
+                raise SeriesInputError(
+                    f"{label}: unknown target column {name!r}; available columns: {value_cols}"
+                )
         value_cols = list(targets)
     if not value_cols:
         raise SeriesInputError(f"{label}: no value columns beside the time column {time_col!r}")
@@ -174,8 +185,12 @@ def table_from_wide_frame(
     values = np.stack(
         [_numeric_column(frame[c].reset_index(drop=True), str(c), label) for c in value_cols], axis=1
     )
-    values, notes = fill_missing_values(values, [str(c) for c in value_cols], nan_policy=nan_policy, label=label)
-    return SeriesTable(index=index, values=values, columns=[str(c) for c in value_cols], freq=freq, notes=notes)
+    values, notes = fill_missing_values(
+        values, [str(c) for c in value_cols], nan_policy=nan_policy, label=label
+    )
+    return SeriesTable(
+        index=index, values=values, columns=[str(c) for c in value_cols], freq=freq, notes=notes
+    )
 
 
 def read_wide_csv(
@@ -200,7 +215,9 @@ def read_wide_csv(
                 )
             tables = {k: tables[k] for k in targets}
         return merge_tables(tables, label=path.name)
-    return table_from_wide_frame(frame, time_col=time_col, targets=targets, nan_policy=nan_policy, label=path.name)
+    return table_from_wide_frame(
+        frame, time_col=time_col, targets=targets, nan_policy=nan_policy, label=path.name
+    )
 
 
 def tables_from_long_frame(
@@ -232,7 +249,9 @@ def tables_from_long_frame(
             freq = check_time_index(index, column=time_col, label=sub_label)
         except SeriesInputError as err:  # re-word positions as rows of the whole file
             raise SeriesInputError(f"{err} (series rows are file rows {rows[0]}..{rows[-1]})") from None
-        values, notes = fill_missing_values(values[:, None], [str(uid)], nan_policy=nan_policy, label=sub_label)
+        values, notes = fill_missing_values(
+            values[:, None], [str(uid)], nan_policy=nan_policy, label=sub_label
+        )
         tables[str(uid)] = SeriesTable(index=index, values=values, columns=[str(uid)], freq=freq, notes=notes)
     return tables
 

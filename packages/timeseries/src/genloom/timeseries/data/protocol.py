@@ -69,7 +69,9 @@ def read_protocol_csv(path: str | Path, *, date_col: str = "date") -> pd.DataFra
         raise SeriesInputError(f"data file not found: {path}")
     frame = pd.read_csv(path)
     if date_col not in frame.columns:
-        raise SeriesInputError(f"{path.name}: expected a {date_col!r} column, got columns {list(frame.columns)}")
+        raise SeriesInputError(
+            f"{path.name}: expected a {date_col!r} column, got columns {list(frame.columns)}"
+        )
     for col in frame.columns:
         if col == date_col:
             continue
@@ -179,7 +181,12 @@ class ForecastWindows(Dataset):
         s_end = index + self.seq_len
         r_begin = s_end - self.label_len
         r_end = r_begin + self.label_len + self.pred_len
-        return self.data[index:s_end], self.data[r_begin:r_end], self.marks[index:s_end], self.marks[r_begin:r_end]
+        return (
+            self.data[index:s_end],
+            self.data[r_begin:r_end],
+            self.marks[index:s_end],
+            self.marks[r_begin:r_end],
+        )
 
 
 def collate_float32(batch: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:

@@ -26,7 +26,7 @@ def _hour_of_day(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _day_of_week(index: pd.DatetimeIndex) -> np.ndarray:
-    return index.dayofweek / 6.0 - 0.5
+    return index.day_of_week / 6.0 - 0.5
 
 
 def _day_of_month(index: pd.DatetimeIndex) -> np.ndarray:
@@ -34,7 +34,7 @@ def _day_of_month(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _day_of_year(index: pd.DatetimeIndex) -> np.ndarray:
-    return (index.dayofyear - 1) / 365.0 - 0.5
+    return (index.day_of_year - 1) / 365.0 - 0.5
 
 
 def _month_of_year(index: pd.DatetimeIndex) -> np.ndarray:
@@ -90,8 +90,10 @@ def time_features(dates: pd.DatetimeIndex | pd.Series, freq: str = "h", *, timee
             return np.zeros((len(index), 0), dtype=np.float64)
         return np.stack([np.asarray(f(index), dtype=np.float64) for f in feats], axis=1)
     if timeenc == 0:
-        cols = [index.month, index.day, index.dayofweek, index.hour]
+        cols = [index.month, index.day, index.day_of_week, index.hour]
         if key in ("t", "min"):
             cols.append(index.minute // 15)
         return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
-    raise SeriesInputError(f"timeenc must be 0 (raw calendar fields) or 1 (scaled timeF features), got {timeenc}")
+    raise SeriesInputError(
+        f"timeenc must be 0 (raw calendar fields) or 1 (scaled timeF features), got {timeenc}"
+    )

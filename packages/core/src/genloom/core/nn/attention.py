@@ -1,0 +1,223 @@
+"""Multi-head / grouped-query self- and cross-attention through `scaled_dot_product_attention`.
+
+Parameter names (what a renaming converter targets):
+- fused projections: `wqkv` ([q; k; v] output rows, heads contiguous inside each), or `wq`, `wk`, `wv`;
+  cross-attention: `wq` plus `wkv` (fused) or `wk`, `wv`; output projection `wo`.
+- `qkv_bias="qv"`: parameters `q_bias`, `v_bias` (the key bias is fixed at zero, as in VAR / BEiT).
+- `qk_norm`: `q_norm`, `k_norm` (per-head RMSNorm or LayerNorm over head_dim), or, for "l2" (cosine
+  attention, VAR `attn_l2_norm`), `scale_mul` [1, H, 1, 1]: q and k are L2-normalised and q is multiplied
+  by `exp(min(scale_mul, log 100))`, with softmax scale 1.
+Order inside: project -> qk-norm -> RoPE -> KV cache -> attention; cached keys are stored post-norm and
+post-rotation. Cross-attention keys/values can be computed once per source (`cache_context`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genloom.core.errors import InputError
+
+from .config import TransformerConfig
+from .kv_cache import KVCache
+from .norms import make_norm
+from .rope import apply_rope
+
+__all__ = ["Attention", "flex_attention_fn"]
+
+_MAX_LOG_SCALE = math.log(100.0)
+_compiled_flex = None
+
+
+def flex_attention_fn(device: torch.device):
+    """FlexAttention: compiled on CUDA (its fast path), eager elsewhere (a slow but exact reference)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex
+
+
+class Attention(nn.Module):
+    """Self-attention (`cross=False`) or cross-attention over a context of width `config.context_size`."""
+
+    def __init__(self, config: TransformerConfig, *, cross: bool = False) -> None:
+        super().__init__()
+        self.cross = cross
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.kv_heads
+        self.head_dim = config.head_size
+        self.rope_layout = config.rope_layout
+        self.attn_dropout = config.attn_dropout
+        self.l2_qk = config.qk_norm == "l2"
+        q_size = self.n_heads * self.head_dim
+        kv_size = self.n_kv_heads * self.head_dim
+        kv_in = config.context_size if cross else config.dim
+        bias = config.qkv_bias == "qkv"
+        if config.fused_qkv and not cross:
+            self.wqkv = nn.Linear(config.dim, q_size + 2 * kv_size, bias=bias)
+        elif config.fused_qkv:
+            self.wq = nn.Linear(config.dim, q_size, bias=bias)
+            self.wkv = nn.Linear(kv_in, 2 * kv_size, bias=bias)
+        else:
+            self.wq = nn.Linear(config.dim, q_size, bias=bias)
+            self.wk = nn.Linear(kv_in, kv_size, bias=bias)
+            self.wv = nn.Linear(kv_in, kv_size, bias=bias)
+        if config.qkv_bias == "qv":
+            self.q_bias = nn.Parameter(torch.zeros(q_size))
+            self.v_bias = nn.Parameter(torch.zeros(kv_size))
+        self.wo = nn.Linear(q_size, config.dim, bias=config.attn_out_bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        if config.qk_norm in ("rmsnorm", "layernorm"):
+            self.q_norm = make_norm(config.qk_norm, self.head_dim, eps=config.norm_eps)
+            self.k_norm = make_norm(config.qk_norm, self.head_dim, eps=config.norm_eps)
+        if self.l2_qk:
+            self.scale_mul = nn.Parameter(torch.full((1, self.n_heads, 1, 1), math.log(4.0)))
+        if config.attn_scale is not None:
+            self.scale = float(config.attn_scale)
+        else:
+            self.scale = 1.0 if self.l2_qk else 1.0 / math.sqrt(self.head_dim)
+        self.kv_cache: KVCache | None = None
+        self._context_kv: tuple[Tensor, Tensor, Tensor | None] | None = None
+
+    # ------------------------------------------------------------------ projections
+    def _qv_bias(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if hasattr(self, "q_bias"):
+            return q + self.q_bias, v + self.v_bias
+        return q, v
+
+    def _project_self(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q_size = self.n_heads * self.head_dim
+        kv_size = self.n_kv_heads * self.head_dim
+        if hasattr(self, "wqkv"):
+            q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q, v = self._qv_bias(q, v)
+        return q, k, v
+
+    def _project_context(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        kv_size = self.n_kv_heads * self.head_dim
+        if hasattr(self, "wkv"):
+            k, v = self.wkv(context).split([kv_size, kv_size], dim=-1)
+        else:
+            k, v = self.wk(context), self.wv(context)
+        if hasattr(self, "v_bias"):
+            v = v + self.v_bias
+        return self._heads(self._norm_k(k, self.n_kv_heads), self.n_kv_heads), self._heads(v, self.n_kv_heads)
+
+    def _norm_q(self, q: Tensor) -> Tensor:
+        q = q.unflatten(-1, (self.n_heads, self.head_dim))
+        if hasattr(self, "q_norm"):
+            q = self.q_norm(q)
+        return q
+
+    def _norm_k(self, k: Tensor, heads: int) -> Tensor:
+        k = k.unflatten(-1, (heads, self.head_dim))
+        if hasattr(self, "k_norm"):
+            k = self.k_norm(k)
+        return k
+
+    def _heads(self, x: Tensor, heads: int) -> Tensor:
+        """[B, L, H, D] (or [B, L, H*D]) -> [B, H, L, D]."""
+        if x.dim() == 3:
+            x = x.unflatten(-1, (heads, self.head_dim))
+        return x.transpose(1, 2)
+
+    def _l2(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.scale_mul.clamp_max(_MAX_LOG_SCALE).exp()
+        return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1)
+
+    # ------------------------------------------------------------------ cross-attention context cache
+    def cache_context(self, context: Tensor, context_mask: Tensor | None = None) -> None:
+        """Project the cross-attention keys/values of `context` [B, Lc, C] once for all decode steps."""
+        k, v = self._project_context(context)
+        if self.l2_qk:
+            k = F.normalize(k, dim=-1)
+        self._context_kv = (k, v, context_mask)
+
+    def clear_context(self) -> None:
+        self._context_kv = None
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        rope: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        input_pos: Tensor | None = None,
+        kv_len: int | None = None,
+        block_mask: object | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """x [B, L, dim] -> [B, L, dim]. Self-attention: `rope` (cos, sin) [L, D/2], `mask` bool broadcast to
+        [B, H, L, Lk], `input_pos` [L] writes the KV cache (then attends to its first `kv_len` slots).
+        Cross-attention: `context` [B, Lc, C] with `context_mask` [B, Lc] (True = real token), or the
+        context cached by `cache_context`."""
+        if self.cross:
+            return self._cross(x, context, context_mask)
+        batch, length, _ = x.shape
+        q, k, v = self._project_self(x)
+        q = self._heads(self._norm_q(q), self.n_heads)
+        k = self._heads(self._norm_k(k, self.n_kv_heads), self.n_kv_heads)
+        v = self._heads(v, self.n_kv_heads)
+        if self.l2_qk:
+            q, k = self._l2(q, k)
+        if rope is not None:
+            cos, sin = rope
+            q = apply_rope(q, cos, sin, self.rope_layout)
+            k = apply_rope(k, cos, sin, self.rope_layout)
+        if self.kv_cache is not None and input_pos is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)
+            if kv_len is not None:
+                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+        out = self._attend(q, k, v, mask=mask, is_causal=is_causal, block_mask=block_mask)
+        return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, length, -1)))
+
+    def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
+        batch, length, _ = x.shape
+        if context is not None:
+            k, v = self._project_context(context)
+            if self.l2_qk:
+                k = F.normalize(k, dim=-1)
+        elif self._context_kv is not None:
+            k, v, context_mask = self._context_kv
+        else:
+            raise InputError("cross-attention needs `context` (or a context cached with set_context)")
+        if k.shape[0] != batch:
+            if k.shape[0] != 1:
+                raise InputError(
+                    f"cross-attention context has batch {k.shape[0]} but the queries have {batch}"
+                )
+            k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+            if context_mask is not None:
+                context_mask = context_mask.expand(batch, -1)
+        q = self._heads(
+            self._norm_q(self.wq(x) + (self.q_bias if hasattr(self, "q_bias") else 0)), self.n_heads
+        )
+        if self.l2_qk:
+            q = F.normalize(q, dim=-1) * self.scale_mul.clamp_max(_MAX_LOG_SCALE).exp()
+        mask = None if context_mask is None else context_mask[:, None, None, :].to(torch.bool)
+        out = self._attend(q, k, v, mask=mask, is_causal=False, block_mask=None)
+        return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, length, -1)))
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool, block_mask
+    ) -> Tensor:
+        gqa = self.n_heads != self.n_kv_heads
+        if block_mask is not None:
+            flex = flex_attention_fn(q.device)
+            return flex(q, k, v, block_mask=block_mask, scale=self.scale, enable_gqa=gqa)
+        dropout = self.attn_dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, scale=self.scale, enable_gqa=gqa
+        )

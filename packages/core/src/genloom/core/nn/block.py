@@ -1,0 +1,134 @@
+"""`Block`: one pre-norm transformer layer (self-attention, optional cross-attention, MLP) with optional
+AdaLN / AdaLN-zero conditioning and stochastic depth; `FinalAdaLN`: an adaptive final norm.
+
+Names: `attn_norm`, `attn`, `cross_norm`, `cross_attn`, `mlp_norm`, `mlp`; AdaLN modulation is
+`adaln = Sequential(SiLU, Linear(cond_dim, 6 * dim))` (so `adaln.1.weight`, like DiT's `adaLN_modulation.1`
+and VAR's `ada_lin.1`), chunked into six [dim] vectors in `config.adaln_chunks` order. With AdaLN the two
+norms have no affine parameters and the branch is `x + gate * f(norm(x) * (1 + scale) + shift)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .attention import Attention
+from .config import TransformerConfig
+from .mlp import MLP
+from .norms import make_norm
+
+__all__ = ["Block", "DropPath", "FinalAdaLN"]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per sample with probability `p` (scaled by 1/(1-p))."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _modulation(cond: Tensor, proj: nn.Module, n_chunks: int, dim: int) -> Tensor:
+    """cond [B, C] or [B, L, C] -> [B, 1 or L, n_chunks, dim]."""
+    if cond.dim() == 2:
+        cond = cond[:, None, :]
+    return proj(cond).unflatten(-1, (n_chunks, dim))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer. `drop_path` is this layer's stochastic-depth rate."""
+
+    def __init__(self, config: TransformerConfig, *, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.dim = config.dim
+        self.use_adaln = config.adaln != "none"
+        affine = config.norm_affine and not self.use_adaln
+        self.attn_norm = make_norm(config.norm, config.dim, eps=config.norm_eps, affine=affine)
+        self.attn = Attention(config)
+        if config.cross_attn:
+            self.cross_norm = make_norm(
+                config.norm, config.dim, eps=config.norm_eps, affine=config.norm_affine
+            )
+            self.cross_attn = Attention(config, cross=True)
+        self.mlp_norm = make_norm(config.norm, config.dim, eps=config.norm_eps, affine=affine)
+        self.mlp = MLP(config)
+        self.drop_path = DropPath(drop_path)
+        if self.use_adaln:
+            self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(config.cond_size, 6 * config.dim))
+            self.chunk_index = {name: i for i, name in enumerate(config.adaln_chunks)}
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        rope: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        input_pos: Tensor | None = None,
+        kv_len: int | None = None,
+        block_mask: object | None = None,
+        cond: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        attn_kwargs = dict(
+            rope=rope,
+            mask=mask,
+            is_causal=is_causal,
+            input_pos=input_pos,
+            kv_len=kv_len,
+            block_mask=block_mask,
+        )
+        if not self.use_adaln:
+            x = x + self.drop_path(self.attn(self.attn_norm(x), **attn_kwargs))
+            x = self._cross(x, context, context_mask)
+            return x + self.drop_path(self.mlp(self.mlp_norm(x)))
+        mod = _modulation(cond, self.adaln, 6, self.dim).unbind(-2)
+        shift, scale, gate = (mod[self.chunk_index[f"{k}_attn"]] for k in ("shift", "scale", "gate"))
+        h = self.attn_norm(x) * (1 + scale) + shift
+        x = x + self.drop_path(self.attn(h, **attn_kwargs) * gate)
+        x = self._cross(x, context, context_mask)
+        shift, scale, gate = (mod[self.chunk_index[f"{k}_mlp"]] for k in ("shift", "scale", "gate"))
+        h = self.mlp_norm(x) * (1 + scale) + shift
+        return x + self.drop_path(self.mlp(h) * gate)
+
+    def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
+        if not hasattr(self, "cross_attn"):
+            return x
+        return x + self.drop_path(
+            self.cross_attn(self.cross_norm(x), context=context, context_mask=context_mask)
+        )
+
+
+class FinalAdaLN(nn.Module):
+    """Adaptive final norm: `norm(x) * (1 + scale) + shift` with (shift, scale) from `adaln.1` in
+    `config.final_adaln_chunks` order (DiT: shift, scale; VAR's `head_nm`: scale, shift)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.dim = config.dim
+        self.norm = make_norm(config.norm, config.dim, eps=config.norm_eps, affine=False)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(config.cond_size, 2 * config.dim))
+        self.order = list(config.final_adaln_chunks)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        mod = _modulation(cond, self.adaln, 2, self.dim).unbind(-2)
+        shift, scale = mod[self.order.index("shift")], mod[self.order.index("scale")]
+        return self.norm(x) * (1 + scale) + shift
+
+
+def init_adaln_zero(module: nn.Module) -> None:
+    """Zero the modulation Linear of every Block / FinalAdaLN under `module` (AdaLN-zero: identity at init)."""
+    for sub in module.modules():
+        if isinstance(sub, Block | FinalAdaLN) and hasattr(sub, "adaln"):
+            torch.nn.init.zeros_(sub.adaln[1].weight)
+            torch.nn.init.zeros_(sub.adaln[1].bias)

@@ -1,0 +1,536 @@
+"""`Transformer` (the decoder-only / general stack), `Encoder` (bidirectional, returns hidden states) and
+`EncoderDecoder` (seq2seq with a cached decoder whose cross-attention keys are computed once).
+
+Weight names: `tok_embeddings`, `pos_embedding` [max_seq_len, dim] (learned positions), `layers.{i}.*`
+(see `block.py` / `attention.py` / `mlp.py`), `norm` (or `norm.adaln.1.*` for an adaptive final norm),
+`output` (vocab head). RoPE tables `rope_cos` / `rope_sin` [n_positions, head_dim/2] are non-persistent
+float32 buffers indexed by position id (`set_rope_tables` installs any layout); KV caches are
+non-persistent too, so `state_dict()` holds weights only.
+
+Caching: `setup_cache(batch_size, max_seq_len)` allocates a `KVCache` per layer; every cached call gives
+`input_pos` [L] (the slots its L tokens occupy: a 1-token step, a chunk, or a prompt prefill). By default
+attention reads only the filled part of the cache (one host sync per call to learn its length); with
+`setup_cache(..., static=True)` it always reads the whole cache under a position mask, which has no
+data-dependent Python branching (for torch.compile / CUDA graphs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genloom.core.errors import ConfigError, InputError
+
+from .block import Block, FinalAdaLN, init_adaln_zero
+from .config import TransformerConfig
+from .kv_cache import KVCache
+from .masks import block_ids_from_sizes, flex_mask_mod, structure_mask
+from .norms import make_norm
+from .rope import rope_tables_for
+
+__all__ = ["Transformer", "Encoder", "EncoderDecoder"]
+
+
+class Transformer(nn.Module):
+    """Token (or embedding) sequence -> logits (or hidden states with `features`)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, TransformerConfig):
+            raise ConfigError(f"Transformer expects a TransformerConfig, got {type(config).__name__}")
+        self.config = config
+        has_embedding = config.vocab_size and config.embed_tokens
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim) if has_embedding else None
+        if config.learned_pos:
+            self.pos_embedding = nn.Parameter(torch.zeros(config.max_seq_len, config.dim))
+        n = config.n_layers
+        rates = [config.drop_path * i / (n - 1) if n > 1 else config.drop_path for i in range(n)]
+        self.layers = nn.ModuleList(Block(config, drop_path=rate) for rate in rates)
+        if config.use_final_adaln:
+            self.norm = FinalAdaLN(config)
+        else:
+            self.norm = make_norm(config.norm, config.dim, eps=config.norm_eps, affine=config.norm_affine)
+        self.output = None
+        if config.vocab_size:
+            self.output = nn.Linear(config.dim, config.vocab_size, bias=config.output_bias)
+        tables = rope_tables_for(config)
+        self.register_buffer("rope_cos", None if tables is None else tables[0], persistent=False)
+        self.register_buffer("rope_sin", None if tables is None else tables[1], persistent=False)
+        block_ids = block_ids_from_sizes(config.block_sizes) if config.mask == "block_causal" else None
+        self.register_buffer("block_ids", block_ids, persistent=False)
+        self._cache_len = 0  # allocated cache length (0 = no cache)
+        self._filled = 0  # highest written position + 1 (Python int; dynamic mode only)
+        self._static = False
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """N(0, std) for Linear / Embedding weights and learned positions, zero biases, AdaLN-zero zeros."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+        if self.config.learned_pos:
+            nn.init.normal_(self.pos_embedding, std=std)
+        if self.config.tie_embeddings and self.output is not None:
+            self.output.weight = self.tok_embeddings.weight
+        if self.config.adaln == "adaln_zero":
+            init_adaln_zero(self)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module hook
+        """Keep the RoPE tables in float32 when the model is cast to bf16/fp16 (only their device follows)."""
+        tables = (self.rope_cos, self.rope_sin)
+        super()._apply(fn, recurse)
+        if tables[0] is not None and self.rope_cos.dtype != torch.float32:
+            self.rope_cos = tables[0].to(self.rope_cos.device)
+            self.rope_sin = tables[1].to(self.rope_sin.device)
+        return self
+
+    def set_rope_tables(self, cos: Tensor, sin: Tensor) -> None:
+        """Install custom RoPE tables [n_positions, head_dim/2] (row = position id), e.g. a grid with prefix
+        tokens of zero or identity rotation (see `rope.py`)."""
+        if self.config.rope == "none":
+            raise ConfigError(
+                "set_rope_tables needs a config with rope != 'none' (it selects where RoPE applies)"
+            )
+        half = self.config.head_size // 2
+        if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[1] != half:
+            raise InputError(
+                f"RoPE tables must both be [n_positions, {half}], got {tuple(cos.shape)} and {tuple(sin.shape)}"
+            )
+        device = self.layers[0].attn.wo.weight.device
+        self.rope_cos = cos.detach().float().to(device)
+        self.rope_sin = sin.detach().float().to(device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ cache
+    def setup_cache(
+        self,
+        batch_size: int,
+        max_seq_len: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        *,
+        static: bool = False,
+    ) -> None:
+        """Allocate a zeroed KV cache of `max_seq_len` slots per layer (re-allocates if called again)."""
+        if batch_size < 1 or max_seq_len < 1:
+            raise InputError(
+                f"setup_cache needs batch_size >= 1 and max_seq_len >= 1, got {batch_size}, {max_seq_len}"
+            )
+        limit = self._position_limit()
+        if limit is not None and max_seq_len > limit:
+            raise InputError(
+                f"max_seq_len={max_seq_len} exceeds the {limit} positions this model has tables for"
+            )
+        weight = self.layers[0].attn.wo.weight
+        dtype = weight.dtype if dtype is None else dtype
+        device = weight.device if device is None else device
+        for layer in self.layers:
+            layer.attn.kv_cache = KVCache(
+                batch_size=batch_size,
+                n_kv_heads=self.config.kv_heads,
+                max_seq_len=max_seq_len,
+                head_dim=self.config.head_size,
+                dtype=dtype,
+                device=device,
+            )
+        self._cache_len, self._filled, self._static = max_seq_len, 0, static
+
+    def truncate_cache(self, length: int) -> None:
+        """Forget every cached position >= `length` (speculative / Jacobi rollback)."""
+        self._require_cache()
+        if not 0 <= length <= self._cache_len:
+            raise InputError(f"truncate_cache length must be in [0, {self._cache_len}], got {length}")
+        for layer in self.layers:
+            layer.attn.kv_cache.truncate(length)
+        self._filled = min(self._filled, length)
+
+    def reset_cache(self) -> None:
+        """Empty the cache for a new batch (keeps the allocation)."""
+        self._require_cache()
+        for layer in self.layers:
+            layer.attn.kv_cache.reset()
+        self._filled = 0
+
+    def remove_cache(self) -> None:
+        """Free the caches and return to uncached (training / teacher-forcing) mode."""
+        for layer in self.layers:
+            layer.attn.kv_cache = None
+        self._cache_len, self._filled = 0, 0
+
+    @property
+    def cache_length(self) -> int:
+        """Allocated cache slots (0 without a cache)."""
+        return self._cache_len
+
+    def _require_cache(self) -> None:
+        if not self._cache_len:
+            raise InputError("no KV cache: call setup_cache(batch_size, max_seq_len) first")
+
+    # ------------------------------------------------------------------ cross-attention context
+    def set_context(self, context: Tensor, context_mask: Tensor | None = None) -> None:
+        """Compute every layer's cross-attention keys/values of `context` [B, Lc, context_dim] once; later
+        calls with `context=None` use them (the seq2seq decode path)."""
+        if not self.config.cross_attn:
+            raise ConfigError("set_context needs a config with cross_attn=True")
+        self._check_context(context, context_mask)
+        for layer in self.layers:
+            layer.cross_attn.cache_context(context, context_mask)
+
+    def clear_context(self) -> None:
+        for layer in self.layers:
+            if hasattr(layer, "cross_attn"):
+                layer.cross_attn.clear_context()
+
+    def _check_context(self, context: Tensor, context_mask: Tensor | None) -> None:
+        if context.dim() != 3 or context.shape[-1] != self.config.context_size:
+            raise InputError(
+                f"context must be [B, Lc, {self.config.context_size}], got {tuple(context.shape)}"
+            )
+        if context_mask is not None and tuple(context_mask.shape) != tuple(context.shape[:2]):
+            raise InputError(
+                f"context_mask must be [B, Lc] = {tuple(context.shape[:2])}, got {tuple(context_mask.shape)}"
+            )
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token ids [B, L] -> embeddings [B, L, dim] (to combine with other inputs, e.g. a class prefix)."""
+        if self.tok_embeddings is None:
+            raise ConfigError(
+                "this Transformer has no token embedding (vocab_size is None); pass embeddings="
+            )
+        if tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2:
+            raise InputError(
+                f"tokens must be an integer tensor [B, L], got {tokens.dtype} {tuple(tokens.shape)}"
+            )
+        return self.tok_embeddings(tokens)
+
+    def forward(
+        self,
+        tokens: Tensor | None = None,
+        *,
+        embeddings: Tensor | None = None,
+        input_pos: Tensor | None = None,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        rope_pos: Tensor | None = None,
+        cond: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Logits [B, L, vocab] in float32. See `features` for the arguments."""
+        if self.output is None:
+            raise ConfigError("this Transformer has no output head (vocab_size is None); use features()")
+        hidden = self.features(
+            tokens,
+            embeddings=embeddings,
+            input_pos=input_pos,
+            mask=mask,
+            key_padding_mask=key_padding_mask,
+            rope_pos=rope_pos,
+            cond=cond,
+            context=context,
+            context_mask=context_mask,
+        )
+        return self.output(hidden).float()
+
+    def features(
+        self,
+        tokens: Tensor | None = None,
+        *,
+        embeddings: Tensor | None = None,
+        input_pos: Tensor | None = None,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        rope_pos: Tensor | None = None,
+        cond: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Final-norm hidden states [B, L, dim], for heads other than the vocab projection.
+
+        tokens [B, L] ids, or embeddings [B, L, dim] (exactly one). input_pos [L]: position ids (default
+        0..L-1; required with a cache: the slots written). mask: bool override of the structural mask,
+        [.., L, Lk] with Lk = L uncached or the cache length cached (True = attend). key_padding_mask [B, Lk]
+        (True = real key). rope_pos [L]: RoPE table rows if different from input_pos. cond [B, cond_dim] or
+        [B, L, cond_dim] for AdaLN. context [B, Lc, context_dim] / context_mask [B, Lc] for cross-attention.
+        """
+        x = self._inputs(tokens, embeddings)
+        batch, length, _ = x.shape
+        cached = self._cache_len > 0
+        if input_pos is None:
+            if cached:
+                raise InputError("a cached forward needs input_pos (the cache slots of the given tokens)")
+            input_pos = torch.arange(length, device=x.device)
+            default_pos = True
+        else:
+            default_pos = False
+            if input_pos.dim() != 1 or input_pos.shape[0] != length:
+                raise InputError(
+                    f"input_pos must be 1-D with {length} positions, got shape {tuple(input_pos.shape)}"
+                )
+            input_pos = input_pos.to(device=x.device, dtype=torch.long)
+        if cached and batch != self.layers[0].attn.kv_cache.batch_size:
+            raise InputError(
+                f"batch {batch} differs from the cache batch {self.layers[0].attn.kv_cache.batch_size}"
+            )
+        self._check_conditioning(batch, cond, context, context_mask)
+        kv_len = self._track_filled(input_pos, length) if cached and not self._static else None
+        if not cached:
+            limit = self._position_limit()
+            if default_pos and limit is not None and length > limit:
+                raise InputError(
+                    f"sequence length {length} exceeds the {limit} positions this model has tables for"
+                )
+        if self.config.learned_pos:
+            x = x + self.pos_embedding[input_pos].to(x.dtype)
+        rope = None
+        if self.rope_cos is not None:
+            rows = input_pos if rope_pos is None else rope_pos.to(device=x.device, dtype=torch.long)
+            rope = (self.rope_cos[rows], self.rope_sin[rows])
+        attn_mask, is_causal, block_mask = self._plan_attention(
+            input_pos, default_pos, cached, kv_len, mask, key_padding_mask, batch
+        )
+        for layer in self.layers:
+            x = layer(
+                x,
+                rope=rope,
+                mask=attn_mask,
+                is_causal=is_causal,
+                input_pos=input_pos if cached else None,
+                kv_len=kv_len,
+                block_mask=block_mask,
+                cond=cond,
+                context=context,
+                context_mask=context_mask,
+            )
+        return self.norm(x, cond) if isinstance(self.norm, FinalAdaLN) else self.norm(x)
+
+    # ------------------------------------------------------------------ helpers
+    def _inputs(self, tokens: Tensor | None, embeddings: Tensor | None) -> Tensor:
+        if (tokens is None) == (embeddings is None):
+            raise InputError("pass exactly one of tokens [B, L] or embeddings [B, L, dim]")
+        if tokens is not None:
+            return self.embed(tokens)
+        if (
+            embeddings.dim() != 3
+            or embeddings.shape[-1] != self.config.dim
+            or not embeddings.is_floating_point()
+        ):
+            raise InputError(
+                f"embeddings must be a float tensor [B, L, {self.config.dim}], got {tuple(embeddings.shape)}"
+            )
+        return embeddings
+
+    def _position_limit(self) -> int | None:
+        limits = []
+        if self.rope_cos is not None:
+            limits.append(self.rope_cos.shape[0])
+        if self.config.learned_pos:
+            limits.append(self.config.max_seq_len)
+        if self.block_ids is not None:
+            limits.append(self.block_ids.numel())
+        return min(limits) if limits else None
+
+    def _check_conditioning(
+        self, batch: int, cond: Tensor | None, context: Tensor | None, mask: Tensor | None
+    ) -> None:
+        needs_cond = self.config.adaln != "none" or self.config.use_final_adaln
+        if needs_cond:
+            if cond is None:
+                raise InputError(f"this model is AdaLN-conditioned: pass cond [B, {self.config.cond_size}]")
+            if cond.dim() not in (2, 3) or cond.shape[0] != batch or cond.shape[-1] != self.config.cond_size:
+                raise InputError(
+                    f"cond must be [B={batch}, {self.config.cond_size}] (or [B, L, .]), got {tuple(cond.shape)}"
+                )
+        elif cond is not None:
+            raise InputError("cond was given but the model has no AdaLN conditioning (adaln='none')")
+        if context is not None:
+            if not self.config.cross_attn:
+                raise InputError("context was given but the model has no cross-attention (cross_attn=False)")
+            self._check_context(context, mask)
+
+    def _track_filled(self, input_pos: Tensor, length: int) -> int:
+        """Dynamic mode: one host sync to learn how many cache slots are filled (attention reads only those)."""
+        low, high = (int(v) for v in torch.stack([input_pos.min(), input_pos.max()]).tolist())
+        if low < 0 or high >= self._cache_len:
+            raise InputError(
+                f"input_pos must lie in [0, {self._cache_len}) (the cache length), got [{low}, {high}]"
+            )
+        self._filled = max(self._filled, high + 1)
+        return self._filled
+
+    def _plan_attention(
+        self,
+        input_pos: Tensor,
+        default_pos: bool,
+        cached: bool,
+        kv_len: int | None,
+        mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        batch: int,
+    ) -> tuple[Tensor | None, bool, object | None]:
+        """(bool mask [B|1, 1, L, Lk] or None, is_causal, FlexAttention block mask or None)."""
+        cfg = self.config
+        device = input_pos.device
+        length = input_pos.shape[0]
+        if cached:
+            n_keys = self._cache_len if kv_len is None else kv_len
+            key_pos = torch.arange(n_keys, device=device)
+        else:
+            n_keys, key_pos = length, input_pos
+        full_keys = self._cache_len if cached else length
+        if key_padding_mask is not None and tuple(key_padding_mask.shape) != (batch, full_keys):
+            raise InputError(
+                f"key_padding_mask must be [B, Lk] = ({batch}, {full_keys}), got {tuple(key_padding_mask.shape)}"
+            )
+        if mask is not None and (
+            mask.dim() < 2 or mask.shape[-2:] != (length, full_keys) or mask.dtype != torch.bool
+        ):
+            raise InputError(
+                f"mask must be a bool tensor [..., {length}, {full_keys}], got {mask.dtype} {tuple(mask.shape)}"
+            )
+        structured = cfg.mask != "bidirectional" or key_padding_mask is not None
+        if cfg.attn_impl == "flex" and not cached and mask is None and default_pos and structured:
+            return None, False, self._flex_block_mask(batch, length, key_padding_mask)
+        if not cached and mask is None and key_padding_mask is None and default_pos:
+            if cfg.mask == "causal":
+                return None, True, None
+            if cfg.mask == "bidirectional":
+                return None, False, None
+        if mask is not None:
+            attn_mask = mask[..., :n_keys]
+        else:
+            attn_mask = structure_mask(
+                cfg.mask, input_pos, key_pos, block_ids=self.block_ids, prefix_len=cfg.prefix_len
+            )
+        while attn_mask.dim() < 4:
+            attn_mask = attn_mask.unsqueeze(0)
+        if key_padding_mask is not None:
+            padding = key_padding_mask[:, :n_keys].to(device=device, dtype=torch.bool)[:, None, None, :]
+            diagonal = key_pos[None, :] == input_pos[:, None]  # a query always sees itself (no empty rows)
+            attn_mask = (attn_mask & padding) | diagonal
+        return attn_mask, False, None
+
+    def _flex_block_mask(self, batch: int, length: int, key_padding_mask: Tensor | None) -> object:
+        """FlexAttention block mask for an uncached forward at positions 0..L-1 (other cases use SDPA)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        padding = None if key_padding_mask is None else key_padding_mask.to(torch.bool)
+        mask_mod = flex_mask_mod(
+            self.config.mask, block_ids=self.block_ids, prefix_len=self.config.prefix_len, key_padding=padding
+        )
+        device = self.layers[0].attn.wo.weight.device
+        return create_block_mask(
+            mask_mod, batch if padding is not None else None, None, length, length, device=device
+        )
+
+
+class Encoder(Transformer):
+    """Bidirectional stack that returns final-norm hidden states [B, L, dim] (it has no vocab head; a
+    config with mask="causal" is switched to "bidirectional")."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        if config.mask == "causal":
+            config = config.replace(mask="bidirectional")
+        super().__init__(config)
+        self.output = None  # an encoder yields hidden states; a vocab_size only sizes its token embedding
+
+    def setup_cache(self, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        raise ConfigError("an Encoder is not decoded step by step; it has no KV cache")
+
+    def forward(
+        self,
+        tokens: Tensor | None = None,
+        *,
+        embeddings: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        cond: Tensor | None = None,
+        input_pos: Tensor | None = None,
+    ) -> Tensor:
+        """tokens [B, L] (or embeddings) -> hidden [B, L, dim]; padding_mask [B, L] True = real token."""
+        return self.features(
+            tokens, embeddings=embeddings, key_padding_mask=padding_mask, cond=cond, input_pos=input_pos
+        )
+
+
+class EncoderDecoder(nn.Module):
+    """Seq2seq: `Encoder` over the source, `Transformer` decoder with cross-attention over its output.
+
+    Teacher forcing: `forward(src, tgt)`. Cached decoding: `start_decoding(src)` encodes once and caches
+    every decoder layer's cross-attention keys/values; then `model.decoder` satisfies the AR protocol
+    (`setup_cache`, `forward(tokens, input_pos=...)`, `truncate_cache`) for the samplers.
+    """
+
+    def __init__(self, encoder: TransformerConfig, decoder: TransformerConfig) -> None:
+        super().__init__()
+        if not decoder.cross_attn:
+            raise ConfigError("the decoder config of an EncoderDecoder needs cross_attn=True")
+        if decoder.context_size != encoder.dim:
+            raise ConfigError(
+                f"decoder context_dim {decoder.context_size} must equal the encoder dim {encoder.dim}"
+            )
+        if decoder.vocab_size is None:
+            raise ConfigError("the decoder config of an EncoderDecoder needs vocab_size")
+        self.encoder = Encoder(encoder)
+        self.decoder = Transformer(decoder)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.config.to_dict(), "decoder": self.decoder.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderDecoder:
+        if not isinstance(data, dict) or set(data) != {"encoder", "decoder"}:
+            raise ConfigError(
+                "an EncoderDecoder config is a dict with exactly the keys 'encoder' and 'decoder'"
+            )
+        return cls(TransformerConfig.from_dict(data["encoder"]), TransformerConfig.from_dict(data["decoder"]))
+
+    def encode(
+        self,
+        src: Tensor | None = None,
+        *,
+        src_embeddings: Tensor | None = None,
+        src_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        return self.encoder(src, embeddings=src_embeddings, padding_mask=src_padding_mask)
+
+    def forward(
+        self,
+        src: Tensor | None = None,
+        tgt: Tensor | None = None,
+        *,
+        src_embeddings: Tensor | None = None,
+        tgt_embeddings: Tensor | None = None,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher forcing: logits [B, Lt, vocab] of the decoder over target inputs `tgt` given `src`."""
+        memory = self.encode(src, src_embeddings=src_embeddings, src_padding_mask=src_padding_mask)
+        return self.decoder(
+            tgt,
+            embeddings=tgt_embeddings,
+            key_padding_mask=tgt_padding_mask,
+            context=memory,
+            context_mask=src_padding_mask,
+        )
+
+    def start_decoding(
+        self,
+        src: Tensor | None = None,
+        *,
+        src_embeddings: Tensor | None = None,
+        src_padding_mask: Tensor | None = None,
+    ) -> Transformer:
+        """Encode `src` once, cache the decoder's cross-attention keys/values, return the decoder."""
+        memory = self.encode(src, src_embeddings=src_embeddings, src_padding_mask=src_padding_mask)
+        self.decoder.set_context(memory, src_padding_mask)
+        return self.decoder

@@ -1,0 +1,138 @@
+"""CTC decoding (Graves et al. 2006): greedy best-path decoding and prefix beam search.
+
+A CTC model emits a distribution over the vocabulary plus a blank at every frame; a label sequence is read
+off an alignment by merging repeated symbols and then dropping blanks. Greedy decoding collapses the
+frame-wise argmax (on device, no host sync until the caller reads the result). Prefix beam search keeps,
+for every candidate prefix, the probability of all alignments ending in a blank and in a non-blank, so with
+an unlimited beam it returns the exact most probable label sequence; it runs on the host in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from torch import Tensor
+
+from .errors import SamplingError
+
+__all__ = ["ctc_collapse", "ctc_greedy_decode", "ctc_prefix_beam_search"]
+
+_NEG_INF = float("-inf")
+
+
+def _check_lengths(lengths: Tensor | None, batch: int, frames: int, device: torch.device) -> Tensor:
+    if lengths is None:
+        return torch.full((batch,), frames, dtype=torch.long, device=device)
+    if lengths.shape != (batch,):
+        raise SamplingError(f"lengths must have shape [B={batch}], got {tuple(lengths.shape)}")
+    return lengths.to(device=device, dtype=torch.long)
+
+
+def ctc_collapse(
+    ids: Tensor, *, blank: int = 0, lengths: Tensor | None = None, pad_value: int = -1
+) -> tuple[Tensor, Tensor]:
+    """Merge repeats and drop blanks in frame labels `ids` [B, T]; returns (labels [B, T] left-aligned and
+    padded with `pad_value`, label lengths [B]). Frames at or beyond `lengths[b]` are ignored."""
+    if ids.dim() != 2:
+        raise SamplingError(f"ids must have shape [B, T], got {tuple(ids.shape)}")
+    batch, frames = ids.shape
+    lengths = _check_lengths(lengths, batch, frames, ids.device)
+    previous = torch.cat([torch.full_like(ids[:, :1], -1), ids[:, :-1]], dim=1)
+    valid = torch.arange(frames, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+    keep = (ids != blank) & (ids != previous) & valid
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first, in time order
+    labels = ids.gather(1, order)
+    counts = keep.sum(dim=1)
+    labels = labels.masked_fill(
+        torch.arange(frames, device=ids.device).unsqueeze(0) >= counts.unsqueeze(1), pad_value
+    )
+    return labels, counts
+
+
+def ctc_greedy_decode(log_probs: Tensor, *, blank: int = 0, lengths: Tensor | None = None) -> list[list[int]]:
+    """Best-path decoding of `log_probs` [B, T, V] (probabilities or logits work too): one label list per row."""
+    if log_probs.dim() != 3:
+        raise SamplingError(f"log_probs must have shape [B, T, V], got {tuple(log_probs.shape)}")
+    labels, counts = ctc_collapse(log_probs.argmax(dim=-1), blank=blank, lengths=lengths)
+    return [row[:n].tolist() for row, n in zip(labels.cpu(), counts.cpu().tolist())]
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == _NEG_INF:
+        return b
+    if b == _NEG_INF:
+        return a
+    high, low = (a, b) if a > b else (b, a)
+    return high + math.log1p(math.exp(low - high))
+
+
+def _beam_search_one(
+    frames: list[list[float]], *, beam_width: int, blank: int, candidates_per_frame: int | None
+) -> list[tuple[list[int], float]]:
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG_INF)}  # prefix -> (blank, non-blank)
+    for frame in frames:
+        symbols = range(len(frame))
+        if candidates_per_frame is not None and candidates_per_frame < len(frame):
+            symbols = sorted(symbols, key=lambda c: -frame[c])[:candidates_per_frame]
+            if blank not in symbols:
+                symbols = [*symbols, blank]
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [_NEG_INF, _NEG_INF])
+        for prefix, (p_blank, p_nonblank) in beams.items():
+            p_total = _logaddexp(p_blank, p_nonblank)
+            for c in symbols:
+                p = frame[c]
+                if p == _NEG_INF:
+                    continue
+                if c == blank:
+                    entry = nxt[prefix]
+                    entry[0] = _logaddexp(entry[0], p_total + p)
+                    continue
+                extended = nxt[(*prefix, c)]
+                if prefix and prefix[-1] == c:
+                    # a repeat only extends the prefix after a blank; otherwise it merges into it
+                    extended[1] = _logaddexp(extended[1], p_blank + p)
+                    same = nxt[prefix]
+                    same[1] = _logaddexp(same[1], p_nonblank + p)
+                else:
+                    extended[1] = _logaddexp(extended[1], p_total + p)
+        scored = [(prefix, entry) for prefix, entry in nxt.items() if _logaddexp(*entry) > _NEG_INF]
+        ranked = sorted(scored, key=lambda item: -_logaddexp(*item[1]))[:beam_width]
+        beams = {prefix: (pb, pnb) for prefix, (pb, pnb) in ranked}
+    results = [(list(prefix), _logaddexp(pb, pnb)) for prefix, (pb, pnb) in beams.items()]
+    return sorted(results, key=lambda item: -item[1])
+
+
+def ctc_prefix_beam_search(
+    log_probs: Tensor,
+    *,
+    beam_width: int = 8,
+    blank: int = 0,
+    lengths: Tensor | None = None,
+    candidates_per_frame: int | None = None,
+) -> list[list[tuple[list[int], float]]]:
+    """Prefix beam search over `log_probs` [B, T, V] (log-softmax output).
+
+    Returns, per row, up to `beam_width` (labels, log probability) pairs, best first. The log probability
+    sums over every alignment of that label sequence (exact when the beam never prunes it).
+    `candidates_per_frame` limits the symbols tried per frame to the most likely ones (plus blank).
+    """
+    if log_probs.dim() != 3:
+        raise SamplingError(f"log_probs must have shape [B, T, V], got {tuple(log_probs.shape)}")
+    if beam_width < 1:
+        raise SamplingError(f"beam_width must be >= 1, got {beam_width}")
+    batch, frames, vocab = log_probs.shape
+    if not 0 <= blank < vocab:
+        raise SamplingError(f"blank id {blank} is outside the vocabulary of size {vocab}")
+    lengths = _check_lengths(lengths, batch, frames, torch.device("cpu"))
+    table = log_probs.detach().to("cpu", torch.float64)
+    return [
+        _beam_search_one(
+            table[b, : int(lengths[b])].tolist(),
+            beam_width=beam_width,
+            blank=blank,
+            candidates_per_frame=candidates_per_frame,
+        )
+        for b in range(batch)
+    ]

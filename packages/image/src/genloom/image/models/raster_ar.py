@@ -1,0 +1,221 @@
+"""Raster-order autoregressive image model (LlamaGen): class prefix token(s) + VQ tokens, 2D RoPE, CFG.
+
+The transformer is core's `Transformer` configured as LlamaGen's Llama blocks (RMSNorm, SwiGLU, fused
+bias-free qkv, interleaved 2D RoPE whose class-prefix rows are zero so the class token's q and k vanish).
+Token layout: `cls_token_num` class embeddings, then the h x w grid of token ids in row-major order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genloom.core.nn import Transformer, TransformerConfig
+from genloom.core.sampling.guidance import apply_guidance
+from genloom.core.sampling.logits import SamplingParams, sample_from_logits
+from genloom.image.errors import ImageInputError
+from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.models.class_embedding import ClassEmbedding
+
+RASTER_AR_FAMILY = "image.raster_ar"
+
+
+def llamagen_transformer_config(
+    *,
+    dim: int,
+    n_layers: int,
+    n_heads: int,
+    vocab_size: int,
+    grid: tuple[int, int],
+    cls_token_num: int = 1,
+    **overrides: Any,
+) -> TransformerConfig:
+    """core TransformerConfig of LlamaGen's GPT (`autoregressive/models/gpt.py`)."""
+    settings: dict[str, Any] = dict(
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        vocab_size=vocab_size,
+        max_seq_len=cls_token_num + grid[0] * grid[1],
+        mlp="swiglu",
+        mlp_multiple_of=256,
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        fused_qkv=True,
+        mask="causal",
+        rope="2d",
+        rope_layout="interleaved",
+        rope_grid=list(grid),
+        rope_prefix=cls_token_num,
+        rope_prefix_rotation="zero",
+    )
+    settings.update(overrides)
+    return TransformerConfig(**settings)
+
+
+@dataclass
+class RasterARConfig:
+    transformer: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 10
+    cls_token_num: int = 1
+    grid: tuple[int, int] = (16, 16)
+    class_dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transformer": dict(self.transformer),
+            "num_classes": self.num_classes,
+            "cls_token_num": self.cls_token_num,
+            "grid": list(self.grid),
+            "class_dropout": self.class_dropout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RasterARConfig:
+        data = {k: v for k, v in data.items() if k != "family"}
+        data["grid"] = tuple(data["grid"])
+        return cls(**data)
+
+
+class RasterAR(nn.Module):
+    """Class-conditional next-token model over a raster-ordered token grid."""
+
+    family = RASTER_AR_FAMILY
+
+    def __init__(self, config: RasterARConfig) -> None:
+        super().__init__()
+        self.config = config
+        tcfg = (
+            TransformerConfig.from_dict(config.transformer)
+            if isinstance(config.transformer, dict)
+            else config.transformer
+        )
+        self.transformer = Transformer(tcfg)
+        self.cls_embedding = ClassEmbedding(config.num_classes, tcfg.dim, dropout=config.class_dropout)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.grid[0] * self.config.grid[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.transformer.config.vocab_size
+
+    def _class_prefix(self, labels: torch.Tensor) -> torch.Tensor:
+        # LlamaGen embeds one vector per class and uses it for every prefix slot it needs.
+        return self.cls_embedding(labels).unsqueeze(1).expand(-1, self.config.cls_token_num, -1)
+
+    def _check_tokens(self, tokens: torch.Tensor, max_len: int) -> None:
+        if tokens.ndim != 2 or tokens.shape[1] > max_len or tokens.dtype not in (torch.int64, torch.int32):
+            raise ImageInputError(
+                f"tokens must be integer ids (B, <= {max_len}), got {tokens.dtype} {tuple(tokens.shape)}"
+            )
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            raise ImageInputError(
+                f"token ids must lie in [0, {self.vocab_size}), got {tokens.min().item()}..{tokens.max().item()}"
+            )
+
+    def forward(self, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, cls + T, V) for the prefix + `tokens` (B, T), T <= grid size - 1.
+
+        Position cls_token_num - 1 + i predicts token i (LlamaGen's layout).
+        """
+        self._check_tokens(tokens, self.num_tokens - 1)
+        x = torch.cat([self._class_prefix(labels), self.transformer.embed(tokens)], dim=1)
+        return self.transformer(embeddings=x)
+
+    def loss(self, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy over all grid tokens (B, h*w) given the class."""
+        if tokens.shape[1] != self.num_tokens:
+            raise ImageInputError(f"expected {self.num_tokens} tokens per image, got {tokens.shape[1]}")
+        logits = self(labels, tokens[:, :-1])[:, self.config.cls_token_num - 1 :]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+
+    # ------------------------------------------------------------------ cached decoding
+
+    def _prefill(self, labels: torch.Tensor) -> torch.Tensor:
+        k = self.config.cls_token_num
+        return self.transformer(embeddings=self._class_prefix(labels), input_pos=torch.arange(k))[:, -1]
+
+    def _step(self, token: torch.Tensor, position: int) -> torch.Tensor:
+        return self.transformer(token.view(-1, 1), input_pos=torch.tensor([position]))[:, -1]
+
+    def _cfg_batch(self, labels: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+        labels = self.cls_embedding.check(labels)
+        if cfg_scale == 1.0:
+            return labels
+        return torch.cat([labels, torch.full_like(labels, self.cls_embedding.null_class)])
+
+    @torch.no_grad()
+    def decode_logits(
+        self, labels: torch.Tensor, tokens: torch.Tensor, *, cfg_scale: float = 1.0
+    ) -> torch.Tensor:
+        """Logits of every cached decoding step when fed the given tokens (B, h*w): (B, h*w, V) (guided when
+        cfg_scale != 1; the raw (2B, ...) conditional/unconditional logits are not returned)."""
+        self._check_tokens(tokens, self.num_tokens)
+        batch_labels = self._cfg_batch(labels, cfg_scale)
+        n = batch_labels.shape[0]
+        self.transformer.setup_cache(n, self.config.cls_token_num + self.num_tokens)
+        try:
+            out = [self._guide(self._prefill(batch_labels), cfg_scale)]
+            for t in range(tokens.shape[1] - 1):
+                token = tokens[:, t].repeat(n // tokens.shape[0])
+                out.append(self._guide(self._step(token, self.config.cls_token_num + t), cfg_scale))
+        finally:
+            self.transformer.remove_cache()
+        return torch.stack(out, dim=1)
+
+    @staticmethod
+    def _guide(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+        if cfg_scale == 1.0:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return apply_guidance(cond, uncond, cfg_scale)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: torch.Tensor,
+        *,
+        cfg_scale: float = 1.0,
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample token grids (B, h*w) for the given classes with CFG (cfg_scale 1 = off) and top-k / top-p."""
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        sampling = sampling or SamplingParams()
+        batch_labels = self._cfg_batch(labels, cfg_scale)
+        n, batch = batch_labels.shape[0], labels.shape[0]
+        self.transformer.setup_cache(n, self.config.cls_token_num + self.num_tokens)
+        try:
+            logits = self._guide(self._prefill(batch_labels), cfg_scale)
+            tokens = []
+            for t in range(self.num_tokens):
+                token = sample_from_logits(logits, sampling, generator)
+                tokens.append(token)
+                if t == self.num_tokens - 1:
+                    break
+                logits = self._guide(
+                    self._step(token.repeat(n // batch), self.config.cls_token_num + t), cfg_scale
+                )
+        finally:
+            self.transformer.remove_cache()
+        return torch.stack(tokens, dim=1)
+
+    # ------------------------------------------------------------------ files
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> RasterAR:
+        config, state = load_model_folder(folder, family=cls.family)
+        model = cls(RasterARConfig.from_dict(config))
+        model.load_state_dict(state)
+        return model.eval()

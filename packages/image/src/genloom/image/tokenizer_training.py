@@ -1,0 +1,211 @@
+"""Training of the image tokenizers: reconstruction loss, optional patch-GAN, codebook usage and restarts.
+
+The official repositories mostly release tokenizer weights without training code; this loop trains any of
+`VQAutoencoder`, `MultiScaleVQAutoencoder` and `KLAutoencoder` on an `ImageDataset`. Loss = L1 + MSE
+reconstruction + the quantizer's codebook/commitment loss (or the KL term) + an optional hinge patch-GAN
+term after `gan_start_step`. Codebook usage on held-out images is logged, and VQ codebooks revive codes
+left unused for `dead_code_after` steps (core's `VectorQuantizer` restart).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genloom.image.data import ImageDataset
+from genloom.image.tokenizers import KLAutoencoder, MultiScaleVQAutoencoder, VQAutoencoder
+
+Tokenizer = VQAutoencoder | MultiScaleVQAutoencoder | KLAutoencoder
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator (pix2pix / taming): strided 4x4 convs, one real/fake logit per image patch."""
+
+    def __init__(self, *, in_channels: int = 3, width: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, True),
+        ]
+        channels = width
+        for i in range(1, n_layers + 1):
+            out = width * min(2**i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [
+                nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=False),
+                nn.GroupNorm(min(32, out), out),
+                nn.LeakyReLU(0.2, True),
+            ]
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """Optimisation settings; `gan_weight=0` disables the discriminator entirely."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    gan_weight: float = 0.0
+    gan_start_step: int = 1000
+    log_every: int = 100
+    eval_images: int = 256
+    seed: int = 0
+
+
+@dataclass
+class TokenizerMetrics:
+    """Reconstruction quality and codebook health on held-out images."""
+
+    step: int
+    mse: float
+    psnr: float
+    codebook_usage: float | None = None  # fraction of codes used by the held-out images
+    perplexity: float | None = None
+    dead_codes_restarted: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+@dataclass
+class TokenizerTrainReport:
+    history: list[TokenizerMetrics] = field(default_factory=list)
+
+    @property
+    def final(self) -> TokenizerMetrics:
+        return self.history[-1]
+
+
+def _reconstruct(model: Tokenizer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Reconstruction and token ids (None for continuous latents), in eval mode."""
+    if isinstance(model, KLAutoencoder):
+        return model.decode(model.encode(images).mode()), None
+    ids = model.encode(images)
+    return model.decode(ids), ids
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: Tokenizer, images: torch.Tensor, *, batch_size: int = 128) -> TokenizerMetrics:
+    """MSE / PSNR of reconstructions of images in [-1, 1] (PSNR on the [0, 1] scale) and codebook usage."""
+    was_training = model.training
+    model.eval()
+    errors, all_ids = [], []
+    for chunk in images.split(batch_size):
+        recon, ids = _reconstruct(model, chunk)
+        errors.append(F.mse_loss(recon.clamp(-1, 1), chunk, reduction="none").mean(dim=(1, 2, 3)))
+        if ids is not None:
+            all_ids.append(ids.flatten())
+    model.train(was_training)
+    mse = torch.cat(errors).mean().item()
+    psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # peak-to-peak 2 in [-1, 1] is 1 in [0, 1]
+    usage = perplexity = None
+    if all_ids:
+        counts = torch.bincount(torch.cat(all_ids), minlength=model.vocab_size).float()
+        usage = (counts > 0).float().mean().item()
+        probs = counts / counts.sum()
+        perplexity = torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum()).item()
+    return TokenizerMetrics(step=0, mse=mse, psnr=psnr, codebook_usage=usage, perplexity=perplexity)
+
+
+def _tokenizer_losses(model: Tokenizer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(reconstruction, auxiliary loss, codes restarted in this step).
+
+    The auxiliary loss is the quantizer's codebook/commitment loss, or the weighted KL for the KL autoencoder.
+    """
+    if isinstance(model, KLAutoencoder):
+        out = model(images)
+        return out.reconstruction, model.config.kl_weight * out.posterior.kl().mean(), 0
+    out = model(images)
+    return out.reconstruction, out.quantized.loss, _restarted_codes(model.quantize, out.quantized.indices)
+
+
+def train_tokenizer(
+    model: Tokenizer,
+    train: ImageDataset,
+    *,
+    config: TokenizerTrainConfig | None = None,
+    held_out: ImageDataset | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> TokenizerTrainReport:
+    """Train `model` in place on `train` images; returns held-out metrics logged every `log_every` steps."""
+    cfg = config or TokenizerTrainConfig()
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.5, 0.9), weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / max(1, cfg.warmup_steps))
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps))))
+        ),
+    )
+    disc = disc_opt = None
+    if cfg.gan_weight > 0:
+        disc = PatchDiscriminator(in_channels=train.channels).to(device).train()
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    eval_images = (held_out or train).images[: cfg.eval_images].to(device)
+    report = TokenizerTrainReport()
+    start, restarted = time.time(), 0
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(len(train), (cfg.batch_size,), generator=generator)
+        images = train.images[idx].to(device)
+        recon, aux, n_restarted = _tokenizer_losses(model, images)
+        restarted += n_restarted
+        loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + aux
+        use_gan = disc is not None and step >= cfg.gan_start_step
+        if use_gan:
+            loss = loss - cfg.gan_weight * disc(recon).mean()  # hinge generator loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        if use_gan:
+            d_loss = F.relu(1 - disc(images)).mean() + F.relu(1 + disc(recon.detach())).mean()
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics = evaluate_tokenizer(model, eval_images)
+            metrics.step, metrics.dead_codes_restarted, metrics.seconds = step, restarted, time.time() - start
+            report.history.append(metrics)
+            usage = (
+                ""
+                if metrics.codebook_usage is None
+                else f" usage {metrics.codebook_usage:.3f} ppl {metrics.perplexity:.1f}"
+            )
+            log(
+                f"step {step}/{cfg.steps} loss {loss.item():.4f} held-out mse {metrics.mse:.4f} psnr {metrics.psnr:.2f}{usage} restarted {restarted}"
+            )
+    model.eval()
+    return report
+
+
+def _restarted_codes(quantizer: nn.Module, indices: torch.Tensor) -> int:
+    """Codes a core VectorQuantizer re-seeded in the step that produced `indices` (0 for other quantizers).
+
+    Both picked and re-seeded codes get `last_used_step == train_steps`; the picked ones are the distinct ids.
+    """
+    if getattr(quantizer, "dead_code_after", None) is None or not quantizer.training:
+        return 0
+    stamped = int((quantizer.last_used_step == quantizer.train_steps).sum())
+    return stamped - int(indices.unique().numel())

@@ -1,0 +1,148 @@
+"""The autoregressive baseline: an encoder-decoder translator with static-KV-cache greedy and beam search.
+
+This is the model every NAR family is measured against, so its decoder is the fastest AR we can build:
+the source is encoded once, every decoder layer caches its cross-attention keys / values
+(`EncoderDecoder.start_decoding`) and its self-attention keys / values in a static pre-allocated cache,
+and each step runs one token through the decoder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genloom.text.errors import TextInputError
+from genloom.text.nat import Translation
+from genloom.text.seq2seq import (
+    Seq2SeqConfig,
+    add_markers,
+    build_encoder_decoder,
+    check_source,
+    padding_mask,
+    strip_specials,
+)
+from genloom.text.specials import BOS_ID, EOS_ID, MASK_ID, PAD_ID
+from genloom.text.tasks import Seq2SeqBatch
+
+
+class ARTranslator(nn.Module):
+    """Encoder-decoder transformer trained with teacher forcing (label-smoothed cross-entropy)."""
+
+    def __init__(self, config: Seq2SeqConfig, *, label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.config = config
+        self.label_smoothing = label_smoothing
+        self.model = build_encoder_decoder(config, causal=True)
+
+    def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
+        check_source(batch.source, batch.source_length, self.config)
+        if int(batch.target_length.max()) > self.config.max_target_length:
+            raise TextInputError(
+                f"target of {int(batch.target_length.max())} tokens exceeds max_target_length="
+                f"{self.config.max_target_length}"
+            )
+        inputs, input_length = add_markers(batch.target, batch.target_length, bos=True, eos=False)
+        labels, _ = add_markers(batch.target, batch.target_length, bos=False, eos=True)
+        source_mask = padding_mask(batch.source_length, batch.source.shape[1])
+        logits = self.model(
+            batch.source,
+            inputs,
+            src_padding_mask=source_mask,
+            tgt_padding_mask=padding_mask(input_length, inputs.shape[1]),
+        )
+        valid = padding_mask(input_length, inputs.shape[1])
+        return F.cross_entropy(logits[valid], labels[valid], label_smoothing=self.label_smoothing)
+
+    def _start(self, source: Tensor, source_length: Tensor, repeat: int, max_length: int) -> nn.Module:
+        source = source.repeat_interleave(repeat, 0)
+        mask = padding_mask(source_length, source.shape[1]).repeat_interleave(repeat, 0)
+        decoder = self.model.start_decoding(source, src_padding_mask=mask)
+        decoder.setup_cache(source.shape[0], max_length + 1, static=True)
+        return decoder
+
+    def _finish(self, decoder: nn.Module) -> None:
+        decoder.remove_cache()
+        decoder.clear_context()
+
+    def _step_logits(self, decoder: nn.Module, tokens: Tensor, position: int) -> Tensor:
+        logits = decoder(tokens.unsqueeze(1), input_pos=torch.tensor([position], device=tokens.device))[:, -1]
+        logits[:, [PAD_ID, BOS_ID, MASK_ID]] = float("-inf")
+        return logits.log_softmax(-1)
+
+    def _max_length(self, source_length: Tensor, max_length: int | None) -> int:
+        if max_length is None:
+            max_length = min(int(source_length.max()) * 2 + 10, self.config.max_target_length + 1)
+        return min(max_length, self.config.max_decoder_length - 1)
+
+    @torch.no_grad()
+    def translate(
+        self, source: Tensor, source_length: Tensor, *, beam_size: int = 1, max_length: int | None = None
+    ) -> Translation:
+        """Greedy (beam_size=1) or beam search; `decoder_passes` counts decoder steps."""
+        check_source(source, source_length, self.config)
+        if beam_size < 1:
+            raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
+        max_length = self._max_length(source_length, max_length)
+        if beam_size == 1:
+            return self._greedy(source, source_length, max_length)
+        return self._beam(source, source_length, beam_size, max_length)
+
+    def _greedy(self, source: Tensor, source_length: Tensor, max_length: int) -> Translation:
+        decoder = self._start(source, source_length, 1, max_length)
+        try:
+            token = torch.full((source.shape[0],), BOS_ID, device=source.device)
+            out, done, steps = [], torch.zeros_like(token, dtype=torch.bool), 0
+            for position in range(max_length):
+                token = self._step_logits(decoder, token, position).argmax(-1).masked_fill(done, PAD_ID)
+                out.append(token)
+                steps += 1
+                done = done | (token == EOS_ID)
+                if bool(done.all()):
+                    break
+        finally:
+            self._finish(decoder)
+        return Translation(strip_specials(torch.stack(out, 1)), decoder_passes=steps)
+
+    def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
+        """Beam search with length-normalised final scores (score / length); caches reordered per step."""
+        batch, device = source.shape[0], source.device
+        decoder = self._start(source, source_length, beam, max_length)
+        try:
+            token = torch.full((batch * beam,), BOS_ID, device=device)
+            scores = torch.zeros(batch, beam, device=device)
+            scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
+            history = torch.zeros(batch * beam, 0, dtype=torch.long, device=device)
+            finished = torch.zeros(batch * beam, dtype=torch.bool, device=device)
+            lengths = torch.zeros(batch * beam, device=device)
+            steps = 0
+            for position in range(max_length):
+                log_probs = self._step_logits(decoder, token, position)  # [B*K, V]
+                steps += 1
+                vocab = log_probs.shape[-1]
+                # a finished beam only extends with pad at no cost
+                frozen = torch.full_like(log_probs, float("-inf"))
+                frozen[:, PAD_ID] = 0.0
+                log_probs = torch.where(finished.unsqueeze(1), frozen, log_probs)
+                candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
+                scores, flat = candidates.topk(beam, dim=-1)
+                origin = (flat // vocab + torch.arange(batch, device=device).unsqueeze(1) * beam).view(-1)
+                token = (flat % vocab).view(-1)
+                self._reorder_cache(decoder, origin)
+                history = torch.cat([history[origin], token.unsqueeze(1)], dim=1)
+                lengths = lengths[origin] + (~finished[origin]).float()
+                finished = finished[origin] | (token == EOS_ID)
+                if bool(finished.all()):
+                    break
+        finally:
+            self._finish(decoder)
+        normalised = scores.view(-1) / lengths.clamp(min=1)
+        best = normalised.view(batch, beam).argmax(-1) + torch.arange(batch, device=device) * beam
+        return Translation(strip_specials(history[best]), decoder_passes=steps)
+
+    @staticmethod
+    def _reorder_cache(decoder: nn.Module, origin: Tensor) -> None:
+        for layer in decoder.layers:
+            cache = layer.attn.kv_cache
+            cache.k_cache.copy_(cache.k_cache.index_select(0, origin))
+            cache.v_cache.copy_(cache.v_cache.index_select(0, origin))

@@ -1,0 +1,158 @@
+"""Masked diffusion language model (MDLM, Sahoo et al. 2024) on the shared transformer and sampler.
+
+Absorbing-state forward process with the log-linear schedule, the continuous-time ELBO loss and the
+"SUBS" parameterisation (the model never predicts the mask token; unmasked tokens are carried over),
+all from `genloom.core.sampling.discrete_diffusion`. Sampling goes through the core
+`MaskedDiffusionSampler` (which skips the forward pass on steps where nothing unmasks) or LLaDA-style
+`block_decode`. No time conditioning: under the log-linear schedule MDLM works without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genloom.core.nn import Transformer, TransformerConfig
+from genloom.core.sampling.discrete_diffusion import (
+    LogLinearNoise,
+    MaskedDiffusionOutput,
+    MaskedDiffusionSampler,
+    block_decode,
+    forward_mask,
+    masked_diffusion_loss,
+    sample_times,
+)
+from genloom.core.sampling.logits import SamplingParams
+from genloom.text.errors import TextInputError
+
+
+@dataclass
+class MDLMConfig:
+    """Architecture of a masked diffusion LM; `mask_id` must lie inside the vocabulary."""
+
+    vocab_size: int = 1000
+    mask_id: int = 3
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    max_seq_len: int = 128
+    dropout: float = 0.0
+    noise_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.mask_id < self.vocab_size:
+            raise TextInputError(f"mask_id {self.mask_id} must lie in [0, vocab_size={self.vocab_size})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MDLMConfig:
+        return cls(**data)
+
+
+class MaskedDiffusionLM(nn.Module):
+    """Bidirectional transformer denoiser x_t -> p(x_0 | x_t)."""
+
+    def __init__(self, config: MDLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.noise = LogLinearNoise(eps=config.noise_eps)
+        self.backbone = Transformer(
+            TransformerConfig(
+                dim=config.dim,
+                n_layers=config.n_layers,
+                n_heads=config.n_heads,
+                vocab_size=config.vocab_size,
+                max_seq_len=config.max_seq_len,
+                mlp="gelu",
+                norm="layernorm",
+                learned_pos=True,
+                mask="bidirectional",
+                dropout=config.dropout,
+            )
+        )
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """SUBS parameterisation: float32 logits [B, L, V] with the mask token excluded."""
+        logits = self.backbone(tokens)
+        logits[..., self.config.mask_id] = float("-inf")
+        return logits
+
+    def _check(self, x0: Tensor) -> None:
+        if x0.dim() != 2 or x0.shape[1] > self.config.max_seq_len or x0.shape[1] == 0:
+            raise TextInputError(f"expected tokens [B, 1..{self.config.max_seq_len}], got {tuple(x0.shape)}")
+        if x0.min() < 0 or x0.max() >= self.config.vocab_size or (x0 == self.config.mask_id).any():
+            raise TextInputError(
+                f"tokens must lie in [0, {self.config.vocab_size}) and never be the mask id {self.config.mask_id}"
+            )
+
+    def loss(self, x0: Tensor, *, glance_ratio: float = 0.0) -> Tensor:
+        """Negative ELBO in nats per token (one antithetic time per sequence)."""
+        self._check(x0)
+        t = sample_times(x0.shape[0], eps=self.config.noise_eps, device=x0.device)
+        xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise)
+        nelbo = masked_diffusion_loss(self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise)
+        return nelbo / x0.shape[1]
+
+    @torch.no_grad()
+    def elbo_nll(self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None) -> float:
+        """Negative ELBO in nats per token, averaged over `num_times` stratified times per sequence."""
+        self._check(x0)
+        total = 0.0
+        for k in range(num_times):
+            u = (k + torch.rand(x0.shape[0], generator=generator)) / num_times
+            t = (self.config.noise_eps + (1 - self.config.noise_eps) * u).to(x0.device)
+            xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise, generator=generator)
+            per_sequence = masked_diffusion_loss(
+                self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise, reduction="none"
+            )
+            total += per_sequence.double().mean().item()
+        return total / num_times / x0.shape[1]
+
+    def elbo_perplexity(self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None) -> float:
+        """exp(negative ELBO per token): an upper bound on the model's true perplexity."""
+        return math.exp(self.elbo_nll(x0, num_times=num_times, generator=generator))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        batch_size: int,
+        length: int,
+        *,
+        steps: int = 64,
+        params: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> MaskedDiffusionOutput:
+        """Ancestral sampling from all-mask; `num_model_calls` <= steps (skipped steps cost nothing)."""
+        if not 1 <= length <= self.config.max_seq_len:
+            raise TextInputError(f"length must lie in [1, {self.config.max_seq_len}], got {length}")
+        sampler = MaskedDiffusionSampler(mask_token_id=self.config.mask_id, noise=self.noise)
+        sampler.set_steps(steps)
+        tokens = torch.full((batch_size, length), self.config.mask_id, dtype=torch.long, device=device)
+        return sampler.sample(self.logits, tokens, params=params, generator=generator)
+
+    @torch.no_grad()
+    def block_sample(
+        self, prompt: Tensor, length: int, *, steps: int = 64, block_length: int = 16, remasking: str = "low_confidence"
+    ) -> Tensor:
+        """LLaDA semi-autoregressive decoding after `prompt` [B, P] (confidence remasking)."""
+        tokens = torch.cat(
+            [prompt, torch.full((prompt.shape[0], length), self.config.mask_id, dtype=torch.long, device=prompt.device)],
+            dim=1,
+        )
+        return block_decode(
+            self.logits,
+            tokens,
+            mask_token_id=self.config.mask_id,
+            num_steps=steps,
+            block_length=block_length,
+            prompt_length=prompt.shape[1],
+            remasking=remasking,
+        )

@@ -1,0 +1,320 @@
+"""Non-autoregressive translators on the shared encoder-decoder: vanilla NAT, CMLM, CTC-NAT and DA-Transformer.
+
+- `VanillaNAT` (Gu et al. 2018): predict the target length, copy the source embeddings uniformly to it,
+  emit every token in one pass.
+- `CMLM` (Ghazvininejad et al. 2019): a conditional masked LM, decoded by Mask-Predict (length beam,
+  re-masking the least confident tokens with a linearly decaying count).
+- `CTCNAT` (Libovicky & Helcl 2018; Gu & Kong 2021): `upsample_ratio x source` decoder positions,
+  CTC loss, glancing training through the best CTC alignment; greedy collapse decoding.
+- `DATransformer` (Huang et al. 2022): a graph of `upsample_ratio x (source + 2)` vertices, DAG loss over
+  all paths, glancing through the best path; greedy / lookahead / Viterbi decoding.
+
+Every model exposes `loss(batch, glance_ratio=0.0) -> Tensor` and `translate(source, source_length, ...)
+-> Translation` (ids without specials plus the number of decoder passes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genloom.text.ctc_nat import ctc_best_alignment, ctc_nat_loss, upsampled_length
+from genloom.text.dag import (
+    DagLinkHead,
+    dag_best_alignment,
+    dag_log_likelihood,
+    dag_lookahead_decode,
+    dag_match,
+    dag_viterbi_decode,
+)
+from genloom.text.errors import TextInputError
+from genloom.text.glat import aligned_glance_inputs, glancing_mask
+from genloom.text.seq2seq import (
+    LengthPredictor,
+    Seq2SeqConfig,
+    add_markers,
+    build_encoder_decoder,
+    check_source,
+    encode_source,
+    padding_mask,
+    strip_specials,
+    uniform_copy_index,
+)
+from genloom.text.specials import BLANK_ID, MASK_ID, PAD_ID
+from genloom.text.tasks import Seq2SeqBatch
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Decoded ids per row (no specials) and how many decoder forward passes produced them."""
+
+    tokens: list[list[int]]
+    decoder_passes: int
+
+
+class NonAutoregressiveTranslator(nn.Module):
+    """Shared parts: encoder-decoder with a bidirectional decoder, source copying, decoder features."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = build_encoder_decoder(config, causal=False)
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.decoder
+
+    def copied_source(self, source: Tensor, source_length: Tensor, decoder_length: Tensor) -> Tensor:
+        """Decoder inputs [B, L, D]: the source token embeddings copied uniformly to each decoder length."""
+        width = int(decoder_length.max())
+        index = uniform_copy_index(source_length, decoder_length, width)
+        return self.decoder.embed(source.gather(1, index))
+
+    def decode_logits(
+        self, inputs: Tensor, decoder_length: Tensor, memory: Tensor, source_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """-> (logits [B, L, V] float32, final hidden states [B, L, D])."""
+        hidden = self.decoder.features(
+            embeddings=inputs,
+            key_padding_mask=padding_mask(decoder_length, inputs.shape[1]),
+            context=memory,
+            context_mask=source_mask,
+        )
+        return self.decoder.output(hidden).float(), hidden
+
+    def _check_target(self, batch: Seq2SeqBatch) -> None:
+        if int(batch.target_length.max()) > self.config.max_target_length:
+            raise TextInputError(
+                f"target of {int(batch.target_length.max())} tokens exceeds max_target_length="
+                f"{self.config.max_target_length}"
+            )
+        check_source(batch.source, batch.source_length, self.config)
+
+
+class _LengthPredicting(NonAutoregressiveTranslator):
+    """NAT / CMLM: a length classifier on the encoder picks the decoder length."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__(config)
+        self.length_predictor = LengthPredictor(config)
+
+    def length_loss(self, memory: Tensor, source_mask: Tensor, target_length: Tensor) -> Tensor:
+        return F.cross_entropy(self.length_predictor(memory, source_mask), target_length)
+
+    def top_lengths(self, memory: Tensor, source_mask: Tensor, beam: int) -> Tensor:
+        """[B, beam] most likely target lengths."""
+        return self.length_predictor(memory, source_mask).topk(beam, dim=-1).indices
+
+
+class VanillaNAT(_LengthPredicting):
+    """One-pass NAT: length prediction + uniform copy of the source embeddings."""
+
+    def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
+        self._check_target(batch)
+        memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
+        inputs = self.copied_source(batch.source, batch.source_length, batch.target_length)
+        logits, _ = self.decode_logits(inputs, batch.target_length, memory, source_mask)
+        valid = padding_mask(batch.target_length, batch.target.shape[1])
+        token_loss = F.cross_entropy(logits[valid], batch.target[valid])
+        length_loss = self.length_loss(memory, source_mask, batch.target_length)
+        return token_loss + self.config.length_loss_weight * length_loss
+
+    @torch.no_grad()
+    def translate(self, source: Tensor, source_length: Tensor) -> Translation:
+        check_source(source, source_length, self.config)
+        memory, source_mask = encode_source(self.model, source, source_length)
+        length = self.top_lengths(memory, source_mask, 1)[:, 0]
+        logits, _ = self.decode_logits(self.copied_source(source, source_length, length), length, memory, source_mask)
+        tokens = logits.argmax(-1).masked_fill(~padding_mask(length, logits.shape[1]), PAD_ID)
+        return Translation(strip_specials(tokens), decoder_passes=1)
+
+
+class CMLM(_LengthPredicting):
+    """Conditional masked LM over the target, decoded with Mask-Predict."""
+
+    def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
+        self._check_target(batch)
+        memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
+        valid = padding_mask(batch.target_length, batch.target.shape[1])
+        # mask a uniform number in [1, T] of each row's tokens (Ghazvininejad et al. 2019)
+        num_masked = (torch.rand(batch.target_length.shape, device=valid.device) * batch.target_length).long() + 1
+        noise = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)
+        rank = noise.argsort(1).argsort(1)
+        masked = (rank < num_masked.unsqueeze(1)) & valid
+        inputs = self.decoder.embed(batch.target.masked_fill(masked, MASK_ID))
+        logits, _ = self.decode_logits(inputs, batch.target_length, memory, source_mask)
+        token_loss = F.cross_entropy(logits[masked], batch.target[masked])
+        length_loss = self.length_loss(memory, source_mask, batch.target_length)
+        return token_loss + self.config.length_loss_weight * length_loss
+
+    @torch.no_grad()
+    def translate(
+        self, source: Tensor, source_length: Tensor, *, iterations: int = 4, length_beam: int = 3
+    ) -> Translation:
+        """Mask-Predict: for each of `length_beam` lengths, start fully masked; at iteration t re-mask the
+        n = T (iterations - t) / iterations least confident tokens; keep the length whose mean token log-prob plus
+        length log-prob is highest."""
+        if iterations < 1 or length_beam < 1:
+            raise TextInputError(f"iterations and length_beam must be >= 1, got {iterations}, {length_beam}")
+        check_source(source, source_length, self.config)
+        batch = source.shape[0]
+        memory, source_mask = encode_source(self.model, source, source_length)
+        length_log_probs, lengths = self.length_predictor(memory, source_mask).log_softmax(-1).topk(length_beam, -1)
+        lengths = lengths.reshape(-1)  # [B * beam]
+        memory = memory.repeat_interleave(length_beam, 0)
+        source_mask = source_mask.repeat_interleave(length_beam, 0)
+        width = int(lengths.max())
+        valid = padding_mask(lengths, width)
+        tokens = torch.full((lengths.shape[0], width), MASK_ID, device=source.device).masked_fill(~valid, PAD_ID)
+        scores = torch.zeros(tokens.shape, device=source.device)
+        for t in range(iterations):
+            logits, _ = self.decode_logits(self.decoder.embed(tokens), lengths, memory, source_mask)
+            logits[..., MASK_ID] = float("-inf")
+            log_probs, predicted = logits.log_softmax(-1).max(-1)
+            update = tokens == MASK_ID
+            tokens = torch.where(update, predicted, tokens)
+            scores = torch.where(update, log_probs, scores)
+            if t == iterations - 1:
+                break
+            num_remask = (lengths.float() * (iterations - 1 - t) / iterations).long()
+            rank = scores.masked_fill(~valid, float("inf")).argsort(1).argsort(1)
+            tokens = tokens.masked_fill((rank < num_remask.unsqueeze(1)) & valid, MASK_ID)
+        mean_score = (scores * valid).sum(1) / lengths.float() + length_log_probs.reshape(-1)
+        best = mean_score.view(batch, length_beam).argmax(1)
+        chosen = tokens.view(batch, length_beam, width)[torch.arange(batch), best]
+        return Translation(strip_specials(chosen), decoder_passes=iterations)
+
+
+def ctc_collapse(frames: Tensor, frame_length: Tensor) -> list[list[int]]:
+    """Greedy CTC read-out: merge repeated frames, drop blanks and specials."""
+    previous = torch.cat([torch.full_like(frames[:, :1], -1), frames[:, :-1]], dim=1)
+    keep = (frames != previous) & padding_mask(frame_length, frames.shape[1]) & (frames != BLANK_ID)
+    return strip_specials(frames.masked_fill(~keep, PAD_ID))
+
+
+class CTCNAT(NonAutoregressiveTranslator):
+    """CTC over `upsample_ratio x source length` decoder positions, with optional glancing."""
+
+    def frame_length(self, source_length: Tensor) -> Tensor:
+        return upsampled_length(source_length, self.config.upsample_ratio, max_length=self.config.max_decoder_length)
+
+    def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
+        self._check_target(batch)
+        memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
+        frames = self.frame_length(batch.source_length)
+        inputs = self.copied_source(batch.source, batch.source_length, frames)
+        if glance_ratio > 0:
+            inputs = self._glance(inputs, frames, memory, source_mask, batch, glance_ratio)
+        logits, _ = self.decode_logits(inputs, frames, memory, source_mask)
+        return ctc_nat_loss(logits, frames, batch.target, batch.target_length, blank=BLANK_ID)
+
+    @torch.no_grad()
+    def _glance(self, inputs, frames, memory, source_mask, batch: Seq2SeqBatch, ratio: float) -> Tensor:
+        logits, _ = self.decode_logits(inputs, frames, memory, source_mask)
+        alignment, _ = ctc_best_alignment(
+            logits.log_softmax(-1), frames, batch.target, batch.target_length, blank=BLANK_ID
+        )
+        aligned = alignment >= 0
+        wrong_frame = aligned & (logits.argmax(-1) != batch.target.gather(1, alignment.clamp(min=0)))
+        wrong = torch.zeros(batch.target.shape, device=inputs.device).scatter_add_(
+            1, alignment.clamp(min=0), wrong_frame.float()
+        )
+        valid = padding_mask(batch.target_length, batch.target.shape[1])
+        reveal = glancing_mask(wrong == 0, valid, ratio)
+        tokens, revealed = aligned_glance_inputs(torch.full_like(alignment, PAD_ID), alignment, batch.target, reveal)
+        return torch.where(revealed.unsqueeze(-1), self.decoder.embed(tokens), inputs)
+
+    @torch.no_grad()
+    def translate(self, source: Tensor, source_length: Tensor) -> Translation:
+        check_source(source, source_length, self.config)
+        memory, source_mask = encode_source(self.model, source, source_length)
+        frames = self.frame_length(source_length)
+        logits, _ = self.decode_logits(self.copied_source(source, source_length, frames), frames, memory, source_mask)
+        return Translation(ctc_collapse(logits.argmax(-1), frames), decoder_passes=1)
+
+
+class DATransformer(NonAutoregressiveTranslator):
+    """Directed Acyclic Transformer: a vertex per decoder position, transitions from `DagLinkHead`."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__(config)
+        self.link_head = DagLinkHead(dim=config.dim, num_heads=config.dag_link_heads)
+
+    def graph_size(self, source_length: Tensor) -> Tensor:
+        """lambda x (source length + bos + eos) vertices."""
+        return upsampled_length(
+            source_length + 2, self.config.upsample_ratio, max_length=self.config.max_decoder_length
+        )
+
+    def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
+        logits, hidden = self.decode_logits(inputs, graph, memory, source_mask)
+        return logits, self.link_head(hidden, graph)
+
+    def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
+        self._check_target(batch)
+        memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
+        target, target_length = add_markers(batch.target, batch.target_length, bos=True, eos=True)
+        graph = self.graph_size(batch.source_length)
+        inputs = self.copied_source(batch.source, batch.source_length, graph)
+        if glance_ratio > 0:
+            with torch.no_grad():
+                logits, links = self._forward_graph(inputs, graph, memory, source_mask)
+                path, _ = dag_best_alignment(dag_match(logits, target), links, graph, target_length)
+                aligned = path >= 0
+                hit = aligned & (logits.argmax(-1) == target.gather(1, path.clamp(min=0)))
+                correct = torch.zeros(target.shape, device=inputs.device).scatter_add_(
+                    1, path.clamp(min=0), hit.float()
+                ) > 0
+                reveal = glancing_mask(correct, padding_mask(target_length, target.shape[1]), glance_ratio)
+                tokens, revealed = aligned_glance_inputs(torch.full_like(path, PAD_ID), path, target, reveal)
+            inputs = torch.where(revealed.unsqueeze(-1), self.decoder.embed(tokens), inputs)
+        logits, links = self._forward_graph(inputs, graph, memory, source_mask)
+        logprob = dag_log_likelihood(dag_match(logits, target), links, graph, target_length)
+        return -(logprob / target_length.float()).mean()
+
+    @torch.no_grad()
+    def translate(
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        *,
+        strategy: str = "lookahead",
+        beta: float = 1.0,
+        collapse_repeats: bool = False,
+    ) -> Translation:
+        """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob) or "viterbi" (beta is
+        the length-normalisation exponent). `collapse_repeats` merges equal neighbours (the official default,
+        which helps MT but breaks targets with legitimately repeated tokens)."""
+        check_source(source, source_length, self.config)
+        memory, source_mask = encode_source(self.model, source, source_length)
+        graph = self.graph_size(source_length)
+        logits, links = self._forward_graph(
+            self.copied_source(source, source_length, graph), graph, memory, source_mask
+        )
+        logits[..., PAD_ID] = float("-inf")
+        log_probs = logits.log_softmax(-1)
+        if strategy in ("greedy", "lookahead"):
+            tokens, _ = dag_lookahead_decode(
+                links,
+                log_probs,
+                graph,
+                beta=None if strategy == "greedy" else beta,
+                pad=PAD_ID,
+                collapse_repeats=collapse_repeats,
+            )
+        elif strategy == "viterbi":
+            tokens, _ = dag_viterbi_decode(
+                links,
+                log_probs,
+                graph,
+                length_beta=beta,
+                upsample_scale=self.config.upsample_ratio,
+                pad=PAD_ID,
+                collapse_repeats=collapse_repeats,
+            )
+        else:
+            raise TextInputError(f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead or viterbi")
+        return Translation(strip_specials(tokens), decoder_passes=1)

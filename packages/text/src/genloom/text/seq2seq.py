@@ -1,0 +1,185 @@
+"""What every genloom-text translation model shares: its JSON config, special ids, batching, source encoding.
+
+All families (AR, vanilla NAT, CMLM, CTC, DA-Transformer) use one joint source/target vocabulary whose
+first ids are the specials `<pad> <bos> <eos> <mask> <blank>` (0..4), an encoder built on
+`genloom.core.nn.Encoder` and a decoder built on `genloom.core.nn.Transformer` with cross-attention.
+Sequences are passed as right-padded id tensors holding content only (no bos / eos): each model adds
+the markers it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genloom.core.nn import EncoderDecoder, TransformerConfig
+from genloom.text.errors import TextInputError
+from genloom.text.specials import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
+
+FAMILIES = ("ar", "nat", "cmlm", "ctc", "dat")
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Architecture of a translation model of any family (JSON round-trip with to_dict / from_dict)."""
+
+    family: str = "ar"
+    vocab_size: int = 1000
+    dim: int = 256
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    max_source_length: int = 64
+    max_target_length: int = 64
+    upsample_ratio: float = 4.0  # CTC / DA-Transformer: decoder length = ratio x source length
+    dag_link_heads: int = 4  # DA-Transformer: transition heads
+    length_loss_weight: float = 0.1  # NAT / CMLM: weight of the target-length classifier
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise TextInputError(f"unknown family {self.family!r}; expected one of {', '.join(FAMILIES)}")
+        if self.vocab_size <= len(SPECIAL_TOKENS):
+            raise TextInputError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} specials, got {self.vocab_size}")
+        if self.upsample_ratio < 1.0:
+            raise TextInputError(f"upsample_ratio must be >= 1, got {self.upsample_ratio}")
+
+    @property
+    def max_decoder_length(self) -> int:
+        """Longest decoder input: target + bos/eos for AR, the upsampled graph for CTC / DAT."""
+        if self.family in ("ctc", "dat"):
+            return int(self.upsample_ratio * (self.max_source_length + 2)) + 1
+        return self.max_target_length + 2
+
+    def encoder_config(self) -> TransformerConfig:
+        return TransformerConfig(
+            dim=self.dim,
+            n_layers=self.encoder_layers,
+            n_heads=self.n_heads,
+            vocab_size=self.vocab_size,
+            max_seq_len=self.max_source_length,
+            mlp="gelu",
+            mlp_ratio=self.mlp_ratio,
+            norm="layernorm",
+            learned_pos=True,
+            mask="bidirectional",
+            dropout=self.dropout,
+        )
+
+    def decoder_config(self, *, causal: bool) -> TransformerConfig:
+        return TransformerConfig(
+            dim=self.dim,
+            n_layers=self.decoder_layers,
+            n_heads=self.n_heads,
+            vocab_size=self.vocab_size,
+            max_seq_len=self.max_decoder_length,
+            mlp="gelu",
+            mlp_ratio=self.mlp_ratio,
+            norm="layernorm",
+            learned_pos=True,
+            mask="causal" if causal else "bidirectional",
+            cross_attn=True,
+            dropout=self.dropout,
+            tie_embeddings=self.tie_embeddings,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Seq2SeqConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TextInputError(f"unknown Seq2SeqConfig field(s) {unknown}")
+        return cls(**data)
+
+
+def padding_mask(lengths: Tensor, width: int) -> Tensor:
+    """[B] lengths -> [B, width] bool, True on real positions."""
+    return torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def add_markers(tokens: Tensor, lengths: Tensor, *, bos: bool, eos: bool) -> tuple[Tensor, Tensor]:
+    """Prepend bos and / or append eos to right-padded rows: returns (new tokens, new lengths)."""
+    batch = tokens.shape[0]
+    out = tokens
+    if bos:
+        out = torch.cat([torch.full((batch, 1), BOS_ID, dtype=out.dtype, device=out.device), out], dim=1)
+        lengths = lengths + 1
+    if eos:
+        out = torch.cat([out, torch.full((batch, 1), PAD_ID, dtype=out.dtype, device=out.device)], dim=1)
+        out = out.scatter(1, lengths.unsqueeze(1), EOS_ID)
+        lengths = lengths + 1
+    return out, lengths
+
+
+def strip_specials(tokens: Tensor) -> list[list[int]]:
+    """Id rows -> lists without specials, cut at the first eos (what a user sees)."""
+    rows = []
+    for row in tokens.tolist():
+        out = []
+        for token in row:
+            if token == EOS_ID:
+                break
+            if token >= len(SPECIAL_TOKENS):
+                out.append(token)
+        rows.append(out)
+    return rows
+
+
+def check_source(source: Tensor, source_length: Tensor, config: Seq2SeqConfig) -> None:
+    """Clear errors for empty, too long or out-of-vocabulary source rows."""
+    if source.dim() != 2 or source_length.dim() != 1 or source.shape[0] != source_length.shape[0]:
+        raise TextInputError(
+            f"source must be [B, S] with lengths [B], got {tuple(source.shape)} and {tuple(source_length.shape)}"
+        )
+    if source.shape[0] == 0:
+        raise TextInputError("empty batch: no source sentence to translate")
+    if (source_length < 1).any():
+        raise TextInputError(f"empty source sentence in rows {(source_length < 1).nonzero().flatten().tolist()}")
+    if int(source_length.max()) > config.max_source_length:
+        raise TextInputError(
+            f"source of {int(source_length.max())} tokens exceeds the model's maximum of {config.max_source_length}"
+        )
+    if source.numel() and (source.min() < 0 or source.max() >= config.vocab_size):
+        raise TextInputError(f"source ids must lie in [0, {config.vocab_size}), got {source.min()}..{source.max()}")
+
+
+class LengthPredictor(nn.Module):
+    """Target-length classifier over the mean-pooled encoder states (NAT / CMLM, Gu et al. 2018)."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.proj = nn.Linear(config.dim, config.max_target_length + 1)
+
+    def forward(self, memory: Tensor, mask: Tensor) -> Tensor:
+        """[B, max_target_length + 1] logits over the target length (length 0 is excluded)."""
+        pooled = (memory * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        logits = self.proj(pooled.float())
+        return logits.index_fill(1, torch.tensor([0], device=logits.device), float("-inf"))
+
+
+def build_encoder_decoder(config: Seq2SeqConfig, *, causal: bool) -> EncoderDecoder:
+    """The shared transformer stack: core `EncoderDecoder` over a joint vocabulary."""
+    return EncoderDecoder(config.encoder_config(), config.decoder_config(causal=causal))
+
+
+def encode_source(model: EncoderDecoder, source: Tensor, source_length: Tensor) -> tuple[Tensor, Tensor]:
+    """-> (memory [B, S, D], source padding mask [B, S], True on real tokens)."""
+    mask = padding_mask(source_length, source.shape[1])
+    return model.encode(source, src_padding_mask=mask), mask
+
+
+def uniform_copy_index(source_length: Tensor, target_length: Tensor, width: int) -> Tensor:
+    """For each decoder position j < target_length, the source position round(j * S / T) (Gu et al. 2018)."""
+    positions = torch.arange(width, device=source_length.device).unsqueeze(0).float()
+    scale = source_length.float().unsqueeze(1) / target_length.float().clamp(min=1).unsqueeze(1)
+    index = torch.floor(positions * scale).long()
+    return torch.minimum(index, (source_length - 1).clamp(min=0).unsqueeze(1))

@@ -1,0 +1,1 @@
+"""Forecasting models: supervised baselines with official key layouts, and generative forecasters."""

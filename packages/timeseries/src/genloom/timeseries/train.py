@@ -1,0 +1,129 @@
+"""Supervised training and evaluation on the long-term forecasting protocol, as the TSLib experiment
+class runs it: decoder input = label_len known steps + zeros, MSE on the last pred_len steps, Adam with
+the type1 halving schedule, early stopping on validation MSE, test metrics on the scaled values with the
+best-validation weights.
+
+(A shared `genloom.core.train.Trainer` is planned; this loop is the protocol-specific one and can run on
+top of it once it exists: only `_epoch` would change.)
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from genloom.timeseries.data.protocol import LongTermForecastProtocol, Split, collate_float32
+from genloom.timeseries.recipes import TrainRecipe
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def decoder_input(batch_y: torch.Tensor, label_len: int, pred_len: int) -> torch.Tensor:
+    """label_len known steps followed by pred_len zeros (what the TSLib experiments feed the decoder)."""
+    return torch.cat([batch_y[:, :label_len], torch.zeros_like(batch_y[:, -pred_len:])], dim=1)
+
+
+@dataclass
+class EvalResult:
+    mse: float
+    mae: float
+    n_windows: int
+
+
+@dataclass
+class TrainResult:
+    best_val_mse: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _loader(protocol: LongTermForecastProtocol, split: Split, batch_size: int, shuffle: bool) -> DataLoader:
+    return DataLoader(protocol.dataset(split), batch_size=batch_size, shuffle=shuffle, drop_last=False,
+                      collate_fn=collate_float32)
+
+
+def _forward(model: nn.Module, batch, protocol: LongTermForecastProtocol, device: str):
+    x, y, x_mark, y_mark = (t.to(device) for t in batch)
+    dec_in = decoder_input(y, protocol.label_len, protocol.pred_len)
+    out = model(x, x_mark, dec_in, y_mark)
+    f_dim = -1 if protocol.features == "MS" else 0
+    return out[:, -protocol.pred_len :, f_dim:], y[:, -protocol.pred_len :, f_dim:]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, protocol: LongTermForecastProtocol, split: Split = "test", *,
+             batch_size: int = 32, device: str = "cpu", max_batches: int | None = None) -> EvalResult:
+    """MSE and MAE on the scaled values, averaged over every window of the split (TSLib `test`)."""
+    model.eval()
+    sq, ab, count, windows = 0.0, 0.0, 0, 0
+    for i, batch in enumerate(_loader(protocol, split, batch_size, shuffle=False)):
+        if max_batches is not None and i >= max_batches:
+            break
+        pred, true = _forward(model, batch, protocol, device)
+        diff = (pred - true).double()
+        sq += float((diff**2).sum())
+        ab += float(diff.abs().sum())
+        count += diff.numel()
+        windows += diff.shape[0]
+    return EvalResult(mse=sq / count, mae=ab / count, n_windows=windows)
+
+
+def train_supervised(
+    model: nn.Module,
+    protocol: LongTermForecastProtocol,
+    recipe: TrainRecipe,
+    *,
+    device: str = "cpu",
+    max_batches_per_epoch: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train with early stopping on validation MSE; the model ends with its best-validation weights."""
+    seed_everything(recipe.seed)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    criterion = nn.MSELoss()
+    best_val, best_state, bad_epochs = float("inf"), None, 0
+    history: list[dict[str, float]] = []
+    start = time.time()
+    epoch = 0
+    for epoch in range(recipe.train_epochs):
+        model.train()
+        losses = []
+        for i, batch in enumerate(_loader(protocol, "train", recipe.batch_size, shuffle=True)):
+            if max_batches_per_epoch is not None and i >= max_batches_per_epoch:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            pred, true = _forward(model, batch, protocol, device)
+            loss = criterion(pred, true)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        val = evaluate(model, protocol, "val", batch_size=recipe.batch_size, device=device)
+        history.append({"epoch": epoch + 1, "train_mse": float(np.mean(losses)), "val_mse": val.mse})
+        if log:
+            log(f"epoch {epoch + 1}: train {np.mean(losses):.4f} val {val.mse:.4f} ({time.time() - start:.0f}s)")
+        if val.mse < best_val:
+            best_val, best_state, bad_epochs = val.mse, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= recipe.patience:
+                break
+        if recipe.lradj == "type1":  # TSLib: lr = base * 0.5 ** epoch for the next epoch
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.learning_rate * 0.5 ** epoch
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(best_val_mse=best_val, epochs_run=epoch + 1, history=history, seconds=time.time() - start)

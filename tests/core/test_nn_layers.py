@@ -1,0 +1,299 @@
+"""Layer-level guarantees of genloom.core.nn: RoPE relativity, masks, GQA, AdaLN-zero, config JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genloom.core.errors import ConfigError, InputError
+from genloom.core.nn import (
+    Block,
+    Encoder,
+    Transformer,
+    TransformerConfig,
+    apply_rope,
+    block_causal_mask,
+    causal_mask,
+    prefix_mask,
+    rope_1d,
+    rope_2d,
+    rope_3d,
+)
+
+
+# ---------------------------------------------------------------- RoPE
+def _score(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, i: int, j: int, layout: str
+) -> float:
+    qi = apply_rope(q[None], cos[i : i + 1], sin[i : i + 1], layout)[0]
+    kj = apply_rope(k[None], cos[j : j + 1], sin[j : j + 1], layout)[0]
+    return float(qi @ kj)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_rope_2d_scores_depend_only_on_relative_offset(layout: str) -> None:
+    height, width, head_dim = 6, 7, 16
+    cos, sin = rope_2d(height, width, head_dim, theta=100.0)
+    gen = torch.Generator().manual_seed(0)
+    q, k = (
+        torch.randn(head_dim, generator=gen, dtype=torch.float64),
+        torch.randn(head_dim, generator=gen, dtype=torch.float64),
+    )
+    cos, sin = cos.double(), sin.double()
+
+    def idx(r: int, c: int) -> int:
+        return r * width + c
+
+    for dr, dc in [(0, 0), (1, 2), (-2, 3), (3, -4)]:
+        scores = [
+            _score(q, k, cos, sin, idx(r, c), idx(r + dr, c + dc), layout)
+            for r in range(height)
+            for c in range(width)
+            if 0 <= r + dr < height and 0 <= c + dc < width
+        ]
+        assert max(scores) - min(scores) < 1e-5, (dr, dc)  # float32 tables
+    # rows and columns are distinct axes: offsets (1, 0) and (0, 1) give different scores
+    assert (
+        abs(
+            _score(q, k, cos, sin, idx(0, 0), idx(1, 0), layout)
+            - _score(q, k, cos, sin, idx(0, 0), idx(0, 1), layout)
+        )
+        > 1e-3
+    )
+
+
+def test_rope_3d_scores_depend_only_on_relative_offset() -> None:
+    cos, sin = rope_3d(3, 4, 5, 24)
+    gen = torch.Generator().manual_seed(1)
+    q, k = (
+        torch.randn(24, generator=gen, dtype=torch.float64),
+        torch.randn(24, generator=gen, dtype=torch.float64),
+    )
+    cos, sin = cos.double(), sin.double()
+    a = _score(q, k, cos, sin, 0 * 20 + 1 * 5 + 1, 1 * 20 + 2 * 5 + 3, "interleaved")
+    b = _score(q, k, cos, sin, 1 * 20 + 2 * 5 + 2, 2 * 20 + 3 * 5 + 4, "interleaved")
+    c = _score(q, k, cos, sin, 1 * 20 + 2 * 5 + 2, 2 * 20 + 3 * 5 + 3, "interleaved")
+    assert abs(a - b) < 1e-5 and abs(a - c) > 1e-3
+
+
+def test_rope_2d_matches_llamagen_layout_and_zero_prefix() -> None:
+    """Pair columns [0, D/4) rotate with the row, [D/4, D/2) with the column, base^(-2j/(D/2)) each."""
+    head_dim, grid = 8, 3
+    cos, sin = rope_2d(grid, grid, head_dim, prefix=1, prefix_rotation="zero")
+    assert cos.shape == (1 + grid * grid, head_dim // 2)
+    assert torch.all(cos[0] == 0) and torch.all(sin[0] == 0)
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, 4, 2).double() / 4))
+    row, col = 2, 1
+    expected = torch.cat([row * freqs, col * freqs])
+    torch.testing.assert_close(cos[1 + row * grid + col].double(), expected.cos(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(sin[1 + row * grid + col].double(), expected.sin(), atol=1e-6, rtol=0)
+    x = torch.randn(2, 3, 10, head_dim)
+    assert torch.all(apply_rope(x, cos[:1], sin[:1]) == 0)  # class token: q = k = 0, as in LlamaGen
+    identity_cos, identity_sin = rope_2d(grid, grid, head_dim, prefix=1, prefix_rotation="identity")
+    torch.testing.assert_close(apply_rope(x, identity_cos[:1], identity_sin[:1]), x)
+
+
+def test_rope_1d_rotate_half_matches_complex_formula() -> None:
+    cos, sin = rope_1d(5, 6)
+    x = torch.randn(5, 6)
+    out = apply_rope(x, cos, sin, "half")
+    z = torch.complex(x[:, :3], x[:, 3:]) * torch.complex(cos, sin)
+    torch.testing.assert_close(out, torch.cat([z.real, z.imag], -1), atol=1e-6, rtol=0)
+    out_i = apply_rope(x, cos, sin, "interleaved")
+    zi = torch.view_as_complex(x.reshape(5, 3, 2).contiguous()) * torch.complex(cos, sin)
+    torch.testing.assert_close(out_i, torch.view_as_real(zi).reshape(5, 6), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- masks
+def test_mask_helpers_exact() -> None:
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(block_causal_mask([1, 2, 3]), expected)
+    assert torch.equal(causal_mask(4), torch.ones(4, 4, dtype=torch.bool).tril())
+    pm = prefix_mask(5, 2)
+    assert pm[0, 1] and pm[1, 0] and not pm[1, 2] and not pm[2, 3] and pm[4, 0]
+
+
+def test_block_causal_model_sees_exactly_own_and_earlier_blocks() -> None:
+    torch.manual_seed(0)
+    sizes = [1, 2, 3, 4]
+    cfg = TransformerConfig(
+        dim=16,
+        n_layers=2,
+        n_heads=2,
+        vocab_size=11,
+        mask="block_causal",
+        block_sizes=sizes,
+        max_seq_len=10,
+        rope="1d",
+    )
+    model = Transformer(cfg).eval()
+    tokens = torch.randint(0, 11, (1, 10))
+    starts = [0, 1, 3, 6]
+    with torch.no_grad():
+        base = model(tokens)
+        for block, start in enumerate(starts):
+            changed = tokens.clone()
+            changed[0, start + sizes[block] - 1] = (
+                changed[0, start + sizes[block] - 1] + 1
+            ) % 11  # last of block
+            diff = (model(changed) - base).abs().amax(-1)[0]
+            assert torch.all(diff[:start] == 0), (block, diff)  # earlier blocks never see it
+            assert torch.all(diff[start:] > 1e-6), (
+                block,
+                diff,
+            )  # its own block (even earlier slots) and later
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize(
+    "mask", [dict(mask="prefix", prefix_len=3), dict(mask="block_causal", block_sizes=[1, 2, 6])]
+)
+def test_flex_attention_equals_sdpa_mask(mask: dict) -> None:
+    torch.manual_seed(0)
+    kw = dict(dim=16, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=11, max_seq_len=9, **mask)
+    sdpa = Transformer(TransformerConfig(**kw)).eval()
+    flex = Transformer(TransformerConfig(**kw, attn_impl="flex")).eval()
+    flex.load_state_dict(sdpa.state_dict())
+    tokens = torch.randint(0, 11, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(flex(tokens), sdpa(tokens), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- GQA, AdaLN-zero, encoder
+def test_gqa_equals_mha_with_repeated_kv_heads() -> None:
+    torch.manual_seed(0)
+    head_dim, heads, kv_heads = 8, 4, 2
+    gqa = Transformer(
+        TransformerConfig(
+            dim=32, n_layers=2, n_heads=heads, n_kv_heads=kv_heads, vocab_size=13, rope="1d", max_seq_len=12
+        )
+    ).eval()
+    mha = Transformer(
+        TransformerConfig(dim=32, n_layers=2, n_heads=heads, vocab_size=13, rope="1d", max_seq_len=12)
+    ).eval()
+    state = gqa.state_dict()
+
+    def repeat_heads(w: torch.Tensor) -> torch.Tensor:
+        return w.unflatten(0, (kv_heads, head_dim)).repeat_interleave(heads // kv_heads, 0).flatten(0, 1)
+
+    for key in [k for k in state if k.endswith("attn.wqkv.weight")]:
+        q, k, v = state[key].split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim])
+        state[key] = torch.cat([q, repeat_heads(k), repeat_heads(v)])
+    mha.load_state_dict(state)
+    tokens = torch.randint(0, 13, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(gqa(tokens), mha(tokens), atol=1e-5, rtol=0)
+
+
+def test_adaln_zero_block_is_identity_at_init() -> None:
+    torch.manual_seed(0)
+    cfg = TransformerConfig(dim=16, n_layers=2, n_heads=2, adaln="adaln_zero", cond_dim=8, cross_attn=False)
+    model = Transformer(cfg).eval()
+    x = torch.randn(2, 5, 16)
+    cond = torch.randn(2, 8)
+    block = model.layers[0]
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, cond=cond), x, atol=0, rtol=0)
+        block.adaln[1].bias.fill_(0.3)  # once the gates open the block is no longer the identity
+        assert (block(x, cond=cond) - x).abs().max() > 1e-3
+    assert (
+        isinstance(block, Block) and not hasattr(block.attn_norm, "weight") or block.attn_norm.weight is None
+    )
+
+
+def test_encoder_padding_hides_keys_and_features_path() -> None:
+    torch.manual_seed(0)
+    encoder = Encoder(
+        TransformerConfig(dim=16, n_layers=2, n_heads=2, vocab_size=9, max_seq_len=8, rope="1d")
+    ).eval()
+    assert encoder.config.mask == "bidirectional"
+    tokens = torch.randint(0, 9, (2, 8))
+    padding = torch.ones(2, 8, dtype=torch.bool)
+    padding[0, 5:] = False
+    changed = tokens.clone()
+    changed[0, 6] = (changed[0, 6] + 1) % 9
+    with torch.no_grad():
+        a, b = encoder(tokens, padding_mask=padding), encoder(changed, padding_mask=padding)
+        c = encoder(changed)
+    assert a.shape == (2, 8, 16)
+    torch.testing.assert_close(a[0, :5], b[0, :5], atol=0, rtol=0)
+    assert (c[0, :5] - a[0, :5]).abs().max() > 1e-4  # without padding the change is visible everywhere
+    trunk = Transformer(TransformerConfig(dim=16, n_layers=1, n_heads=2, max_seq_len=8))
+    assert trunk.features(embeddings=torch.randn(1, 4, 16)).shape == (1, 4, 16)
+    with pytest.raises(ConfigError, match="no output head"):
+        trunk(embeddings=torch.randn(1, 4, 16))
+
+
+# ---------------------------------------------------------------- config, dtype, state dict, errors
+def test_config_json_round_trip_and_errors() -> None:
+    cfg = TransformerConfig(
+        dim=48,
+        n_layers=3,
+        n_heads=6,
+        n_kv_heads=2,
+        rope="2d",
+        rope_grid=(4, 4),
+        rope_prefix=1,
+        adaln="adaln_zero",
+        cond_dim=10,
+        mask="block_causal",
+        block_sizes=(1, 4, 11),
+        vocab_size=7,
+    )
+    text = cfg.to_json()
+    again = TransformerConfig.from_json(text)
+    assert again == cfg and json.loads(text)["rope_grid"] == [4, 4]
+    assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown TransformerConfig field"):
+        TransformerConfig.from_dict({**cfg.to_dict(), "n_layer": 2})
+    with pytest.raises(ConfigError, match="mlp must be one of"):
+        TransformerConfig(mlp="relu")
+    with pytest.raises(ConfigError, match="multiple of n_kv_heads"):
+        TransformerConfig(n_heads=4, n_kv_heads=3)
+    with pytest.raises(ConfigError, match="rope_grid"):
+        TransformerConfig(rope="2d")
+    with pytest.raises(ConfigError, match="malformed"):
+        TransformerConfig.from_json("{not json")
+
+
+def test_bf16_cast_keeps_rope_tables_fp32_and_state_dict_is_weights_only() -> None:
+    model = Transformer(
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=5, rope="1d", max_seq_len=8)
+    )
+    model.setup_cache(1, 8)
+    assert not any("cache" in k or "rope" in k for k in model.state_dict())
+    model = model.to(torch.bfloat16)
+    assert model.rope_cos.dtype == torch.float32 and model.output.weight.dtype == torch.bfloat16
+    logits = model(torch.tensor([[1, 2]]), input_pos=torch.arange(2))
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    model = Transformer(
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=5, max_seq_len=8, rope="1d")
+    )
+    with pytest.raises(InputError, match="exactly one"):
+        model()
+    with pytest.raises(InputError, match="integer tensor"):
+        model(torch.randn(1, 3))
+    with pytest.raises(InputError, match="exceeds"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(InputError, match="no AdaLN"):
+        model(torch.zeros(1, 3, dtype=torch.long), cond=torch.randn(1, 16))
+    with pytest.raises(InputError, match="mask must be a bool"):
+        model(torch.zeros(1, 3, dtype=torch.long), mask=torch.ones(3, 4, dtype=torch.bool))
+    ada = Transformer(TransformerConfig(dim=16, n_layers=1, n_heads=2, adaln="adaln", cond_dim=4))
+    with pytest.raises(InputError, match="pass cond"):
+        ada.features(embeddings=torch.randn(1, 3, 16))

@@ -1,0 +1,96 @@
+"""CTC decoding: collapse rules, greedy decoding, and prefix beam search against brute-force enumeration."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+
+import pytest
+import torch
+
+from genloom.core.sampling.ctc import ctc_collapse, ctc_greedy_decode, ctc_prefix_beam_search
+from genloom.core.sampling.errors import SamplingError
+
+
+def _collapse(alignment: tuple[int, ...], blank: int) -> tuple[int, ...]:
+    out, prev = [], None
+    for c in alignment:
+        if c != prev and c != blank:
+            out.append(c)
+        prev = c
+    return tuple(out)
+
+
+def _brute_force(log_probs: torch.Tensor, blank: int) -> dict[tuple[int, ...], float]:
+    frames, vocab = log_probs.shape
+    totals: dict[tuple[int, ...], float] = defaultdict(float)
+    for alignment in itertools.product(range(vocab), repeat=frames):
+        totals[_collapse(alignment, blank)] += math.exp(
+            sum(log_probs[t, c].item() for t, c in enumerate(alignment))
+        )
+    return totals
+
+
+def test_collapse_merges_repeats_then_drops_blanks() -> None:
+    ids = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 0], [0, 3, 3, 3, 0, 3, 1, 1]])
+    labels, counts = ctc_collapse(ids, blank=0, lengths=torch.tensor([8, 6]))
+    assert counts.tolist() == [3, 2]
+    assert labels[0, :3].tolist() == [1, 1, 2] and labels[1, :2].tolist() == [3, 3]
+    assert (labels[0, 3:] == -1).all() and (labels[1, 2:] == -1).all()
+
+
+def test_greedy_decode_reads_the_best_path() -> None:
+    path = torch.tensor([[2, 2, 0, 2, 1], [1, 0, 0, 0, 0]])
+    log_probs = torch.nn.functional.one_hot(path, 3).float().mul(5).log_softmax(-1)
+    assert ctc_greedy_decode(log_probs) == [[2, 2, 1], [1]]
+    assert ctc_greedy_decode(log_probs, blank=2) == [[0, 1], [1, 0]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_search_with_a_large_beam_is_exact(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    log_probs = (torch.randn(2, 5, 3, generator=g) * 1.5).log_softmax(-1)
+    results = ctc_prefix_beam_search(log_probs, beam_width=1000, blank=0)
+    for b in range(2):
+        truth = _brute_force(log_probs[b], blank=0)
+        best = max(truth, key=truth.get)
+        labels, score = results[b][0]
+        assert tuple(labels) == best
+        assert score == pytest.approx(math.log(truth[best]), rel=1e-6)
+        # every returned hypothesis carries its exact probability, and they cover all label sequences
+        assert len(results[b]) == len(truth)
+        for labels, score in results[b]:
+            assert score == pytest.approx(math.log(truth[tuple(labels)]), rel=1e-6)
+
+
+def test_beam_search_can_beat_greedy() -> None:
+    # Greedy reads blank,blank but the label "1" has more total mass over its alignments.
+    probs = torch.tensor([[[0.55, 0.45, 0.0], [0.55, 0.45, 0.0]]]).clamp_min(1e-9)
+    log_probs = probs.log()
+    assert ctc_greedy_decode(log_probs) == [[]]
+    # P("") = 0.3025, P("1") = 0.45*0.45 + 2*0.45*0.55 = 0.6975
+    best, score = ctc_prefix_beam_search(log_probs, beam_width=4)[0][0]
+    assert best == [1] and score == pytest.approx(math.log(0.6975), rel=1e-4)
+
+
+def test_beam_search_respects_lengths_and_candidates() -> None:
+    g = torch.Generator().manual_seed(4)
+    log_probs = torch.randn(2, 6, 4, generator=g).log_softmax(-1)
+    short = ctc_prefix_beam_search(log_probs, beam_width=500, lengths=torch.tensor([6, 3]))
+    truth = _brute_force(log_probs[1, :3], blank=0)
+    assert tuple(short[1][0][0]) == max(truth, key=truth.get)
+    pruned = ctc_prefix_beam_search(log_probs, beam_width=3, candidates_per_frame=2)
+    assert all(len(row) <= 3 for row in pruned)
+    assert all(row[i][1] >= row[i + 1][1] for row in pruned for i in range(len(row) - 1))
+
+
+def test_ctc_errors() -> None:
+    with pytest.raises(SamplingError, match=r"\[B, T, V\]"):
+        ctc_greedy_decode(torch.zeros(4, 3))
+    with pytest.raises(SamplingError, match="beam_width"):
+        ctc_prefix_beam_search(torch.zeros(1, 2, 3), beam_width=0)
+    with pytest.raises(SamplingError, match="blank"):
+        ctc_prefix_beam_search(torch.zeros(1, 2, 3), blank=3)
+    with pytest.raises(SamplingError, match="lengths"):
+        ctc_collapse(torch.zeros(2, 3, dtype=torch.long), lengths=torch.tensor([1]))
