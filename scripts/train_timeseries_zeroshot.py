@@ -23,7 +23,9 @@ from genloom.timeseries.zeroshot import heldout_cases, pretrain, training_pool, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -40,28 +42,47 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     start = time.time()
     model = TokenizedARForecaster(
-        DecoderConfig(d_model=args.d_model, n_layers=args.layers, n_heads=4, d_ff=4 * args.d_model,
-                      max_len=args.context_len + args.pred_len, dropout=0.0),
+        DecoderConfig(
+            d_model=args.d_model,
+            n_layers=args.layers,
+            n_heads=4,
+            d_ff=4 * args.d_model,
+            max_len=args.context_len + args.pred_len,
+            dropout=0.0,
+        ),
         BinTokenizerConfig(n_bins=args.n_bins, limit=4.0, scaling="standard"),
         context_len=args.context_len,
     ).to(args.device)
     pool = training_pool(n_synthetic=args.n_synthetic)
-    losses = pretrain(model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, pred_len=args.pred_len,
-                      seed=args.seed, pool=pool)
+    losses = pretrain(
+        model,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        pred_len=args.pred_len,
+        seed=args.seed,
+        pool=pool,
+    )
     model = model.cpu().eval()
-    rows = zero_shot_mase(lambda h, n: model.forecast(h, n, num_samples=20, seed=0).median[0], heldout_cases())
+    rows = zero_shot_mase(
+        lambda h, n: model.forecast(h, n, num_samples=20, seed=0).median[0], heldout_cases()
+    )
     for name, (ours, naive) in rows.items():
         print(f"{name:>20}: MASE ours {ours:.3f}  seasonal naive {naive:.3f}")
     ours_mean = float(np.mean([r[0] for r in rows.values()]))
     naive_mean = float(np.mean([r[1] for r in rows.values()]))
     print(f"mean MASE: ours {ours_mean:.3f}, seasonal naive {naive_mean:.3f} ({time.time() - start:.0f}s)")
     preset = {
-        "name": args.out.name, "family": "timeseries.tokenized_ar",
+        "name": args.out.name,
+        "family": "timeseries.tokenized_ar",
         "description": "Tiny Chronos-style tokenised AR forecaster pretrained on statsmodels series + synthetic mix",
         "training": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
         "final_loss": float(np.mean(losses[-100:])),
-        "zero_shot_mase": {"ours": ours_mean, "seasonal_naive": naive_mean,
-                           "per_case": {k: {"ours": v[0], "seasonal_naive": v[1]} for k, v in rows.items()}},
+        "zero_shot_mase": {
+            "ours": ours_mean,
+            "seasonal_naive": naive_mean,
+            "per_case": {k: {"ours": v[0], "seasonal_naive": v[1]} for k, v in rows.items()},
+        },
     }
     save_forecaster(model, args.out, preset=preset, dtype=torch.float32)
     print(f"wrote {args.out}")

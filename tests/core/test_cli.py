@@ -98,7 +98,9 @@ def test_zoo_list_and_info():
 
 def test_zoo_check_and_inspect(tmp_path):
     torch.manual_seed(0)
-    folder = save_pretrained(nn.Linear(3, 2), tmp_path / "lin", config={"family": FAMILY, "n_in": 3, "n_out": 2})
+    folder = save_pretrained(
+        nn.Linear(3, 2), tmp_path / "lin", config={"family": FAMILY, "n_in": 3, "n_out": 2}
+    )
     app = build_app(plugins=False)
     result = runner.invoke(app, ["zoo", "check", str(folder)])
     assert result.exit_code == 0 and "ok: Linear with 8 parameters (float32)" in result.output
@@ -144,7 +146,9 @@ def test_a_broken_plugin_is_skipped_with_a_warning(monkeypatch, capsys):
     eps = [
         importlib.metadata.EntryPoint(name="image", value="no_such_genloom_module:app", group="genloom.cli"),
         importlib.metadata.EntryPoint(name="text", value="fake_genloom_plugin:app", group="genloom.cli"),
-        importlib.metadata.EntryPoint(name="video", value="fake_genloom_plugin:not_an_app", group="genloom.cli"),
+        importlib.metadata.EntryPoint(
+            name="video", value="fake_genloom_plugin:not_an_app", group="genloom.cli"
+        ),
         importlib.metadata.EntryPoint(name="zoo", value="fake_genloom_plugin:app", group="genloom.cli"),
     ]
     monkeypatch.setattr("genloom.core.cli.plugins.entry_points", lambda group: eps)
@@ -163,7 +167,9 @@ def test_a_broken_plugin_is_skipped_with_a_warning(monkeypatch, capsys):
 
 
 def _saved_linear(tmp_path: Path) -> Path:
-    return save_pretrained(nn.Linear(3, 2), tmp_path / "lin", config={"family": FAMILY, "n_in": 3, "n_out": 2})
+    return save_pretrained(
+        nn.Linear(3, 2), tmp_path / "lin", config={"family": FAMILY, "n_in": 3, "n_out": 2}
+    )
 
 
 class _WritesMarker:
@@ -177,7 +183,9 @@ class _WritesMarker:
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (argv, expected fragment of the one-line error)."""
     (tmp_path / "empty").mkdir()
-    truncated = save_pretrained(nn.Linear(3, 2), tmp_path / "trunc", config={"family": FAMILY, "n_in": 3, "n_out": 2})
+    truncated = save_pretrained(
+        nn.Linear(3, 2), tmp_path / "trunc", config={"family": FAMILY, "n_in": 3, "n_out": 2}
+    )
     data = (truncated / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(data[:-8])
     wrong = _saved_linear(tmp_path)

@@ -60,7 +60,13 @@ def test_run_demos_statuses_and_index(tmp_path):
     out = tmp_path / "demo"
     results = run_demos(out, demos=DEMOS)
     status = {r.package: r.status for r in results}
-    assert status == {"alpha": "ok", "beta": "no demo yet", "broken": "failed", "delta": "failed", "gamma": "failed"}
+    assert status == {
+        "alpha": "ok",
+        "beta": "no demo yet",
+        "broken": "failed",
+        "delta": "failed",
+        "gamma": "failed",
+    }
     by_name = {r.package: r for r in results}
     assert by_name["gamma"].message == "RuntimeError: decoder exploded"
     assert "second line of detail" in by_name["gamma"].traceback_file.read_text()

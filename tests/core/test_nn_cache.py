@@ -57,7 +57,7 @@ CONFIGS = {
 
 def _model(name: str, seed: int = 0, **extra) -> Transformer:
     torch.manual_seed(seed)
-    cfg = TransformerConfig(vocab_size=23, max_seq_len=22, **{**CONFIGS[name], **extra})
+    cfg = TransformerConfig(vocab_size=23, **{"max_seq_len": 22, **CONFIGS[name], **extra})
     model = Transformer(cfg).eval()
     with torch.no_grad():  # non-zero AdaLN / norm parameters so every path carries signal
         for p in model.parameters():
@@ -93,6 +93,19 @@ def test_teacher_forcing_equals_prefill_steps_and_chunks(name: str, static: bool
     assert full.shape == (2, 16, 23) and full.dtype == torch.float32
     torch.testing.assert_close(stepped, full, atol=ATOL, rtol=0)
     torch.testing.assert_close(chunked, full, atol=ATOL, rtol=0)
+
+
+def test_cached_steps_across_kv_buckets_equal_teacher_forcing() -> None:
+    """Dynamic mode reads the filled slots rounded up to 64: crossing bucket edges changes nothing."""
+    model = _model("llama_gqa_rope1d", max_seq_len=150)
+    tokens = torch.randint(0, 23, (1, 140), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(tokens)
+        model.setup_cache(1, 150)
+        steps = [model(tokens[:, :60], input_pos=torch.arange(60))]
+        steps += [model(tokens[:, t : t + 1], input_pos=torch.tensor([t])) for t in range(60, 70)]
+        steps.append(model(tokens[:, 70:140], input_pos=torch.arange(70, 140)))
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=ATOL, rtol=0)
 
 
 def test_uncached_explicit_positions_equal_default() -> None:

@@ -178,7 +178,9 @@ def test_sampling_keeps_the_target_distribution(decoder: str) -> None:
     # the test has power: the first token's distribution is not the second's, and is clearly rejected
     assert chisquare(t2, (joint12.sum(1) * n).numpy()).pvalue < 1e-6
     assert stats.new_tokens == n_new * calls
-    assert stats.forward_passes - calls < calls * n_new  # (minus 1 prefill per call) some passes accepted drafts
+    assert (
+        stats.forward_passes - calls < calls * n_new
+    )  # (minus 1 prefill per call) some passes accepted drafts
 
 
 def test_bad_arguments_raise_sampling_errors() -> None:
@@ -201,7 +203,9 @@ def test_bad_arguments_raise_sampling_errors() -> None:
 def test_seq2seq_generation_on_the_cached_decoder_equals_naive() -> None:
     torch.manual_seed(0)
     enc = TransformerConfig(dim=32, n_layers=1, n_heads=4, vocab_size=11, rope="1d", max_seq_len=16)
-    dec = TransformerConfig(dim=32, n_layers=2, n_heads=4, vocab_size=11, cross_attn=True, rope="1d", max_seq_len=16)
+    dec = TransformerConfig(
+        dim=32, n_layers=2, n_heads=4, vocab_size=11, cross_attn=True, rope="1d", max_seq_len=16
+    )
     model = EncoderDecoder(enc, dec).eval()
     with torch.no_grad():
         model.decoder.output.weight.mul_(20.0)

@@ -47,6 +47,12 @@ def test_unseen_characters_fall_back_to_bytes_and_round_trip(tokenizer):
     assert all(tokenizer.token_to_id(t) is not None for t in BYTE_TOKENS)
 
 
+def test_invalid_byte_sequences_decode_with_replacement(tokenizer):
+    lone_lead_byte = tokenizer.token_to_id("<0xE6>")  # first byte of a 3-byte character, alone
+    assert tokenizer.decode([lone_lead_byte]) == "\ufffd"
+    assert tokenizer.decode(tokenizer.encode("a man") + [lone_lead_byte]) == "a man\ufffd"
+
+
 def test_special_token_text_is_encoded_as_plain_text(tokenizer):
     ids = tokenizer.encode("say <eos> now")
     assert tokenizer.eos_id not in ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from genloom.core.tokenizers import MultiScaleResidualVQ, TokenIndexError, TokenizerInputError
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(os.environ.get("GENLOOM_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared"))
 VAR_DIR = SHARED / "parity" / "var"
 
 

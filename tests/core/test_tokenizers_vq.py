@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,8 @@ def test_bad_configuration_and_input_errors():
 # ----------------------------------------------------------------------------------------------------
 # Parity with LlamaGen's VQ-16 quantizer (l2-normalised codebook), from ../shared/parity/llamagen.
 
-LLAMAGEN_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "parity" / "llamagen"
+SHARED = Path(os.environ.get("GENLOOM_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared"))
+LLAMAGEN_DIR = SHARED / "parity" / "llamagen"
 
 
 @pytest.mark.parity
@@ -238,6 +240,7 @@ def _rank_batches(world: int) -> list[list[torch.Tensor]]:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_distributed_ema_and_restarts_agree_across_ranks(tmp_path):
     import torch.multiprocessing as mp
 

@@ -22,7 +22,9 @@ class TinyRegressor(nn.Module):
 
     def __init__(self, *, dim: int = 4, hidden: int = 16, dropout: float = 0.1) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -76,7 +78,13 @@ def test_trainer_learns_and_writes_metrics_checkpoint_and_export(tmp_path):
     baseline = nn.functional.mse_loss(y.mean(0, keepdim=True).expand_as(y), y).item()  # predict the mean
     model = make_model(0)
     config = TrainConfig(
-        steps=100, lr=3e-2, warmup_steps=10, ema_decay=0.9, log_every=25, out_dir=str(tmp_path), progress=False
+        steps=100,
+        lr=3e-2,
+        warmup_steps=10,
+        ema_decay=0.9,
+        log_every=25,
+        out_dir=str(tmp_path),
+        progress=False,
     )
     trainer = Trainer(model, training_step, loader, config)
     result = trainer.fit()
@@ -92,7 +100,13 @@ def test_trainer_learns_and_writes_metrics_checkpoint_and_export(tmp_path):
     assert records[-1]["loss"] < records[0]["loss"] and records[-1]["tokens_per_s"] > 0
 
     files = sorted(p.name for p in result.checkpoint.iterdir())
-    assert files == ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng-rank0.safetensors", "trainer_state.json"]
+    assert files == [
+        "ema.safetensors",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng-rank0.safetensors",
+        "trainer_state.json",
+    ]
     state = json.loads((result.checkpoint / "trainer_state.json").read_text())
     assert state["step"] == 100 and state["data"] == {"epoch": 19, "offset": 5}  # 5 batches per epoch
     ema = load_safetensors(result.checkpoint / "ema.safetensors")
@@ -100,7 +114,9 @@ def test_trainer_learns_and_writes_metrics_checkpoint_and_export(tmp_path):
 
     register_family(FAMILY, lambda cfg: TinyRegressor(**cfg))
     try:
-        folder = trainer.export_pretrained(tmp_path / "export", config={"family": FAMILY, "dim": 4, "hidden": 16})
+        folder = trainer.export_pretrained(
+            tmp_path / "export", config={"family": FAMILY, "dim": 4, "hidden": 16}
+        )
         assert torch.equal(from_pretrained(folder).net[0].weight, ema["net.0.weight"])
     finally:
         unregister_family(FAMILY)
@@ -148,7 +164,9 @@ def test_resume_is_bit_exact(tmp_path, ckpt_every):
     with pytest.raises(Crash):
         interrupted.fit()
     assert latest_checkpoint(tmp_path / "resumed").name == f"step-{ckpt_every:08d}"
-    resumed, resumed_model = _run(tmp_path / "resumed", ckpt_every=ckpt_every, init_seed=99)  # other init: loaded
+    resumed, resumed_model = _run(
+        tmp_path / "resumed", ckpt_every=ckpt_every, init_seed=99
+    )  # other init: loaded
     resumed.fit()
 
     for (name, a), b in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
@@ -159,7 +177,9 @@ def test_resume_is_bit_exact(tmp_path, ckpt_every):
         assert first.keys() == second.keys()
         assert all(torch.equal(first[k], second[k]) for k in first), name
     straight_log = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
-    resumed_log = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    resumed_log = [
+        json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in resumed_log] == [2, 4, 6, 8, 10, 12]
     assert [json.loads(line)["loss"] for line in straight_log] == [r["loss"] for r in resumed_log]
     assert len(list((tmp_path / "resumed" / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
@@ -186,9 +206,13 @@ def test_indexed_data_and_plain_loss(tmp_path):
 
 
 def test_bad_training_step_output_is_a_config_error():
-    trainer = Trainer(make_model(0), lambda m, b: {"value": 1.0}, [torch.zeros(2, 4)], TrainConfig(steps=1, progress=False))
+    trainer = Trainer(
+        make_model(0), lambda m, b: {"value": 1.0}, [torch.zeros(2, 4)], TrainConfig(steps=1, progress=False)
+    )
     with pytest.raises(ConfigError, match='without "loss"'):
         trainer.fit()
-    trainer = Trainer(make_model(0), lambda m, b: m(b), [torch.zeros(2, 4)], TrainConfig(steps=1, progress=False))
+    trainer = Trainer(
+        make_model(0), lambda m, b: m(b), [torch.zeros(2, 4)], TrainConfig(steps=1, progress=False)
+    )
     with pytest.raises(ConfigError, match="scalar loss"):
         trainer.fit()

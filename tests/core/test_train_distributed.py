@@ -7,6 +7,7 @@ writes its findings; the tests below compare them with single-process runs made 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from genloom.core.train import TrainConfig, Trainer, distributed_loader, gather_
 
 WORKER = textwrap.dedent(
     """
-    import json, sys, traceback
+    import faulthandler, json, sys, traceback
     from pathlib import Path
 
     import torch
@@ -36,6 +37,7 @@ WORKER = textwrap.dedent(
                                     init_distributed, shard_indices)
     from genloom.core.train.distributed import barrier
 
+    faulthandler.dump_traceback_later(150, exit=True)  # a collective mismatch must fail, not hang
     out = Path(sys.argv[1])
     info = init_distributed()
     assert info.world_size == 2 and dist.get_backend() == "gloo"
@@ -142,9 +144,9 @@ def torchrun_job(tmp_path_factory) -> Path:
         str(script),
         str(out),
     ]
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "GLOO_SOCKET_IFNAME": "lo"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     return out
 
 
@@ -176,8 +178,19 @@ def single_process_reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single")
     torch.manual_seed(0)
     config = TrainConfig(
-        steps=6, lr=1e-2, warmup_steps=2, grad_accum=2, clip_grad_norm=0.5, ema_decay=0.9, weight_decay=0.1,
-        strategy="none", out_dir=str(out), ckpt_every=3, log_every=1, progress=False, seed=3,
+        steps=6,
+        lr=1e-2,
+        warmup_steps=2,
+        grad_accum=2,
+        clip_grad_norm=0.5,
+        ema_decay=0.9,
+        weight_decay=0.1,
+        strategy="none",
+        out_dir=str(out),
+        ckpt_every=3,
+        log_every=1,
+        progress=False,
+        seed=3,
     )
     loader = distributed_loader(_dataset(), batch_size=8, shuffle=True, seed=5, rank=0, world_size=1)
     Trainer(_Net(), lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), loader, config).fit()
@@ -189,7 +202,9 @@ def _final(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
-def test_two_processes_match_one_process_with_the_doubled_batch(torchrun_job, single_process_reference, strategy):
+def test_two_processes_match_one_process_with_the_doubled_batch(
+    torchrun_job, single_process_reference, strategy
+):
     report = _reports(torchrun_job)[0]
     assert report[strategy] == "ok", report[strategy]
     for name in ("model.safetensors", "ema.safetensors"):
@@ -197,10 +212,16 @@ def test_two_processes_match_one_process_with_the_doubled_batch(torchrun_job, si
         distributed = load_safetensors(_final(torchrun_job / strategy) / name)
         assert reference.keys() == distributed.keys()
         for key in reference:
-            torch.testing.assert_close(distributed[key], reference[key], rtol=1e-5, atol=1e-6, msg=f"{name}:{key}")
-    losses = [json.loads(line)["loss"] for line in (torchrun_job / strategy / "metrics.jsonl").read_text().splitlines()]
+            torch.testing.assert_close(
+                distributed[key], reference[key], rtol=1e-5, atol=1e-6, msg=f"{name}:{key}"
+            )
+    losses = [
+        json.loads(line)["loss"]
+        for line in (torchrun_job / strategy / "metrics.jsonl").read_text().splitlines()
+    ]
     reference_losses = [
-        json.loads(line)["loss"] for line in (single_process_reference.parents[1] / "metrics.jsonl").read_text().splitlines()
+        json.loads(line)["loss"]
+        for line in (single_process_reference.parents[1] / "metrics.jsonl").read_text().splitlines()
     ]
     assert losses == pytest.approx(reference_losses, rel=1e-5)
 
@@ -218,7 +239,7 @@ def test_distributed_resume_is_exact(torchrun_job, strategy):
 def test_gather_in_order_and_resumable_sharded_generation(torchrun_job):
     reports = _reports(torchrun_job)
     expected = [{"item": i, "square": i * i} for i in range(10)]
-    for rank, report in enumerate(reports):
+    for report in reports:
         assert report["gathered"] == [i * i for i in range(11)]
         assert report["results"] == expected
     assert "item-00000007.json is missing" in reports[0]["incomplete_error"]

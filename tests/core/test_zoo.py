@@ -100,7 +100,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path, tie):
 
 
 def test_preset_folder_with_model_and_tokenizer(tmp_path):
-    preset = Preset(name="t", family=FAMILY, modality="text", description="d", source=WeightSource(kind="random"))
+    preset = Preset(
+        name="t", family=FAMILY, modality="text", description="d", source=WeightSource(kind="random")
+    )
     model, tokenizer = _trained_tinylm(1), _trained_tinylm(2, vocab=5, dim=3, hidden=4)
     folder = save_preset_folder(
         tmp_path / "tiny-digits",
@@ -178,12 +180,20 @@ def test_bad_builder_arguments_are_a_config_error(tmp_path):
 
 def test_presets_registry_and_unknown_name():
     register_preset(
-        Preset(name="tiny-lm-debug", family=FAMILY, modality="text", description="d", source=WeightSource("random"))
+        Preset(
+            name="tiny-lm-debug",
+            family=FAMILY,
+            modality="text",
+            description="d",
+            source=WeightSource("random"),
+        )
     )
     assert get_preset("tiny-lm-debug").family == FAMILY
     assert "tiny-lm-debug" in [p.name for p in list_presets(modality="text")]
     assert "tiny-lm-debug" not in [p.name for p in list_presets(modality="image")]
-    with pytest.raises(UnknownPresetError, match=r"unknown preset 'tiny-lm-debgu'; did you mean: tiny-lm-debug"):
+    with pytest.raises(
+        UnknownPresetError, match=r"unknown preset 'tiny-lm-debgu'; did you mean: tiny-lm-debug"
+    ):
         get_preset("tiny-lm-debgu")
     with pytest.raises(ConfigError, match="already registered"):
         register_preset(get_preset("tiny-lm-debug"))
@@ -237,7 +247,9 @@ def test_offline_mode_names_the_file_to_place(monkeypatch, tmp_path):
             family=FAMILY,
             modality="text",
             description="d",
-            source=WeightSource(kind="url", url="https://example.invalid/w/tiny.safetensors", sha256="ab" * 32),
+            source=WeightSource(
+                kind="url", url="https://example.invalid/w/tiny.safetensors", sha256="ab" * 32
+            ),
         )
     )
 
@@ -253,8 +265,12 @@ def test_offline_mode_names_the_file_to_place(monkeypatch, tmp_path):
 
 def test_url_source_with_archive_of_a_preset_folder(tmp_path):
     model = _trained_tinylm(7)
-    preset = Preset(name="tiny-tar", family=FAMILY, modality="text", description="d", source=WeightSource("random"))
-    folder = save_preset_folder(tmp_path / "tiny-tar", preset=preset, model=model, model_config={"family": FAMILY})
+    preset = Preset(
+        name="tiny-tar", family=FAMILY, modality="text", description="d", source=WeightSource("random")
+    )
+    folder = save_preset_folder(
+        tmp_path / "tiny-tar", preset=preset, model=model, model_config={"family": FAMILY}
+    )
     archive = tmp_path / "tiny-tar.tar.gz"
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(folder, arcname="tiny-tar")
@@ -296,7 +312,10 @@ def test_converter_source_turns_an_official_checkpoint_into_a_preset(tmp_path, m
     model = _trained_tinylm(4, hidden=5)
     official = tmp_path / "official.ckpt"
     torch.save(
-        {"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}, "args": argparse.Namespace(lr=1)},
+        {
+            "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
+            "args": argparse.Namespace(lr=1),
+        },
         official,
     )
     register_preset(
@@ -330,7 +349,9 @@ def test_converter_refuses_a_code_running_checkpoint(tmp_path, monkeypatch):
             family=FAMILY,
             modality="text",
             description="d",
-            source=WeightSource(kind="converter", filename="official.ckpt", converter="zoo_test_converter:convert"),
+            source=WeightSource(
+                kind="converter", filename="official.ckpt", converter="zoo_test_converter:convert"
+            ),
         )
     )
     missing = tmp_path / "home" / "checkpoints" / "official.ckpt"
@@ -363,10 +384,16 @@ def test_package_source_and_lazy_family_import_through_entry_points(tmp_path, mo
     )
     torch.manual_seed(0)
     linear = nn.Linear(3, 2)
-    save_pretrained(linear, pkg / "presets" / "fake-linear" / "model", config={"family": "fake.linear", "n_in": 3, "n_out": 2})
+    save_pretrained(
+        linear,
+        pkg / "presets" / "fake-linear" / "model",
+        config={"family": "fake.linear", "n_in": 3, "n_out": 2},
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "mods"))
     entry_points = [
-        importlib.metadata.EntryPoint(name="broken", value="no_such_genloom_module:PRESETS", group="genloom.zoo"),
+        importlib.metadata.EntryPoint(
+            name="broken", value="no_such_genloom_module:PRESETS", group="genloom.zoo"
+        ),
         importlib.metadata.EntryPoint(name="fake", value="fakegenloompkg.zoo:PRESETS", group="genloom.zoo"),
     ]
     monkeypatch.setattr(registry, "_zoo_entry_points", lambda: entry_points)

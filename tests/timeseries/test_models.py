@@ -101,3 +101,19 @@ def test_gpht_other_config_and_input_checks():
     assert model.forecast(x, 20).shape == (2, 20, 3)
     with pytest.raises(SeriesInputError, match="divisible by token_len 8"):
         model(torch.randn(1, 30, 1))
+
+
+def test_official_pth_checkpoint_is_converted_without_unpickling_code(tmp_path):
+    from genloom.timeseries.models.official import convert_official_checkpoint
+
+    config = TSLibConfig(**SMALL)
+    model = build_baseline("patchtst", config).eval()
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "checkpoint.pth")
+    out = convert_official_checkpoint(
+        tmp_path / "checkpoint.pth", {**config.to_dict(), "model": "PatchTST"}, tmp_path / "converted"
+    )
+    x = torch.randn(2, 48, 3)
+    torch.testing.assert_close(load_official(out)(x), model(x))
+    torch.save({"weights": object()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="not a plain state_dict"):
+        convert_official_checkpoint(tmp_path / "evil.pth", config.to_dict(), tmp_path / "x")

@@ -41,7 +41,10 @@ def test_synthetic_generators_are_seeded_and_have_their_components():
     assert np.abs(np.diff(regime.values)).max() > 5 * np.median(np.abs(np.diff(regime.values)))
 
 
-PRESET = Path(__file__).resolve().parents[2] / "packages/timeseries/src/genloom/timeseries/presets/tiny-tokenized-ar"
+PRESET = (
+    Path(__file__).resolve().parents[2]
+    / "packages/timeseries/src/genloom/timeseries/presets/tiny-tokenized-ar"
+)
 
 
 def test_shipped_preset_beats_seasonal_naive_zero_shot():
@@ -50,7 +53,9 @@ def test_shipped_preset_beats_seasonal_naive_zero_shot():
 
     assert (PRESET / "model" / "model.safetensors").stat().st_size < 5_000_000
     model = load_forecaster_by_name("tiny-tokenized-ar")
-    rows = zero_shot_mase(lambda h, n: model.forecast(h, n, num_samples=20, seed=0).median[0], heldout_cases())
+    rows = zero_shot_mase(
+        lambda h, n: model.forecast(h, n, num_samples=20, seed=0).median[0], heldout_cases()
+    )
     ours = np.mean([r[0] for r in rows.values()])
     naive = np.mean([r[1] for r in rows.values()])
     assert ours < naive, rows

@@ -118,7 +118,9 @@ def run_demos(
     """
     out_dir = Path(out_dir).expanduser()
     if not out_dir.parent.is_dir():
-        raise OutputPathError(f"cannot write the demo into {out_dir}: the folder {out_dir.parent} does not exist")
+        raise OutputPathError(
+            f"cannot write the demo into {out_dir}: the folder {out_dir.parent} does not exist"
+        )
     demos = discover_demos() if demos is None else demos
     names = _select(demos, only)
     out_dir.mkdir(exist_ok=True)
@@ -219,9 +221,7 @@ def _item_html(item: DemoItem, out_dir: Path) -> str:
 
 def _section_html(result: DemoResult, out_dir: Path) -> str:
     status = html.escape(result.status)
-    head = (
-        f'<h2>{html.escape(result.package)} <span class="status {status.replace(" ", "-")}">{status}</span></h2>'
-    )
+    head = f'<h2>{html.escape(result.package)} <span class="status {status.replace(" ", "-")}">{status}</span></h2>'
     if result.status == "ok":
         body = "".join(_item_html(item, out_dir) for item in result.items) or "<p>(no outputs)</p>"
         body = f'<div class="items">{body}</div><p class="time">{result.seconds:.1f} s</p>'

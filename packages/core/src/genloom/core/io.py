@@ -234,7 +234,9 @@ def safe_torch_load(
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         names = _unsafe_globals(path, str(exc))
-        culprit = f"references {', '.join(names)}" if names else "uses pickle features outside the data-only subset"
+        culprit = (
+            f"references {', '.join(names)}" if names else "uses pickle features outside the data-only subset"
+        )
         raise UnsafeCheckpointError(
             f"refused to load {path}: its pickle {culprit}, which is not on the allow-list of data-only "
             f"types (nothing was executed); pass extra_globals only if you trust this file"

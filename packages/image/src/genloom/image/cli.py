@@ -1,5 +1,239 @@
-"""`genloom image` commands."""
+"""`genloom image` commands: sample, train, reconstruct, train-tokenizer.
 
+Every command reads local files only. Without `--model`, `sample` uses the first shipped generator preset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
 import typer
 
-app = typer.Typer(help="genloom-image commands.", no_args_is_help=True)
+from genloom.core.sampling.logits import SamplingParams
+from genloom.image.data import load_dataset
+from genloom.image.errors import CheckpointError
+from genloom.image.grid import save_grid
+from genloom.image.presets import PRESETS_DIR
+
+app = typer.Typer(
+    help="genloom-image: class-conditional image generation and image tokenizers.", no_args_is_help=True
+)
+
+
+def shipped_generators() -> list[str]:
+    if not PRESETS_DIR.is_dir():
+        return []
+    return sorted(
+        p.name for p in PRESETS_DIR.iterdir() if (p / "model").is_dir() and (p / "tokenizer").is_dir()
+    )
+
+
+def resolve_model_folder(model: str | None) -> Path:
+    """A preset name shipped in the package, or a path to a preset folder."""
+    shipped = shipped_generators()
+    if model is None:
+        if not shipped:
+            raise CheckpointError(
+                "this install ships no trained generator preset yet; pass --model PATH to a folder written by "
+                "`genloom image train` or scripts/train_image_presets.py"
+            )
+        model = shipped[0]
+    if (PRESETS_DIR / model / "model").is_dir():
+        return PRESETS_DIR / model
+    path = Path(model)
+    if path.is_dir():
+        return path
+    raise CheckpointError(
+        f"--model {model!r} is neither a shipped preset {shipped} nor an existing preset folder"
+    )
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def sample(
+    model: str | None = typer.Option(None, "--model", help="shipped preset name or preset folder"),
+    class_: str | None = typer.Option(
+        None, "--class", help="class id or name (default: cycle over all classes)"
+    ),
+    n: int = typer.Option(16, "--n", min=1, help="number of images"),
+    cfg: float | None = typer.Option(
+        None, "--cfg", help="guidance scale (1 = off, >= 0; default: the preset's)"
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1),
+    top_p: float | None = typer.Option(None, "--top-p"),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write"),
+) -> None:
+    """Sample class-conditional images into a PNG grid."""
+    from genloom.image.pipeline import ImagePipeline
+
+    try:
+        if cfg is not None and cfg < 0:
+            raise ValueError(f"--cfg must be >= 0 (1 = no guidance), got {cfg}")
+        pipeline = ImagePipeline.load(resolve_model_folder(model))
+        info = pipeline.info
+        cfg = float(info.get("cfg_scale", 2.0)) if cfg is None else cfg
+        if class_ is None:
+            labels = torch.arange(n) % len(pipeline.class_names)
+        else:
+            labels = torch.full((n,), pipeline.class_index(class_), dtype=torch.long)
+        params = SamplingParams(
+            temperature=temperature, top_k=top_k if top_k is not None else info.get("top_k"), top_p=top_p
+        )
+        images = pipeline.sample(labels, cfg_scale=cfg, sampling=params, seed=seed)
+    except ValueError as err:
+        _fail(err)
+    save_grid(images, output)
+    typer.echo(f"wrote {n} samples to {output}")
+
+
+@app.command("train-tokenizer")
+def train_tokenizer_command(
+    data: str = typer.Option("digits", "--data", help="digits, shapes or an image folder"),
+    out: Path = typer.Option(..., "--out", help="folder for the trained tokenizer"),
+    steps: int = typer.Option(3000, "--steps", min=1),
+    codebook_size: int = typer.Option(256, "--codebook-size", min=2),
+    ch: int = typer.Option(48, "--ch", min=8),
+    gan_weight: float = typer.Option(0.0, "--gan-weight", min=0.0, help="patch-GAN loss weight (0 = off)"),
+    dead_code_after: int = typer.Option(200, "--dead-code-after", min=1),
+    image_size: int = typer.Option(32, "--image-size", help="for image folders"),
+    resize: bool = typer.Option(False, "--resize", help="resize folder images of another size"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Train a VQ tokenizer; reports held-out reconstruction error and codebook usage."""
+    from genloom.image.tokenizer_training import TokenizerTrainConfig, train_tokenizer
+    from genloom.image.tokenizers import ConvNetConfig, VQAutoencoder, VQAutoencoderConfig
+
+    try:
+        train, held_out = _load_train_and_held_out(data, image_size=image_size, resize=resize)
+    except ValueError as err:
+        _fail(err)
+    net = ConvNetConfig(
+        in_channels=train.channels,
+        out_channels=train.channels,
+        ch=ch,
+        ch_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attn_levels=[2],
+        z_channels=64,
+    )
+    model = VQAutoencoder(
+        VQAutoencoderConfig(
+            net=net, codebook_size=codebook_size, codebook_dim=8, dead_code_after=dead_code_after
+        )
+    )
+    config = TokenizerTrainConfig(
+        steps=steps, gan_weight=gan_weight, gan_start_step=steps // 2, log_every=max(1, steps // 10)
+    )
+    report = train_tokenizer(model, train, held_out=held_out, config=config, device=device, log=typer.echo)
+    model.cpu().save_pretrained(out)
+    final = report.final
+    typer.echo(
+        f"saved {out}: held-out MSE {final.mse:.4f}, PSNR {final.psnr:.2f} dB, codebook usage {final.codebook_usage:.3f}"
+    )
+
+
+@app.command()
+def train(
+    family: str = typer.Option("ar", "--family", help="generator family: ar, var, maskgit or mar"),
+    data: str = typer.Option("digits", "--data", help="digits, shapes or an image folder"),
+    out: Path = typer.Option(..., "--out", help="preset folder to write"),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="trained tokenizer folder (default: train one)"
+    ),
+    steps: int = typer.Option(5000, "--steps", min=1),
+    tokenizer_steps: int = typer.Option(3000, "--tokenizer-steps", min=1),
+    image_size: int = typer.Option(32, "--image-size"),
+    resize: bool = typer.Option(False, "--resize"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Train a class-conditional generator (and its tokenizer unless one is given) into a preset folder."""
+    from genloom.image.generator_training import GeneratorTrainConfig, train_generator
+    from genloom.image.pipeline import TOKENIZER_OF, ImagePipeline
+    from genloom.image.recipes import DEFAULT_SAMPLING, FAMILIES, build_generator, build_tokenizer
+    from genloom.image.tokenizer_training import TokenizerTrainConfig, train_tokenizer
+
+    try:
+        if family not in FAMILIES:
+            raise ValueError(
+                f"--family {family!r} is not a generator family; expected one of {list(FAMILIES)}"
+            )
+        if image_size % 8:
+            raise ValueError(f"--image-size must be a multiple of 8, got {image_size}")
+        train_set, held_out = _load_train_and_held_out(data, image_size=image_size, resize=resize)
+        tok = TOKENIZER_OF[family].from_pretrained(tokenizer) if tokenizer is not None else None
+    except ValueError as err:
+        _fail(err)
+    if tok is None:
+        tok = build_tokenizer(family, train_set.channels, image_size=train_set.image_size)
+        config = TokenizerTrainConfig(steps=tokenizer_steps, log_every=max(1, tokenizer_steps // 10))
+        train_tokenizer(tok, train_set, held_out=held_out, config=config, device=device, log=typer.echo)
+        tok = tok.cpu().eval()
+    model = build_generator(
+        family, num_classes=train_set.num_classes, tokenizer=tok, image_size=train_set.image_size
+    )
+    config = GeneratorTrainConfig(steps=steps, log_every=max(1, steps // 20))
+    model = train_generator(
+        model, tok, train_set, held_out=held_out, config=config, device=device, log=typer.echo
+    )
+    info = {"dataset": data, **DEFAULT_SAMPLING[family]}
+    ImagePipeline(tok, model.cpu(), class_names=train_set.class_names, info=info).save(out)
+    typer.echo(f"saved preset folder {out}")
+
+
+@app.command()
+def reconstruct(
+    tokenizer: Path = typer.Option(
+        ..., "--tokenizer", help="tokenizer folder, or a preset folder with tokenizer/"
+    ),
+    data: str = typer.Option("digits", "--data", help="digits, shapes or an image folder"),
+    n: int = typer.Option(16, "--n", min=1),
+    image_size: int = typer.Option(32, "--image-size"),
+    resize: bool = typer.Option(False, "--resize"),
+    output: Path = typer.Option(Path("reconstruction.png"), "-o", "--output"),
+) -> None:
+    """Encode and decode images with a tokenizer; writes originals (top rows) above reconstructions."""
+    from genloom.image.pipeline import TOKENIZERS
+    from genloom.image.tokenizer_training import evaluate_tokenizer
+
+    try:
+        folder = tokenizer / "tokenizer" if (tokenizer / "tokenizer").is_dir() else tokenizer
+        family = (
+            json.loads((folder / "config.json").read_text()).get("family")
+            if (folder / "config.json").is_file()
+            else None
+        )
+        if family not in TOKENIZERS:
+            raise CheckpointError(
+                f"{folder} is not a tokenizer folder (family {family!r}, expected one of {sorted(TOKENIZERS)})"
+            )
+        model = TOKENIZERS[family].from_pretrained(folder)
+        train_set, held_out = _load_train_and_held_out(data, image_size=image_size, resize=resize)
+        images = (held_out if held_out is not None else train_set).images[:n]
+        metrics = evaluate_tokenizer(model, images)
+        with torch.no_grad():
+            if family == "image.tokenizer.kl":
+                recon = model.decode(model.encode(images).mode()).clamp(-1, 1)
+            else:
+                recon = model.decode(model.encode(images)).clamp(-1, 1)
+    except ValueError as err:
+        _fail(err)
+    nrow = min(8, n)
+    save_grid(torch.cat([images, recon]), output, nrow=nrow)
+    typer.echo(f"wrote {output}: MSE {metrics.mse:.4f}, PSNR {metrics.psnr:.2f} dB")
+
+
+def _load_train_and_held_out(data: str, *, image_size: int, resize: bool):
+    if data in ("digits", "shapes"):
+        return load_dataset(data, "train"), load_dataset(data, "test")
+    folder = load_dataset(data, image_size=image_size, resize=resize)
+    if folder.skipped:
+        typer.echo(f"skipped {len(folder.skipped)} unreadable files in {data}")
+    return folder, None

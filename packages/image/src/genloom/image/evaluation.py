@@ -51,7 +51,9 @@ def score_pipeline(
     ]
     seconds = (time.time() - start) / len(labels)
     report = judge.evaluate(torch.cat(images), labels, reference.images)
-    return GeneratorScore(report.class_accuracy, report.frechet, seconds, len(labels), pipeline.generator.num_tokens)
+    return GeneratorScore(
+        report.class_accuracy, report.frechet, seconds, len(labels), pipeline.generator.num_tokens
+    )
 
 
 @torch.no_grad()

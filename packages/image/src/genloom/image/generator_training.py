@@ -1,7 +1,8 @@
 """Training of the token models on an image data set: tokenize once with a frozen tokenizer, then fit.
 
-`train_raster_ar` fits LlamaGen-style next-token prediction with class dropout (for CFG), AdamW, warmup +
-cosine decay, gradient clipping and an optional EMA copy of the weights, logging the held-out loss.
+One loop serves the four families (`ar`, `maskgit`, `var`, `mar`): each model exposes `loss(labels, tokens)`
+(VAR also takes the tokenizer's quantizer, which builds its next-scale inputs). AdamW with warmup + cosine
+decay, gradient clipping, an EMA copy of the weights, and the held-out loss in the log.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from genloom.image.data import ImageDataset
-from genloom.image.models.raster_ar import RasterAR
-from genloom.image.tokenizers import VQAutoencoder
+from genloom.image.pipeline import FAMILY_NAMES, TOKENIZER_OF, tokens_of
 
 
 @dataclass
@@ -33,36 +34,63 @@ class GeneratorTrainConfig:
 
 @torch.no_grad()
 def tokenize_dataset(
-    tokenizer: VQAutoencoder, data: ImageDataset, *, batch_size: int = 256, device: str = "cpu"
+    family: str,
+    tokenizer: nn.Module,
+    generator: nn.Module,
+    data: ImageDataset,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
 ) -> torch.Tensor:
-    """Token ids (N, h*w) of every image, in raster order."""
+    """The tokens the family's generator models, for every image of `data` (on the CPU)."""
     tokenizer = tokenizer.to(device).eval()
-    out = [tokenizer.encode(chunk.to(device)).flatten(1).cpu() for chunk in data.images.split(batch_size)]
-    return torch.cat(out)
+    generator.to(device)
+    return torch.cat(
+        [
+            tokens_of(family, tokenizer, generator, chunk.to(device)).cpu()
+            for chunk in data.images.split(batch_size)
+        ]
+    )
 
 
-def train_raster_ar(
-    model: RasterAR,
-    tokenizer: VQAutoencoder,
+def _loss(
+    family: str, model: nn.Module, tokenizer: nn.Module, labels: torch.Tensor, tokens: torch.Tensor
+) -> torch.Tensor:
+    if family == "var":
+        return model.loss(labels, tokens, tokenizer.quantize)
+    return model.loss(labels, tokens)
+
+
+def train_generator(
+    model: nn.Module,
+    tokenizer: nn.Module,
     train: ImageDataset,
     *,
     config: GeneratorTrainConfig | None = None,
     held_out: ImageDataset | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
-) -> RasterAR:
+) -> nn.Module:
     """Train `model` on the tokens of `train`; returns the EMA model when `ema_decay` is set, else `model`."""
+    family = FAMILY_NAMES[model.family]
+    if not isinstance(tokenizer, TOKENIZER_OF[family]):
+        raise TypeError(
+            f"a {family} generator trains on a {TOKENIZER_OF[family].__name__}, got {type(tokenizer).__name__}"
+        )
     cfg = config or GeneratorTrainConfig()
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    tokens = tokenize_dataset(tokenizer, train, device=device)
-    labels = train.labels
-    eval_tokens = tokenize_dataset(tokenizer, held_out, device=device)[:512] if held_out is not None else None
+    tokens = tokenize_dataset(family, tokenizer, model, train, device=device)
+    eval_tokens = (
+        tokenize_dataset(family, tokenizer, model, held_out, device=device)[:512]
+        if held_out is not None
+        else None
+    )
     model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        (no_decay if p.ndim < 2 or "norm" in name or "pos" in name else decay).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
@@ -79,7 +107,7 @@ def train_raster_ar(
     start = time.time()
     for step in range(1, cfg.steps + 1):
         idx = torch.randint(len(tokens), (cfg.batch_size,), generator=generator)
-        loss = model.loss(labels[idx].to(device), tokens[idx].to(device))
+        loss = _loss(family, model, tokenizer, train.labels[idx].to(device), tokens[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -90,14 +118,12 @@ def train_raster_ar(
                 for p_ema, p in zip(ema.parameters(), model.parameters()):
                     p_ema.lerp_(p, 1 - cfg.ema_decay)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            message = f"step {step}/{cfg.steps} train loss {loss.item():.4f}"
+            message = f"[{family}] step {step}/{cfg.steps} train loss {loss.item():.4f}"
             if eval_tokens is not None:
-                scored = ema if ema is not None else model
-                scored.eval()
+                scored = ema if ema is not None else model.eval()
                 with torch.no_grad():
-                    held = scored.loss(
-                        held_out.labels[: len(eval_tokens)].to(device), eval_tokens.to(device)
-                    ).item()
+                    labels = held_out.labels[: len(eval_tokens)].to(device)
+                    held = _loss(family, scored, tokenizer, labels, eval_tokens.to(device)).item()
                 model.train()
                 message += f" held-out loss {held:.4f}"
             log(f"{message} ({time.time() - start:.0f}s)")

@@ -1,7 +1,8 @@
 """A class-conditional image generator = tokenizer + token model, saved as one preset folder.
 
-Folder layout (DESIGN.md): `preset.json`, `tokenizer/{config.json, model.safetensors}`,
-`model/{config.json, model.safetensors}`. `ImagePipeline.sample` turns class ids into images in [-1, 1].
+Families: "ar" (VQ tokenizer + RasterAR), "maskgit" (VQ + MaskGIT), "var" (multi-scale VQ + NextScaleAR),
+"mar" (KL autoencoder + MaskedAutoregressive). Folder layout (DESIGN.md): `preset.json`,
+`tokenizer/{config.json, model.safetensors}`, `model/{config.json, model.safetensors}`.
 """
 
 from __future__ import annotations
@@ -11,29 +12,74 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.errors import CheckpointError, UnknownClassError
 from genloom.image.io import CONFIG_NAME, write_json
+from genloom.image.models.masked_autoregressive import MaskedAutoregressive
+from genloom.image.models.masked_tokens import MaskGIT
+from genloom.image.models.next_scale import NextScaleAR
 from genloom.image.models.raster_ar import RasterAR
 from genloom.image.tokenizers import KLAutoencoder, MultiScaleVQAutoencoder, VQAutoencoder
 
 TOKENIZERS = {cls.family: cls for cls in (VQAutoencoder, MultiScaleVQAutoencoder, KLAutoencoder)}
-GENERATORS = {"ar": RasterAR}
-FAMILY_NAMES = {RasterAR.family: "ar"}
+GENERATORS: dict[str, type[nn.Module]] = {
+    "ar": RasterAR,
+    "maskgit": MaskGIT,
+    "var": NextScaleAR,
+    "mar": MaskedAutoregressive,
+}
+TOKENIZER_OF = {
+    "ar": VQAutoencoder,
+    "maskgit": VQAutoencoder,
+    "var": MultiScaleVQAutoencoder,
+    "mar": KLAutoencoder,
+}
+FAMILY_NAMES = {cls.family: name for name, cls in GENERATORS.items()}
+
+
+def tokens_of(family: str, tokenizer: nn.Module, generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """What a family's generator models: flat VQ ids (ar, maskgit), scale-major ids (var), latent patches (mar)."""
+    with torch.no_grad():
+        if family in ("ar", "maskgit"):
+            return tokenizer.encode(images).flatten(1)
+        if family == "var":
+            return tokenizer.encode(images)
+        return generator.patchify(tokenizer.encode_tokens(images))
+
+
+def sampling_steps(family: str, generator: nn.Module, settings: dict[str, Any]) -> int:
+    """Network evaluations per image (transformer forwards; MAR adds its diffusion-head steps per iteration)."""
+    if family == "ar":
+        return generator.num_tokens
+    if family == "var":
+        return len(generator.config.patch_nums)
+    if family == "maskgit":
+        return int(settings.get("steps", 8))
+    return int(settings.get("num_iter", 16)) * (1 + generator.config.diffusion_steps)
 
 
 class ImagePipeline:
-    """Tokenizer + generator + the class names of the data they were trained on."""
+    """Tokenizer + generator + the class names of the data they were trained on + default sampling settings."""
 
     def __init__(
         self,
-        tokenizer: VQAutoencoder,
-        generator: RasterAR,
+        tokenizer: nn.Module,
+        generator: nn.Module,
         *,
         class_names: list[str],
         info: dict[str, Any] | None = None,
     ) -> None:
+        if generator.family not in FAMILY_NAMES:
+            raise CheckpointError(
+                f"{type(generator).__name__} is not a generator family {sorted(GENERATORS)}"
+            )
+        family = FAMILY_NAMES[generator.family]
+        if not isinstance(tokenizer, TOKENIZER_OF[family]):
+            raise CheckpointError(
+                f"a {family} generator needs a {TOKENIZER_OF[family].__name__} tokenizer, got {type(tokenizer).__name__}"
+            )
         self.tokenizer = tokenizer.eval()
         self.generator = generator.eval()
         self.class_names = class_names
@@ -42,6 +88,10 @@ class ImagePipeline:
     @property
     def family(self) -> str:
         return FAMILY_NAMES[self.generator.family]
+
+    @property
+    def sampling_steps(self) -> int:
+        return sampling_steps(self.family, self.generator, self.info)
 
     def class_index(self, label: int | str) -> int:
         if isinstance(label, str) and not label.lstrip("-").isdigit():
@@ -67,10 +117,41 @@ class ImagePipeline:
             raise ValueError(f"the CFG scale must be >= 0 (1 = no guidance), got {cfg_scale}")
         for label in labels.tolist():
             self.class_index(label)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        tokens = self.generator.generate(labels, cfg_scale=cfg_scale, sampling=sampling, generator=generator)
-        h, w = self.generator.config.grid
-        return self.tokenizer.decode(tokens.view(-1, h, w)).clamp(-1, 1)
+        device = next(self.generator.parameters()).device
+        labels = labels.to(device)
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        family, gen, tok = self.family, self.generator, self.tokenizer
+        if family == "ar":
+            tokens = gen.generate(labels, cfg_scale=cfg_scale, sampling=sampling, generator=generator)
+            images = tok.decode(tokens.view(-1, *gen.config.grid))
+        elif family == "maskgit":
+            tokens = gen.generate(
+                labels, steps=int(self.info.get("steps", 8)), cfg_scale=cfg_scale, sampling=sampling, generator=generator,
+                choice_temperature=float(self.info.get("choice_temperature", 4.5)),
+            )  # fmt: skip
+            images = tok.decode(tokens.view(-1, *gen.config.grid))
+        elif family == "var":
+            images = tok.decode(
+                gen.generate(
+                    labels, tok.quantize, cfg_scale=cfg_scale, sampling=sampling, generator=generator
+                )
+            )
+        else:
+            temperature = sampling.temperature if sampling is not None else 1.0
+            tokens = gen.generate(
+                labels,
+                num_iter=int(self.info.get("num_iter", 16)),
+                cfg_scale=cfg_scale,
+                temperature=temperature,
+                generator=generator,
+            )
+            images = tok.decode_tokens(gen.unpatchify(tokens))
+        return images.clamp(-1, 1)
+
+    def to(self, device: str | torch.device) -> ImagePipeline:
+        self.tokenizer.to(device)
+        self.generator.to(device)
+        return self
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

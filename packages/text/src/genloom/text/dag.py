@@ -55,7 +55,8 @@ class DagLinkHead(nn.Module):
         query = self.query_linear(features).float().view(batch, length, self.num_heads, head_dim)
         key = self.key_linear(features).float().view(batch, length, self.num_heads, head_dim)
         log_gates = F.log_softmax(self.gate_linear(features).float(), dim=-1)  # [B, L, H]
-        scores = torch.einsum("bihd,bjhd->bijh", query, key) / head_dim**0.5
+        with torch.autocast(features.device.type, enabled=False):  # transition scores in float32
+            scores = torch.einsum("bihd,bjhd->bijh", query, key) / head_dim**0.5
         valid = transition_mask(output_length, length)  # [B, L, L]
         no_successor = ~valid.any(-1, keepdim=True)  # [B, L, 1]
         # rows without a successor are filled after the softmax (keeps the softmax NaN-free)

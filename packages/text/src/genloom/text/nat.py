@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genloom.text.ctc_nat import ctc_best_alignment, ctc_nat_loss, upsampled_length
+from genloom.text.ctc_nat import ctc_best_alignment, ctc_min_input_length, ctc_nat_loss, upsampled_length
 from genloom.text.dag import (
     DagLinkHead,
     dag_best_alignment,
@@ -53,6 +53,19 @@ class Translation:
 
     tokens: list[list[int]]
     decoder_passes: int
+
+
+def drop_unfit_rows(batch: Seq2SeqBatch, fits: Tensor) -> Seq2SeqBatch:
+    """Training on real data: keep the rows whose target fits the decoder (CTC frames / DAG vertices).
+
+    Raises when no row fits, so a single bad pair still gets the clear error from the loss.
+    """
+    if bool(fits.all()) or not bool(fits.any()):
+        return batch
+    keep = fits.nonzero().flatten()
+    return Seq2SeqBatch(
+        batch.source[keep], batch.source_length[keep], batch.target[keep], batch.target_length[keep]
+    )
 
 
 class NonAutoregressiveTranslator(nn.Module):
@@ -203,6 +216,9 @@ class CTCNAT(NonAutoregressiveTranslator):
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
         self._check_target(batch)
+        if self.training:  # pairs whose target needs more frames than the source gets are skipped
+            needed = ctc_min_input_length(batch.target, batch.target_length)
+            batch = drop_unfit_rows(batch, needed <= self.frame_length(batch.source_length))
         memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
         frames = self.frame_length(batch.source_length)
         inputs = self.copied_source(batch.source, batch.source_length, frames)
@@ -255,6 +271,9 @@ class DATransformer(NonAutoregressiveTranslator):
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
         self._check_target(batch)
+        if self.training:  # pairs with more target tokens than graph vertices are skipped
+            fits = batch.target_length + 2 <= self.graph_size(batch.source_length)
+            batch = drop_unfit_rows(batch, fits)
         memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
         target, target_length = add_markers(batch.target, batch.target_length, bos=True, eos=True)
         graph = self.graph_size(batch.source_length)

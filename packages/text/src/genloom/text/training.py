@@ -28,6 +28,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     glance: GlanceSchedule | None = None
     seed: int = 0
+    autocast_bf16: bool = False  # bf16 autocast for the forward pass (GPU); DAG / CTC losses stay float32
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or self.warmup_steps < 0:
@@ -65,7 +66,10 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         ratio = config.glance.ratio(step) if config.glance is not None else 0.0
-        loss = model.loss(next_batch(generator), glance_ratio=ratio)
+        batch = next_batch(generator)
+        device_type = next(model.parameters()).device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
+            loss = model.loss(batch, glance_ratio=ratio)
         if not torch.isfinite(loss):
             raise TextInputError(f"non-finite loss {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

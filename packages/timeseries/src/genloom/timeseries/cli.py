@@ -19,9 +19,13 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def forecast(
-    data: Path = typer.Argument(..., help="CSV: wide (a date column + value columns) or long (unique_id, ds, y)"),
+    data: Path = typer.Argument(
+        ..., help="CSV: wide (a date column + value columns) or long (unique_id, ds, y)"
+    ),
     horizon: int = typer.Option(..., "--horizon", "-H", help="steps to forecast"),
-    model: str | None = typer.Option(None, help="preset name, model folder, or 'seasonal-naive' (default: shipped preset)"),
+    model: str | None = typer.Option(
+        None, help="preset name, model folder, or 'seasonal-naive' (default: shipped preset)"
+    ),
     quantiles: str = typer.Option("0.1,0.5,0.9", help="comma-separated quantile levels"),
     output: Path = typer.Option(Path("forecast.csv"), "-o", "--output", help="forecast CSV to write"),
     plot: Path | None = typer.Option(None, help="PNG plot to write"),
@@ -47,8 +51,9 @@ def forecast(
         for note in table.notes:
             typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
         forecaster = load_forecaster_by_name(model, device=device, season=season)
-        frame = forecast_table(table, horizon, forecaster, levels=parse_quantiles(quantiles), num_samples=samples,
-                               seed=seed)
+        frame = forecast_table(
+            table, horizon, forecaster, levels=parse_quantiles(quantiles), num_samples=samples, seed=seed
+        )
     except (SeriesInputError, CheckpointError) as err:
         _fail(err)
     write_csv_atomic(frame, output)
@@ -87,11 +92,24 @@ def train(
     train_supervised(net, protocol, recipe, device=device, log=typer.echo)
     result = evaluate(net, protocol, "test", device=device)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    names = {"dlinear": "DLinear", "patchtst": "PatchTST", "itransformer": "iTransformer", "informer": "Informer",
-             "autoformer": "Autoformer"}
-    meta = {**config.to_dict(), "model": names[model.lower()], "_test_mse": result.mse, "_test_mae": result.mae,
-            "_data": str(data)}
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        str(out / "model.safetensors"),
+    )
+    names = {
+        "dlinear": "DLinear",
+        "patchtst": "PatchTST",
+        "itransformer": "iTransformer",
+        "informer": "Informer",
+        "autoformer": "Autoformer",
+    }
+    meta = {
+        **config.to_dict(),
+        "model": names[model.lower()],
+        "_test_mse": result.mse,
+        "_test_mae": result.mae,
+        "_data": str(data),
+    }
     (out / "config.json").write_text(json.dumps(meta, indent=2))
     typer.echo(f"test MSE {result.mse:.4f} MAE {result.mae:.4f} over {result.n_windows} windows; wrote {out}")
 
@@ -100,7 +118,9 @@ def train(
 def evaluate(
     data: Path = typer.Option(..., help="CSV in the ETT layout"),
     protocol: str = typer.Option("long-term", help="only 'long-term' (the TSLib protocol)"),
-    model: str | None = typer.Option(None, help="a folder from `genloom ts train`, a preset, or 'seasonal-naive'"),
+    model: str | None = typer.Option(
+        None, help="a folder from `genloom ts train`, a preset, or 'seasonal-naive'"
+    ),
     horizon: int = typer.Option(96),
     stride: int = typer.Option(24, help="window stride for sampled (generative) models"),
     samples: int = typer.Option(20),
@@ -112,8 +132,9 @@ def evaluate(
     if protocol != "long-term":
         _fail(SeriesInputError(f"unknown protocol {protocol!r}: only 'long-term' is available"))
     try:
-        metrics = evaluate_long_term(data, model=model, horizon=horizon, stride=stride, num_samples=samples,
-                                     device=device)
+        metrics = evaluate_long_term(
+            data, model=model, horizon=horizon, stride=stride, num_samples=samples, device=device
+        )
     except (SeriesInputError, CheckpointError) as err:
         _fail(err)
     typer.echo(json.dumps(metrics, indent=2))

@@ -18,9 +18,17 @@ from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.metrics import crps_from_samples, mae, mse
 
 
-def evaluate_long_term(data: str | Path, *, model: str | None = None, horizon: int = 96, stride: int = 24,
-                       num_samples: int = 20, device: str = "cpu", seq_len: int = 96,
-                       max_windows: int | None = None) -> dict:
+def evaluate_long_term(
+    data: str | Path,
+    *,
+    model: str | None = None,
+    horizon: int = 96,
+    stride: int = 24,
+    num_samples: int = 20,
+    device: str = "cpu",
+    seq_len: int = 96,
+    max_windows: int | None = None,
+) -> dict:
     from genloom.timeseries.forecast import load_forecaster_by_name
     from genloom.timeseries.models.official import load_official
     from genloom.timeseries.train import evaluate
@@ -29,11 +37,17 @@ def evaluate_long_term(data: str | Path, *, model: str | None = None, horizon: i
     if folder is not None and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         config = json.loads((folder / "config.json").read_text())
         net = load_official(folder).to(device)
-        protocol = LongTermForecastProtocol(data, seq_len=config["seq_len"], label_len=config["label_len"],
-                                            pred_len=config["pred_len"])
+        protocol = LongTermForecastProtocol(
+            data, seq_len=config["seq_len"], label_len=config["label_len"], pred_len=config["pred_len"]
+        )
         result = evaluate(net, protocol, "test", device=device)
-        return {"model": str(folder), "horizon": config["pred_len"], "mse": result.mse, "mae": result.mae,
-                "n_windows": result.n_windows}
+        return {
+            "model": str(folder),
+            "horizon": config["pred_len"],
+            "mse": result.mse,
+            "mae": result.mae,
+            "n_windows": result.n_windows,
+        }
     if stride <= 0:
         raise SeriesInputError(f"stride must be positive, got {stride}")
     forecaster = load_forecaster_by_name(model, device=device, season=24)
@@ -48,5 +62,12 @@ def evaluate_long_term(data: str | Path, *, model: str | None = None, horizon: i
         medians.append(result.median)
         crps.append(crps_from_samples(y.T, result.samples))
     true, median = np.stack(trues), np.stack(medians)
-    return {"model": model or "default preset", "horizon": horizon, "mse": mse(true, median), "mae": mae(true, median),
-            "crps": float(np.mean(crps)), "n_windows": len(picks), "stride": stride}
+    return {
+        "model": model or "default preset",
+        "horizon": horizon,
+        "mse": mse(true, median),
+        "mae": mae(true, median),
+        "crps": float(np.mean(crps)),
+        "n_windows": len(picks),
+        "stride": stride,
+    }

@@ -16,6 +16,7 @@ import pandas as pd
 from genloom.timeseries.data.frames import SeriesTable
 from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.models.tokenized_ar import ProbabilisticForecast, forecast_from_samples
+from genloom.timeseries.pretrained import publish_file
 
 DEFAULT_PRESET = "tiny-tokenized-ar"
 
@@ -28,8 +29,16 @@ class SeasonalNaiveForecaster:
     def __init__(self, season: int = 1):
         self.season = season
 
-    def forecast(self, context: np.ndarray, horizon: int, *, levels=(0.1, 0.5, 0.9), num_samples: int = 100,
-                 seed: int = 0, **_) -> ProbabilisticForecast:
+    def forecast(
+        self,
+        context: np.ndarray,
+        horizon: int,
+        *,
+        levels=(0.1, 0.5, 0.9),
+        num_samples: int = 100,
+        seed: int = 0,
+        **_,
+    ) -> ProbabilisticForecast:
         context = np.atleast_2d(np.asarray(context, dtype=np.float64))
         if context.shape[1] <= self.season:
             raise SeriesInputError(f"seasonal naive needs more than {self.season} steps of history")
@@ -49,8 +58,10 @@ def preset_folder(name: str) -> Path:
     for preset in PRESETS:
         if preset.name == name and preset.source.kind == "package":
             return Path(__file__).resolve().parent / preset.source.path
-    raise SeriesInputError(f"unknown model {name!r}: expected a preset ({[p.name for p in PRESETS]}), "
-                           "'seasonal-naive', or a folder with model/config.json")
+    raise SeriesInputError(
+        f"unknown model {name!r}: expected a preset ({[p.name for p in PRESETS]}), "
+        "'seasonal-naive', or a folder with model/config.json"
+    )
 
 
 def load_forecaster_by_name(name: str | None = None, *, device: str = "cpu", season: int = 1):
@@ -77,14 +88,24 @@ def parse_quantiles(text: str) -> list[float]:
     try:
         levels = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SeriesInputError(f"quantiles must be comma-separated numbers like 0.1,0.5,0.9, got {text!r}") from None
+        raise SeriesInputError(
+            f"quantiles must be comma-separated numbers like 0.1,0.5,0.9, got {text!r}"
+        ) from None
     if not levels or any(not 0 < q < 1 for q in levels):
         raise SeriesInputError(f"quantiles must lie strictly between 0 and 1, got {text!r}")
     return sorted(levels)
 
 
-def forecast_table(table: SeriesTable, horizon: int, forecaster, *, levels: list[float] | None = None,
-                   num_samples: int = 50, seed: int = 0, min_history: int = 16) -> pd.DataFrame:
+def forecast_table(
+    table: SeriesTable,
+    horizon: int,
+    forecaster,
+    *,
+    levels: list[float] | None = None,
+    num_samples: int = 50,
+    seed: int = 0,
+    min_history: int = 16,
+) -> pd.DataFrame:
     """Forecast every column: a long frame (unique_id, ds, mean, median, q<level>...)."""
     if horizon <= 0:
         raise SeriesInputError(f"horizon must be positive, got {horizon}")
@@ -107,12 +128,20 @@ def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
     os.close(fd)
     frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    publish_file(tmp, path)
     return path
 
 
-def plot_forecast(table: SeriesTable, forecast: pd.DataFrame, path: str | Path, *, history: int = 200) -> Path:
-    """History, median and the widest quantile band per series, one panel each (matplotlib Agg)."""
+def plot_forecast(
+    table: SeriesTable,
+    forecast: pd.DataFrame,
+    path: str | Path,
+    *,
+    history: int = 200,
+    actual: np.ndarray | None = None,
+) -> Path:
+    """History, median and quantile bands per series, one panel each (matplotlib Agg); `actual` [H, C]
+    (optional) draws what really happened over the horizon."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,11 +156,19 @@ def plot_forecast(table: SeriesTable, forecast: pd.DataFrame, path: str | Path, 
         ax.plot(table.index[-history:], table.values[-history:, j], color="black", lw=1, label="history")
         part = forecast[forecast["unique_id"] == name]
         if len(qcols) >= 2:
-            ax.fill_between(part["ds"], part[qcols[0]], part[qcols[-1]], color="tab:blue", alpha=0.25,
-                            label=f"{qcols[0][1:]}-{qcols[-1][1:]} quantiles")
+            ax.fill_between(
+                part["ds"],
+                part[qcols[0]],
+                part[qcols[-1]],
+                color="tab:blue",
+                alpha=0.25,
+                label=f"{qcols[0][1:]}-{qcols[-1][1:]} quantiles",
+            )
         if len(qcols) >= 4:
             ax.fill_between(part["ds"], part[qcols[1]], part[qcols[-2]], color="tab:blue", alpha=0.35)
         ax.plot(part["ds"], part["median"], color="tab:blue", lw=1.5, label="median")
+        if actual is not None:
+            ax.plot(part["ds"], np.asarray(actual)[:, j], color="tab:red", lw=1, ls="--", label="actual")
         ax.set_title(str(name))
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
@@ -140,5 +177,5 @@ def plot_forecast(table: SeriesTable, forecast: pd.DataFrame, path: str | Path, 
     os.close(fd)
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
+    publish_file(tmp, path)
     return path

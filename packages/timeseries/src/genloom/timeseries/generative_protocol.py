@@ -2,8 +2,9 @@
 
 GPHT: trained channel-independently on the training split with its next-token objective (every token's
 output is the forecast of the following `token_len` steps, MSE), early-stopped on validation, forecast
-autoregressively to each horizon. Tokenised AR: next-token cross-entropy on univariate training windows,
-median of sampled paths on the test split. Both on the scaled values, as the baselines.
+autoregressively to each horizon. Tokenised AR: next-token cross-entropy on univariate training windows;
+diffusion: noise prediction for 48-step futures given the history, chained to longer horizons. Both
+sampling models are scored by the median of sampled paths on the test split. Both on the scaled values, as the baselines.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from genloom.timeseries.data.protocol import LongTermForecastProtocol
 from genloom.timeseries.models.decoder import DecoderConfig
+from genloom.timeseries.models.diffusion import DiffusionConfig, DiffusionForecaster
 from genloom.timeseries.models.gpht import GPHT, GPHTConfig
 from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
 from genloom.timeseries.tokenizer import BinTokenizerConfig
@@ -31,13 +33,31 @@ def _channel_windows(protocol: LongTermForecastProtocol, split: str, length: int
     return windows.reshape(-1, length)
 
 
-def train_gpht(protocol: LongTermForecastProtocol, *, config: GPHTConfig | None = None, epochs: int = 10,
-               batch_size: int = 256, lr: float = 1e-4, patience: int = 3, device: str = "cpu", seed: int = 2021,
-               max_batches: int | None = None, log=print) -> GPHT:
+def train_gpht(
+    protocol: LongTermForecastProtocol,
+    *,
+    config: GPHTConfig | None = None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    patience: int = 3,
+    device: str = "cpu",
+    seed: int = 2021,
+    max_batches: int | None = None,
+    log=print,
+) -> GPHT:
     """GPHT next-token training on the protocol's train split (univariate channels), early stopping on val."""
     seed_everything(seed)
-    config = config or GPHTConfig(seq_len=protocol.seq_len, token_len=24, GT_pooling_rate=[8, 4, 2, 1], depth=4,
-                                  GT_d_model=256, GT_d_ff=512, GT_e_layers=3, n_heads=8)
+    config = config or GPHTConfig(
+        seq_len=protocol.seq_len,
+        token_len=24,
+        GT_pooling_rate=[8, 4, 2, 1],
+        depth=4,
+        GT_d_model=256,
+        GT_d_ff=512,
+        GT_e_layers=3,
+        n_heads=8,
+    )
     model = GPHT(config).to(device)
     length = config.seq_len + config.token_len
     train = _channel_windows(protocol, "train", length)
@@ -63,7 +83,9 @@ def train_gpht(protocol: LongTermForecastProtocol, *, config: GPHTConfig | None 
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            chunks = [loss_of(val[i : i + 1024]).item() * len(val[i : i + 1024]) for i in range(0, len(val), 1024)]
+            chunks = [
+                loss_of(val[i : i + 1024]).item() * len(val[i : i + 1024]) for i in range(0, len(val), 1024)
+            ]
         val_loss = sum(chunks) / len(val)
         if log:
             log(f"gpht epoch {epoch + 1}: val {val_loss:.4f} ({time.time() - start:.0f}s)")
@@ -74,15 +96,17 @@ def train_gpht(protocol: LongTermForecastProtocol, *, config: GPHTConfig | None 
             if bad >= patience:
                 break
         for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 ** epoch
+            group["lr"] = lr * 0.5**epoch
     model.load_state_dict(best_state)
     return model.eval()
 
 
 @torch.no_grad()
-def score_gpht(model: GPHT, protocol: LongTermForecastProtocol, *, device: str = "cpu",
-               batch_size: int = 64) -> tuple[float, float]:
+def score_gpht(
+    model: GPHT, protocol: LongTermForecastProtocol, *, device: str = "cpu", batch_size: int = 64
+) -> tuple[float, float]:
     """MSE/MAE of the autoregressive forecast over every test window (channels as a batch)."""
+    model.eval()
     ds = protocol.dataset("test")
     sq = ab = count = 0.0
     for i in range(0, len(ds), batch_size):
@@ -95,14 +119,31 @@ def score_gpht(model: GPHT, protocol: LongTermForecastProtocol, *, device: str =
     return sq / count, ab / count
 
 
-def train_tokenized_ar(protocol: LongTermForecastProtocol, *, steps: int = 20000, batch_size: int = 256,
-                       lr: float = 5e-4, device: str = "cpu", seed: int = 2021, log=print) -> TokenizedARForecaster:
+def train_tokenized_ar(
+    protocol: LongTermForecastProtocol,
+    *,
+    steps: int = 20000,
+    batch_size: int = 256,
+    lr: float = 5e-4,
+    device: str = "cpu",
+    seed: int = 2021,
+    d_model: int = 256,
+    n_layers: int = 6,
+    log=print,
+) -> TokenizedARForecaster:
     """Next-token training on univariate windows (context seq_len + 64 target steps) of the train split."""
     seed_everything(seed)
     pred_len = 64
     model = TokenizedARForecaster(
-        DecoderConfig(d_model=256, n_layers=6, n_heads=8, d_ff=1024, max_len=protocol.seq_len + pred_len),
-        BinTokenizerConfig(n_bins=1024, limit=5.0, scaling="standard"), context_len=protocol.seq_len,
+        DecoderConfig(
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=8,
+            d_ff=4 * d_model,
+            max_len=protocol.seq_len + pred_len,
+        ),
+        BinTokenizerConfig(n_bins=1024, limit=5.0, scaling="standard"),
+        context_len=protocol.seq_len,
     ).to(device)
     windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -123,9 +164,53 @@ def train_tokenized_ar(protocol: LongTermForecastProtocol, *, steps: int = 20000
     return model.eval()
 
 
+def train_diffusion(
+    protocol: LongTermForecastProtocol,
+    *,
+    steps: int = 20000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    seed: int = 2021,
+    hidden: int = 512,
+    n_layers: int = 4,
+    log=print,
+) -> DiffusionForecaster:
+    """Noise-prediction training on univariate (history seq_len, future 48) windows of the train split."""
+    seed_everything(seed)
+    pred_len = 48
+    model = DiffusionForecaster(
+        DiffusionConfig(
+            context_len=protocol.seq_len, pred_len=pred_len, hidden=hidden, n_layers=n_layers, n_steps=100
+        )
+    ).to(device)
+    windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    start = time.time()
+    model.train()
+    for step in range(steps):
+        batch = windows[torch.randint(len(windows), (batch_size,))].to(device)
+        loss = model.training_loss(batch[:, : protocol.seq_len], batch[:, protocol.seq_len :])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if log and (step + 1) % 1000 == 0:
+            log(f"diffusion step {step + 1}/{steps}: loss {loss.item():.3f} ({time.time() - start:.0f}s)")
+    return model.eval()
+
+
 @torch.no_grad()
-def score_sampler(model: TokenizedARForecaster, protocol: LongTermForecastProtocol, *, stride: int = 8,
-                  num_samples: int = 20, device: str = "cpu", batch_windows: int = 16) -> tuple[float, float]:
+def score_sampler(
+    model: TokenizedARForecaster | DiffusionForecaster,
+    protocol: LongTermForecastProtocol,
+    *,
+    stride: int = 8,
+    num_samples: int = 20,
+    device: str = "cpu",
+    batch_windows: int = 16,
+) -> tuple[float, float]:
     """MSE/MAE of the sample median on every `stride`-th test window, all channels."""
     ds = protocol.dataset("test")
     picks = list(range(0, len(ds), stride))
@@ -136,15 +221,27 @@ def score_sampler(model: TokenizedARForecaster, protocol: LongTermForecastProtoc
         y = np.stack([it[1][-protocol.pred_len :].T for it in items]).reshape(-1, protocol.pred_len)
         samples = model.sample(x.to(device), protocol.pred_len, num_samples=num_samples)
         median = samples.median(dim=0).values.double().cpu().numpy()
-        sq, ab, count = sq + float(((median - y) ** 2).sum()), ab + float(np.abs(median - y).sum()), count + y.size
+        sq, ab, count = (
+            sq + float(((median - y) ** 2).sum()),
+            ab + float(np.abs(median - y).sum()),
+            count + y.size,
+        )
     return sq / count, ab / count
 
 
 _TRAINED: dict[tuple, tuple[nn.Module, float]] = {}
 
 
-def run_generative_protocol(name: str, data, horizon: int, *, device: str = "cpu", epochs: int | None = None,
-                            seed: int = 2021, max_batches: int | None = None) -> tuple[float, float, float]:
+def run_generative_protocol(
+    name: str,
+    data,
+    horizon: int,
+    *,
+    device: str = "cpu",
+    epochs: int | None = None,
+    seed: int = 2021,
+    max_batches: int | None = None,
+) -> tuple[float, float, float]:
     """Train (once for all horizons: both forecast autoregressively) and score one generative model at one
     horizon: (test MSE, test MAE, train seconds)."""
     protocol = LongTermForecastProtocol(data, seq_len=96, label_len=48, pred_len=horizon)
@@ -152,10 +249,32 @@ def run_generative_protocol(name: str, data, horizon: int, *, device: str = "cpu
     if key not in _TRAINED:
         start = time.time()
         if name == "gpht":
-            model = train_gpht(protocol, epochs=epochs or 10, device=device, seed=seed, max_batches=max_batches)
+            small = GPHTConfig(
+                seq_len=96,
+                token_len=24,
+                GT_pooling_rate=[4, 2, 1],
+                depth=3,
+                GT_d_model=32,
+                GT_d_ff=64,
+                GT_e_layers=1,
+                n_heads=4,
+            )
+            model = train_gpht(
+                protocol,
+                epochs=epochs or 10,
+                device=device,
+                seed=seed,
+                max_batches=max_batches,
+                config=None if max_batches is None else small,
+            )
+        elif name == "diffusion":
+            steps = 20000 if max_batches is None else max_batches * (epochs or 1)
+            size = {} if max_batches is None else {"hidden": 32, "n_layers": 1}
+            model = train_diffusion(protocol, steps=steps, device=device, seed=seed, **size)
         elif name == "tokenized-ar":
             steps = 20000 if max_batches is None else max_batches * (epochs or 1)
-            model = train_tokenized_ar(protocol, steps=steps, device=device, seed=seed)
+            size = {} if max_batches is None else {"d_model": 32, "n_layers": 1}  # quick checks: a tiny model
+            model = train_tokenized_ar(protocol, steps=steps, device=device, seed=seed, **size)
         else:
             raise ValueError(f"unknown generative model {name!r}")
         _TRAINED[key] = (model, time.time() - start)
@@ -163,5 +282,5 @@ def run_generative_protocol(name: str, data, horizon: int, *, device: str = "cpu
     if name == "gpht":
         mse_, mae_ = score_gpht(model, protocol, device=device)
     else:
-        mse_, mae_ = score_sampler(model, protocol, stride=8 if max_batches is None else 512, device=device)
+        mse_, mae_ = score_sampler(model, protocol, stride=16 if max_batches is None else 512, device=device)
     return mse_, mae_, seconds

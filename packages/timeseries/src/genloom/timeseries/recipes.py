@@ -24,8 +24,16 @@ class TrainRecipe:
 
 # Model config overrides per (model, horizon) from the ETTh1 scripts; everything else is run.py's default
 # (d_model 512, n_heads 8, d_ff 2048, moving_avg 25, dropout 0.1, embed timeF, activation gelu).
-_ETTH1_COMMON = {"seq_len": 96, "label_len": 48, "e_layers": 2, "d_layers": 1, "factor": 3, "enc_in": 7,
-                 "dec_in": 7, "c_out": 7}
+_ETTH1_COMMON = {
+    "seq_len": 96,
+    "label_len": 48,
+    "e_layers": 2,
+    "d_layers": 1,
+    "factor": 3,
+    "enc_in": 7,
+    "dec_in": 7,
+    "c_out": 7,
+}
 _ETTH1_MODEL = {
     "dlinear": lambda h: {},
     "itransformer": lambda h: {"d_model": 128, "d_ff": 128},

@@ -44,7 +44,9 @@ class ScaleBinTokenizer:
     def vocab_size(self) -> int:
         return self.config.n_bins + self.config.n_special
 
-    def fit_scale(self, context: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def fit_scale(
+        self, context: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and scale per series from the observed (mask=True) context values."""
         mask = torch.ones_like(context, dtype=torch.bool) if mask is None else mask
         weight = mask.to(context.dtype)
@@ -58,8 +60,9 @@ class ScaleBinTokenizer:
         scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
         return loc, scale
 
-    def encode(self, values: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, values: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         scaled = ((values - loc) / scale).clamp(-self.config.limit, self.config.limit)
         ids = torch.bucketize(scaled, self.edges[1:-1].to(values.device), right=False) + self.config.n_special
         if mask is not None:

@@ -51,8 +51,13 @@ class TrainResult:
 
 
 def _loader(protocol: LongTermForecastProtocol, split: Split, batch_size: int, shuffle: bool) -> DataLoader:
-    return DataLoader(protocol.dataset(split), batch_size=batch_size, shuffle=shuffle, drop_last=False,
-                      collate_fn=collate_float32)
+    return DataLoader(
+        protocol.dataset(split),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=False,
+        collate_fn=collate_float32,
+    )
 
 
 def _forward(model: nn.Module, batch, protocol: LongTermForecastProtocol, device: str):
@@ -64,8 +69,15 @@ def _forward(model: nn.Module, batch, protocol: LongTermForecastProtocol, device
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, protocol: LongTermForecastProtocol, split: Split = "test", *,
-             batch_size: int = 32, device: str = "cpu", max_batches: int | None = None) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    protocol: LongTermForecastProtocol,
+    split: Split = "test",
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+    max_batches: int | None = None,
+) -> EvalResult:
     """MSE and MAE on the scaled values, averaged over every window of the split (TSLib `test`)."""
     model.eval()
     sq, ab, count, windows = 0.0, 0.0, 0, 0
@@ -114,7 +126,9 @@ def train_supervised(
         val = evaluate(model, protocol, "val", batch_size=recipe.batch_size, device=device)
         history.append({"epoch": epoch + 1, "train_mse": float(np.mean(losses)), "val_mse": val.mse})
         if log:
-            log(f"epoch {epoch + 1}: train {np.mean(losses):.4f} val {val.mse:.4f} ({time.time() - start:.0f}s)")
+            log(
+                f"epoch {epoch + 1}: train {np.mean(losses):.4f} val {val.mse:.4f} ({time.time() - start:.0f}s)"
+            )
         if val.mse < best_val:
             best_val, best_state, bad_epochs = val.mse, copy.deepcopy(model.state_dict()), 0
         else:
@@ -123,7 +137,9 @@ def train_supervised(
                 break
         if recipe.lradj == "type1":  # TSLib: lr = base * 0.5 ** epoch for the next epoch
             for group in optimizer.param_groups:
-                group["lr"] = recipe.learning_rate * 0.5 ** epoch
+                group["lr"] = recipe.learning_rate * 0.5**epoch
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrainResult(best_val_mse=best_val, epochs_run=epoch + 1, history=history, seconds=time.time() - start)
+    return TrainResult(
+        best_val_mse=best_val, epochs_run=epoch + 1, history=history, seconds=time.time() - start
+    )

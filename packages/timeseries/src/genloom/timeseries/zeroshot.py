@@ -58,8 +58,9 @@ def training_pool(n_synthetic: int = 2000, length: int = 256) -> list[np.ndarray
     return pool
 
 
-def sample_windows(pool: list[np.ndarray], batch_size: int, context_len: int, pred_len: int,
-                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_windows(
+    pool: list[np.ndarray], batch_size: int, context_len: int, pred_len: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random crops of length context+pred (shorter context left-padded): values [B, T], mask [B, T]."""
     total = context_len + pred_len
     values = np.zeros((batch_size, total), dtype=np.float32)
@@ -75,15 +76,25 @@ def sample_windows(pool: list[np.ndarray], batch_size: int, context_len: int, pr
     return torch.from_numpy(values), torch.from_numpy(mask)
 
 
-def pretrain(model, *, steps: int = 3000, batch_size: int = 64, lr: float = 1e-3, pred_len: int = 32,
-             seed: int = 0, pool: list[np.ndarray] | None = None, log: Callable[[str], None] | None = print) -> list[float]:
+def pretrain(
+    model,
+    *,
+    steps: int = 3000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    pred_len: int = 32,
+    seed: int = 0,
+    pool: list[np.ndarray] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[float]:
     """Next-token pretraining on the mix with AdamW and a cosine schedule; returns the loss curve."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     pool = pool if pool is not None else training_pool()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     losses, start = [], time.time()
     model.train()
     for step in range(steps):
@@ -108,6 +119,8 @@ def zero_shot_mase(forecast_fn: Callable[[np.ndarray, int], np.ndarray], cases: 
         h = len(case.future)
         ours = forecast_fn(case.history, h)
         naive = seasonal_naive_forecast(case.history, h, case.season)
-        rows[case.name] = (mase(case.future, ours, case.history, case.season),
-                           mase(case.future, naive, case.history, case.season))
+        rows[case.name] = (
+            mase(case.future, ours, case.history, case.season),
+            mase(case.future, naive, case.history, case.season),
+        )
     return rows

@@ -15,8 +15,11 @@ PRESETS: list[Preset] = [
         ),
         source=WeightSource(kind="package", package="genloom.timeseries", path="presets/tiny-tokenized-ar"),
         loader="genloom.timeseries.pretrained:load_forecaster",
-        card={"data": "statsmodels co2/sunspots/elnino/nile/macrodata (final stretch held out) + synthetic mix",
-              "metric": "zero-shot MASE on held-out cases vs seasonal naive (see preset.json)",
-              "license": "Apache-2.0", "script": "scripts/train_timeseries_zeroshot.py"},
+        card={
+            "data": "statsmodels co2/sunspots/elnino/nile/macrodata (final stretch held out) + synthetic mix",
+            "metric": "zero-shot MASE on held-out cases vs seasonal naive (see preset.json)",
+            "license": "Apache-2.0",
+            "script": "scripts/train_timeseries_zeroshot.py",
+        },
     ),
 ]

@@ -39,5 +39,7 @@ def demo_command(
     typer.echo(f"wrote {out / 'index.html'}")
     failed = [r.package for r in results if r.status == "failed"]
     if failed:
-        console.print(f"[bold red]failed demos: {', '.join(failed)}[/bold red] (see demo-error.txt in their folders)")
+        console.print(
+            f"[bold red]failed demos: {', '.join(failed)}[/bold red] (see demo-error.txt in their folders)"
+        )
         raise typer.Exit(code=1)

@@ -13,7 +13,9 @@ from rich.table import Table
 
 from genloom.core.errors import InputError
 
-zoo_app = typer.Typer(help="Presets of the installed genloom packages and their weights.", no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Presets of the installed genloom packages and their weights.", no_args_is_help=True
+)
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
@@ -33,7 +35,9 @@ def _format_params(params: int | None) -> str:
 
 @zoo_app.command("list")
 def list_command(
-    modality: Annotated[str | None, typer.Option(help="Only presets of this modality (text, image, ...).")] = None,
+    modality: Annotated[
+        str | None, typer.Option(help="Only presets of this modality (text, image, ...).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List every preset of the installed packages: name, modality, family, params, where its weights are."""
@@ -112,7 +116,9 @@ def fetch_command(
 
 @zoo_app.command("check")
 def check_command(
-    target: Annotated[str, typer.Argument(help="A save_pretrained folder, a preset folder, or a preset name.")],
+    target: Annotated[
+        str, typer.Argument(help="A save_pretrained folder, a preset folder, or a preset name.")
+    ],
     component: Annotated[str, typer.Option(help="Part of a preset folder: model or tokenizer.")] = "model",
 ) -> None:
     """Build a model from its config.json and load its weights, checking every shape; print a summary."""
@@ -147,9 +153,14 @@ def inspect_checkpoint(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"{path} is not a file")
     if path.suffix == ".safetensors":
-        return {name: {"shape": list(shape), "dtype": dtype} for name, (shape, dtype) in safetensors_shapes(path).items()}
+        return {
+            name: {"shape": list(shape), "dtype": dtype}
+            for name, (shape, dtype) in safetensors_shapes(path).items()
+        }
     if path.suffix not in _TORCH_SUFFIXES:
-        raise InputError(f"{path}: expected a .safetensors or torch checkpoint ({', '.join(_TORCH_SUFFIXES)})")
+        raise InputError(
+            f"{path}: expected a .safetensors or torch checkpoint ({', '.join(_TORCH_SUFFIXES)})"
+        )
     entries: dict[str, dict[str, Any]] = {}
     _flatten(safe_torch_load(path), "", entries)
     return entries
@@ -157,7 +168,9 @@ def inspect_checkpoint(path: Path) -> dict[str, dict[str, Any]]:
 
 @zoo_app.command("inspect")
 def inspect_command(
-    file: Annotated[Path, typer.Argument(help="A .safetensors file or a torch checkpoint (.pt/.pth/.ckpt/.bin).")],
+    file: Annotated[
+        Path, typer.Argument(help="A .safetensors file or a torch checkpoint (.pt/.pth/.ckpt/.bin).")
+    ],
     out: Annotated[Path | None, typer.Option(help="Also write the listing as JSON to this file.")] = None,
 ) -> None:
     """List the tensors of a checkpoint without running any code from it (pickles are loaded safely)."""

@@ -178,7 +178,9 @@ class TransformerConfig:
                     f"rope={self.rope!r} needs rope_grid with {n_axes} positive sizes, got {self.rope_grid}"
                 )
         if self.rope_prefix < 0 or (self.rope == "1d" and self.rope_prefix >= self.max_seq_len):
-            raise ConfigError(f"rope_prefix must be in [0, max_seq_len={self.max_seq_len}), got {self.rope_prefix}")
+            raise ConfigError(
+                f"rope_prefix must be in [0, max_seq_len={self.max_seq_len}), got {self.rope_prefix}"
+            )
         if self.rope_axis_dims is not None:
             if sum(self.rope_axis_dims) != self.head_size or any(d % 2 or d < 0 for d in self.rope_axis_dims):
                 raise ConfigError(

@@ -34,7 +34,7 @@ def rope_frequencies(dim: int, theta: float = 10000.0) -> Tensor:
     """The `dim / 2` angular frequencies `theta ** (-2j / dim)` of a 1D rotary embedding over `dim` channels."""
     if dim % 2 or dim < 0:
         raise ConfigError(f"a rotary sub-dimension must be even and >= 0, got {dim}")
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim))
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device="cpu")[: dim // 2] / dim))
 
 
 def _even_split(head_dim: int, n_axes: int) -> list[int]:
@@ -78,13 +78,13 @@ def add_prefix(cos: Tensor, sin: Tensor, prefix: int, rotation: str = "zero") ->
 
 
 def _grid_coords(sizes: list[int]) -> Tensor:
-    axes = [torch.arange(n) for n in sizes]
+    axes = [torch.arange(n, device="cpu") for n in sizes]  # explicit: tables stay real under a meta build
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(sizes))
 
 
 def rope_1d(n_positions: int, head_dim: int, *, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
     """Standard 1D RoPE: row p rotates pair j by `p * theta ** (-2j / head_dim)`. Returns cos, sin [n, head_dim/2]."""
-    return rope_from_coords(torch.arange(n_positions), head_dim, theta=theta)
+    return rope_from_coords(torch.arange(n_positions, device="cpu"), head_dim, theta=theta)
 
 
 def rope_2d(
@@ -148,7 +148,7 @@ def rope_tables_for(config) -> tuple[Tensor, Tensor] | None:  # noqa: ANN001 - T
         return None
     if config.rope == "1d":
         cos, sin = rope_from_coords(
-            torch.arange(config.max_seq_len - config.rope_prefix), config.head_size, theta=config.rope_theta
+            torch.arange(config.max_seq_len - config.rope_prefix, device="cpu"), config.head_size, theta=config.rope_theta
         )
         return add_prefix(cos, sin, config.rope_prefix, config.rope_prefix_rotation)
     grid = list(config.rope_grid)

@@ -9,7 +9,8 @@ non-persistent too, so `state_dict()` holds weights only.
 
 Caching: `setup_cache(batch_size, max_seq_len)` allocates a `KVCache` per layer; every cached call gives
 `input_pos` [L] (the slots its L tokens occupy: a 1-token step, a chunk, or a prompt prefill). By default
-attention reads only the filled part of the cache (one host sync per call to learn its length); with
+attention reads only the filled part of the cache, rounded up to 64 slots so that attention kernels see
+few distinct shapes (one host sync per call to learn its length); with
 `setup_cache(..., static=True)` it always reads the whole cache under a position mask, which has no
 data-dependent Python branching (for torch.compile / CUDA graphs).
 """
@@ -31,6 +32,8 @@ from .norms import make_norm
 from .rope import rope_tables_for
 
 __all__ = ["Transformer", "Encoder", "EncoderDecoder"]
+
+_KV_BUCKET = 64  # dynamic-mode attention reads ceil(filled / 64) * 64 cache slots
 
 
 class Transformer(nn.Module):
@@ -58,11 +61,12 @@ class Transformer(nn.Module):
         tables = rope_tables_for(config)
         self.register_buffer("rope_cos", None if tables is None else tables[0], persistent=False)
         self.register_buffer("rope_sin", None if tables is None else tables[1], persistent=False)
-        block_ids = block_ids_from_sizes(config.block_sizes) if config.mask == "block_causal" else None
+        block_ids = block_ids_from_sizes(config.block_sizes, "cpu") if config.mask == "block_causal" else None
         self.register_buffer("block_ids", block_ids, persistent=False)
         self._cache_len = 0  # allocated cache length (0 = no cache)
         self._filled = 0  # highest written position + 1 (Python int; dynamic mode only)
         self._static = False
+        self._compiled_decode = None
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
@@ -118,9 +122,12 @@ class Transformer(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         *,
-        static: bool = False,
+        static: bool | None = None,
     ) -> None:
-        """Allocate a zeroed KV cache of `max_seq_len` slots per layer (re-allocates if called again)."""
+        """Allocate a zeroed KV cache of `max_seq_len` slots per layer. Called again with the same sizes it
+        only zeroes the existing buffers (so compiled decode steps stay valid). `static` (default: False, or
+        True after `compile_decode`) makes attention read the whole cache, with no host sync."""
+        static = self._compiled_decode is not None if static is None else static
         if batch_size < 1 or max_seq_len < 1:
             raise InputError(
                 f"setup_cache needs batch_size >= 1 and max_seq_len >= 1, got {batch_size}, {max_seq_len}"
@@ -130,9 +137,19 @@ class Transformer(nn.Module):
             raise InputError(
                 f"max_seq_len={max_seq_len} exceeds the {limit} positions this model has tables for"
             )
+        if static and self.config.mask == "bidirectional":
+            raise ConfigError("a static cache reads every slot; a bidirectional mask would see unfilled ones")
         weight = self.layers[0].attn.wo.weight
         dtype = weight.dtype if dtype is None else dtype
-        device = weight.device if device is None else device
+        device = torch.device(weight.device if device is None else device)
+        current = self.layers[0].attn.kv_cache
+        if current is not None and tuple(current.k_cache.shape) == (
+            batch_size, self.config.kv_heads, max_seq_len, self.config.head_size
+        ) and current.k_cache.dtype == dtype and current.k_cache.device == device:  # fmt: skip
+            for layer in self.layers:
+                layer.attn.kv_cache.reset()
+            self._cache_len, self._filled, self._static = max_seq_len, 0, static
+            return
         for layer in self.layers:
             layer.attn.kv_cache = KVCache(
                 batch_size=batch_size,
@@ -143,6 +160,17 @@ class Transformer(nn.Module):
                 device=device,
             )
         self._cache_len, self._filled, self._static = max_seq_len, 0, static
+
+    def compile_decode(self, *, mode: str = "reduce-overhead") -> None:
+        """Route one-token cached steps (tokens [B, 1], optional cond) through `torch.compile` (CUDA graphs
+        with the default mode), gpt-fast style; later caches are static. A step's logits are overwritten by
+        the next step under CUDA graphs: clone them to keep them."""
+        self._compiled_decode = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
+        if self._cache_len:
+            self._static = True
+
+    def _decode_step(self, tokens: Tensor, input_pos: Tensor, cond: Tensor | None) -> Tensor:
+        return self.output(self.features(tokens, input_pos=input_pos, cond=cond)).float()
 
     def truncate_cache(self, length: int) -> None:
         """Forget every cached position >= `length` (speculative / Jacobi rollback)."""
@@ -229,6 +257,10 @@ class Transformer(nn.Module):
         """Logits [B, L, vocab] in float32. See `features` for the arguments."""
         if self.output is None:
             raise ConfigError("this Transformer has no output head (vocab_size is None); use features()")
+        plain_step = embeddings is None and mask is None and key_padding_mask is None and rope_pos is None
+        if self._compiled_decode is not None and self._static and plain_step and context is None:
+            if tokens is not None and tokens.dim() == 2 and tokens.shape[1] == 1 and input_pos is not None:
+                return self._compiled_decode(tokens, input_pos.to(tokens.device), cond)
         hidden = self.features(
             tokens,
             embeddings=embeddings,
@@ -283,7 +315,9 @@ class Transformer(nn.Module):
                 f"batch {batch} differs from the cache batch {self.layers[0].attn.kv_cache.batch_size}"
             )
         self._check_conditioning(batch, cond, context, context_mask)
-        kv_len = self._track_filled(input_pos, length) if cached and not self._static else None
+        filled = self._track_filled(input_pos, length) if cached and not self._static else None
+        # read the filled slots rounded up to a bucket: few distinct shapes (attention kernels plan per shape)
+        kv_len = None if filled is None else min(self._cache_len, -(-filled // _KV_BUCKET) * _KV_BUCKET)
         if not cached:
             limit = self._position_limit()
             if default_pos and limit is not None and length > limit:
@@ -297,7 +331,7 @@ class Transformer(nn.Module):
             rows = input_pos if rope_pos is None else rope_pos.to(device=x.device, dtype=torch.long)
             rope = (self.rope_cos[rows], self.rope_sin[rows])
         attn_mask, is_causal, block_mask = self._plan_attention(
-            input_pos, default_pos, cached, kv_len, mask, key_padding_mask, batch
+            input_pos, default_pos, cached, kv_len, filled, mask, key_padding_mask, batch
         )
         for layer in self.layers:
             x = layer(
@@ -374,6 +408,7 @@ class Transformer(nn.Module):
         default_pos: bool,
         cached: bool,
         kv_len: int | None,
+        filled: int | None,
         mask: Tensor | None,
         key_padding_mask: Tensor | None,
         batch: int,
@@ -412,6 +447,8 @@ class Transformer(nn.Module):
             attn_mask = structure_mask(
                 cfg.mask, input_pos, key_pos, block_ids=self.block_ids, prefix_len=cfg.prefix_len
             )
+        if filled is not None and filled < n_keys:  # bucket slots past the filled part are never attended
+            attn_mask = attn_mask & (key_pos < filled)
         while attn_mask.dim() < 4:
             attn_mask = attn_mask.unsqueeze(0)
         if key_padding_mask is not None:

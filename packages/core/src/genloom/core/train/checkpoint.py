@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from genloom.core.errors import CheckpointError
-from genloom.core.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, load_safetensors, read_json
+from genloom.core.io import (
+    atomic_save_safetensors,
+    atomic_write_json,
+    atomic_write_text,
+    load_safetensors,
+    read_json,
+)
 from genloom.core.train.distributed import DistInfo, barrier
 from genloom.core.train.ema import EMA
 from genloom.core.zoo.pretrained import check_state_shapes, module_state_for_saving
@@ -77,7 +83,12 @@ def _load_rank_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         metadata = handle.metadata() or {}
     version, internal, gauss = json.loads(metadata["python"])
     name, keys, pos, has_gauss, cached = json.loads(metadata["numpy"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("torch_cuda")), key=lambda k: int(k.split(_SEP)[1]))]
+    cuda = [
+        tensors[k]
+        for k in sorted(
+            (k for k in tensors if k.startswith("torch_cuda")), key=lambda k: int(k.split(_SEP)[1])
+        )
+    ]
     rng = {
         "torch_cpu": tensors["torch_cpu"],
         "torch_cuda": cuda,
@@ -114,13 +125,17 @@ def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, strateg
     state = get_optimizer_state_dict(model, optimizer, options=_state_options(strategy))
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for name, entries in state["state"].items():
+    # with full_state_dict + cpu_offload only rank 0 receives the gathered state; the others get {}
+    for name, entries in state.get("state", {}).items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"{name}{_SEP}{key}"] = value
             else:
                 scalars.setdefault(name, {})[key] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()} for group in state["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        for group in state.get("param_groups", [])
+    ]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
@@ -133,8 +148,12 @@ def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, strategy
         state.setdefault(name, {})[key] = value
     for name, entries in info["scalars"].items():
         state.setdefault(name, {}).update(entries)
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in group.items()} for group in info["param_groups"]]
-    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=_state_options(strategy))
+    groups = [
+        {k: (tuple(v) if k == "betas" else v) for k, v in group.items()} for group in info["param_groups"]
+    ]
+    set_optimizer_state_dict(
+        model, optimizer, {"state": state, "param_groups": groups}, options=_state_options(strategy)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -243,14 +262,20 @@ def load_checkpoint(
 
         set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
     else:
-        check_state_shapes(model, {k: tuple(v.shape) for k, v in weights.items()}, path=folder / "model.safetensors")
+        check_state_shapes(
+            model, {k: tuple(v.shape) for k, v in weights.items()}, path=folder / "model.safetensors"
+        )
         model.load_state_dict(weights, strict=False)
     if ema is not None:
         if not (folder / "ema.safetensors").is_file():
             raise CheckpointError(f"{folder} has no ema.safetensors but this run keeps an EMA")
         ema.load_full_state_dict(load_safetensors(folder / "ema.safetensors"))
-    _load_optimizer(model, optimizer, strategy, load_safetensors(folder / "optimizer.safetensors"), state["optimizer"])
-    scheduler.load_state_dict({**scheduler.state_dict(), **{k: v for k, v in state["scheduler"].items() if v is not None}})
+    _load_optimizer(
+        model, optimizer, strategy, load_safetensors(folder / "optimizer.safetensors"), state["optimizer"]
+    )
+    scheduler.load_state_dict(
+        {**scheduler.state_dict(), **{k: v for k, v in state["scheduler"].items() if v is not None}}
+    )
     rng, rank_state = _load_rank_state(folder / f"rng-rank{info.rank}.safetensors")
     restore_rng(rng)
     return {**state, "rank_state": rank_state}

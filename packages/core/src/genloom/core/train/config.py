@@ -50,15 +50,36 @@ class TrainConfig:
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr={self.lr}], got {self.min_lr}"),
-            (0 <= self.warmup_steps <= self.steps, f"warmup_steps must be in [0, steps], got {self.warmup_steps}"),
-            (self.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {self.schedule!r}"),
+            (
+                0 <= self.warmup_steps <= self.steps,
+                f"warmup_steps must be in [0, steps], got {self.warmup_steps}",
+            ),
+            (
+                self.schedule in ("cosine", "constant"),
+                f"schedule must be cosine or constant, got {self.schedule!r}",
+            ),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two numbers in [0, 1), got {self.betas}"),
+            (
+                len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                f"betas must be two numbers in [0, 1), got {self.betas}",
+            ),
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
-            (self.clip_grad_norm is None or self.clip_grad_norm > 0, f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}"),
-            (self.ema_decay is None or 0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) or None, got {self.ema_decay}"),
-            (self.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32, got {self.precision!r}"),
-            (self.strategy in ("auto", "none", "ddp", "fsdp2"), f"strategy must be auto, none, ddp or fsdp2, got {self.strategy!r}"),
+            (
+                self.clip_grad_norm is None or self.clip_grad_norm > 0,
+                f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}",
+            ),
+            (
+                self.ema_decay is None or 0 <= self.ema_decay < 1,
+                f"ema_decay must be in [0, 1) or None, got {self.ema_decay}",
+            ),
+            (
+                self.precision in ("auto", "bf16", "fp32"),
+                f"precision must be auto, bf16 or fp32, got {self.precision!r}",
+            ),
+            (
+                self.strategy in ("auto", "none", "ddp", "fsdp2"),
+                f"strategy must be auto, none, ddp or fsdp2, got {self.strategy!r}",
+            ),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
             (self.ckpt_every >= 0, f"ckpt_every must be >= 0, got {self.ckpt_every}"),
             (self.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0, got {self.keep_checkpoints}"),

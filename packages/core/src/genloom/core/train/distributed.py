@@ -71,7 +71,7 @@ def barrier() -> None:
 
 
 def resolve_strategy(strategy: str, info: DistInfo) -> str:
-    """"auto" becomes "ddp" with 2+ processes, else "none"; ddp/fsdp2 need an initialised group."""
+    """ "auto" becomes "ddp" with 2+ processes, else "none"; ddp/fsdp2 need an initialised group."""
     if strategy == "auto":
         return "ddp" if info.distributed else "none"
     if strategy in ("ddp", "fsdp2") and not (dist.is_available() and dist.is_initialized()):
@@ -169,7 +169,9 @@ def shard_indices(n_items: int, rank: int, world: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
-def gather_in_order(local_results: Sequence[Any], *, n_items: int, rank: int | None = None, world: int | None = None) -> list[Any]:
+def gather_in_order(
+    local_results: Sequence[Any], *, n_items: int, rank: int | None = None, world: int | None = None
+) -> list[Any]:
     """Every rank's results (picklable objects, one per index of its shard) as one list in item order."""
     info = dist_info()
     rank = info.rank if rank is None else rank

@@ -49,7 +49,9 @@ class EMA:
             if hasattr(shadow, "device_mesh"):  # a DTensor shard: re-shard the full tensor like the parameter
                 from torch.distributed.tensor import distribute_tensor
 
-                value = distribute_tensor(value.to(shadow.to_local().device), shadow.device_mesh, shadow.placements)
+                value = distribute_tensor(
+                    value.to(shadow.to_local().device), shadow.device_mesh, shadow.placements
+                )
             shadow.copy_(value)
 
     @torch.no_grad()

@@ -23,7 +23,13 @@ import torch.distributed as dist
 from torch import nn
 
 from genloom.core.errors import CheckpointError, ConfigError
-from genloom.core.train.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from genloom.core.train.checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from genloom.core.train.config import TrainConfig
 from genloom.core.train.distributed import (
     DistInfo,
@@ -65,7 +71,9 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 def _first_tensor(batch: Any) -> torch.Tensor | None:
     if isinstance(batch, torch.Tensor):
         return batch
-    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, list | tuple) else ()
+    values = (
+        batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, list | tuple) else ()
+    )
     for value in values:
         found = _first_tensor(value)
         if found is not None:
@@ -92,7 +100,11 @@ class DataStream:
         return {"epoch": self.epoch, "offset": self.offset}
 
     def _set_epoch(self) -> None:
-        for owner in (self.data, getattr(self.data, "sampler", None), getattr(self.data, "batch_sampler", None)):
+        for owner in (
+            self.data,
+            getattr(self.data, "sampler", None),
+            getattr(self.data, "batch_sampler", None),
+        ):
             set_epoch = getattr(owner, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(self.epoch)
@@ -161,14 +173,18 @@ class Trainer:
         self.device = self._resolve_device(config.device)
         self.strategy = resolve_strategy(config.strategy, self.info)
         self.module = model.to(self.device)  # the user's module (parameters shared with the wrapper)
-        self.model = wrap_model(self.module, strategy=self.strategy, device=self.device, fsdp_units=fsdp_units)
+        self.model = wrap_model(
+            self.module, strategy=self.strategy, device=self.device, fsdp_units=fsdp_units
+        )
         self.module = unwrap_model(self.model)
         self.optimizer = self.make_optimizer(self.module)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.ema = EMA(self.module, decay=config.ema_decay) if config.ema_decay is not None else None
         self.step = 0
         self.out_dir = Path(config.out_dir).expanduser() if config.out_dir else None
-        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir and self.info.is_main else None)
+        self.metrics = MetricsLog(
+            self.out_dir / "metrics.jsonl" if self.out_dir and self.info.is_main else None
+        )
 
     # -- setup ----------------------------------------------------------------------------------------------
 
@@ -267,7 +283,9 @@ class Trainer:
             else:
                 loss, tokens = output, None
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise ConfigError(f"training_step must return a scalar loss tensor, got {type(loss).__name__}")
+                raise ConfigError(
+                    f"training_step must return a scalar loss tensor, got {type(loss).__name__}"
+                )
             (loss / self.config.grad_accum).backward()
         if tokens is None:
             first = _first_tensor(batch)
@@ -298,7 +316,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         data, window = self._resume(resume)
         self.model.train()
-        progress = ProgressBar(total=config.steps, start=self.step, enabled=config.progress and self.info.is_main)
+        progress = ProgressBar(
+            total=config.steps, start=self.step, enabled=config.progress and self.info.is_main
+        )
         last_loss, checkpoint = math.nan, None
         # the metrics window (steps since the last log line) survives a resume, so logged means match
         window_loss = torch.tensor(window.get("loss_sum", 0.0), dtype=torch.float32, device=self.device)
@@ -356,12 +376,16 @@ class Trainer:
             progress.close()
         return TrainResult(step=self.step, loss=last_loss, checkpoint=checkpoint)
 
-    def export_pretrained(self, directory: str | Path, *, config: Mapping[str, Any], use_ema: bool = True) -> Path:
+    def export_pretrained(
+        self, directory: str | Path, *, config: Mapping[str, Any], use_ema: bool = True
+    ) -> Path:
         """Write a `from_pretrained` folder of the trained model (the EMA weights when kept and `use_ema`)."""
         from genloom.core.zoo import save_pretrained
 
         if self.strategy == "fsdp2":
-            raise ConfigError("export_pretrained under FSDP2: load the checkpoint's model.safetensors instead")
+            raise ConfigError(
+                "export_pretrained under FSDP2: load the checkpoint's model.safetensors instead"
+            )
         module = self.module
         if use_ema and self.ema is not None:
             import copy

@@ -154,7 +154,9 @@ def build_from_config(config: Mapping[str, Any], *, source: str = "config") -> n
     except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(f"{source}: cannot build family {family!r} from this config: {exc}") from None
     if not isinstance(module, nn.Module):
-        raise ConfigError(f"the builder of family {family!r} returned {type(module).__name__}, not an nn.Module")
+        raise ConfigError(
+            f"the builder of family {family!r} returned {type(module).__name__}, not an nn.Module"
+        )
     return module
 
 
@@ -254,14 +256,18 @@ def from_pretrained(
     path = Path(dir_or_name).expanduser()
     if path.exists() or isinstance(dir_or_name, os.PathLike) or os.sep in str(dir_or_name):
         if not path.is_dir():
-            raise ConfigError(f"{path} is not a folder (expected a save_pretrained folder or a preset folder)")
+            raise ConfigError(
+                f"{path} is not a folder (expected a save_pretrained folder or a preset folder)"
+            )
         return load_component(_component_dir(path, component), device=device, dtype=dtype, strict=strict)
     preset = get_preset(str(dir_or_name))
     folder = resolve_preset_dir(preset, checkpoint=checkpoint)
     if folder is None:
         if component != "model":
             raise ConfigError(f"preset {preset.name!r} has random weights and no {component!r} part")
-        module = build_from_config({"family": preset.family, **preset.config}, source=f"preset {preset.name!r}")
+        module = build_from_config(
+            {"family": preset.family, **preset.config}, source=f"preset {preset.name!r}"
+        )
         return module.to(device=device, dtype=dtype).eval()
     return load_component(_component_dir(folder, component), device=device, dtype=dtype, strict=strict)
 

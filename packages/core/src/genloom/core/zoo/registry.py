@@ -46,7 +46,9 @@ def import_object(spec: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigError(f"module {module_name!r} has no attribute {attribute!r} (from {spec!r})") from None
+            raise ConfigError(
+                f"module {module_name!r} has no attribute {attribute!r} (from {spec!r})"
+            ) from None
     return obj
 
 

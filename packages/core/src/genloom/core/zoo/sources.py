@@ -88,7 +88,9 @@ def download_file(url: str, dest: Path, *, sha256: str, timeout: float = 60.0) -
             os.fsync(out.fileno())
         got = digest.hexdigest()
         if got != sha256:
-            raise CheckpointError(f"download of {url} has sha256 {got}, expected {sha256}; the file was discarded")
+            raise CheckpointError(
+                f"download of {url} has sha256 {got}, expected {sha256}; the file was discarded"
+            )
         os.replace(tmp_name, dest)
     except OSError as exc:  # URLError is an OSError
         raise CheckpointError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None

@@ -1,6 +1,13 @@
 """Converters from official checkpoints (LlamaGen, VAR, MAR) into genloom-image modules."""
 
-from genloom.image.convert.generators import convert_llamagen_gpt, load_llamagen_gpt
+from genloom.image.convert.generators import (
+    convert_llamagen_gpt,
+    convert_mar,
+    convert_var,
+    load_llamagen_gpt,
+    load_mar,
+    load_var,
+)
 from genloom.image.convert.official import load_official_state_dict, unwrap_state_dict
 from genloom.image.convert.tokenizers import (
     convert_llamagen_vq,
@@ -14,6 +21,10 @@ from genloom.image.convert.tokenizers import (
 
 __all__ = [
     "convert_llamagen_gpt",
+    "convert_mar",
+    "load_mar",
+    "convert_var",
+    "load_var",
     "load_llamagen_gpt",
     "convert_llamagen_vq",
     "convert_mar_kl",

@@ -25,8 +25,20 @@ class OfflineSeries:
     notes: str = ""
 
 
-MACRO_COLUMNS = ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi", "m1", "tbilrate", "unemp",
-                 "pop", "infl", "realint")
+MACRO_COLUMNS = (
+    "realgdp",
+    "realcons",
+    "realinv",
+    "realgovt",
+    "realdpi",
+    "cpi",
+    "m1",
+    "tbilrate",
+    "unemp",
+    "pop",
+    "infl",
+    "realint",
+)
 
 
 @functools.cache
@@ -52,19 +64,47 @@ def _load_statsmodels_series() -> list[OfflineSeries]:
     out: list[OfflineSeries] = []
     co2 = sm_co2.load_pandas().data["co2"]
     n_missing = int(co2.isna().sum())
-    out.append(OfflineSeries("co2", co2.interpolate(limit_direction="both").to_numpy(np.float64),
-                             pd.DatetimeIndex(co2.index), "W-SAT", 52,
-                             f"{n_missing} missing weeks filled by linear interpolation"))
+    out.append(
+        OfflineSeries(
+            "co2",
+            co2.interpolate(limit_direction="both").to_numpy(np.float64),
+            pd.DatetimeIndex(co2.index),
+            "W-SAT",
+            52,
+            f"{n_missing} missing weeks filled by linear interpolation",
+        )
+    )
     sun = sm_sunspots.load_pandas().data
-    out.append(OfflineSeries("sunspots", sun["SUNACTIVITY"].to_numpy(np.float64),
-                             pd.date_range("1700", periods=len(sun), freq="YS"), "YS", 11))
+    out.append(
+        OfflineSeries(
+            "sunspots",
+            sun["SUNACTIVITY"].to_numpy(np.float64),
+            pd.date_range("1700", periods=len(sun), freq="YS"),
+            "YS",
+            11,
+        )
+    )
     nino = sm_elnino.load_pandas().data
     monthly = nino.drop(columns="YEAR").to_numpy(np.float64).reshape(-1)
-    out.append(OfflineSeries("elnino", monthly, pd.date_range(f"{int(nino['YEAR'].iloc[0])}-01", periods=len(monthly),
-                                                              freq="MS"), "MS", 12))
+    out.append(
+        OfflineSeries(
+            "elnino",
+            monthly,
+            pd.date_range(f"{int(nino['YEAR'].iloc[0])}-01", periods=len(monthly), freq="MS"),
+            "MS",
+            12,
+        )
+    )
     nile = sm_nile.load_pandas().data
-    out.append(OfflineSeries("nile", nile["volume"].to_numpy(np.float64),
-                             pd.date_range("1871", periods=len(nile), freq="YS"), "YS", 1))
+    out.append(
+        OfflineSeries(
+            "nile",
+            nile["volume"].to_numpy(np.float64),
+            pd.date_range("1871", periods=len(nile), freq="YS"),
+            "YS",
+            1,
+        )
+    )
     macro = sm_macrodata.load_pandas().data
     index = pd.date_range("1959-01", periods=len(macro), freq="QS")
     for col in MACRO_COLUMNS:
@@ -93,7 +133,9 @@ def synthetic_trend(length: int, rng: np.random.Generator) -> np.ndarray:
     return np.sign(slope) * (np.exp(abs(slope) * t) - 1)
 
 
-def synthetic_seasonality(length: int, rng: np.random.Generator, period: int | None = None) -> tuple[np.ndarray, int]:
+def synthetic_seasonality(
+    length: int, rng: np.random.Generator, period: int | None = None
+) -> tuple[np.ndarray, int]:
     """A sum of harmonics of one period (the period is returned for seasonal naive)."""
     period = int(period or rng.choice([4, 7, 12, 24, 52]))
     t = np.arange(length)

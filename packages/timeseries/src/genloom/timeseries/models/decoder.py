@@ -34,11 +34,26 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
         self.out = nn.Linear(c.d_model, c.d_model)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """With `cache` (a [k, v] list, empty at prefill) keys/values are appended and reused."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        is_causal = attn_mask is None
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+                is_causal = False  # one new query attends to every cached key
+            cache[:] = [k, v]
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal and T > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -50,8 +65,8 @@ class DecoderBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), attn_mask))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache=None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), attn_mask, cache))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -88,3 +103,22 @@ class TokenDecoder(nn.Module):
         for block in self.blocks:
             x = block(x, attn_mask)
         return self.head(self.norm(x))
+
+    def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """Run a prompt [B, T] and return the last logits [B, vocab] and a fresh KV cache."""
+        cache: list[list[torch.Tensor]] = [[] for _ in self.blocks]
+        x = self.embed(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        for block, layer_cache in zip(self.blocks, cache):
+            x = block(x, None, layer_cache)
+        return self.head(self.norm(x[:, -1])), cache
+
+    def step(self, ids: torch.Tensor, position: int, cache: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Decode one token per row [B, 1] at `position` with the cache; returns logits [B, vocab]."""
+        if position >= self.config.max_len:
+            raise ValueError(
+                f"position {position} exceeds max_len {self.config.max_len}; re-prefill a shorter window"
+            )
+        x = self.embed(ids) + self.pos.weight[position]
+        for block, layer_cache in zip(self.blocks, cache):
+            x = block(x, None, layer_cache)
+        return self.head(self.norm(x[:, -1]))

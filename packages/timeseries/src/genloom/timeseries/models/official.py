@@ -88,6 +88,39 @@ def model_name_from_config(values: dict[str, Any]) -> str:
     return name
 
 
+def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from an official `checkpoint.pth` (TSLib / GPHT save `model.state_dict()`), read with
+    weights_only=True (no unpickling of code); `module.` prefixes of DataParallel runs are stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle with code objects, or not a torch file at all
+        raise CheckpointError(f"{path.name} is not a plain state_dict checkpoint: {err}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path.name} does not hold a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def convert_official_checkpoint(checkpoint: str | Path, config: dict[str, Any], out: str | Path) -> Path:
+    """Official checkpoint.pth + its run config (a dict of the run's args) -> our folder layout
+    (config.json + model.safetensors), checked by loading it strictly."""
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    state = read_official_checkpoint(checkpoint)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(_json.dumps(config, indent=2))
+    load_official(out)
+    return out
+
+
 def load_official(folder: str | Path, *, name: str | None = None, **overrides: Any) -> nn.Module:
     """Build our module from an official config.json and load the official state_dict, in eval mode."""
     folder = Path(folder)

@@ -34,31 +34,46 @@ class ProbabilisticForecast:
 
 
 def forecast_from_samples(samples: np.ndarray, levels: list[float]) -> ProbabilisticForecast:
-    return ProbabilisticForecast(samples=samples, levels=list(levels),
-                                 quantiles=np.quantile(samples, list(levels), axis=0))
+    return ProbabilisticForecast(
+        samples=samples, levels=list(levels), quantiles=np.quantile(samples, list(levels), axis=0)
+    )
 
 
 class TokenizedARForecaster(nn.Module):
-    def __init__(self, decoder: DecoderConfig | None = None, tokenizer: BinTokenizerConfig | None = None,
-                 *, context_len: int = 96):
+    def __init__(
+        self,
+        decoder: DecoderConfig | None = None,
+        tokenizer: BinTokenizerConfig | None = None,
+        *,
+        context_len: int = 96,
+    ):
         super().__init__()
         self.tokenizer = ScaleBinTokenizer(tokenizer)
         decoder = decoder or DecoderConfig()
         if decoder.vocab_size != self.tokenizer.vocab_size:
             decoder = DecoderConfig(**{**decoder.to_dict(), "vocab_size": self.tokenizer.vocab_size})
         if context_len >= decoder.max_len:
-            raise SeriesInputError(f"context_len {context_len} must be below the decoder max_len {decoder.max_len}")
+            raise SeriesInputError(
+                f"context_len {context_len} must be below the decoder max_len {decoder.max_len}"
+            )
         self.decoder = TokenDecoder(decoder)
         self.context_len = context_len
 
     def config_dict(self) -> dict:
-        return {"family": "timeseries.tokenized_ar", "decoder": self.decoder.config.to_dict(),
-                "tokenizer": self.tokenizer.config.to_dict(), "context_len": self.context_len}
+        return {
+            "family": "timeseries.tokenized_ar",
+            "decoder": self.decoder.config.to_dict(),
+            "tokenizer": self.tokenizer.config.to_dict(),
+            "context_len": self.context_len,
+        }
 
     @classmethod
     def from_config_dict(cls, config: dict) -> TokenizedARForecaster:
-        return cls(DecoderConfig(**config["decoder"]), BinTokenizerConfig(**config["tokenizer"]),
-                   context_len=int(config["context_len"]))
+        return cls(
+            DecoderConfig(**config["decoder"]),
+            BinTokenizerConfig(**config["tokenizer"]),
+            context_len=int(config["context_len"]),
+        )
 
     def training_loss(self, values: torch.Tensor, mask: torch.Tensor, context_steps: int) -> torch.Tensor:
         """Next-token cross-entropy over windows [B, T] (mask False = left padding); the scale comes from
@@ -70,8 +85,16 @@ class TokenizedARForecaster(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
-    def sample(self, context: torch.Tensor, horizon: int, *, num_samples: int = 20, temperature: float = 1.0,
-               top_k: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        *,
+        num_samples: int = 20,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Sample paths: context [B, L] (no NaN) -> [num_samples, B, horizon] in the context's units."""
         if context.ndim != 2:
             raise SeriesInputError(f"context must be [batch, time], got shape {tuple(context.shape)}")
@@ -87,8 +110,14 @@ class TokenizedARForecaster(nn.Module):
         loc_s, scale_s = loc.repeat_interleave(num_samples, 0), scale.repeat_interleave(num_samples, 0)
         max_len = self.decoder.config.max_len
         generated = []
+        logits, cache, position = None, None, 0
         for _ in range(horizon):
-            logits = self.decoder(ids[:, -max_len:])[:, -1].float()
+            if cache is None or position >= max_len:
+                # (re-)prefill: keep the most recent tokens, leaving room for a chunk of new ones
+                keep = ids[:, -self.context_len :]
+                logits, cache = self.decoder.prefill(keep)
+                position = keep.shape[1]
+            logits = logits.float()
             logits[:, PAD_ID] = -float("inf")
             if temperature <= 0:
                 next_id = logits.argmax(-1, keepdim=True)
@@ -100,16 +129,32 @@ class TokenizedARForecaster(nn.Module):
                 next_id = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
             generated.append(next_id)
             ids = torch.cat([ids, next_id], dim=1)
+            if position < max_len:
+                logits = self.decoder.step(next_id, position, cache)
+            position += 1
         paths = self.tokenizer.decode(torch.cat(generated, 1), loc_s, scale_s)
         return paths.view(B, num_samples, horizon).transpose(0, 1)
 
-    def forecast(self, context: np.ndarray, horizon: int, *, levels: tuple[float, ...] = (0.1, 0.5, 0.9),
-                 num_samples: int = 20, seed: int = 0, **kwargs) -> ProbabilisticForecast:
+    def forecast(
+        self,
+        context: np.ndarray,
+        horizon: int,
+        *,
+        levels: tuple[float, ...] = (0.1, 0.5, 0.9),
+        num_samples: int = 20,
+        seed: int = 0,
+        **kwargs,
+    ) -> ProbabilisticForecast:
         """numpy [B, L] (or [L]) -> quantile forecast in original units."""
         arr = np.asarray(context, dtype=np.float64)
         arr = arr[None] if arr.ndim == 1 else arr
         gen = torch.Generator().manual_seed(seed)
         device = next(self.parameters()).device
-        samples = self.sample(torch.from_numpy(arr).float().to(device), horizon, num_samples=num_samples,
-                              generator=gen if device.type == "cpu" else None, **kwargs)
+        samples = self.sample(
+            torch.from_numpy(arr.copy()).float().to(device),
+            horizon,
+            num_samples=num_samples,
+            generator=gen if device.type == "cpu" else None,
+            **kwargs,
+        )
         return forecast_from_samples(samples.double().cpu().numpy(), list(levels))

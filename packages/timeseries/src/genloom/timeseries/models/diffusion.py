@@ -1,0 +1,199 @@
+"""Diffusion forecaster: a denoiser over the future window, conditioned on the history (the "prompt").
+
+The history is instance-normalised; the future (same statistics) is noised with a cosine DDPM schedule
+and an MLP denoiser, fed the noisy future, an embedding of the history and of the noise level, predicts
+the noise. Sampling runs the ancestral DDPM chain (or fewer DDIM steps) from Gaussian noise, once per
+sample path; horizons longer than the trained window are reached by feeding samples back as history.
+(The schedule and step functions are local until `genloom.core.sampling` ships its diffusion steps.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genloom.timeseries.errors import SeriesInputError
+from genloom.timeseries.models.tokenized_ar import ProbabilisticForecast, forecast_from_samples
+
+
+@dataclass
+class DiffusionConfig:
+    context_len: int = 96
+    pred_len: int = 24
+    hidden: int = 256
+    n_layers: int = 3
+    n_steps: int = 100  # diffusion steps of the training schedule
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cosine_alpha_bar(n_steps: int, s: float = 0.008) -> torch.Tensor:
+    """Cumulative signal fraction alpha_bar_t, t = 1..n (Nichol & Dhariwal 2021), clipped away from 0."""
+    t = torch.linspace(0, n_steps, n_steps + 1, dtype=torch.float64) / n_steps
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f[1:] / f[0]
+    return alpha_bar.clamp(min=1e-5).float()
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class ResidualMLPBlock(nn.Module):
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.net = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(self.norm(x))
+
+
+class DiffusionForecaster(nn.Module):
+    def __init__(self, config: DiffusionConfig | None = None):
+        super().__init__()
+        self.config = c = config or DiffusionConfig()
+        self.context_len = c.context_len
+        self.history_proj = nn.Linear(c.context_len + 1, c.hidden)  # values + the fraction of observed steps
+        self.noisy_proj = nn.Linear(c.pred_len, c.hidden)
+        self.time_proj = nn.Sequential(
+            nn.Linear(c.hidden, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden)
+        )
+        self.blocks = nn.ModuleList([ResidualMLPBlock(c.hidden, c.dropout) for _ in range(c.n_layers)])
+        self.out = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, c.pred_len))
+        self.register_buffer("alpha_bar", cosine_alpha_bar(c.n_steps), persistent=False)
+
+    def config_dict(self) -> dict:
+        return {"family": "timeseries.diffusion", **self.config.to_dict()}
+
+    @classmethod
+    def from_config_dict(cls, config: dict) -> DiffusionForecaster:
+        return cls(DiffusionConfig(**{k: v for k, v in config.items() if k != "family"}))
+
+    def _prompt(
+        self, history: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-pad/crop the history to context_len; normalise by its observed mean/std."""
+        history = history[:, -self.context_len :]
+        mask = torch.ones_like(history, dtype=torch.bool) if mask is None else mask[:, -self.context_len :]
+        pad = self.context_len - history.shape[1]
+        if pad > 0:
+            history = F.pad(history, (pad, 0))
+            mask = F.pad(mask, (pad, 0), value=False)
+        w = mask.float()
+        n = w.sum(-1, keepdim=True).clamp_min(1.0)
+        loc = (history * w).sum(-1, keepdim=True) / n
+        scale = torch.sqrt((((history - loc) * w) ** 2).sum(-1, keepdim=True) / n).clamp_min(1e-5)
+        normed = ((history - loc) / scale) * w
+        features = torch.cat([normed, n / self.context_len], dim=-1)
+        return features, loc, scale
+
+    def denoise(self, noisy: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for a noisy normalised future [B, pred_len] at steps t [B]."""
+        h = self.noisy_proj(noisy) + self.history_proj(prompt)
+        h = h + self.time_proj(timestep_embedding(t, self.config.hidden))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
+
+    def training_loss(
+        self, history: torch.Tensor, future: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Noise-prediction MSE at uniformly drawn steps; future [B, pred_len] in the history's units."""
+        prompt, loc, scale = self._prompt(history, mask)
+        x0 = ((future - loc) / scale).clamp(-10, 10)
+        t = torch.randint(0, self.config.n_steps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        ab = self.alpha_bar[t][:, None]
+        noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        return F.mse_loss(self.denoise(noisy, t, prompt), noise)
+
+    @torch.no_grad()
+    def _sample_window(
+        self, history: torch.Tensor, generator: torch.Generator | None, n_steps: int | None
+    ) -> torch.Tensor:
+        """One DDIM(eta=1, i.e. ancestral) chain over `n_steps` of the schedule: [B, pred_len]."""
+        prompt, loc, scale = self._prompt(history, None)
+        steps = (
+            torch.linspace(self.config.n_steps - 1, 0, n_steps or self.config.n_steps)
+            .round()
+            .long()
+            .unique_consecutive()
+        )
+        x = torch.randn(history.shape[0], self.config.pred_len, generator=generator).to(history.device)
+        for i, t in enumerate(steps):
+            ab = self.alpha_bar[t]
+            ab_prev = (
+                self.alpha_bar[steps[i + 1]] if i + 1 < len(steps) else torch.tensor(1.0, device=x.device)
+            )
+            eps = self.denoise(x, t.repeat(x.shape[0]).to(x.device), prompt)
+            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-10, 10)
+            if i + 1 == len(steps):
+                x = x0
+                break
+            sigma = torch.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0.0)
+            direction = torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0.0)) * eps
+            noise = torch.randn(x.shape, generator=generator).to(x.device)
+            x = ab_prev.sqrt() * x0 + direction + sigma * noise
+        return x * scale + loc
+
+    @torch.no_grad()
+    def sample(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        *,
+        num_samples: int = 20,
+        n_steps: int | None = 50,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """[B, L] -> [num_samples, B, horizon]; windows of pred_len chained autoregressively."""
+        if context.ndim != 2 or not torch.isfinite(context).all():
+            raise SeriesInputError("context must be a finite [batch, time] tensor (fill NaN values first)")
+        if horizon <= 0:
+            raise SeriesInputError(f"horizon must be positive, got {horizon}")
+        self.eval()
+        B = context.shape[0]
+        history = context.float().repeat_interleave(num_samples, 0)
+        outputs = []
+        for _ in range(math.ceil(horizon / self.config.pred_len)):
+            window = self._sample_window(history, generator, n_steps)
+            outputs.append(window)
+            history = torch.cat([history, window], dim=1)[:, -self.context_len :]
+        paths = torch.cat(outputs, dim=1)[:, :horizon]
+        return paths.view(B, num_samples, horizon).transpose(0, 1)
+
+    def forecast(
+        self,
+        context: np.ndarray,
+        horizon: int,
+        *,
+        levels: tuple[float, ...] = (0.1, 0.5, 0.9),
+        num_samples: int = 20,
+        seed: int = 0,
+        **kwargs,
+    ) -> ProbabilisticForecast:
+        arr = np.asarray(context, dtype=np.float64)
+        arr = arr[None] if arr.ndim == 1 else arr
+        device = next(self.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        samples = self.sample(
+            torch.from_numpy(arr.copy()).float().to(device),
+            horizon,
+            num_samples=num_samples,
+            generator=gen,
+            **kwargs,
+        )
+        return forecast_from_samples(samples.double().cpu().numpy(), list(levels))

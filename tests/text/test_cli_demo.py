@@ -1,0 +1,120 @@
+"""Shipped presets, save / load, the `genloom text` CLI (typer runner) and the demo."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from genloom.text.cli import app
+from genloom.text.corpus import ParallelCorpus, encode_lines, read_tsv_pairs
+from genloom.text.demo import run_demo
+from genloom.text.errors import TextInputError
+from genloom.text.markov import MarkovChainSource
+from genloom.text.pretrained import SymbolTokenizer, load_text_model, save_text_model
+from genloom.text.specials import NUM_SPECIAL
+from genloom.text.tasks import Seq2SeqTask
+from genloom.text.zoo import PRESETS
+
+runner = CliRunner()
+SORT = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
+
+
+@pytest.mark.parametrize("preset", [p.name for p in PRESETS])
+def test_shipped_presets_load_and_meet_their_metric(preset):
+    model, tokenizer, folder = load_text_model(preset)
+    weights = folder / "model" / "model.safetensors"
+    assert weights.stat().st_size < 5 * 2**20 and (folder / "preset.json").is_file()
+    if preset.endswith("mdlm"):
+        source = MarkovChainSource(num_states=6, seed=0)
+        held_out = source.sample(256, 12, generator=torch.Generator().manual_seed(5))
+        true = math.exp(-source.log_likelihood(held_out).mean().item() / 12)
+        elbo = model.elbo_perplexity(held_out + NUM_SPECIAL, num_times=8, generator=torch.Generator().manual_seed(0))
+        assert true <= elbo <= 1.1 * true
+        return
+    batch = SORT.sample(100, generator=torch.Generator().manual_seed(11))
+    out = model.translate(batch.source, batch.source_length)
+    assert SORT.accuracy(batch, out.tokens) >= 0.95
+    assert tokenizer.decode(out.tokens[0]).split() == sorted(tokenizer.decode(batch.source[0]).split())
+
+
+def test_save_load_round_trip(tmp_path):
+    model, tokenizer, _ = load_text_model("text-sort-dat")
+    save_text_model(model, tokenizer, tmp_path / "copy")
+    again, tokenizer2, _ = load_text_model(tmp_path / "copy")
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)  # the shipped weights are already fp16-exact
+    assert tokenizer2.symbols == tokenizer.symbols
+    with pytest.raises(TextInputError, match="unknown symbol"):
+        tokenizer.encode("a b zz")
+
+
+def test_translate_command_default_preset_and_bad_input():
+    result = runner.invoke(app, ["translate"], input="c a b\ni h g a\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:2] == ["a b c", "a g h i"]
+    for model in ("text-sort-ar", "text-sort-cmlm"):
+        result = runner.invoke(app, ["translate", "--model", model, "--beam", "2"], input="b a\n")
+        assert result.exit_code == 0 and result.stdout.splitlines()[0] == "a b"
+    empty = runner.invoke(app, ["translate"], input="")
+    assert empty.exit_code == 2 and "empty input" in empty.output
+    blank = runner.invoke(app, ["translate"], input="a b\n\n")
+    assert blank.exit_code == 2 and "line 2 is empty" in blank.output
+    long_line = " ".join("abcdefghi")
+    too_long = runner.invoke(app, ["translate"], input=long_line + "\n")
+    assert too_long.exit_code == 2 and "more than the model's maximum of 8" in too_long.output
+    truncated = runner.invoke(app, ["translate", "--truncate"], input=long_line + "\n")
+    assert truncated.exit_code == 0 and truncated.stdout.split() == list("abcdefgh")
+    unknown = runner.invoke(app, ["translate"], input="a b z\n")
+    assert unknown.exit_code == 2 and "unknown symbol" in unknown.output
+
+
+def test_generate_train_and_distill_commands(tmp_path):
+    result = runner.invoke(app, ["generate", "--num", "3", "--steps", "32"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all(len(line.split()) == 12 and set(line.split()) <= set("abcdef") for line in lines)
+    out = tmp_path / "copy-ar"
+    result = runner.invoke(
+        app, ["train", "--family", "ar", "--data", "copy", "--out", str(out), "--steps", "20", "--dim", "32",
+              "--layers", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model, _, _ = load_text_model(out)
+    assert model.config.family == "ar" and model.config.dim == 32
+    bad = runner.invoke(app, ["train", "--family", "gpt", "--data", "copy", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown family" in bad.output
+    tsv = tmp_path / "distilled.tsv"
+    result = runner.invoke(
+        app, ["distill", "--teacher", "text-sort-ar", "--data", "sort", "--out", str(tsv), "--num", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    pairs = read_tsv_pairs(tsv)
+    assert len(pairs) == 50 and sum(sorted(s.split()) == t.split() for s, t in pairs) >= 48
+
+
+def test_corpus_helpers(tmp_path):
+    tokenizer = SymbolTokenizer.letters(4)
+    with pytest.raises(TextInputError, match="line 2 is empty"):
+        encode_lines(tokenizer, ["a b", " "], max_length=4)
+    with pytest.warns(UserWarning, match="truncated"):
+        assert encode_lines(tokenizer, ["a b c d a"], max_length=4, truncate=True) == [[5, 6, 7, 8]]
+    corpus = ParallelCorpus.from_text(tokenizer, [("a b", "b a"), ("a b c d a", "x")], max_source=4, max_target=4)
+    assert len(corpus) == 1
+    batch = corpus.sample(3, generator=torch.Generator().manual_seed(0))
+    assert batch.source.tolist() == [[5, 6]] * 3 and batch.target_length.tolist() == [2] * 3
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("only one field\n")
+    with pytest.raises(TextInputError, match="expected 'source<TAB>target'"):
+        read_tsv_pairs(bad)
+
+
+def test_demo_writes_captioned_text_files(tmp_path):
+    items = run_demo(tmp_path)
+    assert len(items) == len(PRESETS)
+    for item in items:
+        assert item.kind == "text" and Path(item.path).is_file() and "decoder passes" in item.caption
+        assert "family" in item.caption and "task" in item.caption
+    dat = next(i for i in items if "dat" in i.title)
+    assert "exact match 16/16" in dat.caption
