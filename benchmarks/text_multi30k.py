@@ -67,7 +67,9 @@ def build_and_train(family: str, corpus: ParallelCorpus, vocab: int, args, steps
 
     def next_batch(generator: torch.Generator) -> Seq2SeqBatch:
         b = corpus.sample(args.batch_size, generator=generator)
-        return Seq2SeqBatch(*(t.to(args.device) for t in (b.source, b.source_length, b.target, b.target_length)))
+        return Seq2SeqBatch(
+            *(t.to(args.device) for t in (b.source, b.source_length, b.target, b.target_length))
+        )
 
     start = time.time()
     losses = train(
@@ -129,7 +131,9 @@ def main() -> None:
         train_pairs = train_pairs[: args.limit_train]
     if args.limit_test:
         test = test[: args.limit_test]
-    tokenizer = BPETokenizer.train([s for s, _ in train_pairs] + [t for _, t in train_pairs], vocab_size=args.vocab_size)
+    tokenizer = BPETokenizer.train(
+        [s for s, _ in train_pairs] + [t for _, t in train_pairs], vocab_size=args.vocab_size
+    )
     vocab = tokenizer.vocab_size
     raw = ParallelCorpus.from_text(tokenizer, train_pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS)
     print(f"BPE vocabulary {vocab}; {len(raw)} training pairs; device {args.device}", flush=True)
@@ -140,9 +144,14 @@ def main() -> None:
     rows.append(evaluate("ar beam 4", ar, tokenizer, test, args, beam_size=4))
 
     start = time.time()
-    distilled_targets, _, _ = translate_all(ar, tokenizer, [s for s, _ in train_pairs], 256, args.device, beam_size=4)
+    distilled_targets, _, _ = translate_all(
+        ar, tokenizer, [s for s, _ in train_pairs], 256, args.device, beam_size=4
+    )
     distilled = ParallelCorpus.from_text(
-        tokenizer, list(zip([s for s, _ in train_pairs], distilled_targets)), max_source=MAX_TOKENS, max_target=MAX_TOKENS
+        tokenizer,
+        list(zip([s for s, _ in train_pairs], distilled_targets)),
+        max_source=MAX_TOKENS,
+        max_target=MAX_TOKENS,
     )
     print(f"distilled {len(distilled)} pairs in {time.time() - start:.0f}s", flush=True)
 
@@ -150,12 +159,21 @@ def main() -> None:
     for family in args.families.split(","):
         for label, corpus in ([] if args.no_raw else [("raw", raw)]) + [("distilled", distilled)]:
             model = build_and_train(family, corpus, vocab, args, args.steps_nar)
-            rows.append(evaluate(f"{family} ({label})", model, tokenizer, test, args, **options.get(family, {})))
+            rows.append(
+                evaluate(f"{family} ({label})", model, tokenizer, test, args, **options.get(family, {}))
+            )
             if family == "dat":
-                rows.append(evaluate(f"dat viterbi ({label})", model, tokenizer, test, args, strategy="viterbi"))
+                rows.append(
+                    evaluate(f"dat viterbi ({label})", model, tokenizer, test, args, strategy="viterbi")
+                )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": args.device, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {"device": args.device, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+            indent=2,
+        )
+    )
     print("\n| model | BLEU | passes | params | sent/s b1 | sent/s b64 |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['bleu']} | {r['decoder_passes']} | {r['parameters']:,} | "

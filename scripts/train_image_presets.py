@@ -52,6 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.tokenizer_steps, args.generator_steps, args.samples_per_class = 10, 10, 2
+    eval_images = 32 if args.quick else 256
     rows = []
     for name in args.datasets:
         train, test = load_dataset(name, "train"), load_dataset(name, "test")
@@ -65,7 +66,7 @@ def main() -> None:
                 tokenizer = build_tokenizer(family, train.channels)
                 config = TokenizerTrainConfig(
                     steps=args.tokenizer_steps, batch_size=64, lr=4e-4, warmup_steps=min(200, args.tokenizer_steps // 4 + 1),
-                    log_every=max(1, args.tokenizer_steps // 10),
+                    log_every=max(1, args.tokenizer_steps // 10), eval_images=eval_images,
                 )  # fmt: skip
                 report = train_tokenizer(tokenizer, train, held_out=test, config=config, device=args.device)
                 if kind == "kl":  # MAR's latent scale: make the training latents unit-variance

@@ -1,4 +1,4 @@
-"""Pretrain the shipped zero-shot forecaster (tokenised AR) on the offline mix and write its preset folder.
+"""Pretrain a zero-shot forecaster (tokenised AR, the shipped default, or diffusion) on the offline mix and write its preset folder.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/train_timeseries_zeroshot.py \
         --out packages/timeseries/src/genloom/timeseries/presets/tiny-tokenized-ar
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from genloom.timeseries.models.decoder import DecoderConfig
+from genloom.timeseries.models.diffusion import DiffusionConfig, DiffusionForecaster
 from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
 from genloom.timeseries.pretrained import save_forecaster
 from genloom.timeseries.tokenizer import BinTokenizerConfig
@@ -38,21 +39,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-synthetic", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--family", choices=["tokenized-ar", "diffusion"], default="tokenized-ar")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     start = time.time()
-    model = TokenizedARForecaster(
-        DecoderConfig(
-            d_model=args.d_model,
-            n_layers=args.layers,
-            n_heads=4,
-            d_ff=4 * args.d_model,
-            max_len=args.context_len + args.pred_len,
-            dropout=0.0,
-        ),
-        BinTokenizerConfig(n_bins=args.n_bins, limit=4.0, scaling="standard"),
-        context_len=args.context_len,
-    ).to(args.device)
+    if args.family == "diffusion":
+        model = DiffusionForecaster(
+            DiffusionConfig(
+                context_len=args.context_len,
+                pred_len=args.pred_len,
+                hidden=args.d_model,
+                n_layers=args.layers,
+                n_steps=100,
+            )
+        ).to(args.device)
+    else:
+        model = TokenizedARForecaster(
+            DecoderConfig(
+                d_model=args.d_model,
+                n_layers=args.layers,
+                n_heads=4,
+                d_ff=4 * args.d_model,
+                max_len=args.context_len + args.pred_len,
+                dropout=0.0,
+            ),
+            BinTokenizerConfig(n_bins=args.n_bins, limit=4.0, scaling="standard"),
+            context_len=args.context_len,
+        ).to(args.device)
     pool = training_pool(n_synthetic=args.n_synthetic)
     losses = pretrain(
         model,
@@ -74,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean MASE: ours {ours_mean:.3f}, seasonal naive {naive_mean:.3f} ({time.time() - start:.0f}s)")
     preset = {
         "name": args.out.name,
-        "family": "timeseries.tokenized_ar",
-        "description": "Tiny Chronos-style tokenised AR forecaster pretrained on statsmodels series + synthetic mix",
+        "family": model.config_dict()["family"],
+        "description": f"Tiny {args.family} forecaster pretrained on statsmodels series + synthetic mix",
         "training": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
         "final_loss": float(np.mean(losses[-100:])),
         "zero_shot_mase": {

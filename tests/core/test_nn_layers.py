@@ -297,3 +297,65 @@ def test_bad_inputs_raise_clear_errors() -> None:
     ada = Transformer(TransformerConfig(dim=16, n_layers=1, n_heads=2, adaln="adaln", cond_dim=4))
     with pytest.raises(InputError, match="pass cond"):
         ada.features(embeddings=torch.randn(1, 3, 16))
+
+
+def test_meta_device_build_with_assign_load_equals_eager_build() -> None:
+    """gpt-fast style: build on the meta device, load weights with assign=True; RoPE / block tables stay real."""
+    cfg = TransformerConfig(dim=16, n_layers=2, n_heads=2, vocab_size=7, rope="2d", rope_grid=[2, 3], rope_prefix=1,
+                            mask="block_causal", block_sizes=[1, 2, 4], max_seq_len=7)  # fmt: skip
+    torch.manual_seed(0)
+    reference = Transformer(cfg).eval()
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.load_state_dict(reference.state_dict(), assign=True)
+    model.eval()
+    tokens = torch.randint(0, 7, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), reference(tokens), atol=0, rtol=0)
+
+
+def test_dropout_and_drop_path_act_in_training_only() -> None:
+    torch.manual_seed(0)
+    cfg = TransformerConfig(
+        dim=16, n_layers=3, n_heads=2, vocab_size=7, dropout=0.2, attn_dropout=0.1, drop_path=0.3
+    )
+    model = Transformer(cfg)
+    assert [layer.drop_path.p for layer in model.layers] == pytest.approx([0.0, 0.15, 0.3])
+    tokens = torch.randint(0, 7, (4, 6))
+    model.train()
+    assert not torch.allclose(model(tokens), model(tokens))
+    model.eval()
+    torch.testing.assert_close(model(tokens), model(tokens), atol=0, rtol=0)
+
+
+def test_save_load_round_trip_and_checkpoint_errors(tmp_path) -> None:
+    from genloom.core.errors import CheckpointError
+    from genloom.core.nn import EncoderDecoder, load_model, save_model
+
+    torch.manual_seed(0)
+    tied = Transformer(
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=9, tie_embeddings=True)
+    ).eval()
+    seq2seq = EncoderDecoder(
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=9, max_seq_len=8),
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=9, cross_attn=True, max_seq_len=8),
+    ).eval()
+    tokens = torch.randint(0, 9, (2, 5))
+    loaded = load_model(save_model(tied, tmp_path / "tied"))
+    assert loaded.output.weight is loaded.tok_embeddings.weight
+    loaded2 = load_model(save_model(seq2seq, tmp_path / "s2s"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens), tied(tokens), atol=0, rtol=0)
+        torch.testing.assert_close(loaded2(tokens, tokens), seq2seq(tokens, tokens), atol=0, rtol=0)
+    assert sorted(p.name for p in (tmp_path / "tied").iterdir()) == ["config.json", "model.safetensors"]
+    # a config that does not fit the weights is reported with the tensor's name
+    other = Transformer(TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=10, tie_embeddings=True))
+    save_model(other, tmp_path / "bad")
+    (tmp_path / "bad" / "config.json").write_text((tmp_path / "tied" / "config.json").read_text())
+    with pytest.raises(CheckpointError, match=r"tok_embeddings.weight .* shape \(10, 16\)"):
+        load_model(tmp_path / "bad")
+    (tmp_path / "bad" / "config.json").write_text((tmp_path / "s2s" / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model(tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing")

@@ -85,6 +85,7 @@ def test_trainer_learns_and_writes_metrics_checkpoint_and_export(tmp_path):
         log_every=25,
         out_dir=str(tmp_path),
         progress=False,
+        device="cpu",
     )
     trainer = Trainer(model, training_step, loader, config)
     result = trainer.fit()
@@ -148,6 +149,7 @@ def _run(tmp_path, *, crash_after_calls: int | None = None, init_seed: int = 0, 
         ckpt_every=ckpt_every,
         out_dir=str(tmp_path),
         progress=False,
+        device="cpu",
         seed=7,
     )
     model = make_model(init_seed)
@@ -199,7 +201,7 @@ def test_indexed_data_and_plain_loss(tmp_path):
         model,
         lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]),
         get_batch,
-        TrainConfig(steps=3, log_every=1, progress=False, clip_grad_norm=None),
+        TrainConfig(steps=3, log_every=1, progress=False, device="cpu", clip_grad_norm=None),
     )
     result = trainer.fit()
     assert result.step == 3 and result.checkpoint is None and result.loss > 0
@@ -207,12 +209,18 @@ def test_indexed_data_and_plain_loss(tmp_path):
 
 def test_bad_training_step_output_is_a_config_error():
     trainer = Trainer(
-        make_model(0), lambda m, b: {"value": 1.0}, [torch.zeros(2, 4)], TrainConfig(steps=1, progress=False)
+        make_model(0),
+        lambda m, b: {"value": 1.0},
+        [torch.zeros(2, 4)],
+        TrainConfig(steps=1, progress=False, device="cpu"),
     )
     with pytest.raises(ConfigError, match='without "loss"'):
         trainer.fit()
     trainer = Trainer(
-        make_model(0), lambda m, b: m(b), [torch.zeros(2, 4)], TrainConfig(steps=1, progress=False)
+        make_model(0),
+        lambda m, b: m(b),
+        [torch.zeros(2, 4)],
+        TrainConfig(steps=1, progress=False, device="cpu"),
     )
     with pytest.raises(ConfigError, match="scalar loss"):
         trainer.fit()

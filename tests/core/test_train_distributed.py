@@ -39,7 +39,7 @@ WORKER = textwrap.dedent(
 
     faulthandler.dump_traceback_later(150, exit=True)  # a collective mismatch must fail, not hang
     out = Path(sys.argv[1])
-    info = init_distributed()
+    info = init_distributed(backend="gloo")  # CPU test, even on a machine with GPUs
     assert info.world_size == 2 and dist.get_backend() == "gloo"
 
     def dataset():
@@ -72,7 +72,7 @@ WORKER = textwrap.dedent(
         torch.manual_seed(0)
         model = Net()
         config = TrainConfig(steps=6, lr=1e-2, warmup_steps=2, grad_accum=2, clip_grad_norm=0.5, ema_decay=0.9,
-                             weight_decay=0.1, strategy=strategy, out_dir=str(folder), ckpt_every=3, log_every=1,
+                             weight_decay=0.1, strategy=strategy, out_dir=str(folder), device="cpu", ckpt_every=3, log_every=1,
                              progress=False, seed=3)
         loader = distributed_loader(dataset(), batch_size=4, shuffle=True, seed=5)
         Trainer(model, step, loader, config).fit()
@@ -186,6 +186,7 @@ def single_process_reference(tmp_path_factory) -> Path:
         ema_decay=0.9,
         weight_decay=0.1,
         strategy="none",
+        device="cpu",
         out_dir=str(out),
         ckpt_every=3,
         log_every=1,

@@ -85,3 +85,20 @@ def test_demo_writes_data_grids(tmp_path) -> None:
     items = run_demo(tmp_path)
     assert {item.path.name for item in items} >= {"image_data_digits.png", "image_data_shapes.png"}
     assert all(item.path.is_file() and item.kind == "image" for item in items)
+
+
+def test_train_tokenizer_on_a_user_folder_counts_skipped_files(tmp_path) -> None:
+    folder = tmp_path / "mine"
+    for name, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        (folder / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), colour).save(folder / name / f"{i}.png")
+    (folder / "red" / "broken.png").write_bytes(b"\x89PNG but not really")
+    out = tmp_path / "tok"
+    args = ["train-tokenizer", "--data", str(folder), "--out", str(out), "--steps", "2", "--kind", "vq"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable files" in result.output and "codebook usage" in result.output
+    assert VQAutoencoder.from_pretrained(out).config.net.in_channels == 3
+    bad = runner.invoke(app, ["train-tokenizer", "--data", str(folder), "--out", str(out), "--kind", "fsq"])
+    assert bad.exit_code == 2 and "expected one of ['vq', 'multiscale', 'kl']" in bad.output

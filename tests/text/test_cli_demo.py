@@ -28,9 +28,12 @@ def test_shipped_presets_load_and_meet_their_metric(preset):
     assert weights.stat().st_size < 5 * 2**20 and (folder / "preset.json").is_file()
     if preset.endswith("mdlm"):
         source = MarkovChainSource(num_states=6, seed=0)
-        held_out = source.sample(256, 12, generator=torch.Generator().manual_seed(5))
+        held_out = source.sample(1024, 12, generator=torch.Generator().manual_seed(5))
         true = math.exp(-source.log_likelihood(held_out).mean().item() / 12)
-        elbo = model.elbo_perplexity(held_out + NUM_SPECIAL, num_times=8, generator=torch.Generator().manual_seed(0))
+        # enough sequences x times that Monte-Carlo noise (~1% here) stays below the ELBO gap
+        elbo = model.elbo_perplexity(
+            held_out + NUM_SPECIAL, num_times=32, generator=torch.Generator().manual_seed(0)
+        )
         assert true <= elbo <= 1.1 * true
         return
     batch = SORT.sample(100, generator=torch.Generator().manual_seed(11))
@@ -74,7 +77,9 @@ def test_generate_train_and_distill_commands(tmp_path):
     result = runner.invoke(app, ["generate", "--num", "3", "--steps", "32"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 3 and all(len(line.split()) == 12 and set(line.split()) <= set("abcdef") for line in lines)
+    assert len(lines) == 3 and all(
+        len(line.split()) == 12 and set(line.split()) <= set("abcdef") for line in lines
+    )
     out = tmp_path / "copy-ar"
     result = runner.invoke(
         app, ["train", "--family", "ar", "--data", "copy", "--out", str(out), "--steps", "20", "--dim", "32",
@@ -100,7 +105,9 @@ def test_corpus_helpers(tmp_path):
         encode_lines(tokenizer, ["a b", " "], max_length=4)
     with pytest.warns(UserWarning, match="truncated"):
         assert encode_lines(tokenizer, ["a b c d a"], max_length=4, truncate=True) == [[5, 6, 7, 8]]
-    corpus = ParallelCorpus.from_text(tokenizer, [("a b", "b a"), ("a b c d a", "x")], max_source=4, max_target=4)
+    corpus = ParallelCorpus.from_text(
+        tokenizer, [("a b", "b a"), ("a b c d a", "d")], max_source=4, max_target=4
+    )
     assert len(corpus) == 1
     batch = corpus.sample(3, generator=torch.Generator().manual_seed(0))
     assert batch.source.tolist() == [[5, 6]] * 3 and batch.target_length.tolist() == [2] * 3

@@ -10,8 +10,8 @@ from genloom.text.dag import (
     DagLinkHead,
     dag_best_alignment,
     dag_log_likelihood,
-    dag_loss,
     dag_lookahead_decode,
+    dag_loss,
     dag_match,
     dag_viterbi_decode,
 )
@@ -73,7 +73,11 @@ def test_dag_loss_gradient_is_finite_and_matches_finite_differences():
     links, logits, tgt, output_length, target_length = _random_graph(batch=2, vertices=5, targets=3, seed=3)
     logits.requires_grad_()
     torch.autograd.gradcheck(
-        lambda x: dag_loss(x, links, tgt, output_length, target_length), (logits,), eps=1e-6, atol=1e-5, fast_mode=True
+        lambda x: dag_loss(x, links, tgt, output_length, target_length),
+        (logits,),
+        eps=1e-6,
+        atol=1e-5,
+        fast_mode=True,
     )
     links = links.clone().requires_grad_()
     dag_loss(logits, links, tgt, output_length, target_length).backward()
@@ -109,3 +113,22 @@ def test_decoders_follow_a_deterministic_chain():
     # Viterbi emits neither vertex 0 nor the last vertex (official behaviour: they carry bos / eos)
     out, path = dag_viterbi_decode(links, logp, torch.tensor([n]), upsample_scale=1.0)
     assert path[0].tolist()[:3] == [2, 4, -1] and out[0].tolist() == [10, 14]
+
+
+def test_follow_jumps_equals_a_walk():
+    from genloom.text.dag import follow_jumps
+
+    g = torch.Generator().manual_seed(0)
+    batch, n = 64, 37
+    output_length = torch.randint(1, n + 1, (batch,), generator=g)
+    # random forward jumps inside each graph
+    low = torch.arange(n).unsqueeze(0) + 1
+    high = output_length.unsqueeze(1).clamp(min=1)
+    jumps = (low + (torch.rand(batch, n, generator=g) * (high - low).clamp(min=0)).long()).clamp(max=n - 1)
+    path = follow_jumps(jumps, output_length)
+    for b in range(batch):
+        walk, vertex = [0], 0
+        while vertex != output_length[b] - 1:
+            vertex = int(jumps[b, vertex])
+            walk.append(vertex)
+        assert path[b].tolist() == walk + [-1] * (n - len(walk))

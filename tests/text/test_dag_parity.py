@@ -106,4 +106,6 @@ def test_viterbi_decoding_matches_official(case, key, kwargs):
         links, case["decode.logits_normalized"], case["inputs.output_length"], upsample_scale=4.0, **kwargs
     )
     assert torch.equal(tokens, case[f"decode.{key}.tokens"])
-    assert torch.equal(links, case["links.eval"])  # unlike the official function, ours does not write into links
+    assert torch.equal(
+        links, case["links.eval"]
+    )  # unlike the official function, ours does not write into links

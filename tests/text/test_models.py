@@ -47,7 +47,11 @@ def trained() -> dict[str, torch.nn.Module]:
     for family, cls in FAMILIES.items():
         torch.manual_seed(0)
         model = cls(tiny_config(family))
-        glance = GlanceSchedule(start=0.5, end=0.1, anneal_steps=STEPS[family]) if family in ("ctc", "dat") else None
+        glance = (
+            GlanceSchedule(start=0.5, end=0.1, anneal_steps=STEPS[family])
+            if family in ("ctc", "dat")
+            else None
+        )
         config = TrainConfig(steps=STEPS[family], lr=5e-3, warmup_steps=20, glance=glance)
         train(model, lambda g: TASK.sample(32, generator=g), config)
         models[family] = model
@@ -63,7 +67,9 @@ def test_batch() -> Seq2SeqBatch:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_learns_sort(trained, test_batch, family):
     untrained = FAMILIES[family](tiny_config(family)).eval()
-    baseline = TASK.accuracy(test_batch, untrained.translate(test_batch.source, test_batch.source_length).tokens)
+    baseline = TASK.accuracy(
+        test_batch, untrained.translate(test_batch.source, test_batch.source_length).tokens
+    )
     out = trained[family].translate(test_batch.source, test_batch.source_length)
     accuracy = TASK.accuracy(test_batch, out.tokens)
     assert accuracy > 0.9 and accuracy > baseline + 0.5, (family, baseline, accuracy)
@@ -79,7 +85,9 @@ def test_dat_decoders_and_cmlm_iterations(trained, test_batch):
     for strategy in ("greedy", "viterbi"):
         out = dat.translate(test_batch.source, test_batch.source_length, strategy=strategy)
         assert TASK.accuracy(test_batch, out.tokens) > 0.85, strategy
-    one_pass = trained["cmlm"].translate(test_batch.source, test_batch.source_length, iterations=1, length_beam=1)
+    one_pass = trained["cmlm"].translate(
+        test_batch.source, test_batch.source_length, iterations=1, length_beam=1
+    )
     assert TASK.accuracy(test_batch, one_pass.tokens) > 0.5 and one_pass.decoder_passes == 1
 
 
@@ -105,9 +113,11 @@ def test_ar_static_cache_and_beam_search(trained, test_batch):
         n = len(greedy.tokens[row])
         assert logits[row, :n].argmax(-1).tolist() == greedy.tokens[row]
     beam = model.translate(test_batch.source, test_batch.source_length, beam_size=4)
-    assert TASK.accuracy(test_batch, beam.tokens) >= TASK.accuracy(
-        test_batch, model.translate(test_batch.source, test_batch.source_length).tokens
-    ) - 0.02
+    assert (
+        TASK.accuracy(test_batch, beam.tokens)
+        >= TASK.accuracy(test_batch, model.translate(test_batch.source, test_batch.source_length).tokens)
+        - 0.02
+    )
 
 
 def test_bad_inputs_give_clear_errors():
@@ -134,12 +144,18 @@ def test_mdlm_elbo_perplexity_is_within_10_percent_of_the_true_one_and_never_bel
     torch.manual_seed(0)
     source = MarkovChainSource(num_states=6, seed=0)
     length = 12
-    model = MaskedDiffusionLM(MDLMConfig(vocab_size=7, mask_id=6, dim=64, n_layers=2, n_heads=4, max_seq_len=length))
-    held_out = source.sample(512, length, generator=torch.Generator().manual_seed(9))
+    model = MaskedDiffusionLM(
+        MDLMConfig(vocab_size=7, mask_id=6, dim=64, n_layers=2, n_heads=4, max_seq_len=length)
+    )
+    held_out = source.sample(1024, length, generator=torch.Generator().manual_seed(9))
     true = math.exp(-source.log_likelihood(held_out).mean().item() / length)  # exact, on the same sequences
     untrained = model.elbo_perplexity(held_out, num_times=8, generator=torch.Generator().manual_seed(1))
-    train(model, lambda g: source.sample(128, length, generator=g), TrainConfig(steps=400, lr=3e-3, warmup_steps=20))
-    trained = model.elbo_perplexity(held_out, num_times=16, generator=torch.Generator().manual_seed(1))
+    train(
+        model,
+        lambda g: source.sample(128, length, generator=g),
+        TrainConfig(steps=400, lr=3e-3, warmup_steps=20),
+    )
+    trained = model.elbo_perplexity(held_out, num_times=32, generator=torch.Generator().manual_seed(1))
     assert untrained > 1.5 * true
     assert true <= trained <= 1.10 * true, (true, trained)
     sample = model.sample(1, length, steps=64, generator=torch.Generator().manual_seed(0))
@@ -150,3 +166,24 @@ def test_mdlm_elbo_perplexity_is_within_10_percent_of_the_true_one_and_never_bel
     random_nll = -source.log_likelihood(torch.randint(0, 6, (256, length))).mean().item() / length
     entropy = source.expected_nll_per_token(length)
     assert sample_nll < entropy + 0.3 * (random_nll - entropy), (sample_nll, entropy, random_nll)
+
+
+@pytest.mark.slow
+def test_vanilla_nat_mixes_the_two_dialects():
+    """The multi-modality failure the task exists to show: per-position argmax mixes dialect A and B."""
+    task = Seq2SeqTask(name="two_dialect", num_symbols=18, min_length=3, max_length=6)
+    torch.manual_seed(0)
+    model = VanillaNAT(tiny_config("nat", task))
+    train(model, lambda g: task.sample(32, generator=g), TrainConfig(steps=200, lr=5e-3, warmup_steps=20))
+    batch = task.sample(200, generator=torch.Generator().manual_seed(5))
+    out = model.translate(batch.source, batch.source_length).tokens
+    third = task.num_symbols // 3
+    # every emitted token is a correct translation of its source symbol in one dialect or the other ...
+    per_token = [
+        o in (s + third, s + 2 * third)
+        for row, tokens in enumerate(out)
+        for s, o in zip(batch.source[row, : batch.source_length[row]].tolist(), tokens)
+    ]
+    assert sum(per_token) / len(per_token) > 0.9
+    # ... yet many sentences mix the dialects, so they match neither valid target
+    assert task.dialect_mixing(batch, out) > 0.3 and task.accuracy(batch, out) < 0.6

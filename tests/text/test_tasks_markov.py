@@ -18,7 +18,9 @@ def test_tasks_sample_valid_pairs(name):
     for row in range(64):
         src = batch.source[row, : batch.source_length[row]].tolist()
         tgt = batch.target[row, : batch.target_length[row]].tolist()
-        assert task.is_correct(src, tgt) and min(src + tgt) >= NUM_SPECIAL and max(src + tgt) < task.vocab_size
+        assert (
+            task.is_correct(src, tgt) and min(src + tgt) >= NUM_SPECIAL and max(src + tgt) < task.vocab_size
+        )
         assert (batch.target[row, batch.target_length[row] :] == 0).all()
     if name == "double":
         assert torch.equal(batch.target_length, 2 * batch.source_length)
@@ -36,10 +38,15 @@ def test_two_dialect_has_two_targets_and_detects_mixing():
     assert 150 < picked_a < 250  # both dialects are drawn
     mixed = [[8, 12, 10]] + [[8, 9, 10]] * 3
     assert task.dialect_mixing(batch, mixed) == 0.25
-    assert task.accuracy(
-        type(batch)(torch.tensor([[5, 6, 7]]), torch.tensor([3]), batch.target[:1], batch.target_length[:1]),
-        [[8, 12, 10]],
-    ) == 0.0
+    assert (
+        task.accuracy(
+            type(batch)(
+                torch.tensor([[5, 6, 7]]), torch.tensor([3]), batch.target[:1], batch.target_length[:1]
+            ),
+            [[8, 12, 10]],
+        )
+        == 0.0
+    )
     with pytest.raises(TextInputError, match="unknown synthetic task"):
         Seq2SeqTask(name="translate")
 

@@ -156,3 +156,59 @@ def test_train_then_evaluate_a_baseline_on_an_ett_layout_file(tmp_path):
     )
     assert naive.exit_code == 0, naive.output
     assert json.loads(naive.output)["mse"] > config["_test_mse"]
+
+
+def test_train_gpht_and_evaluate_at_another_horizon(tmp_path, monkeypatch):
+    from genloom.timeseries import generative_protocol
+    from genloom.timeseries.models.gpht import GPHTConfig
+
+    small = GPHTConfig(
+        seq_len=96,
+        token_len=24,
+        GT_pooling_rate=[4, 2, 1],
+        depth=3,
+        GT_d_model=16,
+        GT_d_ff=16,
+        GT_e_layers=1,
+        n_heads=2,
+    )
+    original = generative_protocol.train_gpht
+    monkeypatch.setattr(
+        generative_protocol,
+        "train_gpht",
+        lambda protocol, **kw: original(protocol, config=small, max_batches=3, **kw),
+    )
+    rows = 14400
+    t = np.arange(rows)
+    frame = pd.DataFrame(
+        {"date": pd.date_range("2016-07-01", periods=rows, freq="h"), "OT": np.sin(2 * np.pi * t / 24)}
+    )
+    data = tmp_path / "ETTh8.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "gpht"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "gpht",
+            "--data",
+            str(data),
+            "--horizon",
+            "48",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["model"] == "GPHT"
+    result = runner.invoke(app, ["evaluate", "--data", str(data), "--model", str(out), "--horizon", "72"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["horizon"] == 72 and np.isfinite(metrics["mse"])
+    bad = runner.invoke(
+        app, ["train", "--model", "prophet", "--data", str(data), "--out", str(tmp_path / "p")]
+    )
+    assert bad.exit_code == 2 and "unknown model 'prophet'" in bad.output

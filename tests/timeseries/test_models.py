@@ -117,3 +117,14 @@ def test_official_pth_checkpoint_is_converted_without_unpickling_code(tmp_path):
     torch.save({"weights": object()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="not a plain state_dict"):
         convert_official_checkpoint(tmp_path / "evil.pth", config.to_dict(), tmp_path / "x")
+
+
+def test_constructor_keywords_come_from_constructor_kwargs_not_the_namespace():
+    # TSLib's PatchTST/DLinear read patch_len, stride, individual from constructor keywords only
+    plain = TSLibConfig.from_dict({"patch_len": 4, "stride": 2, "individual": True, "seq_len": 48})
+    assert (plain.patch_len, plain.stride, plain.individual) == (16, 8, False)
+    explicit = TSLibConfig.from_dict({"seq_len": 48, "_constructor_kwargs": {"patch_len": 4, "stride": 2}})
+    assert (explicit.patch_len, explicit.stride) == (4, 2)
+    assert TSLibConfig.from_dict(explicit.to_dict()) == explicit
+    with pytest.raises(CheckpointError, match="unknown config field"):
+        TSLibConfig.from_dict({}, d_modle=8)

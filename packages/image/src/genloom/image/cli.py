@@ -98,46 +98,43 @@ def sample(
 def train_tokenizer_command(
     data: str = typer.Option("digits", "--data", help="digits, shapes or an image folder"),
     out: Path = typer.Option(..., "--out", help="folder for the trained tokenizer"),
+    kind: str = typer.Option("vq", "--kind", help="vq (ar, maskgit), multiscale (var) or kl (mar)"),
     steps: int = typer.Option(3000, "--steps", min=1),
     codebook_size: int = typer.Option(256, "--codebook-size", min=2),
-    ch: int = typer.Option(48, "--ch", min=8),
     gan_weight: float = typer.Option(0.0, "--gan-weight", min=0.0, help="patch-GAN loss weight (0 = off)"),
-    dead_code_after: int = typer.Option(200, "--dead-code-after", min=1),
-    image_size: int = typer.Option(32, "--image-size", help="for image folders"),
+    dead_code_after: int = typer.Option(
+        200, "--dead-code-after", min=1, help="VQ: restart codes idle this many steps"
+    ),
+    image_size: int = typer.Option(32, "--image-size", help="for image folders (a multiple of 8)"),
     resize: bool = typer.Option(False, "--resize", help="resize folder images of another size"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Train a VQ tokenizer; reports held-out reconstruction error and codebook usage."""
+    """Train an image tokenizer; reports held-out reconstruction error and codebook usage."""
+    from genloom.image.recipes import build_tokenizer
     from genloom.image.tokenizer_training import TokenizerTrainConfig, train_tokenizer
-    from genloom.image.tokenizers import ConvNetConfig, VQAutoencoder, VQAutoencoderConfig
 
+    family_of = {"vq": "ar", "multiscale": "var", "kl": "mar"}
     try:
+        if kind not in family_of:
+            raise ValueError(f"--kind {kind!r} is not a tokenizer kind; expected one of {list(family_of)}")
+        if image_size % 8:
+            raise ValueError(f"--image-size must be a multiple of 8, got {image_size}")
         train, held_out = _load_train_and_held_out(data, image_size=image_size, resize=resize)
     except ValueError as err:
         _fail(err)
-    net = ConvNetConfig(
-        in_channels=train.channels,
-        out_channels=train.channels,
-        ch=ch,
-        ch_mult=(1, 2, 2),
-        num_res_blocks=1,
-        attn_levels=[2],
-        z_channels=64,
+    model = build_tokenizer(
+        family_of[kind], train.channels, codebook_size=codebook_size, image_size=train.image_size
     )
-    model = VQAutoencoder(
-        VQAutoencoderConfig(
-            net=net, codebook_size=codebook_size, codebook_dim=8, dead_code_after=dead_code_after
-        )
-    )
+    if kind == "vq":
+        model.quantize.dead_code_after = model.config.dead_code_after = dead_code_after
     config = TokenizerTrainConfig(
         steps=steps, gan_weight=gan_weight, gan_start_step=steps // 2, log_every=max(1, steps // 10)
     )
     report = train_tokenizer(model, train, held_out=held_out, config=config, device=device, log=typer.echo)
     model.cpu().save_pretrained(out)
     final = report.final
-    typer.echo(
-        f"saved {out}: held-out MSE {final.mse:.4f}, PSNR {final.psnr:.2f} dB, codebook usage {final.codebook_usage:.3f}"
-    )
+    usage = "" if final.codebook_usage is None else f", codebook usage {final.codebook_usage:.3f}"
+    typer.echo(f"saved {out}: held-out MSE {final.mse:.4f}, PSNR {final.psnr:.2f} dB{usage}")
 
 
 @app.command()

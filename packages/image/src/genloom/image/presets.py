@@ -19,7 +19,7 @@ def shipped_preset_dir(name: str) -> Path:
             if PRESETS_DIR.is_dir()
             else []
         )
-        raise UnknownPresetError(f"no shipped image preset {name!r}; shipped presets: {shipped}")
+        raise UnknownPresetError(name, shipped, what="shipped image preset")
     return folder
 
 

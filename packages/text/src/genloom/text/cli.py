@@ -17,7 +17,9 @@ import typer
 from genloom.core.errors import GenloomError
 from genloom.text.errors import TextInputError
 
-app = typer.Typer(help="genloom-text: non-autoregressive and diffusion text generation.", no_args_is_help=True)
+app = typer.Typer(
+    help="genloom-text: non-autoregressive and diffusion text generation.", no_args_is_help=True
+)
 
 DEFAULT_TRANSLATOR = "text-sort-dat"
 DEFAULT_GENERATOR = "text-markov-mdlm"
@@ -57,7 +59,9 @@ def translate_lines(
 @app.command()
 def translate(
     model: str = typer.Option(DEFAULT_TRANSLATOR, help="preset name or model folder"),
-    input_file: Path | None = typer.Option(None, "--input", help="text file, one sentence a line (default stdin)"),
+    input_file: Path | None = typer.Option(
+        None, "--input", help="text file, one sentence a line (default stdin)"
+    ),
     strategy: str = typer.Option("lookahead", help="DA-Transformer decoding: greedy, lookahead or viterbi"),
     beam: int = typer.Option(1, help="AR beam size"),
     iterations: int = typer.Option(4, help="CMLM Mask-Predict iterations"),
@@ -108,7 +112,9 @@ def generate(
             room = net.config.max_seq_len - prefix.shape[1]
             size = length or room
             if size < 1 or size > room:
-                raise TextInputError(f"prompt of {prefix.shape[1]} tokens leaves {room} tokens; asked for {size}")
+                raise TextInputError(
+                    f"prompt of {prefix.shape[1]} tokens leaves {room} tokens; asked for {size}"
+                )
             torch.manual_seed(seed)
             tokens = net.block_sample(prefix, size, steps=max(steps // size, 1) * size, block_length=size)
             calls = max(steps // size, 1) * size
@@ -152,9 +158,9 @@ def train(
             vocab_size=vocab_size,
             upsample=upsample,
             device=device,
-            on_progress=lambda step, loss: typer.echo(f"step {step} loss {loss:.4f}", err=True)
-            if step % 100 == 0
-            else None,
+            on_progress=lambda step, loss: (
+                typer.echo(f"step {step} loss {loss:.4f}", err=True) if step % 100 == 0 else None
+            ),
         )
     except GenloomError as err:
         _fail(err)

@@ -21,7 +21,12 @@ from genloom.text.tasks import TASK_NAMES, Seq2SeqBatch, pad_sequences
 
 
 def encode_lines(
-    tokenizer: TextTokenizer, lines: Sequence[str], *, max_length: int, truncate: bool = False, what: str = "line"
+    tokenizer: TextTokenizer,
+    lines: Sequence[str],
+    *,
+    max_length: int,
+    truncate: bool = False,
+    what: str = "line",
 ) -> list[list[int]]:
     """Ids of each line; an empty line or one longer than `max_length` tokens is an error, or is truncated
     with a warning when `truncate` (empty lines are always an error: there is nothing to translate)."""
@@ -83,7 +88,9 @@ def read_tsv_pairs(path: str | Path) -> list[tuple[str, str]]:
         for number, line in enumerate(handle, start=1):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2:
-                raise TextInputError(f"{path}:{number}: expected 'source<TAB>target', got {len(parts)} fields")
+                raise TextInputError(
+                    f"{path}:{number}: expected 'source<TAB>target', got {len(parts)} fields"
+                )
             pairs.append((parts[0], parts[1]))
     return pairs
 

@@ -73,7 +73,9 @@ def transition_mask(output_length: Tensor, length: int) -> Tensor:
     return forward_only.unsqueeze(0) & in_graph
 
 
-def check_graph_sizes(output_length: Tensor, target_length: Tensor, *, num_vertices: int, num_targets: int) -> None:
+def check_graph_sizes(
+    output_length: Tensor, target_length: Tensor, *, num_vertices: int, num_targets: int
+) -> None:
     """Raise a clear error when a graph cannot emit its target (fewer vertices than target tokens)."""
     if output_length.shape != target_length.shape or output_length.dim() != 1:
         raise TextInputError(
@@ -165,10 +167,11 @@ def dag_best_alignment(
     return path[:, :num_vertices], max_logprob
 
 
-def compact_tokens(tokens: Tensor, keep: Tensor, *, pad: int) -> Tensor:
-    """Left-pack the kept tokens of each row: [B, N] -> [B, max kept], right-padded with `pad`."""
-    counts = keep.sum(1)
-    width = int(counts.max().item()) if counts.numel() else 0
+def compact_tokens(tokens: Tensor, keep: Tensor, *, pad: int, width: int | None = None) -> Tensor:
+    """Left-pack the kept tokens of each row: [B, N] -> [B, width or max kept], right-padded with `pad`."""
+    if width is None:
+        counts = keep.sum(1)
+        width = int(counts.max().item()) if counts.numel() else 0
     out = torch.full((tokens.shape[0], width + 1), pad, dtype=tokens.dtype, device=tokens.device)
     position = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(tokens, width))
     out.scatter_(1, position, tokens)
@@ -191,19 +194,28 @@ def dag_lookahead_decode(
     duplicates when `collapse_repeats` (the official post-processing; turn it off where targets repeat tokens). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
     with -1 past the end of each path).
     """
-    batch, num_vertices, _ = links.shape
     best_logp, best_token = token_logprobs.max(dim=-1)
     jump_scores = links if beta is None else links + beta * best_logp.unsqueeze(1)
     next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
-    path = torch.full((batch, num_vertices), -1, dtype=torch.long, device=links.device)
-    vertex = torch.zeros(batch, dtype=torch.long, device=links.device)
-    path[:, 0] = 0
-    done = vertex == output_length - 1
-    for step in range(1, num_vertices):
-        vertex = torch.where(done, vertex, next_vertex.gather(1, vertex.unsqueeze(1)).squeeze(1))
-        path[:, step] = torch.where(done, -1, vertex)
-        done = done | (vertex == output_length - 1)
+    path = follow_jumps(next_vertex, output_length)
     return _emit_forward(path, best_token, pad=pad, collapse_repeats=collapse_repeats), path
+
+
+def follow_jumps(next_vertex: Tensor, output_length: Tensor) -> Tensor:
+    """Vertices visited from vertex 0 by `next_vertex` [B, L] until output_length-1, as [B, L] (-1 padded).
+
+    Pointer doubling instead of a walk: with the last vertex made absorbing, the set reached within 2m
+    jumps is S_m plus next^m(S_m), so ceil(log2 L) rounds find every visited vertex; since jumps only go
+    forward, the path is those vertices in increasing order.
+    """
+    batch, num_vertices = next_vertex.shape
+    index = torch.arange(num_vertices, device=next_vertex.device).expand(batch, -1)
+    jump = torch.where(index >= (output_length - 1).unsqueeze(1), index, next_vertex)
+    reached = (index == 0).long()
+    for _ in range(max(num_vertices - 1, 1).bit_length()):
+        reached = reached.scatter_reduce(1, jump, reached, reduce="amax")
+        jump = jump.gather(1, jump)
+    return compact_tokens(index, reached.bool(), pad=-1, width=num_vertices)
 
 
 def _emit_forward(path: Tensor, best_token: Tensor, *, pad: int, collapse_repeats: bool) -> Tensor:
@@ -265,7 +277,9 @@ def dag_viterbi_decode(
     for step in range(max_steps - 1, -1, -1):
         if step < max_steps - 1:
             previous = backpointers[step].gather(1, vertex.unsqueeze(1)).squeeze(1)
-            vertex = torch.where(step == num_emitted - 1, last_vertex, torch.where(step < num_emitted - 1, previous, vertex))
+            vertex = torch.where(
+                step == num_emitted - 1, last_vertex, torch.where(step < num_emitted - 1, previous, vertex)
+            )
         path[:, step] = torch.where(step < num_emitted, vertex, -1)
     # backward emission: keep the last token, drop pads and tokens equal to the next vertex's token
     on_path = path >= 0

@@ -54,7 +54,9 @@ def _translator_item(name: str, out_dir: Path, device: str) -> DemoItem:
 def _mdlm_item(out_dir: Path, device: str) -> DemoItem:
     model, tokenizer, _ = load_text_model("text-markov-mdlm", device=device)
     source = MarkovChainSource(num_states=6, seed=0)
-    out = model.sample(16, model.config.max_seq_len, steps=64, generator=torch.Generator().manual_seed(0), device=device)
+    out = model.sample(
+        16, model.config.max_seq_len, steps=64, generator=torch.Generator().manual_seed(0), device=device
+    )
     states = (out.tokens.cpu() - NUM_SPECIAL).clamp(min=0)
     nll = -source.log_likelihood(states).double() / states.shape[1]
     lines = [

@@ -48,7 +48,9 @@ def glancing_mask(
     drawn uniformly among the valid positions.
     """
     if correct.shape != valid.shape:
-        raise TextInputError(f"correct and valid must have the same shape, got {correct.shape} vs {valid.shape}")
+        raise TextInputError(
+            f"correct and valid must have the same shape, got {correct.shape} vs {valid.shape}"
+        )
     num_wrong = (valid & ~correct).sum(1)
     num_glance = (num_wrong.float() * ratio + 0.5).long()
     noise = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)

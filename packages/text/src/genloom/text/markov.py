@@ -48,7 +48,9 @@ class MarkovChainSource:
     def log_likelihood(self, sequences: Tensor) -> Tensor:
         """Exact log P(x) per row, float64."""
         if sequences.min() < 0 or sequences.max() >= self.num_states:
-            raise TextInputError(f"states must lie in [0, {self.num_states}), got {sequences.min()}..{sequences.max()}")
+            raise TextInputError(
+                f"states must lie in [0, {self.num_states}), got {sequences.min()}..{sequences.max()}"
+            )
         first = self.initial.log()[sequences[:, 0]]
         steps = self.transition.log()[sequences[:, :-1], sequences[:, 1:]].sum(1)
         return first + steps

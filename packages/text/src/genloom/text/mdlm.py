@@ -97,7 +97,9 @@ class MaskedDiffusionLM(nn.Module):
         self._check(x0)
         t = sample_times(x0.shape[0], eps=self.config.noise_eps, device=x0.device)
         xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise)
-        nelbo = masked_diffusion_loss(self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise)
+        nelbo = masked_diffusion_loss(
+            self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise
+        )
         return nelbo / x0.shape[1]
 
     @torch.no_grad()
@@ -110,12 +112,20 @@ class MaskedDiffusionLM(nn.Module):
             t = (self.config.noise_eps + (1 - self.config.noise_eps) * u).to(x0.device)
             xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise, generator=generator)
             per_sequence = masked_diffusion_loss(
-                self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise, reduction="none"
+                self.logits(xt),
+                x0,
+                xt,
+                t,
+                mask_token_id=self.config.mask_id,
+                noise=self.noise,
+                reduction="none",
             )
             total += per_sequence.double().mean().item()
         return total / num_times / x0.shape[1]
 
-    def elbo_perplexity(self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None) -> float:
+    def elbo_perplexity(
+        self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None
+    ) -> float:
         """exp(negative ELBO per token): an upper bound on the model's true perplexity."""
         return math.exp(self.elbo_nll(x0, num_times=num_times, generator=generator))
 
@@ -140,11 +150,22 @@ class MaskedDiffusionLM(nn.Module):
 
     @torch.no_grad()
     def block_sample(
-        self, prompt: Tensor, length: int, *, steps: int = 64, block_length: int = 16, remasking: str = "low_confidence"
+        self,
+        prompt: Tensor,
+        length: int,
+        *,
+        steps: int = 64,
+        block_length: int = 16,
+        remasking: str = "low_confidence",
     ) -> Tensor:
         """LLaDA semi-autoregressive decoding after `prompt` [B, P] (confidence remasking)."""
         tokens = torch.cat(
-            [prompt, torch.full((prompt.shape[0], length), self.config.mask_id, dtype=torch.long, device=prompt.device)],
+            [
+                prompt,
+                torch.full(
+                    (prompt.shape[0], length), self.config.mask_id, dtype=torch.long, device=prompt.device
+                ),
+            ],
             dim=1,
         )
         return block_decode(

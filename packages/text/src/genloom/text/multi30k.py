@@ -63,5 +63,7 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     import sacrebleu
 
     if len(hypotheses) != len(references):
-        raise TextInputError(f"BLEU needs one reference per hypothesis, got {len(hypotheses)} vs {len(references)}")
+        raise TextInputError(
+            f"BLEU needs one reference per hypothesis, got {len(hypotheses)} vs {len(references)}"
+        )
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)

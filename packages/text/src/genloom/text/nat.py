@@ -140,7 +140,9 @@ class VanillaNAT(_LengthPredicting):
         check_source(source, source_length, self.config)
         memory, source_mask = encode_source(self.model, source, source_length)
         length = self.top_lengths(memory, source_mask, 1)[:, 0]
-        logits, _ = self.decode_logits(self.copied_source(source, source_length, length), length, memory, source_mask)
+        logits, _ = self.decode_logits(
+            self.copied_source(source, source_length, length), length, memory, source_mask
+        )
         tokens = logits.argmax(-1).masked_fill(~padding_mask(length, logits.shape[1]), PAD_ID)
         return Translation(strip_specials(tokens), decoder_passes=1)
 
@@ -153,7 +155,9 @@ class CMLM(_LengthPredicting):
         memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
         valid = padding_mask(batch.target_length, batch.target.shape[1])
         # mask a uniform number in [1, T] of each row's tokens (Ghazvininejad et al. 2019)
-        num_masked = (torch.rand(batch.target_length.shape, device=valid.device) * batch.target_length).long() + 1
+        num_masked = (
+            torch.rand(batch.target_length.shape, device=valid.device) * batch.target_length
+        ).long() + 1
         noise = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)
         rank = noise.argsort(1).argsort(1)
         masked = (rank < num_masked.unsqueeze(1)) & valid
@@ -175,13 +179,17 @@ class CMLM(_LengthPredicting):
         check_source(source, source_length, self.config)
         batch = source.shape[0]
         memory, source_mask = encode_source(self.model, source, source_length)
-        length_log_probs, lengths = self.length_predictor(memory, source_mask).log_softmax(-1).topk(length_beam, -1)
+        length_log_probs, lengths = (
+            self.length_predictor(memory, source_mask).log_softmax(-1).topk(length_beam, -1)
+        )
         lengths = lengths.reshape(-1)  # [B * beam]
         memory = memory.repeat_interleave(length_beam, 0)
         source_mask = source_mask.repeat_interleave(length_beam, 0)
         width = int(lengths.max())
         valid = padding_mask(lengths, width)
-        tokens = torch.full((lengths.shape[0], width), MASK_ID, device=source.device).masked_fill(~valid, PAD_ID)
+        tokens = torch.full((lengths.shape[0], width), MASK_ID, device=source.device).masked_fill(
+            ~valid, PAD_ID
+        )
         scores = torch.zeros(tokens.shape, device=source.device)
         for t in range(iterations):
             logits, _ = self.decode_logits(self.decoder.embed(tokens), lengths, memory, source_mask)
@@ -212,7 +220,9 @@ class CTCNAT(NonAutoregressiveTranslator):
     """CTC over `upsample_ratio x source length` decoder positions, with optional glancing."""
 
     def frame_length(self, source_length: Tensor) -> Tensor:
-        return upsampled_length(source_length, self.config.upsample_ratio, max_length=self.config.max_decoder_length)
+        return upsampled_length(
+            source_length, self.config.upsample_ratio, max_length=self.config.max_decoder_length
+        )
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
         self._check_target(batch)
@@ -240,7 +250,9 @@ class CTCNAT(NonAutoregressiveTranslator):
         )
         valid = padding_mask(batch.target_length, batch.target.shape[1])
         reveal = glancing_mask(wrong == 0, valid, ratio)
-        tokens, revealed = aligned_glance_inputs(torch.full_like(alignment, PAD_ID), alignment, batch.target, reveal)
+        tokens, revealed = aligned_glance_inputs(
+            torch.full_like(alignment, PAD_ID), alignment, batch.target, reveal
+        )
         return torch.where(revealed.unsqueeze(-1), self.decoder.embed(tokens), inputs)
 
     @torch.no_grad()
@@ -248,7 +260,9 @@ class CTCNAT(NonAutoregressiveTranslator):
         check_source(source, source_length, self.config)
         memory, source_mask = encode_source(self.model, source, source_length)
         frames = self.frame_length(source_length)
-        logits, _ = self.decode_logits(self.copied_source(source, source_length, frames), frames, memory, source_mask)
+        logits, _ = self.decode_logits(
+            self.copied_source(source, source_length, frames), frames, memory, source_mask
+        )
         return Translation(ctc_collapse(logits.argmax(-1), frames), decoder_passes=1)
 
 
@@ -284,9 +298,12 @@ class DATransformer(NonAutoregressiveTranslator):
                 path, _ = dag_best_alignment(dag_match(logits, target), links, graph, target_length)
                 aligned = path >= 0
                 hit = aligned & (logits.argmax(-1) == target.gather(1, path.clamp(min=0)))
-                correct = torch.zeros(target.shape, device=inputs.device).scatter_add_(
-                    1, path.clamp(min=0), hit.float()
-                ) > 0
+                correct = (
+                    torch.zeros(target.shape, device=inputs.device).scatter_add_(
+                        1, path.clamp(min=0), hit.float()
+                    )
+                    > 0
+                )
                 reveal = glancing_mask(correct, padding_mask(target_length, target.shape[1]), glance_ratio)
                 tokens, revealed = aligned_glance_inputs(torch.full_like(path, PAD_ID), path, target, reveal)
             inputs = torch.where(revealed.unsqueeze(-1), self.decoder.embed(tokens), inputs)
@@ -335,5 +352,7 @@ class DATransformer(NonAutoregressiveTranslator):
                 collapse_repeats=collapse_repeats,
             )
         else:
-            raise TextInputError(f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead or viterbi")
+            raise TextInputError(
+                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead or viterbi"
+            )
         return Translation(strip_specials(tokens), decoder_passes=1)

@@ -108,7 +108,9 @@ def save_text_model(
     if isinstance(tokenizer, (BPETokenizer, SymbolTokenizer)):
         tokenizer.save(folder / "tokenizer")
     else:
-        raise TextInputError(f"cannot save a {type(tokenizer).__name__}; use a BPETokenizer or SymbolTokenizer")
+        raise TextInputError(
+            f"cannot save a {type(tokenizer).__name__}; use a BPETokenizer or SymbolTokenizer"
+        )
     return folder
 
 

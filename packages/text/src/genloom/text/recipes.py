@@ -40,7 +40,11 @@ def _mdlm_data(data: str, vocab_size: int, length: int) -> tuple[Callable, objec
     """(batch sampler, tokenizer, vocabulary size) for MDLM training."""
     if data == "markov":
         source = MarkovChainSource(num_states=6, seed=0)
-        return (lambda g, n: source.sample(n, length, generator=g) + NUM_SPECIAL), SymbolTokenizer.letters(6), 11
+        return (
+            (lambda g, n: source.sample(n, length, generator=g) + NUM_SPECIAL),
+            SymbolTokenizer.letters(6),
+            11,
+        )
     if data == "stdlib":
         texts = stdlib_docstrings()
         tokenizer = _text_tokenizer(texts, vocab_size)
@@ -74,9 +78,16 @@ def train_family(
     if family == "mdlm":
         length = 12 if data == "markov" else 64
         sampler, tokenizer, vocab = _mdlm_data(data, vocab_size, length)
-        config = MDLMConfig(vocab_size=vocab, mask_id=MASK_ID, dim=dim, n_layers=layers, n_heads=4, max_seq_len=length)
+        config = MDLMConfig(
+            vocab_size=vocab, mask_id=MASK_ID, dim=dim, n_layers=layers, n_heads=4, max_seq_len=length
+        )
         model = MaskedDiffusionLM(config).to(device)
-        train(model, lambda g: sampler(g, batch_size).to(device), TrainConfig(steps=steps, lr=lr), on_step=on_progress)
+        train(
+            model,
+            lambda g: sampler(g, batch_size).to(device),
+            TrainConfig(steps=steps, lr=lr),
+            on_step=on_progress,
+        )
         held_out = sampler(torch.Generator().manual_seed(1234), 256).to(device)
         metrics = {"elbo_perplexity": model.elbo_perplexity(held_out, num_times=16)}
         save_text_model(model, tokenizer, out)
@@ -91,7 +102,9 @@ def train_family(
     else:
         pairs = load_text_pairs(data)
         tokenizer = _text_tokenizer([s for s, _ in pairs] + [t for _, t in pairs], vocab_size)
-        corpus = ParallelCorpus.from_text(tokenizer, pairs, max_source=MAX_TEXT_TOKENS, max_target=MAX_TEXT_TOKENS)
+        corpus = ParallelCorpus.from_text(
+            tokenizer, pairs, max_source=MAX_TEXT_TOKENS, max_target=MAX_TEXT_TOKENS
+        )
         sample = corpus.sample
         vocab, max_source, max_target = tokenizer.vocab_size, MAX_TEXT_TOKENS, MAX_TEXT_TOKENS
     config = Seq2SeqConfig(
@@ -111,7 +124,9 @@ def train_family(
 
     def next_batch(generator: torch.Generator):
         batch = sample(batch_size, generator=generator)
-        return type(batch)(*(t.to(device) for t in (batch.source, batch.source_length, batch.target, batch.target_length)))
+        return type(batch)(
+            *(t.to(device) for t in (batch.source, batch.source_length, batch.target, batch.target_length))
+        )
 
     train(model, next_batch, TrainConfig(steps=steps, lr=lr, glance=glance), on_step=on_progress)
     metrics: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
@@ -135,11 +150,15 @@ def distill_to_tsv(
     if data in TASK_NAMES:
         task = Seq2SeqTask(name=data, num_symbols=SYNTHETIC_SYMBOLS, min_length=2, max_length=8)
         batch = task.sample(num, generator=torch.Generator().manual_seed(0))
-        sources = [tokenizer.decode(row[:n]) for row, n in zip(batch.source.tolist(), batch.source_length.tolist())]
+        sources = [
+            tokenizer.decode(row[:n]) for row, n in zip(batch.source.tolist(), batch.source_length.tolist())
+        ]
     else:
         sources = [s for s, _ in load_text_pairs(data)]
     options = {"beam_size": beam} if model.config.family == "ar" else {}
-    outputs, _ = translate_lines(model, tokenizer, sources, batch_size=128, truncate=True, device=device, **options)
+    outputs, _ = translate_lines(
+        model, tokenizer, sources, batch_size=128, truncate=True, device=device, **options
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".distill.", dir=out.parent)

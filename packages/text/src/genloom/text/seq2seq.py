@@ -46,7 +46,9 @@ class Seq2SeqConfig:
         if self.family not in FAMILIES:
             raise TextInputError(f"unknown family {self.family!r}; expected one of {', '.join(FAMILIES)}")
         if self.vocab_size <= len(SPECIAL_TOKENS):
-            raise TextInputError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} specials, got {self.vocab_size}")
+            raise TextInputError(
+                f"vocab_size must exceed the {len(SPECIAL_TOKENS)} specials, got {self.vocab_size}"
+            )
         if self.upsample_ratio < 1.0:
             raise TextInputError(f"upsample_ratio must be >= 1, got {self.upsample_ratio}")
 
@@ -143,13 +145,17 @@ def check_source(source: Tensor, source_length: Tensor, config: Seq2SeqConfig) -
     if source.shape[0] == 0:
         raise TextInputError("empty batch: no source sentence to translate")
     if (source_length < 1).any():
-        raise TextInputError(f"empty source sentence in rows {(source_length < 1).nonzero().flatten().tolist()}")
+        raise TextInputError(
+            f"empty source sentence in rows {(source_length < 1).nonzero().flatten().tolist()}"
+        )
     if int(source_length.max()) > config.max_source_length:
         raise TextInputError(
             f"source of {int(source_length.max())} tokens exceeds the model's maximum of {config.max_source_length}"
         )
     if source.numel() and (source.min() < 0 or source.max() >= config.vocab_size):
-        raise TextInputError(f"source ids must lie in [0, {config.vocab_size}), got {source.min()}..{source.max()}")
+        raise TextInputError(
+            f"source ids must lie in [0, {config.vocab_size}), got {source.min()}..{source.max()}"
+        )
 
 
 class LengthPredictor(nn.Module):

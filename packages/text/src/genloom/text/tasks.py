@@ -35,7 +35,9 @@ class Seq2SeqBatch:
 def pad_sequences(sequences: Sequence[Sequence[int]], *, pad: int = PAD_ID) -> tuple[Tensor, Tensor]:
     """List of id lists -> (right-padded [B, max_len] long tensor, lengths [B])."""
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    out = torch.full((len(sequences), int(lengths.max().item()) if len(sequences) else 0), pad, dtype=torch.long)
+    out = torch.full(
+        (len(sequences), int(lengths.max().item()) if len(sequences) else 0), pad, dtype=torch.long
+    )
     for row, seq in enumerate(sequences):
         out[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
     return out, lengths
@@ -52,9 +54,13 @@ class Seq2SeqTask:
 
     def __post_init__(self) -> None:
         if self.name not in TASK_NAMES:
-            raise TextInputError(f"unknown synthetic task {self.name!r}; expected one of {', '.join(TASK_NAMES)}")
+            raise TextInputError(
+                f"unknown synthetic task {self.name!r}; expected one of {', '.join(TASK_NAMES)}"
+            )
         if not 1 <= self.min_length <= self.max_length:
-            raise TextInputError(f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}")
+            raise TextInputError(
+                f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
+            )
         if self.name == "two_dialect" and self.num_symbols % 3 != 0:
             raise TextInputError(f"two_dialect needs num_symbols divisible by 3, got {self.num_symbols}")
 

@@ -37,6 +37,20 @@ def evaluate_long_term(
     if folder is not None and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         config = json.loads((folder / "config.json").read_text())
         net = load_official(folder).to(device)
+        if config.get("model") == "GPHT":  # one model, any horizon: forecast autoregressively
+            from genloom.timeseries.generative_protocol import score_gpht
+
+            protocol = LongTermForecastProtocol(
+                data, seq_len=config["seq_len"], label_len=0, pred_len=horizon
+            )
+            mse_, mae_ = score_gpht(net, protocol, device=device)
+            return {
+                "model": str(folder),
+                "horizon": horizon,
+                "mse": mse_,
+                "mae": mae_,
+                "n_windows": len(protocol.dataset("test")),
+            }
         protocol = LongTermForecastProtocol(
             data, seq_len=config["seq_len"], label_len=config["label_len"], pred_len=config["pred_len"]
         )

@@ -87,7 +87,8 @@ def pretrain(
     pool: list[np.ndarray] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[float]:
-    """Next-token pretraining on the mix with AdamW and a cosine schedule; returns the loss curve."""
+    """Pretraining of a sampling forecaster (tokenised AR or diffusion, through its `pretrain_loss`) on the
+    mix with AdamW and a warm-up + cosine schedule; returns the loss curve."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     pool = pool if pool is not None else training_pool()
@@ -99,7 +100,7 @@ def pretrain(
     model.train()
     for step in range(steps):
         values, mask = sample_windows(pool, batch_size, model.context_len, pred_len, rng)
-        loss = model.training_loss(values, mask, context_steps=values.shape[1] - pred_len)
+        loss = model.pretrain_loss(values, mask, pred_len)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genloom.core.errors import InputError
+from genloom.core.errors import GenloomError, InputError
 
 zoo_app = typer.Typer(
     help="Presets of the installed genloom packages and their weights.", no_args_is_help=True
@@ -22,6 +23,25 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
 def _console() -> Console:
     return Console(soft_wrap=True)
+
+
+def preset_params(preset) -> int | None:
+    """The preset's declared parameter count, else the count in its local model weights' header."""
+    from genloom.core.io import safetensors_shapes
+    from genloom.core.zoo.sources import local_preset_dir
+
+    if preset.params is not None:
+        return preset.params
+    folder = local_preset_dir(preset)
+    if folder is None:
+        return None
+    for weights in (folder / "model" / "model.safetensors", folder / "model.safetensors"):
+        if weights.is_file():
+            try:
+                return sum(math.prod(shape) for shape, _ in safetensors_shapes(weights).values())
+            except GenloomError:
+                return None
+    return None
 
 
 def _format_params(params: int | None) -> str:
@@ -50,7 +70,7 @@ def list_command(
                 "name": p.name,
                 "modality": p.modality,
                 "family": p.family,
-                "params": p.params,
+                "params": preset_params(p),
                 "weights": describe_source(p),
                 "description": p.description,
             }
@@ -68,7 +88,7 @@ def list_command(
     table.add_column("params", justify="right", no_wrap=True)
     table.add_column("weights", overflow="fold")
     for p in presets:
-        table.add_row(p.name, p.modality, p.family, _format_params(p.params), describe_source(p))
+        table.add_row(p.name, p.modality, p.family, _format_params(preset_params(p)), describe_source(p))
     _console().print(table)
 
 
@@ -85,6 +105,7 @@ def info_command(
     info: dict[str, Any] = asdict(preset)
     info["package"] = preset_package(preset.name)
     info["weights"] = describe_source(preset)
+    info["params"] = preset_params(preset)
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return

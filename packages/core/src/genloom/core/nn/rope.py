@@ -60,7 +60,8 @@ def rope_from_coords(
     if len(dims) != n_axes or sum(dims) != head_dim:
         raise ConfigError(f"axis_dims {dims} must have {n_axes} entries summing to head_dim={head_dim}")
     angles = [
-        coords[:, axis, None].double() * rope_frequencies(d, theta)[None, :] for axis, d in enumerate(dims)
+        coords[:, axis, None].double() * rope_frequencies(d, theta).to(coords.device)[None, :]
+        for axis, d in enumerate(dims)
     ]
     angle = torch.cat(angles, dim=1)
     return angle.cos().float(), angle.sin().float()
@@ -148,7 +149,9 @@ def rope_tables_for(config) -> tuple[Tensor, Tensor] | None:  # noqa: ANN001 - T
         return None
     if config.rope == "1d":
         cos, sin = rope_from_coords(
-            torch.arange(config.max_seq_len - config.rope_prefix, device="cpu"), config.head_size, theta=config.rope_theta
+            torch.arange(config.max_seq_len - config.rope_prefix, device="cpu"),
+            config.head_size,
+            theta=config.rope_theta,
         )
         return add_prefix(cos, sin, config.rope_prefix, config.rope_prefix_rotation)
     grid = list(config.rope_grid)

@@ -27,7 +27,7 @@ from .discrete_diffusion import (
 from .errors import SamplingError
 from .flow import FlowMatchSampler, flow_interpolate, flow_velocity_target
 from .guidance import GuidanceSchedule, apply_guidance, double_batch, guide_batched, split_batch
-from .jacobi import jacobi_generate
+from .jacobi import jacobi_generate, speculative_jacobi_generate
 from .logits import (
     SamplingParams,
     apply_temperature,
@@ -91,4 +91,5 @@ __all__ = [
     "generate",
     "speculative_generate",
     "jacobi_generate",
+    "speculative_jacobi_generate",
 ]

@@ -27,7 +27,7 @@ class TrainConfig:
     min_lr: float = 0.0
     warmup_steps: int = 0
     schedule: Literal["cosine", "constant"] = "cosine"
-    weight_decay: float = 0.0  # applied to weights with 2+ dims only (not biases, norms, embeddings' gains)
+    weight_decay: float = 0.0  # applied to tensors with 2+ dims only (not biases or norm gains)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_accum: int = 1

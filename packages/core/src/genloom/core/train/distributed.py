@@ -104,11 +104,14 @@ def wrap_model(
         device_ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
     if strategy == "fsdp2":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # an explicit mesh on the training device: the default would pick CUDA on a GPU host even for CPU runs
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
         for unit in fsdp_units(model):
-            fully_shard(unit)
-        fully_shard(model)
+            fully_shard(unit, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     raise ConfigError(f"unknown distribution strategy {strategy!r}")
 

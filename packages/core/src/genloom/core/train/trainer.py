@@ -238,6 +238,7 @@ class Trainer:
             folder = latest_checkpoint(self.out_dir)
         if folder is None:
             seed_everything(self.config.seed + self.info.rank)
+            self.metrics.truncate_after(0)  # a fresh run does not append to an older run's log
             return DataStream(self.data), {}
         if not folder.is_dir():
             raise CheckpointError(f"checkpoint folder {folder} does not exist")

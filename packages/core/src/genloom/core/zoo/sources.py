@@ -277,6 +277,20 @@ def resolve_preset_dir(preset: Preset, *, checkpoint: str | os.PathLike[str] | N
     raise ConfigError(f"preset {preset.name!r} has an unknown weight source kind {kind!r}")
 
 
+def local_preset_dir(preset: Preset) -> Path | None:
+    """The preset's folder if it is already on this machine (shipped or cached); never downloads."""
+    kind = preset.source.kind
+    if kind == "package":
+        try:
+            return _package_folder(preset)
+        except (ConfigError, CheckpointError):
+            return None
+    if kind in ("url", "converter"):
+        folder = preset_cache_dir(preset)
+        return folder if folder.is_dir() else None
+    return None
+
+
 def describe_source(preset: Preset) -> str:
     """A short human description of where a preset's weights are (for `genloom zoo list`)."""
     src = preset.source
@@ -297,6 +311,7 @@ __all__ = [
     "download_file",
     "genloom_home",
     "is_offline",
+    "local_preset_dir",
     "official_checkpoint_path",
     "preset_cache_dir",
     "resolve_preset_dir",

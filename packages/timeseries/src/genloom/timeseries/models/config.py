@@ -39,16 +39,24 @@ class TSLibConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> TSLibConfig:
-        """Build from an official config dict; provenance keys (leading `_`) and fields no baseline reads
-        are ignored; `_constructor_kwargs` (PatchTST patch_len/stride, DLinear individual) are applied."""
+        """Build from an official config dict. Provenance keys (leading `_`) and fields no baseline reads
+        are ignored. `patch_len`, `stride` (PatchTST) and `individual` (DLinear) are constructor keywords
+        of the official classes, not read from the config namespace: they come from `_constructor_kwargs`
+        when present and otherwise keep the official defaults (16, 8, False), as in a TSLib run."""
         known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in known}
-        kwargs.update({k: v for k, v in values.get("_constructor_kwargs", {}).items() if k in known})
-        kwargs.update(overrides)
         unknown = set(overrides) - known
         if unknown:
             raise CheckpointError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(known)}")
+        kwargs = {k: v for k, v in values.items() if k in known and k not in CONSTRUCTOR_KWARGS}
+        kwargs.update({k: v for k, v in values.get("_constructor_kwargs", {}).items() if k in known})
+        kwargs.update(overrides)
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Config fields plus `_constructor_kwargs`, the layout `from_dict` (and an official run) reads."""
+        fields = dataclasses.asdict(self)
+        fields["_constructor_kwargs"] = {k: fields[k] for k in CONSTRUCTOR_KWARGS}
+        return fields
+
+
+CONSTRUCTOR_KWARGS = ("patch_len", "stride", "individual")

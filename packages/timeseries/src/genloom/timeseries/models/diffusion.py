@@ -120,6 +120,12 @@ class DiffusionForecaster(nn.Module):
         noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         return F.mse_loss(self.denoise(noisy, t, prompt), noise)
 
+    def pretrain_loss(self, values: torch.Tensor, mask: torch.Tensor, pred_len: int) -> torch.Tensor:
+        """Loss on mixed-data windows: history = all but the last `pred_len` steps (masked padding)."""
+        if pred_len != self.config.pred_len:
+            raise SeriesInputError(f"windows end in {pred_len} target steps, the model predicts {self.config.pred_len}")
+        return self.training_loss(values[:, :-pred_len], values[:, -pred_len:], mask[:, :-pred_len])
+
     @torch.no_grad()
     def _sample_window(
         self, history: torch.Tensor, generator: torch.Generator | None, n_steps: int | None

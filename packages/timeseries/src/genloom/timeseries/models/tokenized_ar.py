@@ -84,6 +84,10 @@ class TokenizedARForecaster(nn.Module):
         target = torch.where(mask[:, 1:], ids[:, 1:], torch.full_like(ids[:, 1:], -100))
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
+    def pretrain_loss(self, values: torch.Tensor, mask: torch.Tensor, pred_len: int) -> torch.Tensor:
+        """Loss on mixed-data windows whose last `pred_len` steps are the forecast target."""
+        return self.training_loss(values, mask, context_steps=values.shape[1] - pred_len)
+
     @torch.no_grad()
     def sample(
         self,

@@ -1,0 +1,61 @@
+"""Benchmark helpers: call counting, floor arithmetic, table rendering, and a real matmul on the GPU."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from genloom.core.bench import BenchRow, DeviceSpec, device_spec, floor_seconds, format_table, measure
+
+SPEC = DeviceSpec("test GPU", bf16_flops=100e12, memory_bandwidth=1e12)
+
+
+def test_measure_calls_warmup_plus_iters_and_times_them():
+    calls = []
+
+    def work():
+        calls.append(1)
+        time.sleep(0.002)
+
+    timing = measure(work, warmup=2, iters=5, device="cpu")
+    assert len(calls) == 7 and timing.iterations == 5
+    assert 0.002 <= timing.minimum <= timing.median and timing.mean >= 0.002
+    with pytest.raises(ValueError):
+        measure(work, iters=0, device="cpu")
+
+
+def test_floor_is_the_slower_of_compute_and_memory():
+    assert floor_seconds(spec=SPEC, flops=200e12) == pytest.approx(2.0)
+    assert floor_seconds(spec=SPEC, bytes_moved=3e12) == pytest.approx(3.0)
+    assert floor_seconds(spec=SPEC, flops=200e12, bytes_moved=1e12) == pytest.approx(2.0)
+
+
+def test_table_shows_floor_percentages_and_throughput():
+    rows = [
+        BenchRow("matmul", seconds=4.0, flops=200e12, reference_seconds=5.0),
+        BenchRow("copy", seconds=2.0, bytes_moved=1e12),
+        BenchRow("opaque", seconds=1.0),
+    ]
+    table = format_table(rows, spec=SPEC)
+    assert "| matmul | 4000.000 | 2000.000 | 50.0 | 50.0 | - | 5000.000 |" in table
+    assert "| copy | 2000.000 | 1000.000 | 50.0 | - | 500.0 | - |" in table
+    assert "| opaque | 1000.000 | - | - | - | - | - |" in table
+    assert "test GPU" in table
+    assert "floor not shown" in format_table(rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_matmul_reaches_a_plausible_share_of_the_datasheet_peak():
+    spec = device_spec("cuda")
+    if spec is None:
+        pytest.skip(f"no datasheet entry for {torch.cuda.get_device_name()}")
+    n = 8192
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    timing = measure(lambda: a @ b, warmup=3, iters=10)
+    row = BenchRow("bf16 matmul 8192^3", seconds=timing.median, flops=2 * n**3)
+    achieved = row.flops / row.seconds
+    print("\n" + format_table([row], spec=spec))
+    assert 0.4 * spec.bf16_flops < achieved < 1.05 * spec.bf16_flops
