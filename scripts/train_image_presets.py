@@ -28,7 +28,7 @@ from genloom.image.io import write_json
 from genloom.image.pipeline import ImagePipeline
 from genloom.image.presets import load_judge
 from genloom.image.recipes import DEFAULT_SAMPLING, FAMILIES, build_generator, build_tokenizer
-from genloom.image.tokenizer_training import TokenizerTrainConfig, train_tokenizer
+from genloom.image.tokenizer_training import TokenizerTrainConfig, calibrate_latent_scale, train_tokenizer
 
 TOKENIZER_KIND = {"ar": "vq", "maskgit": "vq", "var": "multiscale", "mar": "kl"}
 
@@ -48,11 +48,13 @@ def main() -> None:
     parser.add_argument("--tokenizer-steps", type=int, default=6000)
     parser.add_argument("--generator-steps", type=int, default=8000)
     parser.add_argument("--samples-per-class", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128, help="generator batch (tokenizers use 64)")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (CPU smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.tokenizer_steps, args.generator_steps, args.samples_per_class = 10, 10, 2
+        args.tokenizer_steps, args.generator_steps, args.samples_per_class, args.batch_size = 5, 5, 2, 8
     eval_images = 32 if args.quick else 256
+    tokenizer_batch = 8 if args.quick else 64
     rows = []
     for name in args.datasets:
         train, test = load_dataset(name, "train"), load_dataset(name, "test")
@@ -65,25 +67,18 @@ def main() -> None:
             if kind not in tokenizers:
                 tokenizer = build_tokenizer(family, train.channels)
                 config = TokenizerTrainConfig(
-                    steps=args.tokenizer_steps, batch_size=64, lr=4e-4, warmup_steps=min(200, args.tokenizer_steps // 4 + 1),
+                    steps=args.tokenizer_steps, batch_size=tokenizer_batch, lr=4e-4, warmup_steps=min(200, args.tokenizer_steps // 4 + 1),
                     log_every=max(1, args.tokenizer_steps // 10), eval_images=eval_images,
                 )  # fmt: skip
                 report = train_tokenizer(tokenizer, train, held_out=test, config=config, device=args.device)
                 if kind == "kl":  # MAR's latent scale: make the training latents unit-variance
-                    with torch.no_grad():
-                        latents = torch.cat(
-                            [
-                                tokenizer.encode(c.to(args.device)).mode().cpu()
-                                for c in train.images[:2048].split(256)
-                            ]
-                        )
-                    tokenizer.config.scale_factor = float(1.0 / latents.std())
+                    calibrate_latent_scale(tokenizer, train.images[:2048])
                 tokenizers[kind] = (tokenizer.cpu().eval(), report.final.as_dict())
             tokenizer, tok_metrics = tokenizers[kind]
             settings = dict(DEFAULT_SAMPLING[family])
             untrained = build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer)
             gen_config = GeneratorTrainConfig(
-                steps=args.generator_steps, warmup_steps=min(200, args.generator_steps // 4 + 1),
+                steps=args.generator_steps, batch_size=args.batch_size, eval_samples=eval_images, warmup_steps=min(200, args.generator_steps // 4 + 1),
                 log_every=max(1, args.generator_steps // 20), lr=1e-3 if family != "mar" else 5e-4,
             )  # fmt: skip
             model = train_generator(

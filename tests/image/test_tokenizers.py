@@ -164,3 +164,45 @@ def test_bad_images_get_clear_errors() -> None:
         model.encode(torch.zeros(1, 1, 32, 32, dtype=torch.uint8))
     with pytest.raises(ImageInputError, match=r"\(B, h, w\)"):
         model.decode(torch.zeros(1, 64, dtype=torch.long))
+
+
+def test_latent_scale_calibration_gives_unit_variance_tokens() -> None:
+    from genloom.image.tokenizer_training import calibrate_latent_scale
+
+    net = ConvNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_levels=[], z_channels=4, double_z=True)
+    model = KLAutoencoder(KLAutoencoderConfig(net=net, embed_dim=4)).eval()
+    images = torch.rand(16, 3, 16, 16) * 2 - 1
+    scale = calibrate_latent_scale(model, images)
+    assert scale == model.config.scale_factor and scale > 0
+    tokens = model.encode_tokens(images)
+    assert tokens.std().item() == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(model.decode_tokens(tokens), model.decode(tokens / scale).clamp(-1, 1))
+
+
+@pytest.mark.parametrize("kind", ["multiscale", "kl"])
+def test_every_tokenizer_kind_trains_with_the_patch_gan(kind: str) -> None:
+    net = ConvNetConfig(
+        in_channels=1, out_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=[], z_channels=8
+    )
+    if kind == "multiscale":
+        model = MultiScaleVQAutoencoder(
+            MultiScaleVQAutoencoderConfig(net=net, codebook_size=16, patch_nums=(1, 2, 4, 8))
+        )
+    else:
+        net.double_z = True
+        model = KLAutoencoder(KLAutoencoderConfig(net=net, embed_dim=4))
+    data = load_dataset("digits", "test")
+    before = evaluate_tokenizer(model, data.images[:64]).mse
+    config = TokenizerTrainConfig(
+        steps=12,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=2,
+        gan_weight=0.1,
+        gan_start_step=6,
+        log_every=12,
+        eval_images=64,
+    )
+    final = train_tokenizer(model, data, config=config, log=lambda _: None).final
+    assert final.mse < before
+    assert (final.codebook_usage is None) == (kind == "kl")

@@ -92,7 +92,7 @@ def test_dat_decoders_and_cmlm_iterations(trained, test_batch):
 
 
 @pytest.mark.slow
-def test_ar_static_cache_and_beam_search(trained, test_batch):
+def test_ar_cached_greedy_speculative_and_beam_search(trained, test_batch):
     model = trained["ar"]
     greedy = model.translate(test_batch.source[:32], test_batch.source_length[:32])
     # cached decoding must equal the argmax of a full teacher-forced pass over its own output
@@ -112,6 +112,13 @@ def test_ar_static_cache_and_beam_search(trained, test_batch):
     for row in range(32):
         n = len(greedy.tokens[row])
         assert logits[row, :n].argmax(-1).tolist() == greedy.tokens[row]
+    # speculative decoding with a (weaker) draft returns exactly the greedy output, in fewer target passes
+    # when the draft is good; with the model as its own draft every proposal is accepted
+    draft = ARTranslator(tiny_config("ar")).eval()
+    speculative = model.translate(test_batch.source[:32], test_batch.source_length[:32], draft=draft, gamma=3)
+    assert speculative.tokens == greedy.tokens
+    self_draft = model.translate(test_batch.source[:32], test_batch.source_length[:32], draft=model, gamma=3)
+    assert self_draft.tokens == greedy.tokens and self_draft.decoder_passes < greedy.decoder_passes
     beam = model.translate(test_batch.source, test_batch.source_length, beam_size=4)
     assert (
         TASK.accuracy(test_batch, beam.tokens)
@@ -137,6 +144,19 @@ def test_bad_inputs_give_clear_errors():
         Seq2SeqConfig(family="gpt")
     config = tiny_config("ctc")
     assert Seq2SeqConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(TextInputError, match="dag_vertex_inputs"):
+        tiny_config("dat", dag_vertex_inputs="random")
+
+
+def test_dat_with_official_mask_vertex_inputs_trains():
+    torch.manual_seed(0)
+    model = DATransformer(tiny_config("dat", dag_vertex_inputs="mask"))
+    losses = train(
+        model, lambda g: TASK.sample(16, generator=g), TrainConfig(steps=30, lr=5e-3, warmup_steps=5)
+    )
+    assert losses[-1] < 0.6 * losses[0]
+    out = model.translate(torch.tensor([[7, 5, 6]]), torch.tensor([3]), strategy="viterbi")
+    assert out.decoder_passes == 1 and len(out.tokens) == 1
 
 
 @pytest.mark.slow

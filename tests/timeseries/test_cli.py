@@ -212,3 +212,40 @@ def test_train_gpht_and_evaluate_at_another_horizon(tmp_path, monkeypatch):
         app, ["train", "--model", "prophet", "--data", str(data), "--out", str(tmp_path / "p")]
     )
     assert bad.exit_code == 2 and "unknown model 'prophet'" in bad.output
+
+
+@pytest.mark.parametrize("name", ["tokenized-ar", "diffusion"])
+def test_train_sampling_model_then_forecast_with_its_folder(tmp_path, monkeypatch, name):
+    from genloom.timeseries import generative_protocol as gp
+
+    small = {"tokenized-ar": {"d_model": 16, "n_layers": 1}, "diffusion": {"hidden": 16, "n_layers": 1}}[name]
+    trainer = "train_tokenized_ar" if name == "tokenized-ar" else "train_diffusion"
+    original = getattr(gp, trainer)
+    monkeypatch.setattr(
+        gp, trainer, lambda protocol, steps, **kw: original(protocol, steps=20, **small, **kw)
+    )
+    monkeypatch.setattr(
+        gp, "score_sampler", lambda model, protocol, **kw: (0.5, 0.5)
+    )  # scoring: see benchmark
+    rows = 14400
+    frame = pd.DataFrame(
+        {
+            "date": pd.date_range("2016-07-01", periods=rows, freq="h"),
+            "OT": np.sin(2 * np.pi * np.arange(rows) / 24),
+        }
+    )
+    data = tmp_path / "ETTh7.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / name
+    result = runner.invoke(
+        app, ["train", "--model", name, "--data", str(data), "--out", str(out), "--epochs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "model.safetensors").is_file()
+    fc = tmp_path / "fc.csv"
+    result = runner.invoke(
+        app, ["forecast", str(data), "-H", "30", "--model", str(out), "--samples", "4", "-o", str(fc)]
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(fc)
+    assert len(frame) == 30 and np.isfinite(frame[["median", "q0.1", "q0.9"]].to_numpy()).all()

@@ -155,7 +155,7 @@ def train(
     from genloom.image.generator_training import GeneratorTrainConfig, train_generator
     from genloom.image.pipeline import TOKENIZER_OF, ImagePipeline
     from genloom.image.recipes import DEFAULT_SAMPLING, FAMILIES, build_generator, build_tokenizer
-    from genloom.image.tokenizer_training import TokenizerTrainConfig, train_tokenizer
+    from genloom.image.tokenizer_training import TokenizerTrainConfig, calibrate_latent_scale, train_tokenizer
 
     try:
         if family not in FAMILIES:
@@ -172,6 +172,8 @@ def train(
         tok = build_tokenizer(family, train_set.channels, image_size=train_set.image_size)
         config = TokenizerTrainConfig(steps=tokenizer_steps, log_every=max(1, tokenizer_steps // 10))
         train_tokenizer(tok, train_set, held_out=held_out, config=config, device=device, log=typer.echo)
+        if family == "mar":
+            calibrate_latent_scale(tok, train_set.images[:2048])
         tok = tok.cpu().eval()
     model = build_generator(
         family, num_classes=train_set.num_classes, tokenizer=tok, image_size=train_set.image_size

@@ -50,7 +50,7 @@ def score_pipeline(
         for i, chunk in enumerate(labels.split(batch_size))
     ]
     seconds = (time.time() - start) / len(labels)
-    report = judge.evaluate(torch.cat(images), labels, reference.images)
+    report = judge.evaluate(torch.cat(images).cpu(), labels, reference.images)
     return GeneratorScore(
         report.class_accuracy, report.frechet, seconds, len(labels), pipeline.generator.num_tokens
     )

@@ -29,6 +29,7 @@ class GeneratorTrainConfig:
     warmup_steps: int = 200
     ema_decay: float | None = 0.999
     log_every: int = 250
+    eval_samples: int = 512  # held-out images scored at each log
     seed: int = 0
 
 
@@ -82,7 +83,7 @@ def train_generator(
     generator = torch.Generator().manual_seed(cfg.seed)
     tokens = tokenize_dataset(family, tokenizer, model, train, device=device)
     eval_tokens = (
-        tokenize_dataset(family, tokenizer, model, held_out, device=device)[:512]
+        tokenize_dataset(family, tokenizer, model, held_out, device=device)[: cfg.eval_samples]
         if held_out is not None
         else None
     )

@@ -209,3 +209,14 @@ def _restarted_codes(quantizer: nn.Module, indices: torch.Tensor) -> int:
         return 0
     stamped = int((quantizer.last_used_step == quantizer.train_steps).sum())
     return stamped - int(indices.unique().numel())
+
+
+@torch.no_grad()
+def calibrate_latent_scale(model: KLAutoencoder, images: torch.Tensor, *, batch_size: int = 256) -> float:
+    """Set (and return) the KL autoencoder's `scale_factor` to 1 / std of its posterior means on `images`,
+    so the continuous tokens MAR models have unit variance (MAR's 0.2325 is this number for its KL-16)."""
+    device = next(model.parameters()).device
+    model.eval()
+    means = torch.cat([model.encode(chunk.to(device)).mode().cpu() for chunk in images.split(batch_size)])
+    model.config.scale_factor = float(1.0 / means.std().clamp_min(1e-6))
+    return model.config.scale_factor

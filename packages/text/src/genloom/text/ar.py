@@ -1,9 +1,10 @@
-"""The autoregressive baseline: an encoder-decoder translator with static-KV-cache greedy and beam search.
+"""The autoregressive baseline: an encoder-decoder translator with KV-cached greedy and beam search.
 
 This is the model every NAR family is measured against, so its decoder is the fastest AR we can build:
 the source is encoded once, every decoder layer caches its cross-attention keys / values
-(`EncoderDecoder.start_decoding`) and its self-attention keys / values in a static pre-allocated cache,
-and each step runs one token through the decoder.
+(`EncoderDecoder.start_decoding`) and its self-attention keys / values in the core pre-allocated cache,
+and each step runs one token through the decoder. Greedy decoding is the core AR loop; beam search
+(reordering the caches of the surviving beams each step) lives here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genloom.core.sampling.autoregressive import DecodeStats, generate
+from genloom.core.sampling.logits import SamplingParams
+from genloom.core.sampling.speculative import speculative_generate
 from genloom.text.errors import TextInputError
 from genloom.text.nat import Translation
 from genloom.text.seq2seq import (
@@ -77,32 +81,74 @@ class ARTranslator(nn.Module):
 
     @torch.no_grad()
     def translate(
-        self, source: Tensor, source_length: Tensor, *, beam_size: int = 1, max_length: int | None = None
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        *,
+        beam_size: int = 1,
+        max_length: int | None = None,
+        draft: ARTranslator | None = None,
+        gamma: int = 4,
     ) -> Translation:
-        """Greedy (beam_size=1) or beam search; `decoder_passes` counts decoder steps."""
+        """Greedy (beam_size=1), beam search, or greedy speculative decoding with a smaller `draft` translator
+        (same vocabulary; output identical to greedy). `decoder_passes` counts this model's decoder passes."""
         check_source(source, source_length, self.config)
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
         max_length = self._max_length(source_length, max_length)
+        if draft is not None:
+            if beam_size != 1 or draft.config.vocab_size != self.config.vocab_size:
+                raise TextInputError(
+                    "speculative decoding needs beam_size=1 and a draft with the same vocabulary"
+                )
+            return self._speculative(source, source_length, draft, gamma, max_length)
         if beam_size == 1:
             return self._greedy(source, source_length, max_length)
         return self._beam(source, source_length, beam_size, max_length)
 
-    def _greedy(self, source: Tensor, source_length: Tensor, max_length: int) -> Translation:
-        decoder = self._start(source, source_length, 1, max_length)
+    def _speculative(
+        self, source: Tensor, source_length: Tensor, draft: ARTranslator, gamma: int, max_length: int
+    ) -> Translation:
+        """The core speculative loop on both decoders, each with its own cached cross-attention."""
+        mask = padding_mask(source_length, source.shape[1])
+        target_decoder = self.model.start_decoding(source, src_padding_mask=mask)
+        draft_decoder = draft.model.start_decoding(source, src_padding_mask=mask)
+        stats = DecodeStats()
         try:
-            token = torch.full((source.shape[0],), BOS_ID, device=source.device)
-            out, done, steps = [], torch.zeros_like(token, dtype=torch.bool), 0
-            for position in range(max_length):
-                token = self._step_logits(decoder, token, position).argmax(-1).masked_fill(done, PAD_ID)
-                out.append(token)
-                steps += 1
-                done = done | (token == EOS_ID)
-                if bool(done.all()):
-                    break
+            prompt = torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+            tokens = speculative_generate(
+                target_decoder,
+                draft_decoder,
+                prompt,
+                max_length,
+                gamma=gamma,
+                params=SamplingParams(temperature=0.0),
+                eos_id=EOS_ID,
+                stats=stats,
+            )
+        finally:
+            self._finish(target_decoder)
+            draft._finish(draft_decoder)
+        return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
+
+    def _greedy(self, source: Tensor, source_length: Tensor, max_length: int) -> Translation:
+        """The core AR loop (`genloom.core.sampling.generate`) on the decoder with cached cross-attention."""
+        mask = padding_mask(source_length, source.shape[1])
+        decoder = self.model.start_decoding(source, src_padding_mask=mask)
+        stats = DecodeStats()
+        try:
+            prompt = torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+            tokens = generate(
+                decoder,
+                prompt,
+                max_length,
+                params=SamplingParams(temperature=0.0),
+                eos_id=EOS_ID,
+                stats=stats,
+            )
         finally:
             self._finish(decoder)
-        return Translation(strip_specials(torch.stack(out, 1)), decoder_passes=steps)
+        return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
 
     def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
         """Beam search with length-normalised final scores (score / length); caches reordered per step."""

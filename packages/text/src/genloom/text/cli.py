@@ -64,6 +64,9 @@ def translate(
     ),
     strategy: str = typer.Option("lookahead", help="DA-Transformer decoding: greedy, lookahead or viterbi"),
     beam: int = typer.Option(1, help="AR beam size"),
+    draft: str | None = typer.Option(
+        None, help="AR only: a smaller AR preset / folder for speculative decoding"
+    ),
     iterations: int = typer.Option(4, help="CMLM Mask-Predict iterations"),
     truncate: bool = typer.Option(False, help="truncate over-long lines with a warning instead of failing"),
     device: str = typer.Option("cpu"),
@@ -82,6 +85,10 @@ def translate(
             "ar": {"beam_size": beam},
             "cmlm": {"iterations": iterations},
         }.get(net.config.family, {})
+        if draft is not None:
+            if net.config.family != "ar":
+                raise TextInputError("--draft (speculative decoding) needs an AR --model")
+            options["draft"] = load_text_model(draft, device=device)[0]
         outputs, passes = translate_lines(net, tokenizer, lines, truncate=truncate, device=device, **options)
     except GenloomError as err:
         _fail(err)

@@ -139,14 +139,19 @@ class MaskedDiffusionLM(nn.Module):
         params: SamplingParams | None = None,
         generator: torch.Generator | None = None,
         device: str | torch.device = "cpu",
+        float64: bool = False,
     ) -> MaskedDiffusionOutput:
-        """Ancestral sampling from all-mask; `num_model_calls` <= steps (skipped steps cost nothing)."""
+        """Ancestral sampling from all-mask; `num_model_calls` <= steps (skipped steps cost nothing).
+
+        `float64` samples from float64 probabilities (float32 Gumbel / multinomial sampling truncates the
+        tail and lowers the entropy of samples: Zheng et al. 2024)."""
         if not 1 <= length <= self.config.max_seq_len:
             raise TextInputError(f"length must lie in [1, {self.config.max_seq_len}], got {length}")
         sampler = MaskedDiffusionSampler(mask_token_id=self.config.mask_id, noise=self.noise)
         sampler.set_steps(steps)
         tokens = torch.full((batch_size, length), self.config.mask_id, dtype=torch.long, device=device)
-        return sampler.sample(self.logits, tokens, params=params, generator=generator)
+        forward = (lambda x: self.logits(x).double()) if float64 else self.logits
+        return sampler.sample(forward, tokens, params=params, generator=generator)
 
     @torch.no_grad()
     def block_sample(

@@ -5,7 +5,7 @@
 - `CMLM` (Ghazvininejad et al. 2019): a conditional masked LM, decoded by Mask-Predict (length beam,
   re-masking the least confident tokens with a linearly decaying count).
 - `CTCNAT` (Libovicky & Helcl 2018; Gu & Kong 2021): `upsample_ratio x source` decoder positions,
-  CTC loss, glancing training through the best CTC alignment; greedy collapse decoding.
+  CTC loss, glancing training through the best CTC alignment; greedy decoding with the core CTC collapse.
 - `DATransformer` (Huang et al. 2022): a graph of `upsample_ratio x (source + 2)` vertices, DAG loss over
   all paths, glancing through the best path; greedy / lookahead / Viterbi decoding.
 
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genloom.core.sampling.ctc import ctc_collapse
 from genloom.text.ctc_nat import ctc_best_alignment, ctc_min_input_length, ctc_nat_loss, upsampled_length
 from genloom.text.dag import (
     DagLinkHead,
@@ -209,13 +210,6 @@ class CMLM(_LengthPredicting):
         return Translation(strip_specials(chosen), decoder_passes=iterations)
 
 
-def ctc_collapse(frames: Tensor, frame_length: Tensor) -> list[list[int]]:
-    """Greedy CTC read-out: merge repeated frames, drop blanks and specials."""
-    previous = torch.cat([torch.full_like(frames[:, :1], -1), frames[:, :-1]], dim=1)
-    keep = (frames != previous) & padding_mask(frame_length, frames.shape[1]) & (frames != BLANK_ID)
-    return strip_specials(frames.masked_fill(~keep, PAD_ID))
-
-
 class CTCNAT(NonAutoregressiveTranslator):
     """CTC over `upsample_ratio x source length` decoder positions, with optional glancing."""
 
@@ -263,7 +257,8 @@ class CTCNAT(NonAutoregressiveTranslator):
         logits, _ = self.decode_logits(
             self.copied_source(source, source_length, frames), frames, memory, source_mask
         )
-        return Translation(ctc_collapse(logits.argmax(-1), frames), decoder_passes=1)
+        labels, _ = ctc_collapse(logits.argmax(-1), blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
+        return Translation(strip_specials(labels), decoder_passes=1)
 
 
 class DATransformer(NonAutoregressiveTranslator):
@@ -279,6 +274,13 @@ class DATransformer(NonAutoregressiveTranslator):
             source_length + 2, self.config.upsample_ratio, max_length=self.config.max_decoder_length
         )
 
+    def vertex_inputs(self, source: Tensor, source_length: Tensor, graph: Tensor) -> Tensor:
+        """Decoder inputs of the graph's vertices (see `Seq2SeqConfig.dag_vertex_inputs`)."""
+        if self.config.dag_vertex_inputs == "copy":
+            return self.copied_source(source, source_length, graph)
+        tokens = torch.full((source.shape[0], int(graph.max())), MASK_ID, device=source.device)
+        return self.decoder.embed(tokens)
+
     def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
         logits, hidden = self.decode_logits(inputs, graph, memory, source_mask)
         return logits, self.link_head(hidden, graph)
@@ -291,7 +293,7 @@ class DATransformer(NonAutoregressiveTranslator):
         memory, source_mask = encode_source(self.model, batch.source, batch.source_length)
         target, target_length = add_markers(batch.target, batch.target_length, bos=True, eos=True)
         graph = self.graph_size(batch.source_length)
-        inputs = self.copied_source(batch.source, batch.source_length, graph)
+        inputs = self.vertex_inputs(batch.source, batch.source_length, graph)
         if glance_ratio > 0:
             with torch.no_grad():
                 logits, links = self._forward_graph(inputs, graph, memory, source_mask)
@@ -328,7 +330,7 @@ class DATransformer(NonAutoregressiveTranslator):
         memory, source_mask = encode_source(self.model, source, source_length)
         graph = self.graph_size(source_length)
         logits, links = self._forward_graph(
-            self.copied_source(source, source_length, graph), graph, memory, source_mask
+            self.vertex_inputs(source, source_length, graph), graph, memory, source_mask
         )
         logits[..., PAD_ID] = float("-inf")
         log_probs = logits.log_softmax(-1)

@@ -39,6 +39,9 @@ class Seq2SeqConfig:
     max_target_length: int = 64
     upsample_ratio: float = 4.0  # CTC / DA-Transformer: decoder length = ratio x source length
     dag_link_heads: int = 4  # DA-Transformer: transition heads
+    # DA-Transformer vertex inputs: "copy" (uniform copy of the source embeddings) or "mask" (the official
+    # choice: one shared token, so vertices tell apart only by position and specialise freely)
+    dag_vertex_inputs: str = "copy"
     length_loss_weight: float = 0.1  # NAT / CMLM: weight of the target-length classifier
     tie_embeddings: bool = True
 
@@ -48,6 +51,10 @@ class Seq2SeqConfig:
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise TextInputError(
                 f"vocab_size must exceed the {len(SPECIAL_TOKENS)} specials, got {self.vocab_size}"
+            )
+        if self.dag_vertex_inputs not in ("copy", "mask"):
+            raise TextInputError(
+                f"dag_vertex_inputs must be 'copy' or 'mask', got {self.dag_vertex_inputs!r}"
             )
         if self.upsample_ratio < 1.0:
             raise TextInputError(f"upsample_ratio must be >= 1, got {self.upsample_ratio}")

@@ -13,6 +13,10 @@ import inspect
 import warnings
 from collections.abc import Iterable
 
+import torch
+
+from genloom.text.specials import MASK_ID
+
 # modules that import without side effects (no GUI, no network, no printing) on every platform
 DEFAULT_MODULES = (
     "abc", "argparse", "ast", "base64", "bisect", "calendar", "collections", "colorsys", "configparser",
@@ -63,3 +67,13 @@ def split_corpus(texts: Iterable[str], *, val_fraction: float = 0.05) -> tuple[l
         bucket = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") / 2**32
         (val if bucket < val_fraction else train).append(text)
     return train, val
+
+
+def token_windows(tokenizer, texts: list[str], length: int) -> torch.Tensor:
+    """Concatenate the texts' ids (each followed by eos) and cut them into non-overlapping [N, length] windows.
+
+    The mask id (3) is replaced by pad so that a diffusion model's mask token never occurs in data.
+    """
+    ids = torch.tensor([i for row in tokenizer.encode_batch(texts, add_eos=True) for i in row])
+    ids = ids.masked_fill(ids == MASK_ID, 0)
+    return ids[: len(ids) // length * length].view(-1, length)

@@ -13,6 +13,7 @@ from genloom.text.pretrained import build_text_model
 
 register_family("text.translator", build_text_model)
 register_family("text.mdlm", partial(build_text_model, mdlm=True))
+register_family("text.lm", partial(build_text_model, lm=True))
 
 DEFAULT_TRANSLATOR = "text-sort-dat"
 DEFAULT_GENERATOR = "text-markov-mdlm"
@@ -30,25 +31,43 @@ def _card(name: str, data: str) -> dict:
     return {"license": "Apache-2.0", "data": data, "trained_by": "scripts/train_text_presets.py"}
 
 
-PRESETS: list[Preset] = [
-    Preset(
-        name=f"text-sort-{family}",
-        family="text.translator",
-        modality="text",
-        description=f"Tiny {title}, trained to sort letter sequences (input: 'c a b', output: 'a b c')",
-        source=WeightSource(kind="package", package="genloom.text", path=f"presets/text-sort-{family}"),
-        loader="genloom.text.pretrained:load_text_model",
-        card=_card(f"text-sort-{family}", "genloom.text.tasks sort task, 9 symbols, lengths 2-8"),
-    )
-    for family, title in _FAMILY_TITLES.items()
-] + [
-    Preset(
-        name="text-markov-mdlm",
-        family="text.mdlm",
-        modality="text",
-        description="Tiny masked diffusion LM of a 6-state Markov chain (sequences of 12 letters)",
-        source=WeightSource(kind="package", package="genloom.text", path="presets/text-markov-mdlm"),
-        loader="genloom.text.pretrained:load_text_model",
-        card=_card("text-markov-mdlm", "genloom.text.markov MarkovChainSource(num_states=6, seed=0)"),
-    )
-]
+PRESETS: list[Preset] = (
+    [
+        Preset(
+            name=f"text-sort-{family}",
+            family="text.translator",
+            modality="text",
+            description=f"Tiny {title}, trained to sort letter sequences (input: 'c a b', output: 'a b c')",
+            source=WeightSource(kind="package", package="genloom.text", path=f"presets/text-sort-{family}"),
+            loader="genloom.text.pretrained:load_text_model",
+            card=_card(f"text-sort-{family}", "genloom.text.tasks sort task, 9 symbols, lengths 2-8"),
+        )
+        for family, title in _FAMILY_TITLES.items()
+    ]
+    + [
+        Preset(
+            name="text-markov-mdlm",
+            family="text.mdlm",
+            modality="text",
+            description="Tiny masked diffusion LM of a 6-state Markov chain (sequences of 12 letters)",
+            source=WeightSource(kind="package", package="genloom.text", path="presets/text-markov-mdlm"),
+            loader="genloom.text.pretrained:load_text_model",
+            card=_card("text-markov-mdlm", "genloom.text.markov MarkovChainSource(num_states=6, seed=0)"),
+        )
+    ]
+    + [
+        Preset(
+            name=f"text-stdlib-{kind}",
+            family=f"text.{kind if kind == 'mdlm' else 'lm'}",
+            modality="text",
+            description=f"Tiny {title} of the Python standard library's docstrings (BPE 2048, 64-token windows)",
+            source=WeightSource(kind="package", package="genloom.text", path=f"presets/text-stdlib-{kind}"),
+            loader="genloom.text.pretrained:load_text_model",
+            card={
+                **_card(f"text-stdlib-{kind}", "genloom.text.stdlib_corpus (train split)"),
+                "trained_by": "scripts/train_text_stdlib.py",
+            },
+        )
+        for kind, title in (("ar", "decoder-only AR LM"), ("mdlm", "masked diffusion LM"))
+    ]
+)

@@ -147,7 +147,9 @@ def train_tokenized_ar(
     ).to(device)
     windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
+    )
     mask = torch.ones(batch_size, windows.shape[1], dtype=torch.bool, device=device)
     start = time.time()
     model.train()
@@ -186,7 +188,9 @@ def train_diffusion(
     ).to(device)
     windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
+    )
     start = time.time()
     model.train()
     for step in range(steps):

@@ -33,6 +33,7 @@ from genloom.core.train.checkpoint import (
 from genloom.core.train.config import TrainConfig
 from genloom.core.train.distributed import (
     DistInfo,
+    barrier,
     default_fsdp_units,
     init_distributed,
     resolve_strategy,
@@ -387,13 +388,17 @@ class Trainer:
             raise ConfigError(
                 "export_pretrained under FSDP2: load the checkpoint's model.safetensors instead"
             )
-        module = self.module
-        if use_ema and self.ema is not None:
-            import copy
+        directory = Path(directory)
+        if self.info.is_main:  # one writer; the weights are identical on every DDP rank
+            module = self.module
+            if use_ema and self.ema is not None:
+                import copy
 
-            module = copy.deepcopy(self.module)
-            self.ema.copy_to(module)
-        return save_pretrained(module, directory, config=config)
+                module = copy.deepcopy(self.module)
+                self.ema.copy_to(module)
+            save_pretrained(module, directory, config=config)
+        barrier()
+        return directory
 
 
 __all__ = ["DataStream", "TrainResult", "Trainer", "move_to_device", "seed_everything"]

@@ -180,7 +180,10 @@ class MaskedAutoregressive(nn.Module):
     # ------------------------------------------------------------------ training
 
     def random_orders(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.stack([torch.randperm(self.seq_len, generator=generator) for _ in range(batch)])
+        device = generator.device if generator is not None else self.fake_latent.device
+        return torch.stack(
+            [torch.randperm(self.seq_len, generator=generator, device=device) for _ in range(batch)]
+        )
 
     def loss(
         self, labels: torch.Tensor, tokens: torch.Tensor, *, generator: torch.Generator | None = None
@@ -190,7 +193,10 @@ class MaskedAutoregressive(nn.Module):
         b = tokens.shape[0]
         orders = self.random_orders(b, generator).to(tokens.device)
         lo = self.config.mask_ratio_min
-        ratio = float(torch.empty(1).normal_(1.0, 0.25, generator=generator).clamp(lo, 1.0))
+        rng_device = generator.device if generator is not None else tokens.device
+        ratio = float(
+            torch.empty(1, device=rng_device).normal_(1.0, 0.25, generator=generator).clamp(lo, 1.0)
+        )
         mask = mask_by_order(math.ceil(self.seq_len * ratio), orders)
         z = self.forward_decoder(self.forward_encoder(tokens, mask, self.class_embedding(labels, b)), mask)
         mul = self.config.diffusion_batch_mul

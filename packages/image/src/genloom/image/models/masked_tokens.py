@@ -97,9 +97,12 @@ class MaskGIT(nn.Module):
     ) -> torch.Tensor:
         """Cross-entropy on the masked positions; per row, a cos(pi/2 u) fraction (at least one) is masked."""
         b, n = tokens.shape
-        ratio = torch.cos(math.pi / 2 * torch.rand(b, generator=generator)).to(tokens.device)
+        rng_device = generator.device if generator is not None else tokens.device
+        ratio = torch.cos(math.pi / 2 * torch.rand(b, generator=generator, device=rng_device)).to(
+            tokens.device
+        )
         n_masked = (ratio * n).ceil().clamp(1, n)
-        scores = torch.rand(b, n, generator=generator).to(tokens.device)
+        scores = torch.rand(b, n, generator=generator, device=rng_device).to(tokens.device)
         ranks = scores.argsort(dim=1).argsort(dim=1)
         masked = ranks < n_masked.unsqueeze(1)
         logits = self(labels, torch.where(masked, torch.full_like(tokens, self.mask_token_id), tokens))

@@ -123,7 +123,9 @@ class DiffusionForecaster(nn.Module):
     def pretrain_loss(self, values: torch.Tensor, mask: torch.Tensor, pred_len: int) -> torch.Tensor:
         """Loss on mixed-data windows: history = all but the last `pred_len` steps (masked padding)."""
         if pred_len != self.config.pred_len:
-            raise SeriesInputError(f"windows end in {pred_len} target steps, the model predicts {self.config.pred_len}")
+            raise SeriesInputError(
+                f"windows end in {pred_len} target steps, the model predicts {self.config.pred_len}"
+            )
         return self.training_loss(values[:, :-pred_len], values[:, -pred_len:], mask[:, :-pred_len])
 
     @torch.no_grad()
