@@ -186,7 +186,7 @@ def test_every_tokenizer_kind_trains_with_the_patch_gan(kind: str) -> None:
     )
     if kind == "multiscale":
         model = MultiScaleVQAutoencoder(
-            MultiScaleVQAutoencoderConfig(net=net, codebook_size=16, patch_nums=(1, 2, 4, 8))
+            MultiScaleVQAutoencoderConfig(net=net, codebook_size=16, patch_nums=(1, 2, 4, 8, 16))
         )
     else:
         net.double_z = True
