@@ -15,7 +15,9 @@ def test_notes_are_recovered_from_the_audio() -> None:
     rng = np.random.default_rng(1)
     for _ in range(5):
         melody = random_melody(rng, n_notes=10)
-        assert np.array_equal(estimate_notes(melody.audio, melody.sample_rate, melody.note_seconds), melody.notes)
+        assert np.array_equal(
+            estimate_notes(melody.audio, melody.sample_rate, melody.note_seconds), melody.notes
+        )
 
 
 def test_wav_round_trip_and_bad_input(tmp_path: Path) -> None:

@@ -55,8 +55,12 @@ def test_matches_audiocraft(name: str, parity_dir) -> None:
     codes = ref["patterns.codes"]
     pattern = PROVIDERS[name]().get_pattern(codes.shape[-1])
     assert torch.equal(pattern.step_timesteps, ref[f"{name}.layout"])
-    meta = [pattern.num_sequence_steps, pattern.max_delay, pattern.num_valid_steps,
-            pattern.first_step_with_timestep(0)]
+    meta = [
+        pattern.num_sequence_steps,
+        pattern.max_delay,
+        pattern.num_valid_steps,
+        pattern.first_step_with_timestep(0),
+    ]
     assert meta == ref[f"{name}.meta"].tolist()
     for kind, valid_only in (("all", False), ("valid", True)):
         key = f"{name}.{kind}"

@@ -352,7 +352,9 @@ def test_save_load_round_trip_and_checkpoint_errors(tmp_path) -> None:
     other = Transformer(TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=10, tie_embeddings=True))
     save_model(other, tmp_path / "bad")
     (tmp_path / "bad" / "config.json").write_text((tmp_path / "tied" / "config.json").read_text())
-    with pytest.raises(CheckpointError, match=r"tok_embeddings.weight' expects shape \[9, 16\], file has \[10, 16\]"):
+    with pytest.raises(
+        CheckpointError, match=r"tok_embeddings.weight' expects shape \[9, 16\], file has \[10, 16\]"
+    ):
         load_model(tmp_path / "bad")
     (tmp_path / "bad" / "config.json").write_text((tmp_path / "s2s" / "config.json").read_text())
     with pytest.raises(CheckpointError, match="missing"):

@@ -41,7 +41,9 @@ def test_members_declare_only_their_own_dependencies() -> None:
     core_names = {d.split(">")[0].split("<")[0].split("=")[0].strip() for d in core}
     assert not core_names & HEAVY_MODALITY_DEPS, f"core must not depend on {core_names & HEAVY_MODALITY_DEPS}"
     for member in MEMBERS[1:]:
-        deps = tomllib.loads((REPO / f"packages/{member}/pyproject.toml").read_text())["project"]["dependencies"]
+        deps = tomllib.loads((REPO / f"packages/{member}/pyproject.toml").read_text())["project"][
+            "dependencies"
+        ]
         assert "genloom-core" in deps
 
 

@@ -59,7 +59,9 @@ def random_melody(
         chunks.append(tone * envelope)
     audio = np.concatenate(chunks)
     audio = (0.8 * audio / np.max(np.abs(audio))).astype(np.float32)
-    return Melody(audio=audio, sample_rate=sample_rate, notes=notes.astype(np.int64), note_seconds=note_seconds)
+    return Melody(
+        audio=audio, sample_rate=sample_rate, notes=notes.astype(np.int64), note_seconds=note_seconds
+    )
 
 
 def estimate_notes(audio: np.ndarray, sample_rate: int, note_seconds: float) -> np.ndarray:

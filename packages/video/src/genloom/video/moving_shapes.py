@@ -36,7 +36,9 @@ def moving_shape_clip(
 ) -> Clip:
     """Render one clip of a shape moving at a random constant velocity (pixels per frame)."""
     if frames < 1 or size < 4 * radius or radius < 1:
-        raise ValueError(f"need frames >= 1, radius >= 1 and size >= 4*radius; got {frames}, {size}, {radius}")
+        raise ValueError(
+            f"need frames >= 1, radius >= 1 and size >= 4*radius; got {frames}, {size}, {radius}"
+        )
     shape, colour = int(rng.integers(len(SHAPES))), int(rng.integers(len(COLOURS)))
     start = rng.uniform(radius, size - 1 - radius, size=2)
     velocity = rng.uniform(-max_speed, max_speed, size=2)

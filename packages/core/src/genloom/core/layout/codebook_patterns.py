@@ -104,7 +104,9 @@ class CodebookPattern:
         """[K, T] flat indexes into seq.view(B, K*S) (+1 special slot) and the valid mask."""
         ref = self._ref_table(valid_only)
         if sequence_steps > ref.shape[0]:
-            raise ValueError(f"sequence of {sequence_steps} steps is longer than the pattern ({ref.shape[0]})")
+            raise ValueError(
+                f"sequence of {sequence_steps} steps is longer than the pattern ({ref.shape[0]})"
+            )
         if is_model_output and bool((ref[0] < 0).all()):
             # after a leading empty step, the prediction made at step s is for the content of step s+1;
             # without one (MAGNeT's parallel pattern) each step predicts its own content
@@ -180,7 +182,9 @@ class DelayPattern(PatternProvider):
     """Codebook q is shifted right by delays[q] steps (MusicGen); the first `flatten_first` timesteps are
     emitted one codebook per step; `empty_initial` extra empty steps lead (-1 drops the usual first one)."""
 
-    def __init__(self, n_q: int, delays: list[int] | None = None, flatten_first: int = 0, empty_initial: int = 0):
+    def __init__(
+        self, n_q: int, delays: list[int] | None = None, flatten_first: int = 0, empty_initial: int = 0
+    ):
         super().__init__(n_q)
         self.delays = list(range(n_q)) if delays is None else list(delays)
         if len(self.delays) != n_q or sorted(self.delays) != self.delays or min(self.delays) < 0:

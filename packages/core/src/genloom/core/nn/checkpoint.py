@@ -54,7 +54,9 @@ def model_config(model: nn.Module) -> dict[str, Any]:
         return {"family": "core.encoder", "config": model.config.to_dict()}
     if isinstance(model, Transformer):
         return {"family": "core.transformer", "config": model.config.to_dict()}
-    raise CheckpointError(f"save_model saves Transformer, Encoder or EncoderDecoder, got {type(model).__name__}")
+    raise CheckpointError(
+        f"save_model saves Transformer, Encoder or EncoderDecoder, got {type(model).__name__}"
+    )
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:

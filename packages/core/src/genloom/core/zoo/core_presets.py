@@ -15,8 +15,6 @@ PRESETS: list[Preset] = [
         modality="core",
         description="tiny random-weight decoder-only transformer for tests and benchmarks",
         source=WeightSource(kind="random"),
-        config={
-            "config": {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 256, "max_seq_len": 256}
-        },
+        config={"config": {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 256, "max_seq_len": 256}},
     )
 ]
