@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from genloom.core.sampling.logits import SamplingParams
+from genloom.image.data import load_dataset
 from genloom.image.errors import CheckpointError
+from genloom.image.evaluation import score_pipeline
 from genloom.image.pipeline import ImagePipeline
+from genloom.image.presets import load_judge
 from genloom.image.recipes import DEFAULT_SAMPLING, FAMILIES, build_generator, build_tokenizer
 
 
@@ -28,6 +31,11 @@ def test_recipe_pipeline_saves_loads_and_samples(family: str, tmp_path) -> None:
         torch.tensor([3, 7]), cfg_scale=2.0, sampling=SamplingParams(top_k=8), seed=0
     )
     torch.testing.assert_close(images, again)
+    score = score_pipeline(
+        loaded, load_judge("digits"), load_dataset("digits", "test"), samples_per_class=1, cfg_scale=2.0
+    )
+    assert score.num_samples == 10 and 0.0 <= score.class_accuracy <= 1.0 and score.frechet > 0
+    assert score.sampling_steps == {"ar": 64, "var": 6, "maskgit": 2, "mar": 2 * 51}[family]
 
 
 def test_a_generator_with_the_wrong_tokenizer_is_refused() -> None:

@@ -194,13 +194,13 @@ def test_every_tokenizer_kind_trains_with_the_patch_gan(kind: str) -> None:
     data = load_dataset("digits", "test")
     before = evaluate_tokenizer(model, data.images[:64]).mse
     config = TokenizerTrainConfig(
-        steps=12,
+        steps=8,
         batch_size=16,
         lr=2e-3,
         warmup_steps=2,
         gan_weight=0.1,
-        gan_start_step=6,
-        log_every=12,
+        gan_start_step=4,
+        log_every=8,
         eval_images=64,
     )
     final = train_tokenizer(model, data, config=config, log=lambda _: None).final

@@ -222,7 +222,7 @@ def test_train_sampling_model_then_forecast_with_its_folder(tmp_path, monkeypatc
     trainer = "train_tokenized_ar" if name == "tokenized-ar" else "train_diffusion"
     original = getattr(gp, trainer)
     monkeypatch.setattr(
-        gp, trainer, lambda protocol, steps, **kw: original(protocol, steps=20, **small, **kw)
+        gp, trainer, lambda protocol, steps, **kw: original(protocol, steps=20, batch_size=16, **small, **kw)
     )
     monkeypatch.setattr(
         gp, "score_sampler", lambda model, protocol, **kw: (0.5, 0.5)

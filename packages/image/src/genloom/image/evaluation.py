@@ -52,7 +52,7 @@ def score_pipeline(
     seconds = (time.time() - start) / len(labels)
     report = judge.evaluate(torch.cat(images).cpu(), labels, reference.images)
     return GeneratorScore(
-        report.class_accuracy, report.frechet, seconds, len(labels), pipeline.generator.num_tokens
+        report.class_accuracy, report.frechet, seconds, len(labels), pipeline.sampling_steps
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ def preset_folder(name: str) -> Path:
     )
 
 
-def load_forecaster_by_name(name: str | None = None, *, device: str = "cpu", season: int = 1):
+def load_forecaster_by_name(name: str | None = None, *, device: str = "cpu", season: int = 1) -> Any:
     from genloom.timeseries.pretrained import load_forecaster
 
     name = name or DEFAULT_PRESET

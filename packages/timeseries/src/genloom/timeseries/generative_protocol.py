@@ -138,7 +138,7 @@ def train_tokenized_ar(
         DecoderConfig(
             d_model=d_model,
             n_layers=n_layers,
-            n_heads=8,
+            n_heads=max(1, d_model // 32),  # head width 32
             d_ff=4 * d_model,
             max_len=protocol.seq_len + pred_len,
         ),
