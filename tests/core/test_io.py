@@ -121,3 +121,23 @@ def test_corrupt_torch_file_is_a_checkpoint_error(tmp_path):
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(CheckpointError):
         safe_torch_load(path)
+
+
+def test_atomic_writes_give_normal_file_permissions(tmp_path) -> None:
+    """Files must be readable by others (shipped presets): not mkstemp's private 0600."""
+    import os
+    import stat
+
+    import torch
+
+    from genloom.core.io import atomic_save_safetensors, atomic_write_json
+
+    umask = os.umask(0o022)
+    try:
+        for path in (
+            atomic_save_safetensors({"a": torch.zeros(2)}, tmp_path / "w.safetensors"),
+            atomic_write_json(tmp_path / "c.json", {"a": 1}),
+        ):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+    finally:
+        os.umask(umask)

@@ -35,7 +35,11 @@ def test_shipped_presets_load_and_meet_their_metric(preset):
         _, val_texts = split_corpus(stdlib_docstrings())
         val = token_windows(tokenizer, val_texts, model.config.max_seq_len)
         if preset.endswith("ar"):
-            measured, recorded, bound = model.perplexity(val), card["ar_perplexity"], tokenizer.vocab_size / 10
+            measured, recorded, bound = (
+                model.perplexity(val),
+                card["ar_perplexity"],
+                tokenizer.vocab_size / 10,
+            )
         else:  # the tiny MDLM is under-trained (see docs/text.md), but far from uniform
             measured = model.elbo_perplexity(val, num_times=16, generator=torch.Generator().manual_seed(0))
             recorded, bound = card["mdlm_elbo_perplexity"], tokenizer.vocab_size / 3

@@ -59,9 +59,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file normal permissions
+    mode = 0o666 & ~_current_umask()  # mkstemp makes 0600; give the file normal permissions
     try:
         yield tmp
+        os.chmod(tmp, mode)  # again after the write: some writers (safetensors) recreate the file
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
