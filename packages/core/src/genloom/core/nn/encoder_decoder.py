@@ -118,3 +118,8 @@ class EncoderDecoder(nn.Module):
         memory = self.encode(src, src_embeddings=src_embeddings, src_padding_mask=src_padding_mask)
         self.decoder.set_context(memory, src_padding_mask)
         return self.decoder
+
+    def reorder_cache(self, indices: Tensor) -> None:
+        """Beam search on the decoder returned by `start_decoding`: gather its self-attention caches and its
+        per-row cross-attention keys/values along the batch (`Transformer.reorder_cache`)."""
+        self.decoder.reorder_cache(indices)

@@ -3,7 +3,8 @@
 Shapes are fixed at construction ([B, n_kv_heads, max_seq_len, head_dim]), so the step path has no
 data-dependent Python branching and works under torch.compile / CUDA graphs. Speculative and Jacobi
 decoding roll back rejected drafts with `truncate(length)`, which zeroes every slot at or after `length`
-so the cache is exactly what it would be had those tokens never been written.
+so the cache is exactly what it would be had those tokens never been written. Beam search re-orders rows
+with `reorder(indices)` (a gather along the batch that may also grow it, e.g. prompt rows to beams).
 """
 
 from __future__ import annotations
@@ -56,6 +57,30 @@ class KVCache(nn.Module):
         self.k_cache.index_copy_(2, input_pos, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(2, input_pos, v.to(self.v_cache.dtype))
         return self.k_cache, self.v_cache
+
+    def reorder(self, indices: Tensor) -> None:
+        """Row i of the cache becomes old row `indices[i]` (gather along the batch; beam search).
+
+        With as many indices as rows the buffers are overwritten in place (their storage stays, so
+        compiled / CUDA-graph steps stay valid); with a different count they are re-allocated at the new
+        batch size (e.g. `arange(B).repeat_interleave(K)` expands B prompts into B*K beams)."""
+        if not isinstance(indices, Tensor) or indices.dim() != 1 or indices.dtype not in (torch.int64, torch.int32):
+            got = f"{indices.dtype} {tuple(indices.shape)}" if isinstance(indices, Tensor) else type(indices).__name__
+            raise InputError(f"KVCache.reorder needs a 1-D integer tensor of row indices, got {got}")
+        if indices.numel() == 0:
+            raise InputError("KVCache.reorder needs at least one row index")
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= self.batch_size:
+            raise InputError(
+                f"KVCache.reorder indices must lie in [0, {self.batch_size}) (the cache batch), got [{low}, {high}]"
+            )
+        indices = indices.to(device=self.k_cache.device, dtype=torch.long)
+        k, v = self.k_cache.index_select(0, indices), self.v_cache.index_select(0, indices)
+        if indices.numel() == self.batch_size:
+            self.k_cache.copy_(k)
+            self.v_cache.copy_(v)
+        else:
+            self.k_cache, self.v_cache = k, v  # registered buffers: assignment keeps them buffers
 
     def truncate(self, length: int) -> None:
         """Forget every position >= `length` (zero it)."""

@@ -179,6 +179,22 @@ class Transformer(nn.Module):
             layer.attn.kv_cache.truncate(length)
         self._filled = min(self._filled, length)
 
+    def reorder_cache(self, indices: Tensor) -> None:
+        """Row i of every layer's cache becomes old row `indices[i]` [N] (beam search); N may differ from the
+        cache batch (then the caches are re-allocated at batch N). A cross-attention context cached per row
+        by `set_context` is gathered the same way (a batch-1 context is shared and left as is)."""
+        self._require_cache()
+        old_batch = self.layers[0].attn.kv_cache.batch_size
+        for layer in self.layers:
+            layer.attn.kv_cache.reorder(indices)
+            cross = getattr(layer, "cross_attn", None)
+            context_kv = None if cross is None else cross._context_kv
+            if context_kv is not None and context_kv[0].shape[0] == old_batch and old_batch > 1:
+                rows = indices.to(device=context_kv[0].device, dtype=torch.long)
+                k, v, mask = context_kv
+                mask = None if mask is None else mask.index_select(0, rows.to(mask.device))
+                cross._context_kv = (k.index_select(0, rows), v.index_select(0, rows), mask)
+
     def reset_cache(self) -> None:
         """Empty the cache for a new batch (keeps the allocation)."""
         self._require_cache()

@@ -6,6 +6,7 @@ diffusers: `set_steps(n)` once, then `step(output, step_index, sample)` with sam
 """
 
 from .autoregressive import generate
+from .beam import BeamLM, BeamSearchOutput, beam_search
 from .ctc import ctc_collapse, ctc_greedy_decode, ctc_prefix_beam_search
 from .diffusion import (
     DDIMSampler,
@@ -92,4 +93,8 @@ __all__ = [
     "speculative_generate",
     "jacobi_generate",
     "speculative_jacobi_generate",
+    # beam search on a reorderable cache (beam.py)
+    "BeamLM",
+    "BeamSearchOutput",
+    "beam_search",
 ]

@@ -1,6 +1,11 @@
 """Tokenised autoregressive forecaster ("decoding-based regression", Chronos-style): scale the context,
 bin values into tokens, model the token sequence with a causal transformer, sample future paths token by
-token and turn the paths into quantiles. Univariate; a multivariate input is forecast per channel."""
+token and turn the paths into quantiles. Univariate; a multivariate input is forecast per channel.
+
+The transformer is `genloom.core.nn.Transformer` (GPT-2 style: pre-LayerNorm, biased fused qkv, exact-GELU
+MLP, learned absolute positions, bias-free head) with its static KV cache; sampling draws from the
+logits with `genloom.core.sampling.sample_from_logits`.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genloom.core.errors import ConfigError
+from genloom.core.nn import Transformer, TransformerConfig
+from genloom.core.sampling import SamplingParams, sample_from_logits
 from genloom.timeseries.errors import SeriesInputError
-from genloom.timeseries.models.decoder import DecoderConfig, TokenDecoder
 from genloom.timeseries.tokenizer import PAD_ID, BinTokenizerConfig, ScaleBinTokenizer
+
+
+FAMILY = "timeseries.tokenized_ar"
 
 
 @dataclass
@@ -39,38 +49,85 @@ def forecast_from_samples(samples: np.ndarray, levels: list[float]) -> Probabili
     )
 
 
+def forecaster_transformer_config(
+    *,
+    dim: int = 128,
+    n_layers: int = 4,
+    n_heads: int = 4,
+    mlp_hidden_dim: int | None = None,
+    max_seq_len: int = 256,
+    dropout: float = 0.1,
+    vocab_size: int = 1025,
+) -> TransformerConfig:
+    """The core `TransformerConfig` of a tokenised AR forecaster: a GPT-2 style decoder (pre-LayerNorm,
+    biased fused qkv and projections, exact-GELU MLP of `mlp_hidden_dim` (default 4 * dim), learned
+    absolute positions, bias-free vocab head); `dropout` applies to attention weights and residuals."""
+    return TransformerConfig(
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        vocab_size=vocab_size,
+        max_seq_len=max_seq_len,
+        mlp="gelu",
+        mlp_hidden_dim=4 * dim if mlp_hidden_dim is None else mlp_hidden_dim,
+        mlp_bias=True,
+        norm="layernorm",
+        qkv_bias="qkv",
+        attn_out_bias=True,
+        learned_pos=True,
+        mask="causal",
+        dropout=dropout,
+        attn_dropout=dropout,
+    )
+
+
 class TokenizedARForecaster(nn.Module):
+    """Scale-and-bin tokenizer + `genloom.core.nn.Transformer` over the token ids (see the module doc)."""
+
     def __init__(
         self,
-        decoder: DecoderConfig | None = None,
+        transformer: TransformerConfig | None = None,
         tokenizer: BinTokenizerConfig | None = None,
         *,
         context_len: int = 96,
     ):
         super().__init__()
         self.tokenizer = ScaleBinTokenizer(tokenizer)
-        decoder = decoder or DecoderConfig()
-        if decoder.vocab_size != self.tokenizer.vocab_size:
-            decoder = DecoderConfig(**{**decoder.to_dict(), "vocab_size": self.tokenizer.vocab_size})
-        if context_len >= decoder.max_len:
+        transformer = transformer or forecaster_transformer_config()
+        if transformer.vocab_size != self.tokenizer.vocab_size:
+            transformer = transformer.replace(vocab_size=self.tokenizer.vocab_size)
+        if not transformer.learned_pos and transformer.rope == "none":
+            raise ConfigError("the forecaster's transformer needs positions: learned_pos=True or a 1d RoPE")
+        if transformer.mask != "causal":
+            raise ConfigError(f"the forecaster's transformer must be causal, got mask={transformer.mask!r}")
+        if context_len >= transformer.max_seq_len:
             raise SeriesInputError(
-                f"context_len {context_len} must be below the decoder max_len {decoder.max_len}"
+                f"context_len {context_len} must be below the transformer max_seq_len {transformer.max_seq_len}"
             )
-        self.decoder = TokenDecoder(decoder)
+        self.decoder = Transformer(transformer)
         self.context_len = context_len
+
+    @property
+    def max_len(self) -> int:
+        """Most token positions the transformer has (context plus generated tokens before a re-prefill)."""
+        return self.decoder.config.max_seq_len
 
     def config_dict(self) -> dict:
         return {
-            "family": "timeseries.tokenized_ar",
-            "decoder": self.decoder.config.to_dict(),
+            "family": FAMILY,
+            "transformer": self.decoder.config.to_dict(),
             "tokenizer": self.tokenizer.config.to_dict(),
             "context_len": self.context_len,
         }
 
     @classmethod
     def from_config_dict(cls, config: dict) -> TokenizedARForecaster:
+        """Inverse of `config_dict` (the "family" key, if present, is ignored)."""
+        missing = sorted({"transformer", "tokenizer", "context_len"} - set(config))
+        if missing:
+            raise ConfigError(f"tokenised AR config lacks {missing}; got keys {sorted(config)}")
         return cls(
-            DecoderConfig(**config["decoder"]),
+            TransformerConfig.from_dict(dict(config["transformer"])),
             BinTokenizerConfig(**config["tokenizer"]),
             context_len=int(config["context_len"]),
         )
@@ -80,7 +137,8 @@ class TokenizedARForecaster(nn.Module):
         the first `context_steps` steps only, as at inference."""
         loc, scale = self.tokenizer.fit_scale(values[:, :context_steps], mask[:, :context_steps])
         ids = self.tokenizer.encode(values, loc, scale, mask)
-        logits = self.decoder(ids[:, :-1], mask[:, :-1])
+        key_mask = None if bool(mask.all()) else mask[:, :-1]
+        logits = self.decoder(ids[:, :-1], key_padding_mask=key_mask)
         target = torch.where(mask[:, 1:], ids[:, 1:], torch.full_like(ids[:, 1:], -100))
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
@@ -112,30 +170,36 @@ class TokenizedARForecaster(nn.Module):
         loc, scale = self.tokenizer.fit_scale(context)
         ids = self.tokenizer.encode(context, loc, scale).repeat_interleave(num_samples, 0)
         loc_s, scale_s = loc.repeat_interleave(num_samples, 0), scale.repeat_interleave(num_samples, 0)
-        max_len = self.decoder.config.max_len
+        max_len = self.max_len
         generated = []
-        logits, cache, position = None, None, 0
-        for _ in range(horizon):
-            if cache is None or position >= max_len:
-                # (re-)prefill: keep the most recent tokens, leaving room for a chunk of new ones
-                keep = ids[:, -self.context_len :]
-                logits, cache = self.decoder.prefill(keep)
-                position = keep.shape[1]
-            logits = logits.float()
-            logits[:, PAD_ID] = -float("inf")
-            if temperature <= 0:
-                next_id = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k > 0:
-                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, -float("inf"))
-                next_id = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
-            generated.append(next_id)
-            ids = torch.cat([ids, next_id], dim=1)
-            if position < max_len:
-                logits = self.decoder.step(next_id, position, cache)
-            position += 1
+        logits, position = None, 0
+        self.decoder.setup_cache(ids.shape[0], max_len)
+        try:
+            for _ in range(horizon):
+                if position == 0 or position >= max_len:
+                    # (re-)prefill: keep the most recent tokens, leaving room for a chunk of new ones
+                    keep = ids[:, -self.context_len :]
+                    self.decoder.reset_cache()
+                    positions = torch.arange(keep.shape[1], device=keep.device)
+                    logits = self.decoder(keep, input_pos=positions)[:, -1]
+                    position = keep.shape[1]
+                logits[:, PAD_ID] = -float("inf")
+                if temperature <= 0:
+                    next_id = logits.argmax(-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k > 0:
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, -float("inf"))
+                    next_id = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+                generated.append(next_id)
+                ids = torch.cat([ids, next_id], dim=1)
+                if position < max_len:
+                    step_pos = torch.tensor([position], device=ids.device)
+                    logits = self.decoder(next_id, input_pos=step_pos)[:, -1]
+                position += 1
+        finally:
+            self.decoder.remove_cache()  # back to uncached (training / teacher-forced) forwards
         paths = self.tokenizer.decode(torch.cat(generated, 1), loc_s, scale_s)
         return paths.view(B, num_samples, horizon).transpose(0, 1)
 
