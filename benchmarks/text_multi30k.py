@@ -26,7 +26,7 @@ from genloom.text.multi30k import corpus_bleu, load_multi30k
 from genloom.text.pretrained import build_text_model
 from genloom.text.seq2seq import Seq2SeqConfig
 from genloom.text.tasks import Seq2SeqBatch, pad_sequences
-from genloom.text.training import TrainConfig, train
+from genloom.text.training import text_train_config, train
 
 MAX_TOKENS = 64
 
@@ -75,8 +75,9 @@ def build_and_train(family: str, corpus: ParallelCorpus, vocab: int, args, steps
     losses = train(
         model,
         next_batch,
-        TrainConfig(steps=steps, lr=args.lr, warmup_steps=min(4000, steps // 10), glance=glance,
-                    autocast_bf16=args.device == "cuda"),
+        text_train_config(steps=steps, lr=args.lr, warmup_steps=min(4000, steps // 10),
+                          precision="bf16" if args.device == "cuda" else "fp32"),
+        glance=glance,
         on_step=lambda s, loss: print(f"  {family} step {s} loss {loss:.3f}", flush=True)
         if s % args.log_every == 0 else None,
     )  # fmt: skip

@@ -25,7 +25,7 @@ from genloom.text.pretrained import SymbolTokenizer, build_text_model, save_text
 from genloom.text.seq2seq import Seq2SeqConfig
 from genloom.text.specials import MASK_ID, NUM_SPECIAL
 from genloom.text.tasks import Seq2SeqTask
-from genloom.text.training import TrainConfig, train
+from genloom.text.training import text_train_config, train
 from genloom.text.zoo import PRESETS
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "packages/text/src/genloom/text/presets"
@@ -49,7 +49,12 @@ def train_sort_presets(out: Path, steps: int, families: list[str]) -> None:
         model = build_text_model({"model": config.to_dict()})
         glance = GlanceSchedule(start=0.5, end=0.1, anneal_steps=steps) if family in ("ctc", "dat") else None
         start = time.time()
-        train(model, lambda g: task.sample(64, generator=g), TrainConfig(steps=steps, lr=3e-3, glance=glance))
+        train(
+            model,
+            lambda g: task.sample(64, generator=g),
+            text_train_config(steps=steps, lr=3e-3),
+            glance=glance,
+        )
         model.half().float()  # measure what ships (fp16 weights)
         out_tokens = model.translate(test.source, test.source_length)
         accuracy = task.accuracy(test, out_tokens.tokens)
@@ -75,7 +80,7 @@ def train_markov_mdlm(out: Path, steps: int) -> None:
     train(
         model,
         lambda g: source.sample(128, length, generator=g) + NUM_SPECIAL,
-        TrainConfig(steps=steps, lr=3e-3),
+        text_train_config(steps=steps, lr=3e-3),
     )
     held_out = source.sample(1024, length, generator=torch.Generator().manual_seed(9))
     model.half().float()

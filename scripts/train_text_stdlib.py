@@ -23,7 +23,7 @@ from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
 from genloom.text.pretrained import save_text_model
 from genloom.text.specials import MASK_ID
 from genloom.text.stdlib_corpus import split_corpus, stdlib_docstrings
-from genloom.text.training import TrainConfig, train
+from genloom.text.training import text_train_config, train
 from genloom.text.zoo import PRESETS
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "packages/text/src/genloom/text/presets"
@@ -59,7 +59,7 @@ def main() -> None:
     torch.manual_seed(0)
     ar = CausalLM(CausalLMConfig(vocab_size=tokenizer.vocab_size, **sizes))
     start = time.time()
-    train(ar, windows, TrainConfig(steps=args.steps, lr=2e-3, warmup_steps=100))
+    train(ar, windows, text_train_config(steps=args.steps, lr=2e-3, warmup_steps=100))
     ar.half().float()
     results["ar_perplexity"] = round(ar.perplexity(val), 2)
     results["ar_train_seconds"] = round(time.time() - start)
@@ -68,7 +68,7 @@ def main() -> None:
     torch.manual_seed(0)
     mdlm = MaskedDiffusionLM(MDLMConfig(vocab_size=tokenizer.vocab_size, mask_id=MASK_ID, **sizes))
     start = time.time()
-    train(mdlm, windows, TrainConfig(steps=args.steps, lr=2e-3, warmup_steps=100))
+    train(mdlm, windows, text_train_config(steps=args.steps, lr=2e-3, warmup_steps=100))
     mdlm.half().float()
     results["mdlm_elbo_perplexity"] = round(
         mdlm.elbo_perplexity(val, num_times=16, generator=torch.Generator().manual_seed(0)), 2

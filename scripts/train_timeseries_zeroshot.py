@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genloom.timeseries.models.decoder import DecoderConfig
 from genloom.timeseries.models.diffusion import DiffusionConfig, DiffusionForecaster
-from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
+from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster, forecaster_transformer_config
 from genloom.timeseries.pretrained import save_forecaster
 from genloom.timeseries.tokenizer import BinTokenizerConfig
 from genloom.timeseries.zeroshot import heldout_cases, pretrain, training_pool, zero_shot_mase
@@ -55,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         ).to(args.device)
     else:
         model = TokenizedARForecaster(
-            DecoderConfig(
-                d_model=args.d_model,
+            forecaster_transformer_config(
+                dim=args.d_model,
                 n_layers=args.layers,
                 n_heads=4,
-                d_ff=4 * args.d_model,
-                max_len=args.context_len + args.pred_len,
+                mlp_hidden_dim=4 * args.d_model,
+                max_seq_len=args.context_len + args.pred_len,
                 dropout=0.0,
             ),
             BinTokenizerConfig(n_bins=args.n_bins, limit=4.0, scaling="standard"),

@@ -16,7 +16,7 @@ from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
 from genloom.text.nat import CMLM, CTCNAT, DATransformer, VanillaNAT
 from genloom.text.seq2seq import Seq2SeqConfig
 from genloom.text.tasks import Seq2SeqBatch, Seq2SeqTask
-from genloom.text.training import TrainConfig, train
+from genloom.text.training import text_train_config, train
 
 FAMILIES = {"ar": ARTranslator, "nat": VanillaNAT, "cmlm": CMLM, "ctc": CTCNAT, "dat": DATransformer}
 TASK = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=6)
@@ -52,8 +52,8 @@ def trained() -> dict[str, torch.nn.Module]:
             if family in ("ctc", "dat")
             else None
         )
-        config = TrainConfig(steps=STEPS[family], lr=5e-3, warmup_steps=20, glance=glance)
-        train(model, lambda g: TASK.sample(32, generator=g), config)
+        config = text_train_config(steps=STEPS[family], lr=5e-3, warmup_steps=20)
+        train(model, lambda g: TASK.sample(32, generator=g), config, glance=glance)
         models[family] = model
     return models
 
@@ -152,7 +152,7 @@ def test_dat_with_official_mask_vertex_inputs_trains():
     torch.manual_seed(0)
     model = DATransformer(tiny_config("dat", dag_vertex_inputs="mask"))
     losses = train(
-        model, lambda g: TASK.sample(16, generator=g), TrainConfig(steps=30, lr=5e-3, warmup_steps=5)
+        model, lambda g: TASK.sample(16, generator=g), text_train_config(steps=30, lr=5e-3, warmup_steps=5)
     )
     assert losses[-1] < 0.6 * losses[0]
     out = model.translate(torch.tensor([[7, 5, 6]]), torch.tensor([3]), strategy="viterbi")
@@ -173,7 +173,7 @@ def test_mdlm_elbo_perplexity_is_within_10_percent_of_the_true_one_and_never_bel
     train(
         model,
         lambda g: source.sample(128, length, generator=g),
-        TrainConfig(steps=400, lr=3e-3, warmup_steps=20),
+        text_train_config(steps=400, lr=3e-3, warmup_steps=20),
     )
     trained = model.elbo_perplexity(held_out, num_times=32, generator=torch.Generator().manual_seed(1))
     assert untrained > 1.5 * true
@@ -194,7 +194,9 @@ def test_vanilla_nat_mixes_the_two_dialects():
     task = Seq2SeqTask(name="two_dialect", num_symbols=18, min_length=3, max_length=6)
     torch.manual_seed(0)
     model = VanillaNAT(tiny_config("nat", task))
-    train(model, lambda g: task.sample(32, generator=g), TrainConfig(steps=200, lr=5e-3, warmup_steps=20))
+    train(
+        model, lambda g: task.sample(32, generator=g), text_train_config(steps=200, lr=5e-3, warmup_steps=20)
+    )
     batch = task.sample(200, generator=torch.Generator().manual_seed(5))
     out = model.translate(batch.source, batch.source_length).tokens
     third = task.num_symbols // 3

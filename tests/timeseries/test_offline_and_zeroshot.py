@@ -63,10 +63,12 @@ def test_shipped_preset_beats_seasonal_naive_zero_shot():
     assert wins >= len(rows) // 2, rows
 
 
-def test_demo_writes_csv_and_png(tmp_path):
+def test_demo_writes_csv_and_png(tmp_path, monkeypatch):
     from genloom.timeseries.demo import run_demo
 
-    items = run_demo(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    items = run_demo(Path("out"))  # a relative folder: items must still name files that exist
+    assert all(item.path.is_absolute() and item.path.is_file() for item in items)
     kinds = {item.kind for item in items}
     assert kinds == {"plot", "csv"}
     frame = pd.read_csv(next(i.path for i in items if i.kind == "csv"))

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from genloom.timeseries.errors import SeriesInputError
-from genloom.timeseries.models.decoder import DecoderConfig
-from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
+from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster, forecaster_transformer_config
 from genloom.timeseries.tokenizer import PAD_ID, BinTokenizerConfig, ScaleBinTokenizer
 
 
@@ -40,7 +39,9 @@ def test_tokenizer_masks_padding_and_ignores_it_in_the_scale():
 def _tiny_model():
     torch.manual_seed(0)
     return TokenizedARForecaster(
-        DecoderConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=48, dropout=0.0),
+        forecaster_transformer_config(
+            dim=32, n_layers=1, n_heads=2, mlp_hidden_dim=64, max_seq_len=48, dropout=0.0
+        ),
         BinTokenizerConfig(n_bins=64, limit=3.0),
         context_len=32,
     )
@@ -89,3 +90,75 @@ def test_cached_decoding_matches_full_recompute_and_long_horizons_work():
         ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
     torch.testing.assert_close(greedy, model.tokenizer.decode(ids[:, 32:], loc, scale))
     assert model.sample(context, 100, num_samples=2).shape == (2, 3, 100)  # beyond max_len: re-prefills
+
+
+def test_left_padding_is_masked_out_of_attention(monkeypatch):
+    """Padded keys are masked (core key_padding_mask): whatever token ids the padded slots before the last
+    one hold, the loss is the same; without the mask it would change. (The last padded slot stays PAD: its
+    query predicts the first real token, as a start token.)"""
+    model = _tiny_model().eval()
+    values = torch.sin(torch.arange(40).float() / 3)[None].repeat(2, 1) * 4 + 10
+    mask = torch.ones_like(values, dtype=torch.bool)
+    mask[:, :8] = False
+    encode = model.tokenizer.encode
+
+    def encode_with_junk(junk_id):
+        def fn(v, loc, scale, m=None):
+            ids = encode(v, loc, scale, m)
+            keep = mask | (torch.arange(ids.shape[1]) == 7)
+            return torch.where(keep, ids, torch.full_like(ids, junk_id))
+
+        return fn
+
+    losses = []
+    for junk_id in (PAD_ID, 5, 60):
+        monkeypatch.setattr(model.tokenizer, "encode", encode_with_junk(junk_id))
+        losses.append(model.training_loss(values, mask, context_steps=30))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(losses[0], losses[2])
+    unmasked = model.decoder(encode_with_junk(60)(values, *model.tokenizer.fit_scale(values), mask))
+    masked = model.decoder(encode_with_junk(PAD_ID)(values, *model.tokenizer.fit_scale(values), mask))
+    assert not torch.allclose(unmasked[:, 8:], masked[:, 8:])  # the mask is what makes them equal
+
+
+def test_pretrain_runs_on_the_core_trainer_and_learns_the_mix():
+    from genloom.timeseries.zeroshot import pretrain
+
+    model = _tiny_model()
+    t = np.arange(200.0)
+    pool = [np.sin(2 * np.pi * (t + s) / 12) * 3 + s for s in range(6)]
+    losses = pretrain(model, steps=80, batch_size=16, lr=3e-3, pred_len=8, pool=pool, log=None)
+    assert len(losses) == 80 and not model.training
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_shipped_preset_loads_through_the_core_zoo_with_core_key_names():
+    import genloom.timeseries as gts
+    from genloom.core.nn import Transformer
+    from genloom.core.zoo import from_pretrained
+
+    model = from_pretrained("tiny-tokenized-ar")
+    assert isinstance(model, TokenizedARForecaster) and isinstance(model.decoder, Transformer)
+    assert "decoder.layers.0.attn.wqkv.weight" in model.state_dict()
+    again = gts.load("tiny-tokenized-ar")
+    context = np.cos(np.arange(80) / 4.0) * 3 + 7
+    np.testing.assert_array_equal(
+        model.forecast(context, 6, num_samples=4, seed=2).samples,
+        again.forecast(context, 6, num_samples=4, seed=2).samples,
+    )
+
+
+def test_save_and_load_round_trip_and_a_broken_folder(tmp_path):
+    from genloom.core.errors import GenloomError
+    from genloom.timeseries.pretrained import load_forecaster, save_forecaster
+
+    model = _tiny_model()
+    save_forecaster(model, tmp_path / "m", preset={"name": "m"})
+    again = load_forecaster(tmp_path / "m")
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    (tmp_path / "m" / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(GenloomError, match="model.safetensors"):
+        load_forecaster(tmp_path / "m")
+    with pytest.raises(GenloomError, match="not a forecaster folder"):
+        load_forecaster(tmp_path)

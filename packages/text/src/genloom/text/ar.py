@@ -3,8 +3,8 @@
 This is the model every NAR family is measured against, so its decoder is the fastest AR we can build:
 the source is encoded once, every decoder layer caches its cross-attention keys / values
 (`EncoderDecoder.start_decoding`) and its self-attention keys / values in the core pre-allocated cache,
-and each step runs one token through the decoder. Greedy decoding is the core AR loop; beam search
-(reordering the caches of the surviving beams each step) lives here.
+and each step runs one token through the decoder. Greedy decoding is the core AR loop, beam search the
+core `beam_search` (which gathers the caches of the surviving beams each step).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.core.sampling.autoregressive import DecodeStats, generate
+from genloom.core.sampling.beam import beam_search
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.speculative import speculative_generate
 from genloom.text.errors import TextInputError
@@ -58,21 +59,9 @@ class ARTranslator(nn.Module):
         valid = padding_mask(input_length, inputs.shape[1])
         return F.cross_entropy(logits[valid], labels[valid], label_smoothing=self.label_smoothing)
 
-    def _start(self, source: Tensor, source_length: Tensor, repeat: int, max_length: int) -> nn.Module:
-        source = source.repeat_interleave(repeat, 0)
-        mask = padding_mask(source_length, source.shape[1]).repeat_interleave(repeat, 0)
-        decoder = self.model.start_decoding(source, src_padding_mask=mask)
-        decoder.setup_cache(source.shape[0], max_length + 1, static=True)
-        return decoder
-
     def _finish(self, decoder: nn.Module) -> None:
         decoder.remove_cache()
         decoder.clear_context()
-
-    def _step_logits(self, decoder: nn.Module, tokens: Tensor, position: int) -> Tensor:
-        logits = decoder(tokens.unsqueeze(1), input_pos=torch.tensor([position], device=tokens.device))[:, -1]
-        logits[:, [PAD_ID, BOS_ID, MASK_ID]] = float("-inf")
-        return logits.log_softmax(-1)
 
     def _max_length(self, source_length: Tensor, max_length: int | None) -> int:
         if max_length is None:
@@ -151,44 +140,23 @@ class ARTranslator(nn.Module):
         return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
 
     def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
-        """Beam search with length-normalised final scores (score / length); caches reordered per step."""
-        batch, device = source.shape[0], source.device
-        decoder = self._start(source, source_length, beam, max_length)
+        """The core beam search (`genloom.core.sampling.beam_search`): final scores normalised by length,
+        pad / bos / mask never generated; the decoder's caches and cross-attention are gathered per step."""
+        mask = padding_mask(source_length, source.shape[1])
+        decoder = self.model.start_decoding(source, src_padding_mask=mask)
+        stats = DecodeStats()
         try:
-            token = torch.full((batch * beam,), BOS_ID, device=device)
-            scores = torch.zeros(batch, beam, device=device)
-            scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
-            history = torch.zeros(batch * beam, 0, dtype=torch.long, device=device)
-            finished = torch.zeros(batch * beam, dtype=torch.bool, device=device)
-            lengths = torch.zeros(batch * beam, device=device)
-            steps = 0
-            for position in range(max_length):
-                log_probs = self._step_logits(decoder, token, position)  # [B*K, V]
-                steps += 1
-                vocab = log_probs.shape[-1]
-                # a finished beam only extends with pad at no cost
-                frozen = torch.full_like(log_probs, float("-inf"))
-                frozen[:, PAD_ID] = 0.0
-                log_probs = torch.where(finished.unsqueeze(1), frozen, log_probs)
-                candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
-                scores, flat = candidates.topk(beam, dim=-1)
-                origin = (flat // vocab + torch.arange(batch, device=device).unsqueeze(1) * beam).view(-1)
-                token = (flat % vocab).view(-1)
-                self._reorder_cache(decoder, origin)
-                history = torch.cat([history[origin], token.unsqueeze(1)], dim=1)
-                lengths = lengths[origin] + (~finished[origin]).float()
-                finished = finished[origin] | (token == EOS_ID)
-                if bool(finished.all()):
-                    break
+            prompt = torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+            result = beam_search(
+                decoder,
+                prompt,
+                max_length,
+                beam_size=beam,
+                length_penalty=1.0,
+                eos_id=EOS_ID,
+                suppress_ids=(PAD_ID, BOS_ID, MASK_ID),
+                stats=stats,
+            )
         finally:
             self._finish(decoder)
-        normalised = scores.view(-1) / lengths.clamp(min=1)
-        best = normalised.view(batch, beam).argmax(-1) + torch.arange(batch, device=device) * beam
-        return Translation(strip_specials(history[best]), decoder_passes=steps)
-
-    @staticmethod
-    def _reorder_cache(decoder: nn.Module, origin: Tensor) -> None:
-        for layer in decoder.layers:
-            cache = layer.attn.kv_cache
-            cache.k_cache.copy_(cache.k_cache.index_select(0, origin))
-            cache.v_cache.copy_(cache.v_cache.index_select(0, origin))
+        return Translation(strip_specials(result.tokens), decoder_passes=stats.forward_passes)

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.core.sampling.ctc import ctc_collapse
+from genloom.core.sampling.logits import SamplingParams
+from genloom.core.sampling.masked import MaskedSampler
 from genloom.text.ctc_nat import ctc_best_alignment, ctc_min_input_length, ctc_nat_loss, upsampled_length
 from genloom.text.dag import (
     DagLinkHead,
@@ -191,20 +193,15 @@ class CMLM(_LengthPredicting):
         tokens = torch.full((lengths.shape[0], width), MASK_ID, device=source.device).masked_fill(
             ~valid, PAD_ID
         )
-        scores = torch.zeros(tokens.shape, device=source.device)
+        sampler = MaskedSampler(mask_token_id=MASK_ID, schedule="linear", variant="mask_predict")
+        sampler.set_steps(iterations)
+        greedy, scores = SamplingParams(temperature=0.0), None
         for t in range(iterations):
             logits, _ = self.decode_logits(self.decoder.embed(tokens), lengths, memory, source_mask)
-            logits[..., MASK_ID] = float("-inf")
-            log_probs, predicted = logits.log_softmax(-1).max(-1)
-            update = tokens == MASK_ID
-            tokens = torch.where(update, predicted, tokens)
-            scores = torch.where(update, log_probs, scores)
-            if t == iterations - 1:
-                break
-            num_remask = (lengths.float() * (iterations - 1 - t) / iterations).long()
-            rank = scores.masked_fill(~valid, float("inf")).argsort(1).argsort(1)
-            tokens = tokens.masked_fill((rank < num_remask.unsqueeze(1)) & valid, MASK_ID)
-        mean_score = (scores * valid).sum(1) / lengths.float() + length_log_probs.reshape(-1)
+            step = sampler.step(logits, tokens, t, num_initial_masked=lengths, params=greedy, scores=scores)
+            tokens, scores = step.tokens, step.scores
+        scores = scores.masked_fill(~valid, 0.0)  # padding was never predicted (its score is +inf)
+        mean_score = scores.sum(1) / lengths.float() + length_log_probs.reshape(-1)
         best = mean_score.view(batch, length_beam).argmax(1)
         chosen = tokens.view(batch, length_beam, width)[torch.arange(batch), best]
         return Translation(strip_specials(chosen), decoder_passes=iterations)

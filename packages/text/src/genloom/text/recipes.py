@@ -26,7 +26,7 @@ from genloom.text.seq2seq import FAMILIES, Seq2SeqConfig
 from genloom.text.specials import MASK_ID, NUM_SPECIAL
 from genloom.text.stdlib_corpus import stdlib_docstrings
 from genloom.text.tasks import TASK_NAMES, Seq2SeqTask
-from genloom.text.training import TrainConfig, train
+from genloom.text.training import text_train_config, train
 
 SYNTHETIC_SYMBOLS = 9
 MAX_TEXT_TOKENS = 64
@@ -85,7 +85,7 @@ def train_family(
         train(
             model,
             lambda g: sampler(g, batch_size).to(device),
-            TrainConfig(steps=steps, lr=lr),
+            text_train_config(steps=steps, lr=lr),
             on_step=on_progress,
         )
         held_out = sampler(torch.Generator().manual_seed(1234), 256).to(device)
@@ -128,7 +128,7 @@ def train_family(
             *(t.to(device) for t in (batch.source, batch.source_length, batch.target, batch.target_length))
         )
 
-    train(model, next_batch, TrainConfig(steps=steps, lr=lr, glance=glance), on_step=on_progress)
+    train(model, next_batch, text_train_config(steps=steps, lr=lr), glance=glance, on_step=on_progress)
     metrics: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
     if data in TASK_NAMES:
         test = task.sample(500, generator=torch.Generator().manual_seed(2024))

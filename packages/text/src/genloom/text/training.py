@@ -1,46 +1,67 @@
-"""One training function for every text family: AdamW, linear warm-up then cosine decay, clipping, glancing.
+"""Training every text family with the one genloom trainer (`genloom.core.train.Trainer`).
 
-A model is anything with `loss(batch, glance_ratio=...) -> Tensor`; batches come from a callable so the
-same loop trains on a synthetic task, a Markov source or Multi30k.
+A model is anything with `loss(batch, glance_ratio=...) -> Tensor`; batches come from a callable
+`next_batch(generator)` so the same code trains on a synthetic task, a Markov source or Multi30k. What is
+text-specific lives here only: the defaults of the text recipes (`text_train_config`), the GLAT glance
+ratio annealed from the trainer's step inside the training step, and batches drawn from a generator seeded
+by (seed, batch index), so a resumed run draws exactly the batches of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from genloom.text.errors import TextInputError
+from genloom.core.train import TrainConfig, Trainer
 from genloom.text.glat import GlanceSchedule
+from genloom.text.tasks import Seq2SeqBatch
+
+__all__ = ["text_train_config", "train"]
+
+_SEED_STRIDE = 1_000_003  # batch generators of different seeds never share a seed
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; `glance=None` disables glancing (GLAT) training."""
+def text_train_config(
+    *,
+    steps: int = 300,
+    lr: float = 3e-3,
+    warmup_steps: int = 30,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    precision: str = "fp32",
+    **overrides: Any,
+) -> TrainConfig:
+    """The core `TrainConfig` with the text recipes' defaults: AdamW betas (0.9, 0.98), linear warm-up
+    (capped at `steps`), cosine decay to 10% of `lr`, clipping at 1.0, no progress bar (`progress=True`
+    and any other core field can be passed as a keyword). `precision="auto"` uses bf16 autocast on CUDA."""
+    fields: dict[str, Any] = dict(
+        steps=steps,
+        lr=lr,
+        min_lr=0.1 * lr,
+        warmup_steps=min(warmup_steps, steps),
+        weight_decay=weight_decay,
+        betas=(0.9, 0.98),
+        clip_grad_norm=1.0,
+        seed=seed,
+        precision=precision,
+        progress=False,
+        log_every=max(1, min(50, steps)),
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
 
-    steps: int = 300
-    lr: float = 3e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    glance: GlanceSchedule | None = None
-    seed: int = 0
-    autocast_bf16: bool = False  # bf16 autocast for the forward pass (GPU); DAG / CTC losses stay float32
 
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.lr <= 0 or self.warmup_steps < 0:
-            raise TextInputError(f"need steps >= 1, lr > 0, warmup_steps >= 0; got {self}")
-
-
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to `lr`, then cosine decay to 10% of it at the last step."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Seq2SeqBatch (a dataclass the core mover leaves alone) and plain tensors onto `device`."""
+    if isinstance(batch, Seq2SeqBatch):
+        return dataclasses.replace(
+            batch, **{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)}
+        )
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
 def train(
@@ -48,37 +69,36 @@ def train(
     next_batch: Callable[[torch.Generator], object],
     config: TrainConfig,
     *,
+    glance: GlanceSchedule | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train `model` in place for `config.steps` steps; returns the loss of every step."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        betas=(0.9, 0.98),
-    )
-    model.train()
-    losses = []
-    for step in range(config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
-        ratio = config.glance.ratio(step) if config.glance is not None else 0.0
-        batch = next_batch(generator)
-        device_type = next(model.parameters()).device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
-            loss = model.loss(batch, glance_ratio=ratio)
-        if not torch.isfinite(loss):
-            raise TextInputError(f"non-finite loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        losses.append(loss.item())
+    """Train `model` in place with the core `Trainer`; returns the loss of every step (0-based order).
+
+    `glance` anneals the GLAT glance ratio with the optimizer step (None: no glancing). `config.device`
+    "auto" means the device the model's parameters are on. `on_step(step, loss)` is called for every
+    (micro-)batch. The model is left in eval mode.
+    """
+    if config.device == "auto":
+        config = dataclasses.replace(config, device=str(next(model.parameters()).device))
+    device = torch.device(config.device)
+    step_losses: dict[int, list[float]] = {}
+    trainer: Trainer | None = None
+
+    def batch_at(index: int) -> object:
+        generator = torch.Generator().manual_seed(config.seed * _SEED_STRIDE + index)
+        return next_batch(generator)
+
+    def training_step(module: nn.Module, batch: object) -> torch.Tensor:
+        step = trainer.step
+        ratio = glance.ratio(step) if glance is not None else 0.0
+        loss = module.loss(_to_device(batch, device), glance_ratio=ratio)
+        value = loss.item()
+        step_losses.setdefault(step, []).append(value)
         if on_step is not None:
-            on_step(step, losses[-1])
+            on_step(step, value)
+        return loss
+
+    trainer = Trainer(model, training_step, batch_at, config)
+    trainer.fit(resume=config.out_dir is not None)
     model.eval()
-    return losses
+    return [sum(values) / len(values) for _, values in sorted(step_losses.items())]

@@ -17,7 +17,7 @@ def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
         write_csv_atomic,
     )
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # items name absolute paths (relative ones are read against out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     series = offline_series("co2")
     horizon = 52

@@ -1,20 +1,22 @@
-"""Errors of genloom-timeseries meant for users (bad series, bad config, bad checkpoint).
+"""Errors of genloom-timeseries meant for users (bad series, bad checkpoint), on core's hierarchy.
 
-They subclass `genloom.core.errors.InputError` when core provides it, else `ValueError`, so callers can
-catch either; the message always names what was expected, what was got, and where (column, row).
+They subclass `genloom.core.errors` classes (so `GenloomError` and `ValueError` catch them, and the
+`genloom` CLI prints them as one line); the message always names what was expected, what was got, and
+where (column, row).
 """
 
 from __future__ import annotations
 
-try:  # core's shared error hierarchy, when it exists in the tree
-    from genloom.core.errors import InputError as _BaseInputError
-except ImportError:  # pragma: no cover - depends on what core ships
-    _BaseInputError = ValueError
+from genloom.core.errors import CheckpointError as CoreCheckpointError
+from genloom.core.errors import InputError
 
 
-class SeriesInputError(_BaseInputError):
+class SeriesInputError(InputError):
     """A time series or CSV that cannot be used as given (missing/duplicate timestamps, NaN, ...)."""
 
 
-class CheckpointError(_BaseInputError):
+class CheckpointError(CoreCheckpointError):
     """A state dict or config that does not match the architecture it is loaded into."""
+
+
+__all__ = ["CheckpointError", "SeriesInputError"]

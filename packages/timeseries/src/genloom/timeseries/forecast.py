@@ -6,18 +6,16 @@ forecaster exposes `forecast(context [B, L], horizon, levels=..., num_samples=..
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from genloom.core.io import atomic_path
 from genloom.timeseries.data.frames import SeriesTable
 from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.models.tokenized_ar import ProbabilisticForecast, forecast_from_samples
-from genloom.timeseries.pretrained import publish_file
 
 DEFAULT_PRESET = "tiny-tokenized-ar"
 
@@ -53,28 +51,27 @@ class SeasonalNaiveForecaster:
         return forecast_from_samples(samples, list(levels))
 
 
-def preset_folder(name: str) -> Path:
-    from genloom.timeseries.zoo import PRESETS
+def timeseries_preset_names() -> list[str]:
+    """Names of the registered presets of the timeseries modality."""
+    from genloom.core.zoo import list_presets
 
-    for preset in PRESETS:
-        if preset.name == name and preset.source.kind == "package":
-            return Path(__file__).resolve().parent / preset.source.path
-    raise SeriesInputError(
-        f"unknown model {name!r}: expected a preset ({[p.name for p in PRESETS]}), "
-        "'seasonal-naive', or a folder with model/config.json"
-    )
+    return sorted(p.name for p in list_presets("timeseries"))
 
 
 def load_forecaster_by_name(name: str | None = None, *, device: str = "cpu", season: int = 1) -> Any:
+    """A forecaster from a preset name or folder (through `genloom.core.zoo.from_pretrained`), or the
+    seasonal-naive reference; default: the shipped zero-shot preset."""
     from genloom.timeseries.pretrained import load_forecaster
 
     name = name or DEFAULT_PRESET
     if name == "seasonal-naive":
         return SeasonalNaiveForecaster(season)
-    folder = Path(name)
-    if not (folder / "model" / "config.json").is_file():
-        folder = preset_folder(name)
-    return load_forecaster(folder, device=device)
+    if not Path(name).is_dir() and name not in timeseries_preset_names():
+        raise SeriesInputError(
+            f"unknown model {name!r}: expected a timeseries preset ({timeseries_preset_names()}), "
+            "'seasonal-naive', or a folder with model/config.json"
+        )
+    return load_forecaster(name, device=device)
 
 
 def future_index(index: pd.DatetimeIndex, freq: str | None, horizon: int) -> pd.DatetimeIndex:
@@ -126,10 +123,8 @@ def forecast_table(
 def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
-    os.close(fd)
-    frame.to_csv(tmp, index=False)
-    publish_file(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 
@@ -174,9 +169,9 @@ def plot_forecast(
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    publish_file(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -17,12 +17,11 @@ import torch
 from torch import nn
 
 from genloom.timeseries.data.protocol import LongTermForecastProtocol
-from genloom.timeseries.models.decoder import DecoderConfig
 from genloom.timeseries.models.diffusion import DiffusionConfig, DiffusionForecaster
 from genloom.timeseries.models.gpht import GPHT, GPHTConfig
-from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
+from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster, forecaster_transformer_config
 from genloom.timeseries.tokenizer import BinTokenizerConfig
-from genloom.timeseries.train import seed_everything
+from genloom.timeseries.train import fit_fixed_steps, seed_everything
 
 
 def _channel_windows(protocol: LongTermForecastProtocol, split: str, length: int) -> torch.Tensor:
@@ -119,6 +118,11 @@ def score_gpht(
     return sq / count, ab / count
 
 
+def _warmup(steps: int) -> int:
+    """Linear warm-up length of the generative forecasters: 5 % of the steps, at least 2."""
+    return max(2, round(0.05 * steps))
+
+
 def train_tokenized_ar(
     protocol: LongTermForecastProtocol,
     *,
@@ -135,35 +139,32 @@ def train_tokenized_ar(
     seed_everything(seed)
     pred_len = 64
     model = TokenizedARForecaster(
-        DecoderConfig(
-            d_model=d_model,
+        forecaster_transformer_config(
+            dim=d_model,
             n_layers=n_layers,
             n_heads=max(1, d_model // 32),  # head width 32
-            d_ff=4 * d_model,
-            max_len=protocol.seq_len + pred_len,
+            mlp_hidden_dim=4 * d_model,
+            max_seq_len=protocol.seq_len + pred_len,
         ),
         BinTokenizerConfig(n_bins=1024, limit=5.0, scaling="standard"),
         context_len=protocol.seq_len,
     ).to(device)
     windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
+    mask = torch.ones(batch_size, windows.shape[1], dtype=torch.bool)
+    fit_fixed_steps(
+        model,
+        lambda module, batch: module.training_loss(batch, mask, context_steps=protocol.seq_len),
+        lambda _: windows[torch.randint(len(windows), (batch_size,))],
+        steps=steps,
+        lr=lr,
+        warmup_steps=_warmup(steps),
+        seed=seed,
+        device=device,
+        log=log,
+        log_every=1000,
+        name="tokenized-ar",
     )
-    mask = torch.ones(batch_size, windows.shape[1], dtype=torch.bool, device=device)
-    start = time.time()
-    model.train()
-    for step in range(steps):
-        batch = windows[torch.randint(len(windows), (batch_size,))].to(device)
-        loss = model.training_loss(batch, mask[: len(batch)], context_steps=protocol.seq_len)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        if log and (step + 1) % 1000 == 0:
-            log(f"tokenized-ar step {step + 1}/{steps}: loss {loss.item():.3f} ({time.time() - start:.0f}s)")
-    return model.eval()
+    return model
 
 
 def train_diffusion(
@@ -187,22 +188,23 @@ def train_diffusion(
         )
     ).to(device)
     windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
+    fit_fixed_steps(
+        model,
+        lambda module, batch: module.training_loss(
+            batch[:, : protocol.seq_len], batch[:, protocol.seq_len :]
+        ),
+        lambda _: windows[torch.randint(len(windows), (batch_size,))],
+        steps=steps,
+        lr=lr,
+        warmup_steps=_warmup(steps),
+        clip_grad_norm=None,
+        seed=seed,
+        device=device,
+        log=log,
+        log_every=1000,
+        name="diffusion",
     )
-    start = time.time()
-    model.train()
-    for step in range(steps):
-        batch = windows[torch.randint(len(windows), (batch_size,))].to(device)
-        loss = model.training_loss(batch[:, : protocol.seq_len], batch[:, protocol.seq_len :])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if log and (step + 1) % 1000 == 0:
-            log(f"diffusion step {step + 1}/{steps}: loss {loss.item():.3f} ({time.time() - start:.0f}s)")
-    return model.eval()
+    return model
 
 
 @torch.no_grad()

@@ -7,20 +7,17 @@ model.safetensors with official keys), so `load_official` reads them back; the s
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from genloom.core.io import atomic_save_safetensors, atomic_write_json
 from genloom.timeseries.data.protocol import LongTermForecastProtocol
 from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.official import BASELINES, build_baseline
-from genloom.timeseries.pretrained import publish_file, save_forecaster
+from genloom.timeseries.pretrained import save_forecaster
 from genloom.timeseries.recipes import TrainRecipe, etth1_config
 from genloom.timeseries.train import evaluate, train_supervised
 
@@ -37,14 +34,9 @@ TRAINABLE = (*BASELINES, "gpht", "tokenized-ar", "diffusion")
 
 def save_official_layout(module: torch.nn.Module, config: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".model.", suffix=".safetensors")
-    os.close(fd)
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
-    publish_file(tmp, out / "model.safetensors")
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".config.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(config, indent=2))
-    publish_file(tmp, out / "config.json")
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_save_safetensors(state, out / "model.safetensors")
+    atomic_write_json(out / "config.json", config)
     return out
 
 

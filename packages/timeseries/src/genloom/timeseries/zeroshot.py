@@ -8,8 +8,6 @@ is MASE against the series' own seasonal-naive scale, compared with the seasonal
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +16,7 @@ import torch
 
 from genloom.timeseries.data.offline import statsmodels_series, synthetic_series
 from genloom.timeseries.metrics import mase, seasonal_naive_forecast
+from genloom.timeseries.train import fit_fixed_steps
 
 HELDOUT_HORIZON = {"co2": 26, "elnino": 12, "sunspots": 11}
 HELDOUT_WHOLE = ("macro_realinv", "macro_unemp", "macro_cpi")
@@ -88,29 +87,24 @@ def pretrain(
     log: Callable[[str], None] | None = print,
 ) -> list[float]:
     """Pretraining of a sampling forecaster (tokenised AR or diffusion, through its `pretrain_loss`) on the
-    mix with AdamW and a warm-up + cosine schedule; returns the loss curve."""
-    torch.manual_seed(seed)
+    mix with the core Trainer (AdamW, 100 warm-up steps + cosine, clipping at 1); returns the loss curve."""
     rng = np.random.default_rng(seed)
     pool = pool if pool is not None else training_pool()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    device = str(next(model.parameters()).device)
+    return fit_fixed_steps(
+        model,
+        lambda module, batch: module.pretrain_loss(*batch, pred_len),
+        lambda _: sample_windows(pool, batch_size, model.context_len, pred_len, rng),
+        steps=steps,
+        lr=lr,
+        warmup_steps=100,
+        weight_decay=0.01,
+        clip_grad_norm=1.0,
+        seed=seed,
+        device=device,
+        log=log,
+        name="pretrain",
     )
-    losses, start = [], time.time()
-    model.train()
-    for step in range(steps):
-        values, mask = sample_windows(pool, batch_size, model.context_len, pred_len, rng)
-        loss = model.pretrain_loss(values, mask, pred_len)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if log and (step + 1) % 250 == 0:
-            log(f"step {step + 1}/{steps}: loss {np.mean(losses[-250:]):.3f} ({time.time() - start:.0f}s)")
-    model.eval()
-    return losses
 
 
 def zero_shot_mase(forecast_fn: Callable[[np.ndarray, int], np.ndarray], cases: list[ZeroShotCase]) -> dict:

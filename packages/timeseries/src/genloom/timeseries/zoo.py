@@ -1,6 +1,33 @@
-"""Presets of genloom-timeseries, registered through the `genloom.zoo` entry point."""
+"""Presets and model families of genloom-timeseries, registered through the `genloom.zoo` entry point.
 
-from genloom.core.zoo import Preset, WeightSource
+Importing this module registers the families `timeseries.tokenized_ar` and `timeseries.diffusion`, so
+`genloom.core.zoo.from_pretrained` builds those forecasters from their `config.json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from genloom.core.zoo import Preset, WeightSource, register_family
+
+
+def _build_tokenized_ar(config: dict[str, Any]) -> nn.Module:
+    from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
+
+    return TokenizedARForecaster.from_config_dict(config)
+
+
+def _build_diffusion(config: dict[str, Any]) -> nn.Module:
+    from genloom.timeseries.models.diffusion import DiffusionForecaster
+
+    return DiffusionForecaster.from_config_dict(config)
+
+
+FAMILIES = {"timeseries.tokenized_ar": _build_tokenized_ar, "timeseries.diffusion": _build_diffusion}
+for _name, _builder in FAMILIES.items():
+    register_family(_name, _builder)
 
 PRESETS: list[Preset] = [
     Preset(

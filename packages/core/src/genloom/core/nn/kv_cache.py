@@ -64,8 +64,16 @@ class KVCache(nn.Module):
         With as many indices as rows the buffers are overwritten in place (their storage stays, so
         compiled / CUDA-graph steps stay valid); with a different count they are re-allocated at the new
         batch size (e.g. `arange(B).repeat_interleave(K)` expands B prompts into B*K beams)."""
-        if not isinstance(indices, Tensor) or indices.dim() != 1 or indices.dtype not in (torch.int64, torch.int32):
-            got = f"{indices.dtype} {tuple(indices.shape)}" if isinstance(indices, Tensor) else type(indices).__name__
+        if (
+            not isinstance(indices, Tensor)
+            or indices.dim() != 1
+            or indices.dtype not in (torch.int64, torch.int32)
+        ):
+            got = (
+                f"{indices.dtype} {tuple(indices.shape)}"
+                if isinstance(indices, Tensor)
+                else type(indices).__name__
+            )
             raise InputError(f"KVCache.reorder needs a 1-D integer tensor of row indices, got {got}")
         if indices.numel() == 0:
             raise InputError("KVCache.reorder needs at least one row index")

@@ -42,7 +42,9 @@ class BeamSearchOutput:
     lengths: Tensor
 
 
-def _check_beam_args(model: object, beam_size: int, length_penalty: float, suppress_ids: Sequence[int]) -> None:
+def _check_beam_args(
+    model: object, beam_size: int, length_penalty: float, suppress_ids: Sequence[int]
+) -> None:
     if not callable(getattr(model, "reorder_cache", None)):
         raise SamplingError(
             f"beam search needs a model with reorder_cache(indices) (the BeamLM protocol); "
@@ -85,7 +87,9 @@ def beam_search(
     if eos_id is not None and not 0 <= eos_id < vocab:
         raise SamplingError(f"eos_id must lie in [0, {vocab}) (the vocabulary), got {eos_id}")
     if any(i >= vocab for i in suppress_ids) or (eos_id is not None and eos_id in suppress_ids):
-        raise SamplingError(f"suppress_ids must lie in [0, {vocab}) and exclude eos_id, got {list(suppress_ids)}")
+        raise SamplingError(
+            f"suppress_ids must lie in [0, {vocab}) and exclude eos_id, got {list(suppress_ids)}"
+        )
     suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=device)
     rows = torch.arange(batch, device=device)
     model.reorder_cache(rows.repeat_interleave(beams))  # B prompt rows -> B*K beam rows

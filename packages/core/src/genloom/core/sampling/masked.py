@@ -1,10 +1,10 @@
-"""Confidence-based iterative unmasking: MaskGIT (Chang et al. 2022), MAGNeT (Ziv et al. 2024) and
-MaskGCT (Wang et al. 2024).
+"""Confidence-based iterative unmasking: MaskGIT (Chang et al. 2022), MAGNeT (Ziv et al. 2024),
+MaskGCT (Wang et al. 2024) and Mask-Predict (CMLM, Ghazvininejad et al. 2019).
 
 Start from a sequence where some (or all) positions hold the mask token. At every step the model predicts
 all positions, a token is sampled at each masked position, and the least confident of the new tokens are
-masked again so that exactly the number the schedule prescribes stays masked. Tokens once revealed are
-never changed. With N0 the number of masked positions at the start (per row, so prompts and inpainting
+masked again so that exactly the number the schedule prescribes stays masked. In the first three variants
+tokens once revealed are never changed. With N0 the number of masked positions at the start (per row, so prompts and inpainting
 work) and gamma the mask schedule, the three variants differ as follows (step i of n):
 
 | variant   | still masked after step i                                  | confidence ranked                 | sampling temperature |
@@ -12,9 +12,16 @@ work) and gamma the mask schedule, the three variants differ as follows (step i 
 | `maskgit` | floor(N0 gamma((i+1)/n)), >= 1 revealed, >= 1 kept masked  | log p + c (1 - (i+1)/n) Gumbel    | constant             |
 | `magnet`  | max(1, floor(N0 gamma((i+1)/(n-1))))  (linspace(0, 1, n))  | log p (c = 0)                     | T (n-1-i)/n          |
 | `maskgct` | floor(N0 gamma((i+1)/n)), no clamps                        | p + c (1 - i/n) Gumbel            | T (n-i)/n, greedy last |
+| `mask_predict` | floor(N0 gamma((i+1)/n)), no clamps (use `linear`)    | log p when predicted, ALL tokens  | constant             |
 
 (c = `choice_temperature`; every variant reveals everything at the last step.) MaskGCT writes its
 schedule as sin(t pi/2) on t = 1 - (i+1)/n, which is the cosine schedule here.
+
+Mask-Predict differs in what may be masked again: every token the sampler produced keeps the log-probability
+it had when it was (last) predicted, and the lowest-scoring tokens of the whole sequence are masked, so a
+token revealed earlier can be re-masked and change. That score is state: `step(..., scores=)` takes the
+previous step's `MaskedStepOutput.scores` (None at the first step; tokens with no score, e.g. a prompt or
+padding, rank +inf and are never masked). The paper's schedule is `linear`: n = T (n-1-i)/n after step i.
 """
 
 from __future__ import annotations
@@ -33,10 +40,10 @@ from .logits import SamplingParams, process_logits, sample_from_probs
 __all__ = ["MASK_SCHEDULES", "mask_ratio", "MaskedStepOutput", "MaskedSampler"]
 
 MaskSchedule = Literal["cosine", "linear", "square", "cubic", "sqrt"]
-Variant = Literal["maskgit", "magnet", "maskgct"]
+Variant = Literal["maskgit", "magnet", "maskgct", "mask_predict"]
 
-_DEFAULT_CHOICE_TEMPERATURE = {"maskgit": 4.5, "magnet": 0.0, "maskgct": 1.0}
-_DEFAULT_ANNEAL = {"maskgit": False, "magnet": True, "maskgct": True}
+_DEFAULT_CHOICE_TEMPERATURE = {"maskgit": 4.5, "magnet": 0.0, "maskgct": 1.0, "mask_predict": 0.0}
+_DEFAULT_ANNEAL = {"maskgit": False, "magnet": True, "maskgct": True, "mask_predict": False}
 
 
 def _cosine(r: float) -> float:
@@ -63,11 +70,14 @@ def mask_ratio(schedule: str, progress: float) -> float:
 @dataclass
 class MaskedStepOutput:
     """Result of one unmasking step: `tokens` is the next state (mask token where still masked),
-    `predicted` the sampled token at every position, `remasked` which newly sampled tokens were masked again."""
+    `predicted` the sampled token at every position, `remasked` which tokens were masked again (newly
+    sampled ones; any produced token for `mask_predict`), `scores` (mask_predict only, else None) the
+    log-probability each position's token had when predicted (+inf where the sampler never predicted)."""
 
     tokens: Tensor
     predicted: Tensor
     remasked: Tensor
+    scores: Tensor | None = None
 
 
 class MaskedSampler:
@@ -91,11 +101,18 @@ class MaskedSampler:
                 f"unknown mask schedule {schedule!r}; expected one of {sorted(MASK_SCHEDULES)}"
             )
         if variant not in _DEFAULT_CHOICE_TEMPERATURE:
-            raise SamplingError(f"unknown variant {variant!r}; expected 'maskgit', 'magnet' or 'maskgct'")
+            raise SamplingError(
+                f"unknown variant {variant!r}; expected 'maskgit', 'magnet', 'maskgct' or 'mask_predict'"
+            )
         if choice_temperature is None:
             choice_temperature = _DEFAULT_CHOICE_TEMPERATURE[variant]
         if not choice_temperature >= 0:
             raise SamplingError(f"choice_temperature must be >= 0, got {choice_temperature}")
+        if variant == "mask_predict" and choice_temperature != 0:
+            raise SamplingError(
+                f"mask_predict ranks tokens by their log-probability alone: choice_temperature must be 0, "
+                f"got {choice_temperature}"
+            )
         self.mask_token_id = int(mask_token_id)
         self.schedule = schedule
         self.variant = variant
@@ -131,11 +148,13 @@ class MaskedSampler:
             if i == n - 1:
                 after = torch.zeros_like(n0)
             else:
-                scheduled = torch.floor(n0.double() * mask_ratio(self.schedule, self.progress(i))).long()
+                # + 1e-9: floor of the exact value where it is an integer (1 - 5/6 in floats is 0.1666..63)
+                ratio = mask_ratio(self.schedule, self.progress(i))
+                scheduled = torch.floor(n0.double() * ratio + 1e-9).long()
                 if self.variant == "maskgit":  # reveal >= 1 per step, keep >= 1 masked until the end
                     after = torch.minimum(before - 1, scheduled).clamp_min(1)
                 elif self.variant == "magnet":
-                    after = scheduled.clamp_min(1)
+                    after = scheduled.clamp_min(1)  # maskgct and mask_predict: no clamps
                 else:
                     after = scheduled
                 after = torch.minimum(after, before)  # never more than what is masked now
@@ -163,9 +182,11 @@ class MaskedSampler:
         num_initial_masked: Tensor,
         params: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        scores: Tensor | None = None,
     ) -> MaskedStepOutput:
         """One step: fill the masked positions of `tokens` [B, ...] from `logits` [B, ..., V], then mask
-        again the least confident new tokens so that the scheduled number stays masked."""
+        again the least confident new tokens so that the scheduled number stays masked. `scores` [B, ...]
+        (mask_predict only): the previous step's `MaskedStepOutput.scores`."""
         n = self._require_steps()
         if not 0 <= step_index < n:
             raise SamplingError(f"step_index must be in [0, {n}), got {step_index}")
@@ -173,8 +194,13 @@ class MaskedSampler:
             raise SamplingError(
                 f"num_initial_masked must have shape [B={tokens.shape[0]}], got {tuple(num_initial_masked.shape)}"
             )
+        if scores is not None and (self.variant != "mask_predict" or scores.shape != tokens.shape):
+            raise SamplingError(
+                f"scores are Mask-Predict state: variant='mask_predict' and shape {tuple(tokens.shape)}, "
+                f"got variant={self.variant!r} and shape {tuple(scores.shape)}"
+            )
         keep_masked = self.mask_counts(num_initial_masked.to(tokens.device))[step_index]
-        return self._step(logits, tokens, step_index, keep_masked, params, generator)
+        return self._step(logits, tokens, step_index, keep_masked, params, generator, scores)
 
     def _step(
         self,
@@ -184,6 +210,7 @@ class MaskedSampler:
         keep_masked: Tensor,
         params: SamplingParams | None,
         generator: torch.Generator | None,
+        scores: Tensor | None = None,
     ) -> MaskedStepOutput:
         n = self._require_steps()
         if logits.shape[:-1] != tokens.shape:
@@ -206,6 +233,10 @@ class MaskedSampler:
             sampled = sample_from_probs(probs, generator)
         is_masked = flat_tokens == self.mask_token_id
         predicted = torch.where(is_masked, sampled, flat_tokens)
+        if self.variant == "mask_predict":
+            return self._mask_predict(
+                flat_logits, params, sampled, predicted, is_masked, keep_masked, scores, tokens.shape
+            )
 
         confidence = probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
         if self.variant == "maskgct":
@@ -232,6 +263,39 @@ class MaskedSampler:
             remasked=remask.reshape(tokens.shape),
         )
 
+    def _mask_predict(
+        self,
+        flat_logits: Tensor,
+        params: SamplingParams,
+        sampled: Tensor,
+        predicted: Tensor,
+        is_masked: Tensor,
+        keep_masked: Tensor,
+        scores: Tensor | None,
+        shape: torch.Size,
+    ) -> MaskedStepOutput:
+        """Score new tokens by their log-probability, keep older tokens' scores, mask the lowest overall."""
+        log_probs = torch.log_softmax(process_logits(flat_logits, params).float(), dim=-1)
+        new_scores = log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+        previous = (
+            torch.full_like(new_scores, float("inf"))
+            if scores is None
+            else scores.reshape(new_scores.shape).float()
+        )
+        new_scores = torch.where(is_masked, new_scores, previous)
+        ranks = torch.empty_like(predicted).scatter_(
+            -1,
+            torch.argsort(new_scores, dim=-1, stable=True),
+            torch.arange(predicted.shape[1], device=predicted.device).expand_as(predicted),
+        )
+        remask = (ranks < keep_masked.unsqueeze(-1)) & torch.isfinite(new_scores)
+        return MaskedStepOutput(
+            tokens=predicted.masked_fill(remask, self.mask_token_id).reshape(shape),
+            predicted=predicted.reshape(shape),
+            remasked=remask.reshape(shape),
+            scores=new_scores.reshape(shape),
+        )
+
     def sample(
         self,
         forward_fn: Callable[[Tensor], Tensor],
@@ -243,6 +307,8 @@ class MaskedSampler:
         """Run all `set_steps` steps with `forward_fn(tokens) -> logits`; returns tokens with no mask left."""
         n = self._require_steps()
         counts = self.mask_counts((tokens == self.mask_token_id).reshape(tokens.shape[0], -1).sum(-1))
+        scores = None
         for i in range(n):
-            tokens = self._step(forward_fn(tokens), tokens, i, counts[i], params, generator).tokens
+            out = self._step(forward_fn(tokens), tokens, i, counts[i], params, generator, scores)
+            tokens, scores = out.tokens, out.scores
         return tokens

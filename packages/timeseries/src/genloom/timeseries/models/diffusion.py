@@ -1,10 +1,11 @@
 """Diffusion forecaster: a denoiser over the future window, conditioned on the history (the "prompt").
 
-The history is instance-normalised; the future (same statistics) is noised with a cosine DDPM schedule
-and an MLP denoiser, fed the noisy future, an embedding of the history and of the noise level, predicts
-the noise. Sampling runs the ancestral DDPM chain (or fewer DDIM steps) from Gaussian noise, once per
+The history is instance-normalised; the future (same statistics) is noised with the cosine schedule of
+`genloom.core.sampling` (improved DDPM) and an MLP denoiser, fed the noisy future, an embedding of the
+history and of the noise level, predicts the noise. Sampling runs core's `DDIMSampler` on a respaced
+schedule (eta = 1: ancestral, DDPM variance; eta = 0: deterministic DDIM) from Gaussian noise, once per
 sample path; horizons longer than the trained window are reached by feeding samples back as history.
-(The schedule and step functions are local until `genloom.core.sampling` ships its diffusion steps.)
+Only the denoiser network and its history conditioning live here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genloom.core.sampling import DDIMSampler, DDPMSampler
 from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.models.tokenized_ar import ProbabilisticForecast, forecast_from_samples
 
@@ -34,12 +36,8 @@ class DiffusionConfig:
         return asdict(self)
 
 
-def cosine_alpha_bar(n_steps: int, s: float = 0.008) -> torch.Tensor:
-    """Cumulative signal fraction alpha_bar_t, t = 1..n (Nichol & Dhariwal 2021), clipped away from 0."""
-    t = torch.linspace(0, n_steps, n_steps + 1, dtype=torch.float64) / n_steps
-    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-    alpha_bar = f[1:] / f[0]
-    return alpha_bar.clamp(min=1e-5).float()
+#: Predicted x0 (in units of the history's std) is clipped to this range at every sampling step.
+X0_CLIP = 10.0
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,7 +71,8 @@ class DiffusionForecaster(nn.Module):
         )
         self.blocks = nn.ModuleList([ResidualMLPBlock(c.hidden, c.dropout) for _ in range(c.n_layers)])
         self.out = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, c.pred_len))
-        self.register_buffer("alpha_bar", cosine_alpha_bar(c.n_steps), persistent=False)
+        # the training schedule (q(x_t | x_0) and the regression target); sampling respaces it
+        self.diffusion = DDPMSampler(num_train_steps=c.n_steps, beta_schedule="cosine", clip_sample=X0_CLIP)
 
     def config_dict(self) -> dict:
         return {"family": "timeseries.diffusion", **self.config.to_dict()}
@@ -113,12 +112,11 @@ class DiffusionForecaster(nn.Module):
     ) -> torch.Tensor:
         """Noise-prediction MSE at uniformly drawn steps; future [B, pred_len] in the history's units."""
         prompt, loc, scale = self._prompt(history, mask)
-        x0 = ((future - loc) / scale).clamp(-10, 10)
+        x0 = ((future - loc) / scale).clamp(-X0_CLIP, X0_CLIP)
         t = torch.randint(0, self.config.n_steps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
-        ab = self.alpha_bar[t][:, None]
-        noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        return F.mse_loss(self.denoise(noisy, t, prompt), noise)
+        noisy = self.diffusion.add_noise(x0, noise, t)
+        return F.mse_loss(self.denoise(noisy, t, prompt), self.diffusion.training_target(x0, noise, t))
 
     def pretrain_loss(self, values: torch.Tensor, mask: torch.Tensor, pred_len: int) -> torch.Tensor:
         """Loss on mixed-data windows: history = all but the last `pred_len` steps (masked padding)."""
@@ -130,31 +128,22 @@ class DiffusionForecaster(nn.Module):
 
     @torch.no_grad()
     def _sample_window(
-        self, history: torch.Tensor, generator: torch.Generator | None, n_steps: int | None
+        self,
+        history: torch.Tensor,
+        generator: torch.Generator | None,
+        n_steps: int | None,
+        eta: float,
     ) -> torch.Tensor:
-        """One DDIM(eta=1, i.e. ancestral) chain over `n_steps` of the schedule: [B, pred_len]."""
+        """One DDIM chain over `n_steps` respaced steps of the training schedule: [B, pred_len]."""
         prompt, loc, scale = self._prompt(history, None)
-        steps = (
-            torch.linspace(self.config.n_steps - 1, 0, n_steps or self.config.n_steps)
-            .round()
-            .long()
-            .unique_consecutive()
+        sampler = DDIMSampler(
+            num_train_steps=self.config.n_steps, beta_schedule="cosine", clip_sample=X0_CLIP
         )
-        x = torch.randn(history.shape[0], self.config.pred_len, generator=generator).to(history.device)
-        for i, t in enumerate(steps):
-            ab = self.alpha_bar[t]
-            ab_prev = (
-                self.alpha_bar[steps[i + 1]] if i + 1 < len(steps) else torch.tensor(1.0, device=x.device)
-            )
-            eps = self.denoise(x, t.repeat(x.shape[0]).to(x.device), prompt)
-            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-10, 10)
-            if i + 1 == len(steps):
-                x = x0
-                break
-            sigma = torch.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0.0)
-            direction = torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0.0)) * eps
-            noise = torch.randn(x.shape, generator=generator).to(x.device)
-            x = ab_prev.sqrt() * x0 + direction + sigma * noise
+        sampler.set_steps(min(n_steps or self.config.n_steps, self.config.n_steps))
+        noise = torch.randn(
+            history.shape[0], self.config.pred_len, generator=generator, device=history.device
+        )
+        x = sampler.sample(lambda x_t, t: self.denoise(x_t, t, prompt), noise, generator=generator, eta=eta)
         return x * scale + loc
 
     @torch.no_grad()
@@ -165,19 +154,23 @@ class DiffusionForecaster(nn.Module):
         *,
         num_samples: int = 20,
         n_steps: int | None = 50,
+        eta: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """[B, L] -> [num_samples, B, horizon]; windows of pred_len chained autoregressively."""
+        """[B, L] -> [num_samples, B, horizon]; windows of pred_len chained autoregressively. `n_steps`
+        sampling steps (None = the whole training schedule); `eta` 1 = ancestral, 0 = deterministic DDIM."""
         if context.ndim != 2 or not torch.isfinite(context).all():
             raise SeriesInputError("context must be a finite [batch, time] tensor (fill NaN values first)")
         if horizon <= 0:
             raise SeriesInputError(f"horizon must be positive, got {horizon}")
+        if n_steps is not None and n_steps < 1:
+            raise SeriesInputError(f"n_steps must be >= 1 (or None for the whole schedule), got {n_steps}")
         self.eval()
         B = context.shape[0]
         history = context.float().repeat_interleave(num_samples, 0)
         outputs = []
         for _ in range(math.ceil(horizon / self.config.pred_len)):
-            window = self._sample_window(history, generator, n_steps)
+            window = self._sample_window(history, generator, n_steps, eta)
             outputs.append(window)
             history = torch.cat([history, window], dim=1)[:, -self.context_len :]
         paths = torch.cat(outputs, dim=1)[:, :horizon]
@@ -201,7 +194,7 @@ class DiffusionForecaster(nn.Module):
             torch.from_numpy(arr.copy()).float().to(device),
             horizon,
             num_samples=num_samples,
-            generator=gen,
+            generator=gen if device.type == "cpu" else None,
             **kwargs,
         )
         return forecast_from_samples(samples.double().cpu().numpy(), list(levels))

@@ -22,7 +22,6 @@ from genloom.core.sampling import SamplingParams, sample_from_logits
 from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.tokenizer import PAD_ID, BinTokenizerConfig, ScaleBinTokenizer
 
-
 FAMILY = "timeseries.tokenized_ar"
 
 
@@ -170,6 +169,7 @@ class TokenizedARForecaster(nn.Module):
         loc, scale = self.tokenizer.fit_scale(context)
         ids = self.tokenizer.encode(context, loc, scale).repeat_interleave(num_samples, 0)
         loc_s, scale_s = loc.repeat_interleave(num_samples, 0), scale.repeat_interleave(num_samples, 0)
+        params = SamplingParams(temperature=max(0.0, temperature), top_k=top_k if top_k > 0 else None)
         max_len = self.max_len
         generated = []
         logits, position = None, 0
@@ -184,14 +184,7 @@ class TokenizedARForecaster(nn.Module):
                     logits = self.decoder(keep, input_pos=positions)[:, -1]
                     position = keep.shape[1]
                 logits[:, PAD_ID] = -float("inf")
-                if temperature <= 0:
-                    next_id = logits.argmax(-1, keepdim=True)
-                else:
-                    logits = logits / temperature
-                    if top_k > 0:
-                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                        logits = logits.masked_fill(logits < kth, -float("inf"))
-                    next_id = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+                next_id = sample_from_logits(logits, params, generator).unsqueeze(-1)
                 generated.append(next_id)
                 ids = torch.cat([ids, next_id], dim=1)
                 if position < max_len:
