@@ -169,6 +169,10 @@ def test_beam_errors_are_specific() -> None:
         beam_search(model, prompt, 3, beam_size=0)
     with pytest.raises(SamplingError, match="eos_id"):
         beam_search(model, prompt, 3, beam_size=2, eos_id=7)
+    with pytest.raises(SamplingError, match="length_penalty"):
+        beam_search(model, prompt, 3, beam_size=2, length_penalty=float("nan"))
+    with pytest.raises(SamplingError, match="exclude eos_id"):
+        beam_search(model, prompt, 3, beam_size=2, eos_id=1, suppress_ids=(1,))
 
     class NoReorder:
         def setup_cache(self, batch_size: int, max_seq_len: int) -> None: ...

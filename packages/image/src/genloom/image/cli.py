@@ -5,7 +5,6 @@ Every command reads local files only. Without `--model`, `sample` uses the first
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -199,16 +198,13 @@ def reconstruct(
     output: Path = typer.Option(Path("reconstruction.png"), "-o", "--output"),
 ) -> None:
     """Encode and decode images with a tokenizer; writes originals (top rows) above reconstructions."""
+    from genloom.image.io import CONFIG_NAME, read_family
     from genloom.image.pipeline import TOKENIZERS
     from genloom.image.tokenizer_training import evaluate_tokenizer
 
     try:
         folder = tokenizer / "tokenizer" if (tokenizer / "tokenizer").is_dir() else tokenizer
-        family = (
-            json.loads((folder / "config.json").read_text()).get("family")
-            if (folder / "config.json").is_file()
-            else None
-        )
+        family = read_family(folder) if (folder / CONFIG_NAME).is_file() else None
         if family not in TOKENIZERS:
             raise CheckpointError(
                 f"{folder} is not a tokenizer folder (family {family!r}, expected one of {sorted(TOKENIZERS)})"

@@ -12,15 +12,17 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genloom.core.zoo import read_config, register_family
 from genloom.image.data import ImageDataset
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import load_component_of, save_component
 
 JUDGE_FAMILY = "image.judge"
 
@@ -147,15 +149,21 @@ class Judge:
     def save(self, folder: str | Path) -> None:
         config = {"family": JUDGE_FAMILY, "dataset": self.dataset_name, "class_names": self.class_names}
         config.update(asdict(self.classifier.config))
-        save_model_folder(folder, self.classifier.state_dict(), config)
+        save_component(self.classifier, folder, config)
 
     @classmethod
     def load(cls, folder: str | Path) -> Judge:
-        config, state = load_model_folder(folder, family=JUDGE_FAMILY)
-        arch = ClassifierConfig(**{k: config[k] for k in ClassifierConfig.__dataclass_fields__})
-        model = ImageClassifier(arch)
-        model.load_state_dict(state)
+        model = load_component_of(folder, ImageClassifier, family=JUDGE_FAMILY)
+        config = read_config(folder)
         return cls(model, config["class_names"], config["dataset"])
+
+
+def _build_classifier(config: dict[str, Any]) -> ImageClassifier:
+    """Zoo builder of the judge family: the classifier (dataset and class names are judge metadata)."""
+    return ImageClassifier(ClassifierConfig(**{k: config[k] for k in ClassifierConfig.__dataclass_fields__}))
+
+
+register_family(JUDGE_FAMILY, _build_classifier)
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.errors import CheckpointError, UnknownClassError
-from genloom.image.io import CONFIG_NAME, write_json
+from genloom.image.io import read_family, write_json
 from genloom.image.models.masked_autoregressive import MaskedAutoregressive
 from genloom.image.models.masked_tokens import MaskGIT
 from genloom.image.models.next_scale import NextScaleAR
@@ -166,9 +166,9 @@ class ImagePipeline:
         folder = Path(folder)
         try:
             info = json.loads((folder / "preset.json").read_text())
-            tok_family = json.loads((folder / "tokenizer" / CONFIG_NAME).read_text())["family"]
-            gen_family = json.loads((folder / "model" / CONFIG_NAME).read_text())["family"]
-        except (OSError, json.JSONDecodeError, KeyError) as err:
+            tok_family = read_family(folder / "tokenizer")
+            gen_family = read_family(folder / "model")
+        except (OSError, json.JSONDecodeError, CheckpointError) as err:
             raise CheckpointError(
                 f"{folder} is not an image generator preset (preset.json, tokenizer/, model/): {err}"
             ) from None

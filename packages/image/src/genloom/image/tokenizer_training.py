@@ -218,5 +218,5 @@ def calibrate_latent_scale(model: KLAutoencoder, images: torch.Tensor, *, batch_
     device = next(model.parameters()).device
     model.eval()
     means = torch.cat([model.encode(chunk.to(device)).mode().cpu() for chunk in images.split(batch_size)])
-    model.config.scale_factor = float(1.0 / means.std().clamp_min(1e-6))
+    model.set_scale_factor(float(1.0 / means.std().clamp_min(1e-6)))
     return model.config.scale_factor

@@ -7,6 +7,8 @@ and its folders copied under `presets/`) plus converter presets for the official
 from pathlib import Path
 
 from genloom.core.zoo import Preset, WeightSource
+from genloom.image import judge, pipeline  # noqa: F401  (importing them registers every image family)
+from genloom.image.io import read_family
 from genloom.image.official import OFFICIAL_CHECKPOINTS
 
 _PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -19,13 +21,13 @@ def _shipped_generators() -> list[Preset]:
     for folder in sorted(
         p for p in _PRESETS_DIR.iterdir() if (p / "model").is_dir() and (p / "tokenizer").is_dir()
     ):
-        family = folder.name.split("-")[0]
+        kind = folder.name.split("-")[0]
         presets.append(
             Preset(
                 name=folder.name,
-                family=f"image.{family}",
+                family=read_family(folder / "model"),
                 modality="image",
-                description=f"{family} generator trained on the built-in data set, with its tokenizer",
+                description=f"{kind} generator trained on the built-in data set, with its tokenizer",
                 source=WeightSource(kind="package", package="genloom.image", path=f"presets/{folder.name}"),
                 loader="genloom.image.pipeline:ImagePipeline.load",
                 card={"license": "Apache-2.0", "trained_by": "scripts/train_image_presets.py"},

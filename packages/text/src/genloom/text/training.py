@@ -64,6 +64,18 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
+class _LossAsForward(nn.Module):
+    """Makes a text model's `loss` its forward, so that DDP / FSDP2 wrappers see the call that builds the
+    graph (checkpoint weight names gain a `model.` prefix)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: object, glance_ratio: float) -> torch.Tensor:
+        return self.model.loss(batch, glance_ratio=glance_ratio)
+
+
 def train(
     model: nn.Module,
     next_batch: Callable[[torch.Generator], object],
@@ -91,14 +103,14 @@ def train(
     def training_step(module: nn.Module, batch: object) -> torch.Tensor:
         step = trainer.step
         ratio = glance.ratio(step) if glance is not None else 0.0
-        loss = module.loss(_to_device(batch, device), glance_ratio=ratio)
+        loss = module(_to_device(batch, device), ratio)
         value = loss.item()
         step_losses.setdefault(step, []).append(value)
         if on_step is not None:
             on_step(step, value)
         return loss
 
-    trainer = Trainer(model, training_step, batch_at, config)
+    trainer = Trainer(_LossAsForward(model), training_step, batch_at, config)
     trainer.fit(resume=config.out_dir is not None)
     model.eval()
     return [sum(values) / len(values) for _, values in sorted(step_losses.items())]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from genloom.timeseries.errors import CheckpointError, SeriesInputError
+from genloom.core.errors import GenloomError
+from genloom.timeseries.errors import SeriesInputError
 
 app = typer.Typer(help="genloom-timeseries: forecasting from CSV files.", no_args_is_help=True)
 
@@ -54,7 +55,7 @@ def forecast(
         frame = forecast_table(
             table, horizon, forecaster, levels=parse_quantiles(quantiles), num_samples=samples, seed=seed
         )
-    except (SeriesInputError, CheckpointError) as err:
+    except GenloomError as err:  # SeriesInputError, CheckpointError, core ConfigError, ...
         _fail(err)
     write_csv_atomic(frame, output)
     typer.echo(f"wrote {output} ({len(table.columns)} series x {horizon} steps)")
@@ -84,7 +85,7 @@ def train(
         result = train_to_folder(
             model, data, out, horizon=horizon, target=target, epochs=epochs, device=device, log=typer.echo
         )
-    except (SeriesInputError, CheckpointError) as err:
+    except GenloomError as err:  # SeriesInputError, CheckpointError, core ConfigError, ...
         _fail(err)
     typer.echo(f"test MSE {result['mse']:.4f} MAE {result['mae']:.4f}; wrote {out}")
 
@@ -110,6 +111,6 @@ def evaluate(
         metrics = evaluate_long_term(
             data, model=model, horizon=horizon, stride=stride, num_samples=samples, device=device
         )
-    except (SeriesInputError, CheckpointError) as err:
+    except GenloomError as err:  # SeriesInputError, CheckpointError, core ConfigError, ...
         _fail(err)
     typer.echo(json.dumps(metrics, indent=2))

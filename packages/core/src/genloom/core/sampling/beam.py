@@ -12,6 +12,7 @@ including the first eos; `length_penalty=0` ranks by the raw sum). `genloom.core
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -52,7 +53,7 @@ def _check_beam_args(
         )
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise SamplingError(f"beam_size must be an int >= 1, got {beam_size!r}")
-    if not isinstance(length_penalty, int | float) or not torch.isfinite(torch.tensor(float(length_penalty))):
+    if not isinstance(length_penalty, int | float) or not math.isfinite(length_penalty):
         raise SamplingError(f"length_penalty must be a finite number, got {length_penalty!r}")
     if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in suppress_ids):
         raise SamplingError(f"suppress_ids must be non-negative ints, got {list(suppress_ids)!r}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from genloom.core.tokenizers.kl import MAR_KL16_SCALE
 from genloom.core.tokenizers.multiscale_vq import DEFAULT_PATCH_NUMS
 from genloom.image.convert.official import load_converted, load_official_state_dict, rename_keys
 from genloom.image.errors import CheckpointError
@@ -179,7 +180,7 @@ def convert_var_vqvae(
 
 
 def convert_mar_kl(
-    state: StateDict, *, scale_factor: float = 0.2325, source: str = "MAR KL autoencoder"
+    state: StateDict, *, scale_factor: float = MAR_KL16_SCALE, source: str = "MAR KL autoencoder"
 ) -> KLAutoencoder:
     """MAR / LDM `AutoencoderKL` state dict -> KLAutoencoder; `scale_factor` is MAR's `vae_scale` (0.2325 for KL-16)."""
     params = {k: v for k, v in _taming_net_keys(state).items() if not k.startswith("loss.")}

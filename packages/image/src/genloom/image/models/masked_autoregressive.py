@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn as nn
 
 from genloom.core.nn import Encoder, TransformerConfig
 from genloom.image.errors import ImageInputError, UnknownClassError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.models.diffusion_head import DiffusionHead
 
 MAR_FAMILY = "image.mar"
@@ -77,10 +76,11 @@ def mask_by_order(mask_len: int, orders: torch.Tensor) -> torch.Tensor:
     return mask.scatter(-1, orders[:, :mask_len], 1.0)
 
 
-class MaskedAutoregressive(nn.Module):
+class MaskedAutoregressive(ZooComponent, nn.Module):
     """MAR generator over continuous tokens (B, seq_len, token_dim)."""
 
     family = MAR_FAMILY
+    config_class = MARConfig
 
     def __init__(self, config: MARConfig) -> None:
         super().__init__()
@@ -258,12 +258,5 @@ class MaskedAutoregressive(nn.Module):
 
     # ------------------------------------------------------------------ files
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> MaskedAutoregressive:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(MARConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(MaskedAutoregressive)

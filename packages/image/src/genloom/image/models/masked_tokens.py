@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from genloom.core.sampling.guidance import apply_guidance
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.models.class_embedding import ClassEmbedding
 
 MASKGIT_FAMILY = "image.maskgit"
@@ -59,10 +58,11 @@ class MaskGITConfig:
         return cls(**data)
 
 
-class MaskGIT(nn.Module):
+class MaskGIT(ZooComponent, nn.Module):
     """Class-conditional masked token model; token layout: [class] then the raster-ordered grid."""
 
     family = MASKGIT_FAMILY
+    config_class = MaskGITConfig
 
     def __init__(self, config: MaskGITConfig) -> None:
         super().__init__()
@@ -141,12 +141,5 @@ class MaskGIT(nn.Module):
             forward_fn, start.to(self.transformer.output.weight.device), params=sampling, generator=generator
         )
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> MaskGIT:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(MaskGITConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(MaskGIT)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from genloom.core.sampling.guidance import apply_guidance
 from genloom.core.sampling.logits import SamplingParams, sample_from_logits
 from genloom.core.tokenizers.multiscale_vq import DEFAULT_PATCH_NUMS, MultiScaleResidualVQ
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.models.class_embedding import ClassEmbedding
 
 NEXT_SCALE_FAMILY = "image.var"
@@ -84,10 +83,11 @@ class NextScaleConfig:
         return cls(**{k: v for k, v in data.items() if k != "family"})
 
 
-class NextScaleAR(nn.Module):
+class NextScaleAR(ZooComponent, nn.Module):
     """VAR: class -> token maps of `patch_nums` scales, each predicted in one forward from the coarser ones."""
 
     family = NEXT_SCALE_FAMILY
+    config_class = NextScaleConfig
 
     def __init__(self, config: NextScaleConfig) -> None:
         super().__init__()
@@ -229,12 +229,5 @@ class NextScaleAR(nn.Module):
 
     # ------------------------------------------------------------------ files
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> NextScaleAR:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(NextScaleConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(NextScaleAR)

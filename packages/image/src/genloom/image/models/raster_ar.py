@@ -8,7 +8,6 @@ Token layout: `cls_token_num` class embeddings, then the h x w grid of token ids
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,11 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloom.core.nn import Transformer, TransformerConfig
+from genloom.core.sampling.autoregressive import generate
 from genloom.core.sampling.guidance import apply_guidance
-from genloom.core.sampling.logits import SamplingParams, sample_from_logits
+from genloom.core.sampling.logits import SamplingParams
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.models.class_embedding import ClassEmbedding
+from genloom.image.models.class_prefix import ClassPrefixLM
 
 RASTER_AR_FAMILY = "image.raster_ar"
 
@@ -82,10 +83,11 @@ class RasterARConfig:
         return cls(**data)
 
 
-class RasterAR(nn.Module):
+class RasterAR(ZooComponent, nn.Module):
     """Class-conditional next-token model over a raster-ordered token grid."""
 
     family = RASTER_AR_FAMILY
+    config_class = RasterARConfig
 
     def __init__(self, config: RasterARConfig) -> None:
         super().__init__()
@@ -138,19 +140,6 @@ class RasterAR(nn.Module):
 
     # ------------------------------------------------------------------ cached decoding
 
-    def _prefill(self, labels: torch.Tensor) -> torch.Tensor:
-        k = self.config.cls_token_num
-        return self.transformer(embeddings=self._class_prefix(labels), input_pos=torch.arange(k))[:, -1]
-
-    def _step(self, token: torch.Tensor, position: int) -> torch.Tensor:
-        return self.transformer(token.view(-1, 1), input_pos=torch.tensor([position]))[:, -1]
-
-    def _cfg_batch(self, labels: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        labels = self.cls_embedding.check(labels)
-        if cfg_scale == 1.0:
-            return labels
-        return torch.cat([labels, torch.full_like(labels, self.cls_embedding.null_class)])
-
     @torch.no_grad()
     def decode_logits(
         self, labels: torch.Tensor, tokens: torch.Tensor, *, cfg_scale: float = 1.0
@@ -158,16 +147,22 @@ class RasterAR(nn.Module):
         """Logits of every cached decoding step when fed the given tokens (B, h*w): (B, h*w, V) (guided when
         cfg_scale != 1; the raw (2B, ...) conditional/unconditional logits are not returned)."""
         self._check_tokens(tokens, self.num_tokens)
-        batch_labels = self._cfg_batch(labels, cfg_scale)
-        n = batch_labels.shape[0]
-        self.transformer.setup_cache(n, self.config.cls_token_num + self.num_tokens)
+        lm = ClassPrefixLM(self)
+        labels = self.cls_embedding.check(labels)
+        prompt = lm.class_prompt(labels)
+        if cfg_scale != 1.0:
+            prompt = torch.cat(
+                [prompt, lm.class_prompt(torch.full_like(labels, self.cls_embedding.null_class))]
+            )
+        n, k = prompt.shape
+        lm.setup_cache(n, k + self.num_tokens)
         try:
-            out = [self._guide(self._prefill(batch_labels), cfg_scale)]
+            out = [self._guide(lm(prompt, input_pos=torch.arange(k))[:, -1], cfg_scale)]
             for t in range(tokens.shape[1] - 1):
-                token = tokens[:, t].repeat(n // tokens.shape[0])
-                out.append(self._guide(self._step(token, self.config.cls_token_num + t), cfg_scale))
+                token = tokens[:, t : t + 1].repeat(n // tokens.shape[0], 1)
+                out.append(self._guide(lm(token, input_pos=torch.tensor([k + t]))[:, -1], cfg_scale))
         finally:
-            self.transformer.remove_cache()
+            lm.remove_cache()
         return torch.stack(out, dim=1)
 
     @staticmethod
@@ -186,36 +181,29 @@ class RasterAR(nn.Module):
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample token grids (B, h*w) for the given classes with CFG (cfg_scale 1 = off) and top-k / top-p."""
+        """Sample token grids (B, h*w) for the given classes with CFG (cfg_scale 1 = off) and top-k / top-p.
+
+        Core's AR loop (`genloom.core.sampling.generate`: static KV cache, CFG on the logits before
+        temperature and filtering, as LlamaGen does) drives the model through `ClassPrefixLM`.
+        """
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-        sampling = sampling or SamplingParams()
-        batch_labels = self._cfg_batch(labels, cfg_scale)
-        n, batch = batch_labels.shape[0], labels.shape[0]
-        self.transformer.setup_cache(n, self.config.cls_token_num + self.num_tokens)
+        lm = ClassPrefixLM(self)
+        labels = self.cls_embedding.check(labels)
+        guided = cfg_scale != 1.0
+        uncond = lm.class_prompt(torch.full_like(labels, self.cls_embedding.null_class)) if guided else None
         try:
-            logits = self._guide(self._prefill(batch_labels), cfg_scale)
-            tokens = []
-            for t in range(self.num_tokens):
-                token = sample_from_logits(logits, sampling, generator)
-                tokens.append(token)
-                if t == self.num_tokens - 1:
-                    break
-                logits = self._guide(
-                    self._step(token.repeat(n // batch), self.config.cls_token_num + t), cfg_scale
-                )
+            return generate(
+                lm,
+                lm.class_prompt(labels),
+                self.num_tokens,
+                params=sampling or SamplingParams(),
+                cfg_scale=cfg_scale if guided else None,
+                uncond_prompt=uncond,
+                generator=generator,
+            )
         finally:
-            self.transformer.remove_cache()
-        return torch.stack(tokens, dim=1)
+            lm.remove_cache()
 
-    # ------------------------------------------------------------------ files
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> RasterAR:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(RasterARConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(RasterAR)

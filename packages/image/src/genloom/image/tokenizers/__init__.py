@@ -1,7 +1,7 @@
 """Image tokenizers: VQ autoencoder (LlamaGen), multi-scale VQ autoencoder (VAR), KL autoencoder (MAR)."""
 
 from genloom.image.tokenizers.conv_net import ConvDecoder, ConvEncoder, ConvNetConfig
-from genloom.image.tokenizers.kl_autoencoder import DiagonalGaussian, KLAutoencoder, KLAutoencoderConfig
+from genloom.image.tokenizers.kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
 from genloom.image.tokenizers.multiscale_autoencoder import (
     MultiScaleVQAutoencoder,
     MultiScaleVQAutoencoderConfig,
@@ -13,7 +13,6 @@ __all__ = [
     "ConvDecoder",
     "ConvEncoder",
     "ConvNetConfig",
-    "DiagonalGaussian",
     "KLAutoencoder",
     "KLAutoencoderConfig",
     "MultiScaleVQAutoencoder",

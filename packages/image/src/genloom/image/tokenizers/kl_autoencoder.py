@@ -1,20 +1,21 @@
 """KL autoencoder with continuous latents (LDM / MAR's KL-16): the tokenizer of continuous-token models.
 
-The encoder emits mean and log-variance of a diagonal Gaussian per latent pixel; MAR multiplies the latent
-by a scale factor (0.2325 for its KL-16) so that tokens have roughly unit variance.
+The encoder emits mean and log-variance of a diagonal Gaussian per latent pixel (core's `DiagonalGaussian`);
+MAR multiplies the latent by a scale factor (0.2325 for its KL-16) so that tokens have roughly unit variance,
+which core's `KLBottleneck` applies (`scale` / `unscale`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from genloom.core.tokenizers import MAR_KL16_SCALE, DiagonalGaussian, KLBottleneck
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.tokenizers.conv_net import (
     ConvDecoder,
     ConvEncoder,
@@ -27,28 +28,6 @@ from genloom.image.tokenizers.vq_autoencoder import check_images
 KL_FAMILY = "image.tokenizer.kl"
 
 
-class DiagonalGaussian:
-    """Posterior N(mean, exp(logvar)) from moments (B, 2C, h, w); logvar clamped to [-30, 20] as in LDM."""
-
-    def __init__(self, moments: torch.Tensor) -> None:
-        self.mean, logvar = moments.chunk(2, dim=1)
-        self.logvar = logvar.clamp(-30.0, 20.0)
-        self.std = torch.exp(0.5 * self.logvar)
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
-        return self.mean + self.std * noise
-
-    def mode(self) -> torch.Tensor:
-        return self.mean
-
-    def kl(self) -> torch.Tensor:
-        """KL to N(0, I), summed over latent dims, one value per batch element."""
-        return 0.5 * (self.mean.square() + self.logvar.exp() - 1.0 - self.logvar).sum(dim=(1, 2, 3))
-
-
 @dataclass
 class KLAutoencoderConfig:
     """MAR KL-16 defaults: ch 128, ch_mult (1, 1, 2, 2, 4), no level attention, 16 latent channels."""
@@ -59,7 +38,7 @@ class KLAutoencoderConfig:
         )
     )
     embed_dim: int = 16
-    scale_factor: float = 0.2325
+    scale_factor: float = MAR_KL16_SCALE
     kl_weight: float = 1e-6
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,10 +55,11 @@ class KLAutoencoderOutput:
     posterior: DiagonalGaussian
 
 
-class KLAutoencoder(nn.Module):
+class KLAutoencoder(ZooComponent, nn.Module):
     """encode: image -> DiagonalGaussian over (B, embed_dim, h, w); decode: latent -> image (not clamped)."""
 
     family = KL_FAMILY
+    config_class = KLAutoencoderConfig
 
     def __init__(self, config: KLAutoencoderConfig | None = None) -> None:
         super().__init__()
@@ -90,6 +70,7 @@ class KLAutoencoder(nn.Module):
         self.decoder = ConvDecoder(cfg.net)
         self.quant_conv = nn.Conv2d(2 * cfg.net.z_channels, 2 * cfg.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.net.z_channels, 1)
+        self.bottleneck = KLBottleneck(latent_dim=cfg.embed_dim, scale_factor=cfg.scale_factor, channel_dim=1)
 
     @property
     def latent_channels(self) -> int:
@@ -102,7 +83,7 @@ class KLAutoencoder(nn.Module):
             multiple_of=self.config.net.downsample_factor,
             name="KLAutoencoder",
         )
-        return DiagonalGaussian(self.quant_conv(self.encoder(images)))
+        return DiagonalGaussian.from_moments(self.quant_conv(self.encoder(images)), channel_dim=1)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.ndim != 4 or latents.shape[1] != self.config.embed_dim:
@@ -118,23 +99,22 @@ class KLAutoencoder(nn.Module):
         """Scaled latents (what MAR models): posterior sample or mean, times `scale_factor`."""
         posterior = self.encode(images)
         latent = posterior.sample(generator) if sample else posterior.mode()
-        return latent * self.config.scale_factor
+        return self.bottleneck.scale(latent)
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Image from scaled latents (inverse of `encode_tokens`), clamped to [-1, 1]."""
-        return self.decode(tokens / self.config.scale_factor).clamp(-1.0, 1.0)
+        return self.decode(self.bottleneck.unscale(tokens)).clamp(-1.0, 1.0)
+
+    def set_scale_factor(self, scale_factor: float) -> None:
+        """Change the latent scale (after calibration); keeps the config and the bottleneck in step."""
+        if scale_factor == 0:
+            raise ValueError("scale_factor must be non-zero")
+        self.config.scale_factor = self.bottleneck.scale_factor = float(scale_factor)
 
     def forward(self, images: torch.Tensor, *, sample: bool = True) -> KLAutoencoderOutput:
         posterior = self.encode(images)
         latent = posterior.sample() if sample else posterior.mode()
         return KLAutoencoderOutput(self.decode(latent), posterior)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> KLAutoencoder:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(KLAutoencoderConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(KLAutoencoder)

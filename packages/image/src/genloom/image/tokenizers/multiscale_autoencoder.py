@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ import torch.nn as nn
 
 from genloom.core.tokenizers.multiscale_vq import DEFAULT_PATCH_NUMS, MultiScaleResidualVQ
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.tokenizers.conv_net import (
     ConvDecoder,
     ConvEncoder,
@@ -55,10 +54,11 @@ class MultiScaleVQAutoencoderConfig:
         return nested_config_from_dict(cls, data)
 
 
-class MultiScaleVQAutoencoder(nn.Module):
+class MultiScaleVQAutoencoder(ZooComponent, nn.Module):
     """encode: image -> (B, L) scale-major ids; decode: ids -> image in [-1, 1]."""
 
     family = MULTISCALE_FAMILY
+    config_class = MultiScaleVQAutoencoderConfig
 
     def __init__(self, config: MultiScaleVQAutoencoderConfig | None = None) -> None:
         super().__init__()
@@ -120,12 +120,5 @@ class MultiScaleVQAutoencoder(nn.Module):
         quantized = self.quantize(self.encode_features(images))
         return AutoencoderOutput(self.decoder(self.post_quant_conv(quantized.codes)), quantized)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> MultiScaleVQAutoencoder:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(MultiScaleVQAutoencoderConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(MultiScaleVQAutoencoder)

@@ -7,7 +7,6 @@ The codebook lookup is core's `VectorQuantizer` (optionally L2-normalised, as Ll
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +15,7 @@ import torch.nn as nn
 from genloom.core.tokenizers.base import QuantizerOutput
 from genloom.core.tokenizers.vq import VectorQuantizer
 from genloom.image.errors import ImageInputError
-from genloom.image.io import load_model_folder, save_model_folder
+from genloom.image.io import ZooComponent, register_image_family
 from genloom.image.tokenizers.conv_net import (
     ConvDecoder,
     ConvEncoder,
@@ -72,10 +71,11 @@ def check_images(images: torch.Tensor, *, channels: int, multiple_of: int, name:
         )
 
 
-class VQAutoencoder(nn.Module):
+class VQAutoencoder(ZooComponent, nn.Module):
     """encode: image -> (B, h, w) token ids; decode: ids -> image; forward: reconstruction for training."""
 
     family = VQ_FAMILY
+    config_class = VQAutoencoderConfig
 
     def __init__(self, config: VQAutoencoderConfig | None = None) -> None:
         super().__init__()
@@ -131,12 +131,5 @@ class VQAutoencoder(nn.Module):
         quantized = self.quantize(self.encode_features(images))
         return AutoencoderOutput(self.decode_codes(quantized.codes), quantized)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_model_folder(folder, self.state_dict(), {"family": self.family, **self.config.to_dict()})
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> VQAutoencoder:
-        config, state = load_model_folder(folder, family=cls.family)
-        model = cls(VQAutoencoderConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
+register_image_family(VQAutoencoder)
