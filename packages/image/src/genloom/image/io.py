@@ -86,10 +86,11 @@ class ZooComponent:
         """Build the module (fresh weights) from a `config.json` dict, family key included or not."""
         return cls(cls.config_class.from_dict({k: v for k, v in config.items() if k != "family"}))
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write `folder/config.json` and float16 `folder/model.safetensors` (atomically, via the zoo)."""
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = torch.float16) -> Path:
+        """Write `folder/config.json` and `folder/model.safetensors` (atomically, via the zoo); floating
+        weights are stored as `dtype` (float16 keeps trained presets small; None keeps them as they are)."""
         assert isinstance(self, nn.Module)
-        return save_component(self, folder, {"family": self.family, **self.config.to_dict()})
+        return save_component(self, folder, {"family": self.family, **self.config.to_dict()}, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> Any:

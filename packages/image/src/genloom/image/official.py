@@ -1,8 +1,11 @@
 """The official checkpoints genloom-image converts, and `load_official(name, path)` to read one offline.
 
-Each entry names the official file, its URL (as the official repositories publish it), the converter and
-the arguments the weights alone do not fix (scale list, token grid, head counts). No sha256 is pinned: the
-files were not downloaded here, so `load_official` takes a local path and never touches the network.
+Each entry names the official file (its local name under `$GENLOOM_HOME/checkpoints/`, distinct per entry),
+its URL (as the official repositories publish it), the converter and the arguments the weights alone do not
+fix (scale list, token grid, head counts). No sha256 is pinned: the files were not downloaded here, so
+`load_official` takes a local path and never touches the network. `convert_official_preset` is the zoo's
+converter hook: `genloom.core.zoo.from_pretrained("var-d16", checkpoint=path)` converts through it once
+and caches the result as a zoo folder (float32, as the official weights are).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import torch.nn as nn
 
 from genloom.core.errors import UnknownPresetError
+from genloom.core.zoo.preset import Preset
 from genloom.core.zoo.registry import import_object
 
 _VAR_HF = "https://huggingface.co/FoundationVision/var/resolve/main"
@@ -85,7 +89,8 @@ def _entries() -> list[OfficialCheckpoint]:
             "https://www.dropbox.com/scl/fi/1qmfx6fpy3k7j9vcjjs3s/checkpoint-last.pth?rlkey=4lae281yzxb406atp32vzc83o&dl=1",
         ),
     ):
-        out.append(OfficialCheckpoint(f"mar-{size}", "image.mar", "checkpoint-last.pth", url, "genloom.image.convert:load_mar",
+        # every MAR size publishes "checkpoint-last.pth": a folder per size keeps the local copies apart
+        out.append(OfficialCheckpoint(f"mar-{size}", "image.mar", f"mar-{size}/checkpoint-last.pth", url, "genloom.image.convert:load_mar",
                                       {"prefer_ema": True}, f"MAR-{size.upper()} (EMA weights), ImageNet 256px"))  # fmt: skip
     return out
 
@@ -98,8 +103,16 @@ def load_official(name: str, path: str | Path, **overrides: Any) -> nn.Module:
     entry = OFFICIAL_CHECKPOINTS.get(name)
     if entry is None:
         raise UnknownPresetError(name, OFFICIAL_CHECKPOINTS, what="official image checkpoint")
-    kwargs = dict(entry.kwargs)
-    if "grid" in kwargs:
+    kwargs = {**entry.kwargs, **overrides}
+    if "grid" in kwargs:  # JSON configs carry lists
         kwargs["grid"] = tuple(kwargs["grid"])
-    kwargs.update(overrides)
     return import_object(entry.converter)(path, **kwargs)
+
+
+def convert_official_preset(checkpoint: str | Path, folder: str | Path, *, preset: Preset) -> None:
+    """Zoo converter: official file -> zoo folder (`config.json` + float32 `model.safetensors`).
+
+    `preset.name` picks the official entry; `preset.config` holds its converter arguments.
+    """
+    module = load_official(preset.name, checkpoint, **preset.config)
+    module.save_pretrained(folder, dtype=None)  # type: ignore[operator]

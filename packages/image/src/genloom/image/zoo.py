@@ -62,7 +62,10 @@ PRESETS: list[Preset] = [
             modality="image",
             description=entry.description,
             source=WeightSource(
-                kind="converter", url=entry.url, filename=entry.filename, converter=entry.converter
+                kind="converter",
+                url=entry.url,
+                filename=entry.filename,
+                converter="genloom.image.official:convert_official_preset",
             ),
             config=dict(entry.kwargs),
             card={
