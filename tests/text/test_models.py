@@ -144,6 +144,8 @@ def test_bad_inputs_give_clear_errors():
         Seq2SeqConfig(family="gpt")
     config = tiny_config("ctc")
     assert Seq2SeqConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(TextInputError, match=r"unknown Seq2SeqConfig field\(s\) \['layers'\]"):
+        Seq2SeqConfig.from_dict({**config.to_dict(), "layers": 2})
     with pytest.raises(TextInputError, match="dag_vertex_inputs"):
         tiny_config("dat", dag_vertex_inputs="random")
 

@@ -7,6 +7,7 @@ showing a traceback from deep inside torch.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable
 
@@ -66,6 +67,24 @@ class OutputPathError(GenloomError, OSError):
         return self.args[0]
 
 
+def check_field_names(
+    config_cls: type,
+    names: Iterable[str],
+    *,
+    error: type[Exception] = ConfigError,
+    what: str | None = None,
+) -> set[str]:
+    """Raise `error` naming every key of `names` that is not a field of the dataclass `config_cls` (and the
+    known ones); return the known field names. The one check behind every config `from_dict`."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise error(
+            f"unknown {what or config_cls.__name__} field(s) {unknown}; known fields: {sorted(known)}"
+        )
+    return known
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -74,4 +93,5 @@ __all__ = [
     "OutputPathError",
     "UnknownPresetError",
     "UnsafeCheckpointError",
+    "check_field_names",
 ]

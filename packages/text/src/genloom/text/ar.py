@@ -9,6 +9,9 @@ core `beam_search` (which gathers the caches of the surviving beams each step).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,9 +62,17 @@ class ARTranslator(nn.Module):
         valid = padding_mask(input_length, inputs.shape[1])
         return F.cross_entropy(logits[valid], labels[valid], label_smoothing=self.label_smoothing)
 
-    def _finish(self, decoder: nn.Module) -> None:
-        decoder.remove_cache()
-        decoder.clear_context()
+    @contextmanager
+    def _decoding(self, source: Tensor, source_length: Tensor) -> Iterator[tuple[nn.Module, Tensor]]:
+        """(decoder with the encoded source cached for cross-attention, BOS prompt [B, 1]); the decoder's
+        caches and context are released on exit, also when decoding fails."""
+        mask = padding_mask(source_length, source.shape[1])
+        decoder = self.model.start_decoding(source, src_padding_mask=mask)
+        try:
+            yield decoder, torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+        finally:
+            decoder.remove_cache()
+            decoder.clear_context()
 
     def _max_length(self, source_length: Tensor, max_length: int | None) -> int:
         if max_length is None:
@@ -99,12 +110,11 @@ class ARTranslator(nn.Module):
         self, source: Tensor, source_length: Tensor, draft: ARTranslator, gamma: int, max_length: int
     ) -> Translation:
         """The core speculative loop on both decoders, each with its own cached cross-attention."""
-        mask = padding_mask(source_length, source.shape[1])
-        target_decoder = self.model.start_decoding(source, src_padding_mask=mask)
-        draft_decoder = draft.model.start_decoding(source, src_padding_mask=mask)
         stats = DecodeStats()
-        try:
-            prompt = torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+        with (
+            self._decoding(source, source_length) as (target_decoder, prompt),
+            draft._decoding(source, source_length) as (draft_decoder, _),
+        ):
             tokens = speculative_generate(
                 target_decoder,
                 draft_decoder,
@@ -115,18 +125,12 @@ class ARTranslator(nn.Module):
                 eos_id=EOS_ID,
                 stats=stats,
             )
-        finally:
-            self._finish(target_decoder)
-            draft._finish(draft_decoder)
         return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
 
     def _greedy(self, source: Tensor, source_length: Tensor, max_length: int) -> Translation:
         """The core AR loop (`genloom.core.sampling.generate`) on the decoder with cached cross-attention."""
-        mask = padding_mask(source_length, source.shape[1])
-        decoder = self.model.start_decoding(source, src_padding_mask=mask)
         stats = DecodeStats()
-        try:
-            prompt = torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+        with self._decoding(source, source_length) as (decoder, prompt):
             tokens = generate(
                 decoder,
                 prompt,
@@ -135,18 +139,13 @@ class ARTranslator(nn.Module):
                 eos_id=EOS_ID,
                 stats=stats,
             )
-        finally:
-            self._finish(decoder)
         return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
 
     def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
         """The core beam search (`genloom.core.sampling.beam_search`): final scores normalised by length,
         pad / bos / mask never generated; the decoder's caches and cross-attention are gathered per step."""
-        mask = padding_mask(source_length, source.shape[1])
-        decoder = self.model.start_decoding(source, src_padding_mask=mask)
         stats = DecodeStats()
-        try:
-            prompt = torch.full((source.shape[0], 1), BOS_ID, device=source.device)
+        with self._decoding(source, source_length) as (decoder, prompt):
             result = beam_search(
                 decoder,
                 prompt,
@@ -157,6 +156,4 @@ class ARTranslator(nn.Module):
                 suppress_ids=(PAD_ID, BOS_ID, MASK_ID),
                 stats=stats,
             )
-        finally:
-            self._finish(decoder)
         return Translation(strip_specials(result.tokens), decoder_passes=stats.forward_passes)

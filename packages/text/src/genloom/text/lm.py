@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genloom.core.nn import Transformer, TransformerConfig
 from genloom.core.sampling.autoregressive import DecodeStats, generate
 from genloom.core.sampling.logits import SamplingParams
+from genloom.text.backbone import lm_backbone
 from genloom.text.errors import TextInputError
 
 
@@ -47,20 +47,7 @@ class CausalLM(nn.Module):
     def __init__(self, config: CausalLMConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = Transformer(
-            TransformerConfig(
-                dim=config.dim,
-                n_layers=config.n_layers,
-                n_heads=config.n_heads,
-                vocab_size=config.vocab_size,
-                max_seq_len=config.max_seq_len,
-                mlp="gelu",
-                norm="layernorm",
-                learned_pos=True,
-                mask="causal",
-                dropout=config.dropout,
-            )
-        )
+        self.backbone = lm_backbone(config, mask="causal")
 
     def _check(self, tokens: Tensor) -> None:
         if tokens.dim() != 2 or not 2 <= tokens.shape[1] <= self.config.max_seq_len:

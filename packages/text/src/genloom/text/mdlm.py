@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from genloom.core.nn import Transformer, TransformerConfig
 from genloom.core.sampling.discrete_diffusion import (
     LogLinearNoise,
     MaskedDiffusionOutput,
@@ -28,6 +27,7 @@ from genloom.core.sampling.discrete_diffusion import (
     sample_times,
 )
 from genloom.core.sampling.logits import SamplingParams
+from genloom.text.backbone import lm_backbone
 from genloom.text.errors import TextInputError
 
 
@@ -63,20 +63,7 @@ class MaskedDiffusionLM(nn.Module):
         super().__init__()
         self.config = config
         self.noise = LogLinearNoise(eps=config.noise_eps)
-        self.backbone = Transformer(
-            TransformerConfig(
-                dim=config.dim,
-                n_layers=config.n_layers,
-                n_heads=config.n_heads,
-                vocab_size=config.vocab_size,
-                max_seq_len=config.max_seq_len,
-                mlp="gelu",
-                norm="layernorm",
-                learned_pos=True,
-                mask="bidirectional",
-                dropout=config.dropout,
-            )
-        )
+        self.backbone = lm_backbone(config, mask="bidirectional")
 
     def logits(self, tokens: Tensor) -> Tensor:
         """SUBS parameterisation: float32 logits [B, L, V] with the mask token excluded."""

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from genloom.core.errors import check_field_names
 from genloom.core.nn import EncoderDecoder, TransformerConfig
+from genloom.text.backbone import text_transformer_config
 from genloom.text.errors import TextInputError
 from genloom.text.specials import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
 
@@ -67,31 +69,25 @@ class Seq2SeqConfig:
         return self.max_target_length + 2
 
     def encoder_config(self) -> TransformerConfig:
-        return TransformerConfig(
+        return text_transformer_config(
             dim=self.dim,
             n_layers=self.encoder_layers,
             n_heads=self.n_heads,
             vocab_size=self.vocab_size,
             max_seq_len=self.max_source_length,
-            mlp="gelu",
             mlp_ratio=self.mlp_ratio,
-            norm="layernorm",
-            learned_pos=True,
             mask="bidirectional",
             dropout=self.dropout,
         )
 
     def decoder_config(self, *, causal: bool) -> TransformerConfig:
-        return TransformerConfig(
+        return text_transformer_config(
             dim=self.dim,
             n_layers=self.decoder_layers,
             n_heads=self.n_heads,
             vocab_size=self.vocab_size,
             max_seq_len=self.max_decoder_length,
-            mlp="gelu",
             mlp_ratio=self.mlp_ratio,
-            norm="layernorm",
-            learned_pos=True,
             mask="causal" if causal else "bidirectional",
             cross_attn=True,
             dropout=self.dropout,
@@ -103,10 +99,7 @@ class Seq2SeqConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Seq2SeqConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TextInputError(f"unknown Seq2SeqConfig field(s) {unknown}")
+        check_field_names(cls, data, error=TextInputError)
         return cls(**data)
 
 

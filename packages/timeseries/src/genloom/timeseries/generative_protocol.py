@@ -118,9 +118,39 @@ def score_gpht(
     return sq / count, ab / count
 
 
-def _warmup(steps: int) -> int:
-    """Linear warm-up length of the generative forecasters: 5 % of the steps, at least 2."""
-    return max(2, round(0.05 * steps))
+def _fit_on_channel_windows(
+    model: nn.Module,
+    protocol: LongTermForecastProtocol,
+    window_len: int,
+    loss_of_batch,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    clip_grad_norm: float | None = 1.0,
+    seed: int,
+    device: str,
+    log,
+    name: str,
+) -> None:
+    """The training loop both sampling forecasters share: `steps` AdamW steps (5 % warm-up, at least 2)
+    on batches of univariate train windows of `window_len` steps drawn with replacement;
+    `loss_of_batch(model, windows [batch_size, window_len])` is the model's objective."""
+    windows = _channel_windows(protocol, "train", window_len)
+    fit_fixed_steps(
+        model,
+        loss_of_batch,
+        lambda _: windows[torch.randint(len(windows), (batch_size,))],
+        steps=steps,
+        lr=lr,
+        warmup_steps=max(2, round(0.05 * steps)),
+        clip_grad_norm=clip_grad_norm,
+        seed=seed,
+        device=device,
+        log=log,
+        log_every=1000,
+        name=name,
+    )
 
 
 def train_tokenized_ar(
@@ -149,19 +179,18 @@ def train_tokenized_ar(
         BinTokenizerConfig(n_bins=1024, limit=5.0, scaling="standard"),
         context_len=protocol.seq_len,
     ).to(device)
-    windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
-    mask = torch.ones(batch_size, windows.shape[1], dtype=torch.bool)
-    fit_fixed_steps(
+    mask = torch.ones(batch_size, protocol.seq_len + pred_len, dtype=torch.bool)
+    _fit_on_channel_windows(
         model,
+        protocol,
+        protocol.seq_len + pred_len,
         lambda module, batch: module.training_loss(batch, mask, context_steps=protocol.seq_len),
-        lambda _: windows[torch.randint(len(windows), (batch_size,))],
         steps=steps,
+        batch_size=batch_size,
         lr=lr,
-        warmup_steps=_warmup(steps),
         seed=seed,
         device=device,
         log=log,
-        log_every=1000,
         name="tokenized-ar",
     )
     return model
@@ -187,21 +216,20 @@ def train_diffusion(
             context_len=protocol.seq_len, pred_len=pred_len, hidden=hidden, n_layers=n_layers, n_steps=100
         )
     ).to(device)
-    windows = _channel_windows(protocol, "train", protocol.seq_len + pred_len)
-    fit_fixed_steps(
+    _fit_on_channel_windows(
         model,
+        protocol,
+        protocol.seq_len + pred_len,
         lambda module, batch: module.training_loss(
             batch[:, : protocol.seq_len], batch[:, protocol.seq_len :]
         ),
-        lambda _: windows[torch.randint(len(windows), (batch_size,))],
         steps=steps,
+        batch_size=batch_size,
         lr=lr,
-        warmup_steps=_warmup(steps),
         clip_grad_norm=None,
         seed=seed,
         device=device,
         log=log,
-        log_every=1000,
         name="diffusion",
     )
     return model

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from genloom.core.errors import ConfigError
+from genloom.core.errors import ConfigError, check_field_names
 
 __all__ = ["TransformerConfig", "DIT_ADALN_CHUNKS", "VAR_ADALN_CHUNKS"]
 
@@ -217,10 +217,7 @@ class TransformerConfig:
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"TransformerConfig.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown TransformerConfig field(s) {unknown}; known fields: {sorted(known)}")
+        check_field_names(cls, data)
         return cls(**data)
 
     def to_json(self) -> str:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .autoregressive import CachedLM, DecodeStats, check_prompt, finish_rows
+from .autoregressive import CachedLM, DecodeStats, check_prompt
 from .errors import SamplingError
 from .logits import SamplingParams, sample_from_probs
-from .speculative import verify_drafts
+from .speculative import commit_tokens, generated_tokens, prefilled_sequence, verify_drafts
 
 __all__ = ["jacobi_generate", "speculative_jacobi_generate"]
 
@@ -47,12 +47,7 @@ def speculative_jacobi_generate(
     batch, prompt_len = prompt.shape
     device = prompt.device
     total = prompt_len + max_new_tokens
-    seq = torch.zeros(batch, total, dtype=torch.long, device=device)
-    seq[:, :prompt_len] = prompt
-    model.setup_cache(batch, total - 1)
-    if prompt_len > 1:
-        model(seq[:, : prompt_len - 1], input_pos=torch.arange(prompt_len - 1, device=device))
-        stats.forward_passes += 1
+    seq = prefilled_sequence(model, prompt, max_new_tokens, stats)
     known = prompt_len
     guesses = torch.zeros(batch, 0, dtype=torch.long, device=device)  # the first pass is a plain AR step
     guess_probs: Tensor | None = None
@@ -65,11 +60,7 @@ def speculative_jacobi_generate(
         logits = model(chunk, input_pos=torch.arange(known - 1, known + n_guesses, device=device)).float()
         stats.forward_passes += 1
         m, emitted, probs = verify_drafts(drafts, q, logits, params, generator)
-        emitted, finished = finish_rows(emitted, finished, eos_id)
-        seq[:, known : known + m + 1] = emitted
-        known += m + 1
-        stats.new_tokens += m + 1
-        model.truncate_cache(known - 1)
+        known, finished = commit_tokens(model, seq, emitted, known, finished, eos_id, stats)
         # Jacobi update: logits[:, j] predicted position (old known + j); the new window starts at old known + m + 1
         source = (torch.arange(window, device=device) + m + 1).clamp(max=n_guesses)
         if probs is None:
@@ -77,10 +68,7 @@ def speculative_jacobi_generate(
         else:
             guess_probs = probs[:, source]
             guesses = sample_from_probs(guess_probs, generator)
-    out = seq[:, prompt_len:]
-    if eos_id is not None and known < total:
-        out[:, known - prompt_len :] = eos_id
-    return out
+    return generated_tokens(seq, prompt_len, known, eos_id)
 
 
 def jacobi_generate(

@@ -85,6 +85,47 @@ def verify_drafts(
     return m, emitted, target_probs
 
 
+def prefilled_sequence(model: CachedLM, prompt: Tensor, max_new_tokens: int, stats: DecodeStats) -> Tensor:
+    """Token buffer [B, T + N] holding `prompt`, with the cache of `model` set up and filled with
+    prompt[:, :-1] (the cache invariant above: the last known token opens the first verification chunk)."""
+    batch, prompt_len = prompt.shape
+    total = prompt_len + max_new_tokens
+    seq = torch.zeros(batch, total, dtype=torch.long, device=prompt.device)
+    seq[:, :prompt_len] = prompt
+    model.setup_cache(batch, total - 1)
+    if prompt_len > 1:
+        model(seq[:, : prompt_len - 1], input_pos=torch.arange(prompt_len - 1, device=prompt.device))
+        stats.forward_passes += 1
+    return seq
+
+
+def commit_tokens(
+    model: CachedLM,
+    seq: Tensor,
+    emitted: Tensor,
+    known: int,
+    finished: Tensor,
+    eos_id: int | None,
+    stats: DecodeStats,
+) -> tuple[int, Tensor]:
+    """Write the verified tokens `emitted` [B, m + 1] after the `known` ones (eos-finished rows padded with
+    eos), roll the cache back to the invariant, and return (new known, new finished flags)."""
+    emitted, finished = finish_rows(emitted, finished, eos_id)
+    seq[:, known : known + emitted.shape[1]] = emitted
+    known += emitted.shape[1]
+    stats.new_tokens += emitted.shape[1]
+    model.truncate_cache(known - 1)
+    return known, finished
+
+
+def generated_tokens(seq: Tensor, prompt_len: int, known: int, eos_id: int | None) -> Tensor:
+    """The new tokens [B, N] of `seq`; positions never reached (every row finished early) are eos."""
+    out = seq[:, prompt_len:]
+    if eos_id is not None and known < seq.shape[1]:
+        out[:, known - prompt_len :] = eos_id
+    return out
+
+
 @torch.no_grad()
 def speculative_generate(
     target: CachedLM,
@@ -108,14 +149,9 @@ def speculative_generate(
     batch, prompt_len = prompt.shape
     device = prompt.device
     total = prompt_len + max_new_tokens
-    seq = torch.zeros(batch, total, dtype=torch.long, device=device)
-    seq[:, :prompt_len] = prompt
-    target.setup_cache(batch, total - 1)
+    seq = prefilled_sequence(target, prompt, max_new_tokens, stats)
     draft.setup_cache(batch, total - 1)
     known, draft_known = prompt_len, 0  # tokens known; slots filled in the draft cache
-    if prompt_len > 1:
-        target(seq[:, : prompt_len - 1], input_pos=torch.arange(prompt_len - 1, device=device))
-        stats.forward_passes += 1
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     while known < total and not (eos_id is not None and bool(finished.all())):
         n_drafts = min(gamma, total - known - 1)
@@ -135,15 +171,8 @@ def speculative_generate(
         target_logits = target(chunk, input_pos=torch.arange(known - 1, known + n_drafts, device=device))
         stats.forward_passes += 1
         q = torch.stack(draft_probs, dim=1) if draft_probs else None
-        m, emitted, _ = verify_drafts(drafts, q, target_logits.float(), params, generator)
-        emitted, finished = finish_rows(emitted, finished, eos_id)
-        seq[:, known : known + m + 1] = emitted
-        known += m + 1
-        stats.new_tokens += m + 1
-        target.truncate_cache(known - 1)
+        _, emitted, _ = verify_drafts(drafts, q, target_logits.float(), params, generator)
+        known, finished = commit_tokens(target, seq, emitted, known, finished, eos_id, stats)
         draft_known = min(draft_known, known - 1)
         draft.truncate_cache(draft_known)
-    out = seq[:, prompt_len:]
-    if eos_id is not None and known < total:
-        out[:, known - prompt_len :] = eos_id
-    return out
+    return generated_tokens(seq, prompt_len, known, eos_id)

@@ -109,6 +109,14 @@ def move_channels_back(z: Tensor, channel_dim: int) -> Tensor:
     return z if channel_dim in (-1, z.ndim - 1) else z.movedim(-1, channel_dim)
 
 
+def codebook_projections(dim: int, codebook_dim: int) -> tuple[nn.Module, nn.Module]:
+    """(project_in, project_out) between the input channels and the codebook space: Linear layers when
+    the two widths differ, identities otherwise (created in that order, so the RNG stream is fixed)."""
+    if dim == codebook_dim:
+        return nn.Identity(), nn.Identity()
+    return nn.Linear(dim, codebook_dim), nn.Linear(codebook_dim, dim)
+
+
 def check_indices(indices: Tensor, *, vocab_size: int, name: str, allow_negative_one: bool = False) -> None:
     """Raise `TokenIndexError` unless `indices` is an integer tensor with values in [0, vocab_size)."""
     if not isinstance(indices, Tensor):

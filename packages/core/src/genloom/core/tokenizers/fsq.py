@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from genloom.core.tokenizers.base import (
     Quantizer,
     QuantizerOutput,
     check_features,
     check_indices,
+    codebook_projections,
     move_channels_back,
     move_channels_last,
     perplexity_from_counts,
@@ -69,9 +70,7 @@ class FSQ(Quantizer):
         self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_half_width", torch.floor(level_t / 2), persistent=False)
 
-        needs_projection = self.dim != self.codebook_dim
-        self.project_in = nn.Linear(self.dim, self.codebook_dim) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(self.codebook_dim, self.dim) if needs_projection else nn.Identity()
+        self.project_in, self.project_out = codebook_projections(self.dim, self.codebook_dim)
 
     def bound(self, z: Tensor) -> Tensor:
         """Squash every channel into (-L//2 - 0.5, L//2 + 0.5) (even L shifted by half a level) with tanh."""

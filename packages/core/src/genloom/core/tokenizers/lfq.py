@@ -14,13 +14,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from genloom.core.tokenizers.base import (
     Quantizer,
     QuantizerOutput,
     check_features,
     check_indices,
+    codebook_projections,
     move_channels_back,
     move_channels_last,
     perplexity_from_counts,
@@ -98,9 +99,7 @@ class LFQ(Quantizer):
         self.register_buffer(
             "_bit_values", 2 ** torch.arange(codebook_dim - 1, -1, -1, dtype=torch.long), persistent=False
         )
-        needs_projection = self.dim != codebook_dim
-        self.project_in = nn.Linear(self.dim, codebook_dim) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(codebook_dim, self.dim) if needs_projection else nn.Identity()
+        self.project_in, self.project_out = codebook_projections(self.dim, codebook_dim)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         name = type(self).__name__

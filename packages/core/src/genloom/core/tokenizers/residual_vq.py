@@ -17,6 +17,7 @@ from genloom.core.tokenizers.base import (
     QuantizerOutput,
     check_features,
     check_indices,
+    codebook_projections,
     move_channels_back,
     move_channels_last,
 )
@@ -74,9 +75,7 @@ class ResidualVQ(Quantizer):
         self.quantize_dropout = quantize_dropout
         self.quantize_dropout_min = quantize_dropout_min
 
-        needs_projection = self.codebook_dim != dim
-        self.project_in = nn.Linear(dim, self.codebook_dim) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(self.codebook_dim, dim) if needs_projection else nn.Identity()
+        self.project_in, self.project_out = codebook_projections(dim, self.codebook_dim)
         stage_kwargs = dict(
             dim=self.codebook_dim,
             codebook_size=codebook_size,

@@ -19,6 +19,7 @@ from genloom.core.tokenizers.base import (
     QuantizerOutput,
     check_features,
     check_indices,
+    codebook_projections,
     move_channels_back,
     move_channels_last,
     perplexity_from_counts,
@@ -117,9 +118,7 @@ class VectorQuantizer(Quantizer):
         self.usage_window = usage_window
         self.dead_code_after = dead_code_after
 
-        needs_projection = self.codebook_dim != dim
-        self.project_in = nn.Linear(dim, self.codebook_dim) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(self.codebook_dim, dim) if needs_projection else nn.Identity()
+        self.project_in, self.project_out = codebook_projections(dim, self.codebook_dim)
 
         self.embedding = nn.Embedding(codebook_size, self.codebook_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from genloom.core.errors import ConfigError
+from genloom.core.errors import ConfigError, check_field_names
 
 Precision = Literal["auto", "bf16", "fp32"]
 Strategy = Literal["auto", "none", "ddp", "fsdp2"]
@@ -97,8 +97,5 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of `to_dict`; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"TrainConfig: unknown fields {', '.join(unknown)}")
+        check_field_names(cls, data)
         return cls(**data)

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from genloom.core.errors import check_field_names
 from genloom.timeseries.errors import CheckpointError
 
 
@@ -43,10 +44,7 @@ class TSLibConfig:
         are ignored. `patch_len`, `stride` (PatchTST) and `individual` (DLinear) are constructor keywords
         of the official classes, not read from the config namespace: they come from `_constructor_kwargs`
         when present and otherwise keep the official defaults (16, 8, False), as in a TSLib run."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise CheckpointError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(known)}")
+        known = check_field_names(cls, overrides, error=CheckpointError, what="config")
         kwargs = {k: v for k, v in values.items() if k in known and k not in CONSTRUCTOR_KWARGS}
         kwargs.update({k: v for k, v in values.get("_constructor_kwargs", {}).items() if k in known})
         kwargs.update(overrides)

@@ -20,7 +20,7 @@ from torch import nn
 
 from genloom.core.sampling import DDIMSampler, DDPMSampler
 from genloom.timeseries.errors import SeriesInputError
-from genloom.timeseries.models.tokenized_ar import ProbabilisticForecast, forecast_from_samples
+from genloom.timeseries.models.tokenized_ar import ProbabilisticForecast, forecast_by_sampling
 
 
 @dataclass
@@ -186,15 +186,7 @@ class DiffusionForecaster(nn.Module):
         seed: int = 0,
         **kwargs,
     ) -> ProbabilisticForecast:
-        arr = np.asarray(context, dtype=np.float64)
-        arr = arr[None] if arr.ndim == 1 else arr
-        device = next(self.parameters()).device
-        gen = torch.Generator().manual_seed(seed)
-        samples = self.sample(
-            torch.from_numpy(arr.copy()).float().to(device),
-            horizon,
-            num_samples=num_samples,
-            generator=gen if device.type == "cpu" else None,
-            **kwargs,
+        """numpy [B, L] (or [L]) -> quantile forecast in original units."""
+        return forecast_by_sampling(
+            self, context, horizon, levels=levels, num_samples=num_samples, seed=seed, **kwargs
         )
-        return forecast_from_samples(samples.double().cpu().numpy(), list(levels))

@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genloom.core.errors import check_field_names
 from genloom.timeseries.errors import CheckpointError, SeriesInputError
 from genloom.timeseries.models.layers import (
-    AttentionLayer,
     Encoder,
-    EncoderLayer,
-    FullAttention,
     InstanceNorm,
     PositionalEmbedding,
+    full_attention_encoder_layers,
 )
 
 
@@ -47,11 +46,8 @@ class GPHTConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> GPHTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = check_field_names(cls, overrides, error=CheckpointError, what="GPHT config")
         kwargs = {k: v for k, v in values.items() if k in known}
-        unknown = set(overrides) - known
-        if unknown:
-            raise CheckpointError(f"unknown GPHT config field(s) {sorted(unknown)}")
         kwargs.update(overrides)
         config = cls(**kwargs)
         if len(config.GT_pooling_rate) < config.depth:
@@ -89,16 +85,15 @@ class GPHTLevel(nn.Module):
         c = config
         self.patch_embedding = PooledPatchEmbedding(c.GT_d_model, c.token_len, rate)
         self.encoder = Encoder(
-            [
-                EncoderLayer(
-                    AttentionLayer(FullAttention(True, attention_dropout=c.dropout), c.GT_d_model, c.n_heads),
-                    c.GT_d_model,
-                    c.GT_d_ff,
-                    dropout=c.dropout,
-                    activation=c.activation,
-                )
-                for _ in range(c.GT_e_layers)
-            ],
+            full_attention_encoder_layers(
+                c.GT_e_layers,
+                c.GT_d_model,
+                c.n_heads,
+                c.GT_d_ff,
+                dropout=c.dropout,
+                activation=c.activation,
+                causal=True,
+            ),
             norm_layer=nn.LayerNorm(c.GT_d_model),
         )
         self.forecast_head = nn.Linear(c.GT_d_model, c.token_len)

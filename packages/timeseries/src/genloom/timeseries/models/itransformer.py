@@ -8,12 +8,10 @@ from torch import nn
 
 from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.layers import (
-    AttentionLayer,
     DataEmbeddingInverted,
     Encoder,
-    EncoderLayer,
-    FullAttention,
     InstanceNorm,
+    full_attention_encoder_layers,
 )
 
 
@@ -23,16 +21,9 @@ class ITransformer(nn.Module):
         self.config = config
         c = config
         self.enc_embedding = DataEmbeddingInverted(c.seq_len, c.d_model, c.dropout)
-        layers = [
-            EncoderLayer(
-                AttentionLayer(FullAttention(False, attention_dropout=c.dropout), c.d_model, c.n_heads),
-                c.d_model,
-                c.d_ff,
-                dropout=c.dropout,
-                activation=c.activation,
-            )
-            for _ in range(c.e_layers)
-        ]
+        layers = full_attention_encoder_layers(
+            c.e_layers, c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, activation=c.activation
+        )
         self.encoder = Encoder(layers, norm_layer=nn.LayerNorm(c.d_model))
         self.projection = nn.Linear(c.d_model, c.pred_len, bias=True)
 

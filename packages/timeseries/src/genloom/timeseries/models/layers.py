@@ -287,6 +287,30 @@ class Encoder(nn.Module):
         return self.norm(x) if self.norm is not None else x
 
 
+def full_attention_encoder_layers(
+    n_layers: int,
+    d_model: int,
+    n_heads: int,
+    d_ff: int,
+    *,
+    dropout: float,
+    activation: str,
+    causal: bool = False,
+) -> list[EncoderLayer]:
+    """`n_layers` vanilla encoder layers over full attention (causal for GPHT, bidirectional for
+    iTransformer and PatchTST), with the official key names; each model adds its own embedding and norm."""
+    return [
+        EncoderLayer(
+            AttentionLayer(FullAttention(causal, attention_dropout=dropout), d_model, n_heads),
+            d_model,
+            d_ff,
+            dropout=dropout,
+            activation=activation,
+        )
+        for _ in range(n_layers)
+    ]
+
+
 class DecoderLayer(nn.Module):
     """Post-norm decoder layer: causal self-attention, cross-attention, 1x1-conv feed-forward."""
 

@@ -9,12 +9,10 @@ from torch import nn
 
 from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.layers import (
-    AttentionLayer,
     Encoder,
-    EncoderLayer,
-    FullAttention,
     InstanceNorm,
     PatchEmbedding,
+    full_attention_encoder_layers,
 )
 
 
@@ -44,16 +42,9 @@ class PatchTST(nn.Module):
         self.config = config
         c = config
         self.patch_embedding = PatchEmbedding(c.d_model, c.patch_len, c.stride, c.stride, c.dropout)
-        layers = [
-            EncoderLayer(
-                AttentionLayer(FullAttention(False, attention_dropout=c.dropout), c.d_model, c.n_heads),
-                c.d_model,
-                c.d_ff,
-                dropout=c.dropout,
-                activation=c.activation,
-            )
-            for _ in range(c.e_layers)
-        ]
+        layers = full_attention_encoder_layers(
+            c.e_layers, c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, activation=c.activation
+        )
         norm = nn.Sequential(Transpose(1, 2), nn.BatchNorm1d(c.d_model), Transpose(1, 2))
         self.encoder = Encoder(layers, norm_layer=norm)
         self.patch_num = int((c.seq_len - c.patch_len) / c.stride + 2)

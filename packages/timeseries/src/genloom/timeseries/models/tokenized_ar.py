@@ -48,6 +48,33 @@ def forecast_from_samples(samples: np.ndarray, levels: list[float]) -> Probabili
     )
 
 
+def forecast_by_sampling(
+    model: nn.Module,
+    context: np.ndarray,
+    horizon: int,
+    *,
+    levels: tuple[float, ...],
+    num_samples: int,
+    seed: int,
+    **sample_kwargs,
+) -> ProbabilisticForecast:
+    """The numpy `forecast` of a sampling forecaster: context [B, L] (or [L]) -> quantiles of
+    `model.sample(context, horizon, num_samples=..., generator=..., **sample_kwargs)` paths [S, B, H].
+    Seeded by `seed` on CPU; on an accelerator the global generator is used."""
+    arr = np.asarray(context, dtype=np.float64)
+    arr = arr[None] if arr.ndim == 1 else arr
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    samples = model.sample(
+        torch.from_numpy(arr.copy()).float().to(device),
+        horizon,
+        num_samples=num_samples,
+        generator=gen if device.type == "cpu" else None,
+        **sample_kwargs,
+    )
+    return forecast_from_samples(samples.double().cpu().numpy(), list(levels))
+
+
 def forecaster_transformer_config(
     *,
     dim: int = 128,
@@ -207,15 +234,6 @@ class TokenizedARForecaster(nn.Module):
         **kwargs,
     ) -> ProbabilisticForecast:
         """numpy [B, L] (or [L]) -> quantile forecast in original units."""
-        arr = np.asarray(context, dtype=np.float64)
-        arr = arr[None] if arr.ndim == 1 else arr
-        gen = torch.Generator().manual_seed(seed)
-        device = next(self.parameters()).device
-        samples = self.sample(
-            torch.from_numpy(arr.copy()).float().to(device),
-            horizon,
-            num_samples=num_samples,
-            generator=gen if device.type == "cpu" else None,
-            **kwargs,
+        return forecast_by_sampling(
+            self, context, horizon, levels=levels, num_samples=num_samples, seed=seed, **kwargs
         )
-        return forecast_from_samples(samples.double().cpu().numpy(), list(levels))
