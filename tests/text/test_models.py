@@ -211,3 +211,13 @@ def test_vanilla_nat_mixes_the_two_dialects():
     assert sum(per_token) / len(per_token) > 0.9
     # ... yet many sentences mix the dialects, so they match neither valid target
     assert task.dialect_mixing(batch, out) > 0.3 and task.accuracy(batch, out) < 0.6
+
+
+def test_lm_configs_refuse_unknown_fields() -> None:
+    from genloom.text.errors import TextInputError
+    from genloom.text.lm import CausalLMConfig
+    from genloom.text.mdlm import MDLMConfig
+
+    for config_cls in (CausalLMConfig, MDLMConfig):
+        with pytest.raises(TextInputError, match=r"unknown .* field\(s\) \['bogus'\]"):
+            config_cls.from_dict({"bogus": 1})

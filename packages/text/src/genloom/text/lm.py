@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genloom.core.errors import check_field_names
 from genloom.core.sampling.autoregressive import DecodeStats, generate
 from genloom.core.sampling.logits import SamplingParams
 from genloom.text.backbone import lm_backbone
@@ -38,6 +39,7 @@ class CausalLMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CausalLMConfig:
+        check_field_names(cls, data, error=TextInputError)
         return cls(**data)
 
 

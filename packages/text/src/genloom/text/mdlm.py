@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from genloom.core.errors import check_field_names
 from genloom.core.sampling.discrete_diffusion import (
     LogLinearNoise,
     MaskedDiffusionOutput,
@@ -53,6 +54,7 @@ class MDLMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MDLMConfig:
+        check_field_names(cls, data, error=TextInputError)
         return cls(**data)
 
 
