@@ -4,7 +4,7 @@ token and turn the paths into quantiles. Univariate; a multivariate input is for
 
 The transformer is `genloom.core.nn.Transformer` (GPT-2 style: pre-LayerNorm, biased fused qkv, exact-GELU
 MLP, learned absolute positions, bias-free head) with its static KV cache; sampling draws from the
-logits with `genloom.core.sampling.sample_from_logits`.
+logits with `genloom.core.sampling.generate`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 from genloom.core.errors import ConfigError
 from genloom.core.nn import Transformer, TransformerConfig
-from genloom.core.sampling import SamplingParams, sample_from_logits
+from genloom.core.sampling import SamplingParams, generate
 from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.tokenizer import PAD_ID, BinTokenizerConfig, ScaleBinTokenizer
 
@@ -105,6 +105,23 @@ def forecaster_transformer_config(
         dropout=dropout,
         attn_dropout=dropout,
     )
+
+
+class _NoPaddingLM:
+    """The decoder as core `generate` sees it, with the padding bin never sampled."""
+
+    def __init__(self, decoder: Transformer):
+        self.decoder = decoder
+
+    def setup_cache(self, batch_size: int, max_seq_len: int) -> None:
+        self.decoder.setup_cache(batch_size, max_seq_len)
+
+    def truncate_cache(self, length: int) -> None:
+        self.decoder.truncate_cache(length)
+
+    def __call__(self, tokens: torch.Tensor, *, input_pos: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(tokens, input_pos=input_pos)
+        return logits.index_fill(-1, torch.tensor([PAD_ID], device=logits.device), float("-inf"))
 
 
 class TokenizedARForecaster(nn.Module):
@@ -197,27 +214,18 @@ class TokenizedARForecaster(nn.Module):
         ids = self.tokenizer.encode(context, loc, scale).repeat_interleave(num_samples, 0)
         loc_s, scale_s = loc.repeat_interleave(num_samples, 0), scale.repeat_interleave(num_samples, 0)
         params = SamplingParams(temperature=max(0.0, temperature), top_k=top_k if top_k > 0 else None)
-        max_len = self.max_len
-        generated = []
-        logits, position = None, 0
-        self.decoder.setup_cache(ids.shape[0], max_len)
+        # core's cached AR loop, run in segments: when the cache is full, re-prefill from the most recent
+        # context_len tokens (the model was trained on windows of at most max_len tokens)
+        lm = _NoPaddingLM(self.decoder)
+        generated, remaining = [], horizon
         try:
-            for _ in range(horizon):
-                if position == 0 or position >= max_len:
-                    # (re-)prefill: keep the most recent tokens, leaving room for a chunk of new ones
-                    keep = ids[:, -self.context_len :]
-                    self.decoder.reset_cache()
-                    positions = torch.arange(keep.shape[1], device=keep.device)
-                    logits = self.decoder(keep, input_pos=positions)[:, -1]
-                    position = keep.shape[1]
-                logits[:, PAD_ID] = -float("inf")
-                next_id = sample_from_logits(logits, params, generator).unsqueeze(-1)
-                generated.append(next_id)
-                ids = torch.cat([ids, next_id], dim=1)
-                if position < max_len:
-                    step_pos = torch.tensor([position], device=ids.device)
-                    logits = self.decoder(next_id, input_pos=step_pos)[:, -1]
-                position += 1
+            while remaining > 0:
+                keep = ids[:, -self.context_len :]
+                n_new = min(remaining, max(1, self.max_len - keep.shape[1]))
+                new_ids = generate(lm, keep, n_new, params=params, generator=generator)
+                generated.append(new_ids)
+                ids = torch.cat([ids, new_ids], dim=1)
+                remaining -= n_new
         finally:
             self.decoder.remove_cache()  # back to uncached (training / teacher-forced) forwards
         paths = self.tokenizer.decode(torch.cat(generated, 1), loc_s, scale_s)
