@@ -44,6 +44,12 @@ def test_trained_model_generates_the_grid_of_each_class() -> None:
         wanted, cfg_scale=3.0, sampling=SamplingParams(top_k=2), generator=torch.Generator().manual_seed(0)
     )
     assert (guided == targets[:4]).float().mean() > 0.9
+    # the compiled fast path samples the same tokens for the same seed (LlamaGen's cfg_interval too)
+    for interval in (-1, 2):
+        kwargs = dict(cfg_scale=3.0, sampling=SamplingParams(top_k=3), cfg_interval=interval)
+        eager = model.generate(wanted, generator=torch.Generator().manual_seed(1), **kwargs)
+        fast = model.generate(wanted, generator=torch.Generator().manual_seed(1), compiled="eager", **kwargs)
+        assert torch.equal(fast, eager)
     # greedy Jacobi decoding gives exactly the greedy tokens; SJD gives valid grids
     jacobi, stats = jacobi_sample(model, wanted, window=4, sampling=SamplingParams(temperature=0))
     assert torch.equal(jacobi, greedy) and 1 <= stats.forward_passes <= 9

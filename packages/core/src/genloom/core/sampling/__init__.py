@@ -7,6 +7,7 @@ diffusers: `set_steps(n)` once, then `step(output, step_index, sample)` with sam
 
 from .autoregressive import generate
 from .beam import BeamLM, BeamSearchOutput, beam_search
+from .compiled import DEFAULT_BATCH_BUCKETS, CompiledDecoder
 from .ctc import ctc_collapse, ctc_greedy_decode, ctc_prefix_beam_search
 from .diffusion import (
     DDIMSampler,
@@ -32,10 +33,13 @@ from .jacobi import jacobi_generate, speculative_jacobi_generate
 from .logits import (
     SamplingParams,
     apply_temperature,
+    draw_noise,
     min_p_filter,
+    noise_shape,
     process_logits,
     sample_from_logits,
     sample_from_probs,
+    sample_with_noise,
     top_k_filter,
     top_p_filter,
     typical_filter,
@@ -55,6 +59,9 @@ __all__ = [
     "process_logits",
     "sample_from_logits",
     "sample_from_probs",
+    "noise_shape",
+    "draw_noise",
+    "sample_with_noise",
     # guidance
     "GuidanceSchedule",
     "apply_guidance",
@@ -93,6 +100,9 @@ __all__ = [
     "speculative_generate",
     "jacobi_generate",
     "speculative_jacobi_generate",
+    # the compiled fast path (compiled.py)
+    "CompiledDecoder",
+    "DEFAULT_BATCH_BUCKETS",
     # beam search on a reorderable cache (beam.py)
     "BeamLM",
     "BeamSearchOutput",

@@ -76,6 +76,20 @@ def finish_rows(tokens: Tensor, finished: Tensor, eos_id: int | None) -> tuple[T
     return tokens, finished | is_eos.any(dim=1)
 
 
+def check_guided_steps(guided_steps: int | None, guided: bool) -> None:
+    if guided_steps is None:
+        return
+    if not guided:
+        raise SamplingError("guided_steps was given without classifier-free guidance (cfg_scale)")
+    if isinstance(guided_steps, bool) or not isinstance(guided_steps, int) or guided_steps < 0:
+        raise SamplingError(f"guided_steps must be an int >= 0 (or None: every step), got {guided_steps!r}")
+
+
+def guides(step: int, guided_steps: int | None) -> bool:
+    """Whether new token `step` (0-based) is guided: all are, or the first `guided_steps`."""
+    return guided_steps is None or step < guided_steps
+
+
 @torch.no_grad()
 def generate(
     model: CachedLM,
@@ -88,10 +102,12 @@ def generate(
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
     stats: DecodeStats | None = None,
+    guided_steps: int | None = None,
 ) -> Tensor:
     """Generate `max_new_tokens` tokens after `prompt` [B, T]; returns the new tokens [B, N] (int64).
 
-    `cfg_scale` with `uncond_prompt` [B, T] (e.g. the null class) applies classifier-free guidance. After a
+    `cfg_scale` with `uncond_prompt` [B, T] (e.g. the null class) applies classifier-free guidance, to the
+    first `guided_steps` new tokens only when that is given (LlamaGen's `cfg_interval` c is c + 2). After a
     row emits `eos_id` its remaining tokens are `eos_id`; the loop stops early once every row has. Pass a
     `DecodeStats` to have the number of forward passes recorded.
     """
@@ -113,11 +129,13 @@ def generate(
     model.setup_cache(inputs.shape[0], prompt_len + max_new_tokens - 1)
     device = prompt.device
 
-    def next_token(logits: Tensor) -> Tensor:
+    check_guided_steps(guided_steps, guided)
+
+    def next_token(logits: Tensor, step: int) -> Tensor:
         last = logits[:, -1].float()
         if guided:
             cond, uncond = last.chunk(2)
-            last = uncond + cfg_scale * (cond - uncond)
+            last = uncond + cfg_scale * (cond - uncond) if guides(step, guided_steps) else cond
         return sample_from_logits(last, params, generator)
 
     logits = model(inputs, input_pos=torch.arange(prompt_len, device=device))
@@ -125,7 +143,7 @@ def generate(
     out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        token, finished = finish_rows(next_token(logits)[:, None], finished, eos_id)
+        token, finished = finish_rows(next_token(logits, step)[:, None], finished, eos_id)
         out[:, step] = token[:, 0]
         stats.new_tokens += 1
         if step == max_new_tokens - 1 or (eos_id is not None and bool(finished.all())):

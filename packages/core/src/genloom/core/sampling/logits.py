@@ -27,6 +27,9 @@ __all__ = [
     "process_logits",
     "sample_from_logits",
     "sample_from_probs",
+    "noise_shape",
+    "draw_noise",
+    "sample_with_noise",
 ]
 
 
@@ -197,12 +200,53 @@ def sample_from_probs(probs: Tensor, generator: torch.Generator | None = None) -
     return torch.argmax(probs.float() / noise, dim=-1)
 
 
-def _gumbel_argmax(logits: Tensor, generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
-    """argmax(logits / T + Gumbel) computed as argmax(logits - T log E), E ~ Exp(1): the same index
-    (scaling by T > 0 keeps the argmax) with one elementwise pass fewer and no softmax."""
-    noise = torch.empty(logits.shape, device=logits.device, dtype=torch.float32)
-    noise.exponential_(1.0, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny).log_()
-    return torch.argmax(torch.sub(logits, noise, alpha=temperature), dim=-1)
+def _has_filters(params: SamplingParams) -> bool:
+    return any(f is not None for f in (params.top_k, params.top_p, params.min_p, params.typical_p))
+
+
+def noise_shape(logits_shape: tuple[int, ...], params: SamplingParams) -> tuple[int, ...] | None:
+    """Shape of the noise `sample_with_noise` consumes for logits of `logits_shape`: the k survivors' shape
+    with top-k, the logits' shape otherwise; None when sampling is greedy (no noise)."""
+    if params.greedy:
+        return None
+    if params.top_k is not None and params.top_k < logits_shape[-1]:
+        return (*logits_shape[:-1], int(params.top_k))
+    return tuple(logits_shape)
+
+
+def draw_noise(
+    logits_shape: tuple[int, ...],
+    params: SamplingParams,
+    generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    """The log-Exp(1) noise (Gumbel sampling as argmax(logits - log E)) for one `sample_with_noise` call.
+
+    Drawing the noise apart from using it lets a compiled / CUDA-graphed step consume noise drawn from the
+    caller's generator, so it samples exactly the tokens the eager path samples with the same seed."""
+    shape = noise_shape(tuple(logits_shape), params)
+    if shape is None:
+        return None
+    noise = torch.empty(shape, device=device, dtype=torch.float32)
+    return noise.exponential_(1.0, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny).log_()
+
+
+def sample_with_noise(logits: Tensor, params: SamplingParams, log_noise: Tensor | None) -> Tensor:
+    """Token ids `[...]` from logits `[..., V]` and noise from `draw_noise` (None when greedy).
+
+    argmax(logits / T + Gumbel) is computed as argmax(logits - T log E): the same index with one pass fewer
+    and no softmax. Pure tensor code with no host synchronisation and no data-dependent Python branch, so
+    it traces into a compiled decode step."""
+    if params.greedy:
+        return torch.argmax(logits, dim=-1)
+    if not _has_filters(params):
+        return torch.argmax(torch.sub(logits, log_noise, alpha=params.temperature), dim=-1)
+    values, indices = _survivors(logits, params)
+    choice = torch.argmax(values - log_noise, dim=-1)
+    if indices is None:
+        return choice
+    return indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)  # from survivor rank to vocabulary id
 
 
 def sample_from_logits(
@@ -216,15 +260,7 @@ def sample_from_logits(
     """
     params = SamplingParams() if params is None else params
     _check_logits(logits)
-    if params.greedy:
-        return torch.argmax(logits, dim=-1)
     if not isinstance(params, SamplingParams):
         raise SamplingError(f"params must be a SamplingParams, got {type(params).__name__}")
-    filters = (params.top_k, params.top_p, params.min_p, params.typical_p)
-    if all(f is None for f in filters):
-        return _gumbel_argmax(logits, generator, params.temperature)
-    values, indices = _survivors(logits, params)
-    choice = _gumbel_argmax(values, generator)
-    if indices is None:
-        return choice
-    return indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)  # from survivor rank to vocabulary id
+    noise = draw_noise(tuple(logits.shape), params, generator, device=logits.device)
+    return sample_with_noise(logits, params, noise)

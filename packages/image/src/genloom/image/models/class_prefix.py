@@ -39,8 +39,14 @@ class ClassPrefixLM:
         )
         return (labels + self.vocab_size).view(-1, 1).expand(-1, self.prefix_len).contiguous()
 
-    def setup_cache(self, batch_size: int, max_seq_len: int) -> None:
-        self.model.transformer.setup_cache(batch_size, max_seq_len)
+    @property
+    def decode_module(self) -> torch.nn.Module:
+        """What one-token decoding steps call (image tokens only): the transformer itself, whose forward
+        traces into a compiled step (this adapter's class-id check does not)."""
+        return self.model.transformer
+
+    def setup_cache(self, batch_size: int, max_seq_len: int, *, static: bool | None = None) -> None:
+        self.model.transformer.setup_cache(batch_size, max_seq_len, static=static)
 
     def truncate_cache(self, length: int) -> None:
         self.model.transformer.truncate_cache(length)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from genloom.core.nn import Transformer, TransformerConfig
 from genloom.core.sampling.autoregressive import generate
+from genloom.core.sampling.compiled import CompiledDecoder
 from genloom.core.sampling.guidance import apply_guidance
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.errors import ImageInputError
@@ -99,6 +100,7 @@ class RasterAR(ZooComponent, nn.Module):
         )
         self.transformer = Transformer(tcfg)
         self.cls_embedding = ClassEmbedding(config.num_classes, tcfg.dim, dropout=config.class_dropout)
+        self._decoders: dict[tuple, CompiledDecoder] = {}  # compiled fast paths, one per sampling setup
 
     @property
     def num_tokens(self) -> int:
@@ -180,30 +182,63 @@ class RasterAR(ZooComponent, nn.Module):
         cfg_scale: float = 1.0,
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        cfg_interval: int = -1,
+        compiled: bool | str = False,
     ) -> torch.Tensor:
         """Sample token grids (B, h*w) for the given classes with CFG (cfg_scale 1 = off) and top-k / top-p.
 
         Core's AR loop (`genloom.core.sampling.generate`: static KV cache, CFG on the logits before
-        temperature and filtering, as LlamaGen does) drives the model through `ClassPrefixLM`.
+        temperature and filtering, as LlamaGen does) drives the model through `ClassPrefixLM`. LlamaGen's
+        `cfg_interval` c >= 0 stops guiding after token c + 1 (-1: guide every token). `compiled=True` runs
+        core's `CompiledDecoder` instead (the whole step one CUDA graph on a GPU; the same tokens for the
+        same seed), compiled on first use per sampling setup and batch bucket; a string names the
+        `torch.compile` backend ("eager" traces without code generation, for checks on any machine).
         """
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        if isinstance(cfg_interval, bool) or not isinstance(cfg_interval, int) or cfg_interval < -1:
+            raise ValueError(
+                f"cfg_interval must be an int >= -1 (-1: guide every token), got {cfg_interval!r}"
+            )
         lm = ClassPrefixLM(self)
         labels = self.cls_embedding.check(labels)
         guided = cfg_scale != 1.0
         uncond = lm.class_prompt(torch.full_like(labels, self.cls_embedding.null_class)) if guided else None
+        guided_steps = cfg_interval + 2 if guided and cfg_interval >= 0 else None
+        sampling = sampling or SamplingParams()
+        if compiled:  # the static cache stays allocated: its buffers are baked into the captured graphs
+            backend = "inductor" if compiled is True else str(compiled)
+            return self._decoder(lm, sampling, cfg_scale if guided else None, backend).generate(
+                lm.class_prompt(labels),
+                self.num_tokens,
+                uncond_prompt=uncond,
+                generator=generator,
+                guided_steps=guided_steps,
+            )
         try:
             return generate(
                 lm,
                 lm.class_prompt(labels),
                 self.num_tokens,
-                params=sampling or SamplingParams(),
+                params=sampling,
                 cfg_scale=cfg_scale if guided else None,
                 uncond_prompt=uncond,
                 generator=generator,
+                guided_steps=guided_steps,
             )
         finally:
             lm.remove_cache()
+
+    def _decoder(
+        self, lm: ClassPrefixLM, sampling: SamplingParams, cfg_scale: float | None, backend: str
+    ) -> CompiledDecoder:
+        s = sampling
+        key = (s.temperature, s.top_k, s.top_p, s.min_p, s.typical_p, cfg_scale, backend)
+        if key not in self._decoders:
+            self._decoders[key] = CompiledDecoder(lm, params=sampling, cfg_scale=cfg_scale, backend=backend)
+        decoder = self._decoders[key]
+        decoder.model = lm  # the adapter is stateless; the compiled step calls the transformer itself
+        return decoder
 
 
 register_image_family(RasterAR)

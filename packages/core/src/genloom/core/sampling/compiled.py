@@ -1,0 +1,187 @@
+"""The fast autoregressive path: the whole decode step compiled once per batch bucket, no host sync in the loop.
+
+`generate` (autoregressive.py) is the reference loop: eager, any model, early exit on EOS. `CompiledDecoder`
+runs the same algorithm gpt-fast style: a static KV cache, and one `torch.compile`d function per step that
+does the embedding, every block, the head, classifier-free guidance (one doubled batch), the logit processors
+and the sampling, so that `mode="reduce-overhead"` captures all of it as one CUDA graph. Between steps the host
+only launches the graph: positions live in a device tensor, the finished-rows mask stays on the device and the
+loop always runs `max_new_tokens` steps (no `.item()`, no branching on device values).
+
+Randomness: the step consumes Exp(1) noise drawn from the caller's generator just before each replay (one
+kernel), with the same shape and order as `sample_from_logits` draws it, so a seeded compiled run samples the
+tokens the eager `generate` samples wherever the two compute the same logits.
+
+Batch sizes are padded up to a bucket (1, 2, 4, 8, ...) and cache lengths rounded up to `cache_step` slots,
+so that a new batch size or length within a bucket reuses the compiled step; padded rows are computed and
+dropped, and the static cache's unfilled slots are masked out of attention. Calling `generate` again with the same bucket and
+lengths compiles nothing (`tests/core/test_sampling_compiled.py` counts compiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .autoregressive import CachedLM, check_guided_steps, check_prompt, finish_rows, guides
+from .errors import SamplingError
+from .logits import SamplingParams, noise_shape, sample_with_noise
+
+__all__ = ["CompiledDecoder", "DEFAULT_BATCH_BUCKETS"]
+
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class CompiledDecoder:
+    """Compiled cached decoding of a `CachedLM` whose steps run on a static cache.
+
+    model: anything `generate` accepts whose `setup_cache` takes `static=True` (core's `Transformer`, image's
+    `ClassPrefixLM`, ...). If it has a `decode_module`, one-token steps call that module directly (e.g. the
+    transformer inside an adapter whose prompt handling is not traceable); the prompt always goes through the
+    model itself, eagerly. `backend`/`mode` go to `torch.compile` (tests use a counting backend on CPU).
+    """
+
+    def __init__(
+        self,
+        model: CachedLM,
+        *,
+        params: SamplingParams | None = None,
+        cfg_scale: float | None = None,
+        eos_id: int | None = None,
+        backend: str | Callable[..., Any] = "inductor",
+        mode: str | None = "reduce-overhead",
+        batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
+        cache_step: int = 256,
+    ) -> None:
+        self.model = model
+        self.params = SamplingParams() if params is None else params
+        if not isinstance(self.params, SamplingParams):
+            raise SamplingError(f"params must be a SamplingParams, got {type(self.params).__name__}")
+        self.cfg_scale = None if cfg_scale is None else float(cfg_scale)
+        self.eos_id = eos_id
+        self.batch_buckets = tuple(sorted(int(b) for b in batch_buckets))
+        if not self.batch_buckets or self.batch_buckets[0] < 1:
+            raise SamplingError(f"batch_buckets must be positive sizes, got {tuple(batch_buckets)}")
+        if cache_step < 1:
+            raise SamplingError(f"cache_step must be >= 1, got {cache_step}")
+        self.cache_step = int(cache_step)
+        self._step_module = getattr(model, "decode_module", model)
+        options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
+        if backend == "inductor" and mode is not None:
+            options["mode"] = mode
+        self._step = torch.compile(self._step_impl, **options)
+        self._noise: Tensor | None = None
+
+    # ------------------------------------------------------------------ the compiled step
+    def _step_impl(
+        self, token: Tensor, input_pos: Tensor, raw_noise: Tensor | None, finished: Tensor, guide: bool
+    ):
+        """token [N] (N = bucket), input_pos [1], raw Exp(1) noise -> (next ids [N], finished [N])."""
+        token = token[:, None]
+        feed = torch.cat([token, token]) if self.cfg_scale is not None else token
+        logits = self._step_module(feed, input_pos=input_pos)[:, -1].float()
+        logits = self._guide(logits, guide)
+        log_noise = None
+        if raw_noise is not None:  # the same transform as `draw_noise`, so the noise is bit-identical
+            log_noise = raw_noise.clamp_min(torch.finfo(torch.float32).tiny).log()
+        next_token = sample_with_noise(logits, self.params, log_noise)
+        tokens, finished = finish_rows(next_token[:, None], finished, self.eos_id)
+        return tokens[:, 0], finished
+
+    # ------------------------------------------------------------------ public API
+    def bucket(self, batch: int) -> int:
+        """The padded batch size a batch of `batch` rows runs at."""
+        for size in self.batch_buckets:
+            if size >= batch:
+                return size
+        raise SamplingError(f"batch {batch} exceeds the largest bucket {self.batch_buckets[-1]}")
+
+    def cache_length(self, needed: int) -> int:
+        """Cache slots allocated for `needed` positions: rounded up to `cache_step` (capped at the model's
+        `max_seq_len`), so that other prompt / output lengths reuse the compiled step."""
+        rounded = -(-needed // self.cache_step) * self.cache_step
+        limit = getattr(getattr(self.model, "config", None), "max_seq_len", None)
+        return max(needed, min(rounded, limit)) if limit else rounded
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Tensor,
+        max_new_tokens: int,
+        *,
+        uncond_prompt: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        guided_steps: int | None = None,
+    ) -> Tensor:
+        """New tokens [B, max_new_tokens] after `prompt` [B, T], as `generate` returns them (after a row's EOS
+        every token is EOS). `uncond_prompt` [B, T] is required exactly when the decoder has a cfg_scale;
+        `guided_steps` limits guidance to the first new tokens (one more compiled graph for the rest)."""
+        check_prompt(self.model, prompt, max_new_tokens)
+        guided = self.cfg_scale is not None
+        if guided != (uncond_prompt is not None):
+            raise SamplingError(
+                "uncond_prompt is needed with cfg_scale and only then "
+                f"(cfg_scale={self.cfg_scale}, uncond_prompt given: {uncond_prompt is not None})"
+            )
+        if guided and tuple(uncond_prompt.shape) != tuple(prompt.shape):
+            raise SamplingError(
+                f"uncond_prompt must have the prompt's shape {tuple(prompt.shape)}, got {tuple(uncond_prompt.shape)}"
+            )
+        check_guided_steps(guided_steps, guided)
+        batch, prompt_len = prompt.shape
+        size = self.bucket(batch)
+        device = prompt.device
+        rows = _pad_rows(prompt.long(), size)
+        if guided:
+            rows = torch.cat([rows, _pad_rows(uncond_prompt.to(device).long(), size)])
+        self.model.setup_cache(rows.shape[0], self.cache_length(prompt_len + max_new_tokens - 1), static=True)
+
+        logits = self.model(rows, input_pos=torch.arange(prompt_len, device=device))[:, -1].float()
+        logits = self._guide(logits, guides(0, guided_steps))
+        out = torch.zeros(max_new_tokens, size, dtype=torch.long, device=device)  # time-major: fixed strides
+        finished = torch.zeros(size, dtype=torch.bool, device=device)
+        raw = self._draw(batch, size, logits.shape[-1], generator, device)
+        log_noise = None if raw is None else raw.clamp_min(torch.finfo(torch.float32).tiny).log()
+        first, finished = finish_rows(
+            sample_with_noise(logits, self.params, log_noise)[:, None], finished, self.eos_id
+        )
+        out[0] = first[:, 0]
+        positions = torch.arange(prompt_len, prompt_len + max_new_tokens, device=device)
+        for step in range(1, max_new_tokens):
+            raw = self._draw(batch, size, logits.shape[-1], generator, device)
+            if device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            guide = guides(step, guided_steps)
+            token, finished = self._step(out[step - 1], positions[step - 1 : step], raw, finished, guide)
+            out[step] = token
+        return out[:, :batch].T.contiguous()
+
+    # ------------------------------------------------------------------ helpers
+    def _guide(self, logits: Tensor, guide: bool) -> Tensor:
+        """CFG on doubled-batch logits [2N, V] -> [N, V]; unguided steps keep the conditional half."""
+        if self.cfg_scale is None:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return uncond + self.cfg_scale * (cond - uncond) if guide else cond
+
+    def _draw(
+        self, batch: int, size: int, vocab: int, generator: torch.Generator | None, device: torch.device
+    ) -> Tensor | None:
+        """Raw Exp(1) noise for one step in a reused [bucket, ...] buffer; only the real rows are drawn, so the
+        generator advances exactly as `sample_from_logits` on [batch, vocab] logits advances it."""
+        shape = noise_shape((size, vocab), self.params)
+        if shape is None:
+            return None
+        if self._noise is None or tuple(self._noise.shape) != shape or self._noise.device != device:
+            self._noise = torch.ones(shape, dtype=torch.float32, device=device)
+        self._noise[:batch].exponential_(1.0, generator=generator)
+        return self._noise
+
+
+def _pad_rows(rows: Tensor, size: int) -> Tensor:
+    """Pad [B, T] to [size, T] by repeating the first row (padded rows are computed and dropped)."""
+    if rows.shape[0] == size:
+        return rows
+    return torch.cat([rows, rows[:1].expand(size - rows.shape[0], -1)])
