@@ -127,3 +127,16 @@ def test_guided_steps_limit_guidance_like_llamagen_cfg_interval() -> None:
     assert counter.frame_count == 2  # one graph guided, one not
     with pytest.raises(SamplingError, match="guided_steps"):
         generate(model, prompt, 4, guided_steps=2)
+
+
+def test_kv_buckets_read_only_the_filled_cache_and_match_eager() -> None:
+    model = _lm(6)
+    prompt = _prompts(2, seed=4)
+    params = SamplingParams(temperature=0.9, top_k=7)
+    eager = generate(model, prompt, 20, params=params, generator=torch.Generator().manual_seed(5))
+    counter = CompileCounter()
+    decoder = CompiledDecoder(model, params=params, kv_bucket=8, backend=counter)
+    fast = decoder.generate(prompt, 20, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(fast, eager)
+    # positions 5..23 are read in buckets of 8 slots: 8, 16, 24 -> three graphs (the cache holds 48)
+    assert counter.frame_count == 3

@@ -267,11 +267,18 @@ class Transformer(nn.Module):
         cond: Tensor | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
+        kv_len: int | None = None,
     ) -> Tensor:
         """Logits [B, L, vocab] in float32. See `features` for the arguments."""
         if self.output is None:
             raise ConfigError("this Transformer has no output head (vocab_size is None); use features()")
-        plain_step = embeddings is None and mask is None and key_padding_mask is None and rope_pos is None
+        plain_step = (
+            embeddings is None
+            and mask is None
+            and key_padding_mask is None
+            and rope_pos is None
+            and kv_len is None
+        )
         if self._compiled_decode is not None and self._static and plain_step and context is None:
             if tokens is not None and tokens.dim() == 2 and tokens.shape[1] == 1 and input_pos is not None:
                 return self._compiled_decode(tokens, input_pos.to(tokens.device), cond)
@@ -285,6 +292,7 @@ class Transformer(nn.Module):
             cond=cond,
             context=context,
             context_mask=context_mask,
+            kv_len=kv_len,
         )
         return self.output(hidden).float()
 
@@ -300,6 +308,7 @@ class Transformer(nn.Module):
         cond: Tensor | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
+        kv_len: int | None = None,
     ) -> Tensor:
         """Final-norm hidden states [B, L, dim], for heads other than the vocab projection.
 
@@ -308,6 +317,9 @@ class Transformer(nn.Module):
         [.., L, Lk] with Lk = L uncached or the cache length cached (True = attend). key_padding_mask [B, Lk]
         (True = real key). rope_pos [L]: RoPE table rows if different from input_pos. cond [B, cond_dim] or
         [B, L, cond_dim] for AdaLN. context [B, Lc, context_dim] / context_mask [B, Lc] for cross-attention.
+        kv_len (cached only): attend to the first kv_len cache slots, a length the caller knows without
+        asking the device (no host sync, so the call can be captured in a CUDA graph); the structural mask
+        still applies within them.
         """
         x = self._inputs(tokens, embeddings)
         batch, length, _ = x.shape
@@ -329,9 +341,17 @@ class Transformer(nn.Module):
                 f"batch {batch} differs from the cache batch {self.layers[0].attn.kv_cache.batch_size}"
             )
         self._check_conditioning(batch, cond, context, context_mask)
-        filled = self._track_filled(input_pos, length) if cached and not self._static else None
-        # read the filled slots rounded up to a bucket: few distinct shapes (attention kernels plan per shape)
-        kv_len = None if filled is None else min(self._cache_len, -(-filled // _KV_BUCKET) * _KV_BUCKET)
+        filled = None
+        if kv_len is not None:
+            if not cached or isinstance(kv_len, bool) or not 0 < int(kv_len) <= self._cache_len:
+                raise InputError(
+                    f"kv_len needs a cache and must lie in [1, {self._cache_len}] (the cache length), got {kv_len!r}"
+                )
+            kv_len = int(kv_len)
+        elif cached and not self._static:
+            filled = self._track_filled(input_pos, length)
+            # read the filled slots rounded up to a bucket: few distinct shapes (kernels plan per shape)
+            kv_len = min(self._cache_len, -(-filled // _KV_BUCKET) * _KV_BUCKET)
         if not cached:
             limit = self._position_limit()
             if default_pos and limit is not None and length > limit:

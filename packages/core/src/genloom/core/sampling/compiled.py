@@ -13,7 +13,9 @@ tokens the eager `generate` samples wherever the two compute the same logits.
 
 Batch sizes are padded up to a bucket (1, 2, 4, 8, ...) and cache lengths rounded up to `cache_step` slots,
 so that a new batch size or length within a bucket reuses the compiled step; padded rows are computed and
-dropped, and the static cache's unfilled slots are masked out of attention. Calling `generate` again with the same bucket and
+dropped. Attention reads the whole static cache with the unfilled slots masked out (one graph), or, with
+`kv_bucket`, only the filled slots rounded up to a multiple of it (one graph per bucket: worth it for long
+contexts, where reading the empty part of the cache would cost more than the extra graphs). Calling `generate` again with the same bucket and
 lengths compiles nothing (`tests/core/test_sampling_compiled.py` counts compiles).
 """
 
@@ -54,6 +56,7 @@ class CompiledDecoder:
         mode: str | None = "reduce-overhead",
         batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
         cache_step: int = 256,
+        kv_bucket: int | None = None,
     ) -> None:
         self.model = model
         self.params = SamplingParams() if params is None else params
@@ -67,6 +70,11 @@ class CompiledDecoder:
         if cache_step < 1:
             raise SamplingError(f"cache_step must be >= 1, got {cache_step}")
         self.cache_step = int(cache_step)
+        if kv_bucket is not None and kv_bucket < 1:
+            raise SamplingError(
+                f"kv_bucket must be >= 1 (or None: attend over the whole cache), got {kv_bucket}"
+            )
+        self.kv_bucket = kv_bucket
         self._step_module = getattr(model, "decode_module", model)
         options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
         if backend == "inductor" and mode is not None:
@@ -76,12 +84,19 @@ class CompiledDecoder:
 
     # ------------------------------------------------------------------ the compiled step
     def _step_impl(
-        self, token: Tensor, input_pos: Tensor, raw_noise: Tensor | None, finished: Tensor, guide: bool
+        self,
+        token: Tensor,
+        input_pos: Tensor,
+        raw_noise: Tensor | None,
+        finished: Tensor,
+        guide: bool,
+        kv_len: int | None,
     ):
         """token [N] (N = bucket), input_pos [1], raw Exp(1) noise -> (next ids [N], finished [N])."""
         token = token[:, None]
         feed = torch.cat([token, token]) if self.cfg_scale is not None else token
-        logits = self._step_module(feed, input_pos=input_pos)[:, -1].float()
+        extra = {} if kv_len is None else {"kv_len": kv_len}
+        logits = self._step_module(feed, input_pos=input_pos, **extra)[:, -1].float()
         logits = self._guide(logits, guide)
         log_noise = None
         if raw_noise is not None:  # the same transform as `draw_noise`, so the noise is bit-identical
@@ -136,7 +151,8 @@ class CompiledDecoder:
         rows = _pad_rows(prompt.long(), size)
         if guided:
             rows = torch.cat([rows, _pad_rows(uncond_prompt.to(device).long(), size)])
-        self.model.setup_cache(rows.shape[0], self.cache_length(prompt_len + max_new_tokens - 1), static=True)
+        cache_len = self.cache_length(prompt_len + max_new_tokens - 1)
+        self.model.setup_cache(rows.shape[0], cache_len, static=True)
 
         logits = self.model(rows, input_pos=torch.arange(prompt_len, device=device))[:, -1].float()
         logits = self._guide(logits, guides(0, guided_steps))
@@ -154,7 +170,11 @@ class CompiledDecoder:
             if device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
             guide = guides(step, guided_steps)
-            token, finished = self._step(out[step - 1], positions[step - 1 : step], raw, finished, guide)
+            kv_len = None
+            if self.kv_bucket is not None:  # slots 0..pos filled: read them rounded up to the bucket
+                kv_len = min(cache_len, -(-(prompt_len + step) // self.kv_bucket) * self.kv_bucket)
+            pos = positions[step - 1 : step]
+            token, finished = self._step(out[step - 1], pos, raw, finished, guide, kv_len)
             out[step] = token
         return out[:, :batch].T.contiguous()
 

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloom.core.nn import VAR_ADALN_CHUNKS, Transformer, TransformerConfig
+from genloom.core.nn.cuda_graphs import GraphCache
 from genloom.core.sampling.guidance import apply_guidance
 from genloom.core.sampling.logits import SamplingParams, sample_from_logits
 from genloom.core.tokenizers.multiscale_vq import DEFAULT_PATCH_NUMS, MultiScaleResidualVQ
@@ -107,6 +108,9 @@ class NextScaleAR(ZooComponent, nn.Module):
         levels = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
         self.register_buffer("scale_index", levels, persistent=False)
         self.scale_bounds = [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))]
+        self._bounds_by_length = {end - start: (start, end) for start, end in self.scale_bounds}
+        self._scale_graphs = GraphCache(self._scale_forward)  # the fast path: one CUDA graph per scale
+        self._graphed_cache: int | None = None  # data_ptr of the KV cache the graphs were captured on
 
     @property
     def vocab_size(self) -> int:
@@ -150,8 +154,23 @@ class NextScaleAR(ZooComponent, nn.Module):
         labels = self.class_emb.check(labels)
         return torch.cat([labels, torch.full_like(labels, self.class_emb.null_class)])
 
-    def _run_scales(self, labels, quantizer, choose, cfg_scale):  # noqa: ANN001, ANN202 - private loop
-        """The VAR inference loop; `choose(si, guided_logits, raw_logits)` returns that scale's ids (B, pn*pn)."""
+    def _scale_forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """One scale's cached forward: inputs (2B, pn*pn, D) -> logits; the scale is known from the length,
+        and the cache slots read are exactly those filled (no host sync: capturable as a CUDA graph)."""
+        start, end = self._bounds_by_length[x.shape[1]]
+        positions = torch.arange(start, end, device=x.device)
+        return self.transformer(embeddings=x, cond=cond, input_pos=positions, kv_len=end)
+
+    def _setup_graphed_cache(self, rows: int) -> None:
+        self.transformer.setup_cache(rows, self.num_tokens, static=True)
+        pointer = self.transformer.layers[0].attn.kv_cache.k_cache.data_ptr()
+        if pointer != self._graphed_cache:  # a new cache: graphs captured on the old one are stale
+            self._scale_graphs.clear()
+            self._graphed_cache = pointer
+
+    def _run_scales(self, labels, quantizer, choose, cfg_scale, graphed=False):  # noqa: ANN001, ANN202
+        """The VAR inference loop; `choose(si, guided_logits, raw_logits)` returns that scale's ids (B, pn*pn).
+        `graphed` replays each scale's transformer pass from a CUDA graph on a cache kept between calls."""
         self._check_quantizer(quantizer)
         batch = labels.shape[0]
         batch_labels = self._cfg_labels(labels)
@@ -164,12 +183,14 @@ class NextScaleAR(ZooComponent, nn.Module):
             + self.pos_start
             + self._positions(0, self.first_l)
         )
-        self.transformer.setup_cache(2 * batch, self.num_tokens)
+        if graphed:
+            self._setup_graphed_cache(2 * batch)
+        else:
+            self.transformer.setup_cache(2 * batch, self.num_tokens)
         chosen = []
         try:
             for si, pn in enumerate(self.config.patch_nums):
-                start, end = self.scale_bounds[si]
-                raw = self.transformer(embeddings=x, cond=cond, input_pos=torch.arange(start, end))
+                raw = self._scale_graphs(None, x, cond) if graphed else self._scale_forward(x, cond)
                 t = cfg_scale * si / max(1, n_scales - 1)  # VAR's ramp: no guidance at the first scale
                 cond_logits, uncond_logits = raw.chunk(2)
                 guided = apply_guidance(cond_logits, uncond_logits, 1.0 + t)
@@ -182,7 +203,8 @@ class NextScaleAR(ZooComponent, nn.Module):
                     tokens = next_map.flatten(2).transpose(1, 2)
                     x = (self.word_embed(tokens) + self._positions(nstart, nend)).repeat(2, 1, 1)
         finally:
-            self.transformer.remove_cache()
+            if not graphed:
+                self.transformer.remove_cache()
         return chosen, f_hat
 
     @torch.no_grad()
@@ -214,8 +236,13 @@ class NextScaleAR(ZooComponent, nn.Module):
         cfg_scale: float = 1.5,
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        graphed: bool = False,
     ) -> torch.Tensor:
-        """Sample the scale-major ids (B, L) of each requested class; CFG ramps from 1 to 1 + cfg_scale."""
+        """Sample the scale-major ids (B, L) of each requested class; CFG ramps from 1 to 1 + cfg_scale.
+
+        `graphed=True` (the GPU fast path) runs each scale's transformer pass as a CUDA graph captured on
+        first use per batch size, on a KV cache sized for all scales and kept between calls; the sampling
+        between scales stays eager. Same tokens as the eager loop for the same seed."""
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
         sampling = sampling or SamplingParams()
@@ -224,6 +251,7 @@ class NextScaleAR(ZooComponent, nn.Module):
             quantizer,
             lambda si, guided, raw: sample_from_logits(guided, sampling, generator),
             cfg_scale,
+            graphed=graphed,
         )
         return torch.cat(chosen, dim=1)
 

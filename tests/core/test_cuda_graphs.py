@@ -1,0 +1,34 @@
+"""GraphCache: replays give the function's result for new inputs, per key and shape; off CUDA it just calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genloom.core.nn.cuda_graphs import GraphCache
+
+
+def test_off_cuda_the_function_is_called_directly() -> None:
+    calls = []
+    cache = GraphCache(lambda x: calls.append(1) or x * 2)
+    assert torch.equal(cache("k", torch.ones(3)), torch.full((3,), 2.0))
+    assert calls == [1] and len(cache) == 0
+
+
+@pytest.mark.gpu
+def test_replays_follow_new_inputs_and_in_place_state() -> None:
+    state = torch.zeros(4, device="cuda")
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        state.add_(x.sum())  # module state mutated in place, as a KV cache write is
+        return torch.tanh(x) * 3
+
+    cache = GraphCache(step, warmup=1)
+    for seed in range(3):
+        x = torch.randn(8, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+        torch.testing.assert_close(cache("a", x).clone(), torch.tanh(x) * 3)
+    assert len(cache) == 1
+    cache("a", torch.randn(2, 16, device="cuda"))  # a new shape: a second graph
+    assert len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0
