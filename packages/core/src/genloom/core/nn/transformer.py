@@ -109,6 +109,10 @@ class Transformer(nn.Module):
         self.rope_cos = cos.detach().float().to(device)
         self.rope_sin = sin.detach().float().to(device)
 
+    def _compute_weight(self) -> Tensor:
+        """A floating-point weight: its dtype is the compute dtype (int8-quantised linears excluded)."""
+        return next(p for p in self.parameters() if p.is_floating_point())
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -137,7 +141,7 @@ class Transformer(nn.Module):
             )
         if static and self.config.mask == "bidirectional":
             raise ConfigError("a static cache reads every slot; a bidirectional mask would see unfilled ones")
-        weight = self.layers[0].attn.wo.weight
+        weight = self._compute_weight()
         dtype = weight.dtype if dtype is None else dtype
         device = torch.device(weight.device if device is None else device)
         current = self.layers[0].attn.kv_cache
