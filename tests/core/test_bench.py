@@ -59,3 +59,52 @@ def test_bf16_matmul_reaches_a_plausible_share_of_the_datasheet_peak():
     achieved = row.flops / row.seconds
     print("\n" + format_table([row], spec=spec))
     assert 0.4 * spec.bf16_flops < achieved < 1.05 * spec.bf16_flops
+
+
+def test_run_bench_times_each_batch_and_reports_the_floor_fraction():
+    from genloom.core.bench import BenchTarget, Work, format_bench, run_bench
+
+    calls = []
+    target = BenchTarget(
+        name="sleepy",
+        run=lambda batch: calls.append(batch) or time.sleep(0.001 * batch),
+        work=lambda batch: Work(flops=1e12 * batch),
+        sample_unit="image",
+        unit="token",
+        units_per_sample=16,
+    )
+    results = run_bench(target, [1, 4], spec=SPEC, device="cpu", warmup=1, iters=2)
+    assert calls == [1, 1, 1, 4, 4, 4]
+    assert [r.batch for r in results] == [1, 4]
+    assert results[1].seconds >= 0.004 and results[1].floor == pytest.approx(0.04)
+    assert results[1].fraction_of_floor == pytest.approx(0.04 / results[1].seconds)
+    table = format_bench(target, results, spec=SPEC)
+    assert "| 4 |" in table and "images / s" in table and "tokens / s" in table
+
+
+def test_work_counts_of_a_transformer():
+    from genloom.core.bench import linear_weight_count, transformer_flops, weight_bytes
+    from genloom.core.nn import Transformer, TransformerConfig
+
+    cfg = TransformerConfig(
+        dim=32, n_layers=2, n_heads=4, vocab_size=10, rope="1d", max_seq_len=16, mlp_hidden_dim=64
+    )
+    model = Transformer(cfg)
+    linears = 2 * (32 * 96 + 32 * 32 + 3 * 32 * 64) + 32 * 10  # wqkv, wo, w1/w3/w2 per layer; the head
+    assert linear_weight_count(model) == linears
+    flops = transformer_flops(model, rows=3, queries=5, keys=7)
+    assert flops == 2 * linears * 15 + 4 * 2 * 32 * 15 * 7
+    assert weight_bytes(model) >= 4 * sum(p.numel() for p in model.parameters())
+
+
+def test_bench_command_refuses_unknown_presets_and_bad_options():
+    from typer.testing import CliRunner
+
+    from genloom.core.cli import build_app
+
+    runner = CliRunner()
+    app = build_app(plugins=False)
+    result = runner.invoke(app, ["bench", "no-such-preset", "--device", "cpu"])
+    assert result.exit_code != 0 and "no installed package can benchmark" in str(result.exception)
+    result = runner.invoke(app, ["bench", "x", "--device", "cpu", "--dtype", "int3"])
+    assert "--dtype must be one of" in str(result.exception)

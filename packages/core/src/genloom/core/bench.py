@@ -93,6 +93,37 @@ def measure(
     return Timing(statistics.median(times), statistics.fmean(times), min(times), iters)
 
 
+def measure_ceilings(
+    device: torch.device | str = "cuda", *, copy_bytes: int = 1 << 30, matmul: int = 8192
+) -> DeviceSpec:
+    """Measure the two ceilings a floor is computed from, on random data (METHOD.md): device-to-device copy
+    bandwidth (bytes read + bytes written per second) and the bf16 matrix-product rate (FLOP/s)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"ceilings are measured on a CUDA device, got {device}")
+    copy_seconds = _time_copy(device, copy_bytes)
+    matmul_seconds = _time_matmul(device, matmul)
+    torch.cuda.empty_cache()
+    name = f"{torch.cuda.get_device_name(device)} (measured)"
+    return DeviceSpec(
+        name, bf16_flops=2 * matmul**3 / matmul_seconds, memory_bandwidth=2 * copy_bytes / copy_seconds
+    )
+
+
+def _time_copy(device: torch.device, n_bytes: int) -> float:
+    generator = torch.Generator(device).manual_seed(0)
+    source = torch.randint(0, 255, (n_bytes,), dtype=torch.uint8, device=device, generator=generator)
+    target = torch.empty_like(source)
+    return measure(lambda: target.copy_(source), warmup=3, iters=20, device=device).median
+
+
+def _time_matmul(device: torch.device, n: int) -> float:
+    generator = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=generator)
+    return measure(lambda: a @ b, warmup=3, iters=20, device=device).median
+
+
 def floor_seconds(*, spec: DeviceSpec, flops: float = 0.0, bytes_moved: float = 0.0) -> float:
     """The fastest the hardware could possibly do it: max(FLOPs / peak, bytes / bandwidth)."""
     return max(flops / spec.bf16_flops, bytes_moved / spec.memory_bandwidth)
@@ -140,7 +171,126 @@ def format_table(rows: Sequence[BenchRow], *, spec: DeviceSpec | None = None) ->
     return "\n".join(lines) + "\n\n" + device
 
 
+@dataclass(frozen=True)
+class Work:
+    """What one generation call of a batch must do at least: FLOPs and bytes through device memory. For AR
+    decoding `bytes_moved` counts each step's weight and KV-cache reads; for bidirectional passes the FLOPs."""
+
+    flops: float = 0.0
+    bytes_moved: float = 0.0
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer a forward reads (an AR decode step reads each once)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def linear_weight_count(module: torch.nn.Module) -> int:
+    """Weights of the matrix products (nn.Linear, incl. int8 ones): 2 FLOPs each per token."""
+    return sum(m.in_features * m.out_features for m in module.modules() if hasattr(m, "in_features"))
+
+
+def transformer_flops(model: torch.nn.Module, *, rows: int, queries: int, keys: int) -> float:
+    """Matrix FLOPs of one pass of a core `Transformer` (or any module with `.config` and linears): the
+    projections (2 per weight per token) plus attention scores and values (4 * keys * width per query)."""
+    config = model.config
+    width = config.n_heads * config.head_size
+    projections = 2.0 * linear_weight_count(model) * rows * queries
+    attention = 4.0 * config.n_layers * width * rows * queries * keys
+    return projections + attention
+
+
+@dataclass
+class BenchTarget:
+    """A preset's generation, prepared for timing. `run(batch)` generates `batch` samples (and synchronises
+    nothing itself); `work(batch)` estimates the minimum work, for the floor; `units_per_sample` converts
+    samples into the unit users count (tokens, frames, seconds of audio, forecast points)."""
+
+    name: str
+    run: Callable[[int], object]
+    work: Callable[[int], Work]
+    sample_unit: str = "sample"
+    unit: str = "token"
+    units_per_sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    batch: int
+    seconds: float
+    peak_memory_bytes: int | None
+    floor: float | None
+
+    @property
+    def fraction_of_floor(self) -> float | None:
+        return None if self.floor is None or self.seconds <= 0 else self.floor / self.seconds
+
+
+def run_bench(
+    target: BenchTarget,
+    batches: Sequence[int],
+    *,
+    spec: DeviceSpec | None,
+    device: torch.device | str,
+    warmup: int = 2,
+    iters: int = 5,
+) -> list[BenchResult]:
+    """Median seconds per generation call at each batch size, peak device memory, and the floor."""
+    device = torch.device(device)
+    results = []
+    for batch in batches:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        timing = measure(lambda b=batch: target.run(b), warmup=warmup, iters=iters, device=device)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        work = target.work(batch)
+        floor = None
+        if spec is not None and (work.flops or work.bytes_moved):
+            floor = floor_seconds(spec=spec, flops=work.flops, bytes_moved=work.bytes_moved)
+        results.append(BenchResult(batch, timing.median, peak, floor))
+    return results
+
+
+def format_bench(target: BenchTarget, results: Sequence[BenchResult], *, spec: DeviceSpec | None) -> str:
+    """Markdown table of a `run_bench`: per batch size, time per call and per sample, throughput, memory and
+    the fraction of the floor reached."""
+    lines = [
+        f"| batch | s / call | ms / {target.sample_unit} | {target.sample_unit}s / s | {target.unit}s / s "
+        "| peak memory (MiB) | floor (ms) | % of floor |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        per_second = r.batch / r.seconds
+        fraction = r.fraction_of_floor
+        lines.append(
+            f"| {r.batch} | {r.seconds:.4f} | {1e3 * r.seconds / r.batch:.3f} | {per_second:.1f} "
+            f"| {per_second * target.units_per_sample:.0f} "
+            f"| {'-' if r.peak_memory_bytes is None else f'{r.peak_memory_bytes / 2**20:.0f}'} "
+            f"| {'-' if r.floor is None else f'{1e3 * r.floor:.3f}'} "
+            f"| {'-' if fraction is None else f'{100 * fraction:.1f}'} |"
+        )
+    device = (
+        "no floor (CPU or ceilings not measured)"
+        if spec is None
+        else (
+            f"{spec.name}: {spec.bf16_flops / 1e12:.0f} TFLOP/s bf16, {spec.memory_bandwidth / 1e9:.0f} GB/s copy"
+        )
+    )
+    return f"{target.name}\n\n" + "\n".join(lines) + f"\n\ndevice: {device}"
+
+
 __all__ = [
+    "BenchResult",
+    "BenchTarget",
+    "Work",
+    "format_bench",
+    "linear_weight_count",
+    "transformer_flops",
+    "weight_bytes",
+    "measure_ceilings",
+    "run_bench",
     "KNOWN_DEVICES",
     "BenchRow",
     "DeviceSpec",

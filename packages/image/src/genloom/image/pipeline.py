@@ -111,8 +111,10 @@ class ImagePipeline:
         cfg_scale: float = 1.0,
         sampling: SamplingParams | None = None,
         seed: int | None = None,
+        fast: bool = False,
     ) -> torch.Tensor:
-        """Images (B, C, H, W) in [-1, 1] for the class ids `labels` (B,)."""
+        """Images (B, C, H, W) in [-1, 1] for the class ids `labels` (B,). `fast` takes the GPU fast path
+        where the family has one (ar: the compiled decode step; var: per-scale CUDA graphs): same tokens."""
         if cfg_scale < 0:
             raise ValueError(f"the CFG scale must be >= 0 (1 = no guidance), got {cfg_scale}")
         for label in labels.tolist():
@@ -122,7 +124,9 @@ class ImagePipeline:
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         family, gen, tok = self.family, self.generator, self.tokenizer
         if family == "ar":
-            tokens = gen.generate(labels, cfg_scale=cfg_scale, sampling=sampling, generator=generator)
+            tokens = gen.generate(
+                labels, cfg_scale=cfg_scale, sampling=sampling, generator=generator, compiled=fast
+            )
             images = tok.decode(tokens.view(-1, *gen.config.grid))
         elif family == "maskgit":
             tokens = gen.generate(
@@ -133,7 +137,7 @@ class ImagePipeline:
         elif family == "var":
             images = tok.decode(
                 gen.generate(
-                    labels, tok.quantize, cfg_scale=cfg_scale, sampling=sampling, generator=generator
+                    labels, tok.quantize, cfg_scale=cfg_scale, sampling=sampling, generator=generator, graphed=fast
                 )
             )
         else:

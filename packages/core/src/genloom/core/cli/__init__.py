@@ -1,4 +1,4 @@
-"""The `genloom` command line: core verbs (zoo, demo) plus one sub-app per installed modality package.
+"""The `genloom` command line: core verbs (zoo, demo, bench) plus one sub-app per installed modality package.
 
 `main()` is the console script. It turns every `GenloomError` (bad input a user can fix: an unknown
 preset, a broken checkpoint, a missing output folder) into one line `error: <message>` on stderr and exit
@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 import typer
 
+from genloom.core.cli.bench_command import bench_command
 from genloom.core.cli.demo_command import demo_command
 from genloom.core.cli.plugins import add_plugin_apps
 from genloom.core.cli.zoo_commands import zoo_app
 from genloom.core.errors import GenloomError
 
-CORE_COMMANDS = ("demo", "zoo")
+CORE_COMMANDS = ("bench", "demo", "zoo")
 ZOO_COMMANDS = ("check", "fetch", "info", "inspect", "list")
 PLUGIN_COMMANDS = ("audio", "image", "mesh3d", "text", "ts", "video")
 USAGE_ERROR_EXIT_CODE = 2
@@ -34,6 +35,7 @@ def build_app(*, plugins: bool = True) -> typer.Typer:
     )
     app.add_typer(zoo_app, name="zoo")
     app.command("demo")(demo_command)
+    app.command("bench")(bench_command)
     if plugins:
         add_plugin_apps(app, reserved=set(CORE_COMMANDS))
     return app
