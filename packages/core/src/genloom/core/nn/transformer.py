@@ -327,7 +327,8 @@ class Transformer(nn.Module):
         """
         x = self._inputs(tokens, embeddings)
         batch, length, _ = x.shape
-        cached = self._cache_len > 0
+        # a static cache kept for captured decode graphs does not turn an input_pos-free call into a cached one
+        cached = self._cache_len > 0 and not (input_pos is None and self._static)
         if input_pos is None:
             if cached:
                 raise InputError("a cached forward needs input_pos (the cache slots of the given tokens)")

@@ -1,0 +1,392 @@
+"""genloom's GPU inference path at the official model sizes (random weights), beside the physical floor.
+
+    python benchmarks/gpu_inference.py --device cuda --out gpu_inference.json [--official official.json]
+
+Sections (each timed as the median of several calls after warm-up, from the call to its synchronised
+return; floors from ceilings measured first on the same GPU: copy bandwidth and bf16 matmul rate):
+
+- raster AR at LlamaGen-B size (111M), class-conditional, 256 tokens, CFG 4.0 (one doubled batch), top-k
+  2000, bf16: the eager loop and the compiled decode step (`CompiledDecoder`: the whole step one CUDA graph)
+  at batch 1 and 8; the bandwidth floor is 256 steps x (weights + filled KV cache) / copy bandwidth;
+- the same with int8 weight-only linears (batch 1), and its quality cost: greedy tokens equal to bf16 and
+  the relative logit error of a teacher-forced pass;
+- one decode step at LlamaGen-XL size (775M) at batch 1 against its bandwidth floor;
+- VAR-d16 (310M) with CFG 1.5, top-k 900, top-p 0.96, bf16, the VQVAE decode to 256x256 included: the eager
+  scale loop and the per-scale CUDA graphs, at batch 1 and 64, against the transformer's FLOP floor;
+- one bidirectional pass at batch 64 of MaskGIT (24 x 768, 256 tokens), MDLM (OWT-small: 12 x 768, 1024
+  tokens), CMLM and DA-Transformer decoders (transformer-base: 6 x 512, 64 source tokens; DA-T graph 8x),
+  compiled, as a fraction of the measured matmul rate (FLOPs counted by torch's FlopCounterMode);
+- equality: greedy (and seeded sampled) tokens of the fast path against the eager path.
+
+`--official` merges the JSON of `benchmarks/official_samplers.py` taken in the same job, so every ratio
+compares two figures from one GPU and one run. `--tiny` shrinks everything to check the script on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from genloom.core.bench import DeviceSpec, measure_ceilings, weight_bytes
+from genloom.core.nn.quantize import quantize_int8_weight_only
+from genloom.core.sampling.logits import SamplingParams
+from genloom.image.models.masked_tokens import MaskGIT, MaskGITConfig, maskgit_transformer_config
+from genloom.image.models.next_scale import NextScaleAR, NextScaleConfig, var_transformer_config
+from genloom.image.models.raster_ar import RasterAR, RasterARConfig, llamagen_transformer_config
+from genloom.image.tokenizers import MultiScaleVQAutoencoder
+from genloom.image.tokenizers.multiscale_autoencoder import MultiScaleVQAutoencoderConfig
+from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
+from genloom.text.nat import CMLM, DATransformer
+from genloom.text.seq2seq import Seq2SeqConfig
+
+RESULTS: dict[str, dict] = {}
+START = time.perf_counter()
+OUT: list[Path] = []  # where record() keeps the JSON up to date (a killed run keeps what it measured)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], device: torch.device, *, warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def record(name: str, **values: object) -> None:
+    RESULTS[name] = values
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    print(f"[{time.perf_counter() - START:6.1f}s] {name}: {shown}", flush=True)
+    for path in OUT:
+        path.write_text(json.dumps(RESULTS, indent=2, default=str))
+
+
+def budget_left(args: argparse.Namespace) -> bool:
+    return time.perf_counter() - START < args.budget_s
+
+
+# ---------------------------------------------------------------------------------------------- raster AR
+def llamagen(size: str, args: argparse.Namespace, device: torch.device) -> RasterAR:
+    dims = {"B": (768, 12, 12), "XL": (1280, 36, 20), "tiny": (64, 2, 4)}[size]
+    grid = (4, 4) if args.tiny else (16, 16)
+    vocab = 512 if args.tiny else 16384
+    tcfg = llamagen_transformer_config(
+        dim=dims[0], n_layers=dims[1], n_heads=dims[2], vocab_size=vocab, grid=grid
+    )
+    torch.manual_seed(0)
+    model = RasterAR(RasterARConfig(transformer=tcfg.to_dict(), num_classes=1000, grid=grid))
+    return model.to(device=device, dtype=args.dtype).eval()
+
+
+def kv_bytes(model: RasterAR, rows: int) -> float:
+    """KV-cache bytes all decode steps read: step t attends over the class token and t image tokens."""
+    c = model.transformer.config
+    element = model.transformer.layers[0].attn.wo.weight.element_size() if hasattr(
+        model.transformer.layers[0].attn.wo, "weight") else 2  # fmt: skip
+    element = 2 if element == 1 else element  # int8 linears: the cache stays in the compute dtype
+    per_token = 2 * c.n_layers * c.kv_heads * c.head_size * rows * element
+    return sum(per_token * (1 + t) for t in range(model.num_tokens))
+
+
+def ar_floor(model: RasterAR, batch: int, spec: DeviceSpec | None) -> float | None:
+    if spec is None:
+        return None
+    per_step_weights = weight_bytes(model.transformer)
+    total = model.num_tokens * per_step_weights + kv_bytes(model, 2 * batch)
+    return total / spec.memory_bandwidth
+
+
+def bench_raster_ar(args: argparse.Namespace, device: torch.device, spec: DeviceSpec | None) -> None:
+    model = llamagen("tiny" if args.tiny else "B", args, device)
+    params = SamplingParams(top_k=50 if args.tiny else 2000)
+    compiled = args.backend
+    for batch in args.ar_batches:
+        labels = torch.arange(batch, device=device) % 1000
+
+        def run(fast: bool | str, labels: torch.Tensor = labels) -> torch.Tensor:
+            gen = torch.Generator(device).manual_seed(0)
+            return model.generate(labels, cfg_scale=4.0, sampling=params, generator=gen, compiled=fast)
+
+        eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.eager_runs)
+        fast_s = median_time(lambda: run(compiled), device, warmup=2, runs=args.runs)
+        floor = ar_floor(model, batch, spec)
+        record(
+            f"ours_llamagen_b_b{batch}", batch=batch, eager_s=eager_s, compiled_s=fast_s,
+            floor_s=floor or float("nan"), fraction_of_floor=(floor / fast_s) if floor else float("nan"),
+        )  # fmt: skip
+    # equality with the eager path: greedy token for token, and a seeded sample
+    labels = torch.arange(8, device=device)
+    greedy = SamplingParams(temperature=0.0)
+    eager_greedy = model.generate(labels, cfg_scale=4.0, sampling=greedy)
+    fast_greedy = model.generate(labels, cfg_scale=4.0, sampling=greedy, compiled=compiled)
+    seeded = [
+        model.generate(labels, cfg_scale=4.0, sampling=params, generator=torch.Generator(device).manual_seed(3),
+                       compiled=mode)
+        for mode in (False, compiled)
+    ]  # fmt: skip
+    first_diff = (eager_greedy != fast_greedy).any(0).nonzero()
+    record(
+        "equality_llamagen_b",
+        greedy_equal_fraction=(eager_greedy == fast_greedy).float().mean().item(),
+        greedy_first_divergence=int(first_diff[0]) if len(first_diff) else -1,
+        sampled_equal_fraction=(seeded[0] == seeded[1]).float().mean().item(),
+        teacher_forced_logit_rel_error=logit_error(
+            model, compiled_forward(model, args), eager_greedy, labels
+        ),
+    )
+    if budget_left(args):
+        bench_int8(model, eager_greedy, labels, args, device, spec)
+
+
+def compiled_forward(model: RasterAR, args: argparse.Namespace) -> Callable:
+    if args.backend == "eager":  # CPU check: no code generation
+        return model
+    return torch.compile(model, dynamic=False)
+
+
+def logit_error(model: RasterAR, other: Callable, tokens: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        ref = model(labels, tokens[:, :-1]).float()
+        out = other(labels, tokens[:, :-1]).float()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def bench_int8(model, bf16_greedy, labels, args, device, spec) -> None:  # noqa: ANN001
+    reference = llamagen("tiny" if args.tiny else "B", args, device)
+    quantize_int8_weight_only(model.transformer, include=lambda name, _: name != "output")
+    model._decoders.clear()
+    greedy = SamplingParams(temperature=0.0)
+    int8_greedy = model.generate(labels, cfg_scale=4.0, sampling=greedy, compiled=args.backend)
+    params = SamplingParams(top_k=50 if args.tiny else 2000)
+    one = torch.zeros(1, dtype=torch.long, device=device)
+    seconds = median_time(
+        lambda: model.generate(one, cfg_scale=4.0, sampling=params, compiled=args.backend),
+        device,
+        warmup=2,
+        runs=args.runs,
+    )
+    floor = None if spec is None else (
+        model.num_tokens * weight_bytes(model.transformer) + kv_bytes(model, 2)
+    ) / spec.memory_bandwidth  # fmt: skip
+    record(
+        "ours_llamagen_b_int8_b1", batch=1, compiled_s=seconds, floor_s=floor or float("nan"),
+        greedy_tokens_equal_bf16=(int8_greedy == bf16_greedy).float().mean().item(),
+        teacher_forced_logit_rel_error_vs_bf16=logit_error(reference, model, bf16_greedy, labels),
+        weight_mb=weight_bytes(model.transformer) / 1e6,
+    )  # fmt: skip
+
+
+def bench_xl_step(args: argparse.Namespace, device: torch.device, spec: DeviceSpec | None) -> None:
+    model = llamagen("tiny" if args.tiny else "XL", args, device)
+    params = SamplingParams(top_k=50 if args.tiny else 2000)
+    one = torch.zeros(1, dtype=torch.long, device=device)
+
+    full = median_time(
+        lambda: model.generate(one, cfg_scale=4.0, sampling=params, compiled=args.backend),
+        device, warmup=2, runs=args.runs,
+    )  # fmt: skip
+    step = full / model.num_tokens
+    floor = None if spec is None else weight_bytes(model.transformer) / spec.memory_bandwidth
+    record(
+        "ours_llamagen_xl_step_b1", params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+        generate_s=full, step_s=step, floor_step_s=floor or float("nan"),
+        ratio_to_floor=(step / floor) if floor else float("nan"),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- VAR
+def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec | None) -> None:
+    patch_nums = (1, 2, 3) if args.tiny else (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    depth = 2 if args.tiny else 16
+    dim = 64 * depth if not args.tiny else 64
+    vocab = 64 if args.tiny else 4096
+    tcfg = var_transformer_config(dim=dim, depth=depth, n_heads=depth if not args.tiny else 2, vocab_size=vocab,
+                                  patch_nums=patch_nums)  # fmt: skip
+    torch.manual_seed(0)
+    model = NextScaleAR(
+        NextScaleConfig(transformer=tcfg.to_dict(), num_classes=1000, patch_nums=list(patch_nums))
+    )
+    model = model.to(device=device, dtype=args.dtype).eval()
+    vae_config = MultiScaleVQAutoencoderConfig(patch_nums=list(patch_nums), codebook_size=vocab)
+    if args.tiny:
+        vae_config.net.ch, vae_config.net.ch_mult = 16, (1, 2)
+    vae = MultiScaleVQAutoencoder(vae_config).to(device=device, dtype=args.dtype).eval()
+    params = SamplingParams(top_k=min(900, vocab), top_p=0.96)
+    from genloom.core.bench import transformer_flops
+
+    for batch in args.var_batches:
+        labels = torch.arange(batch, device=device) % 1000
+
+        def run(graphed: bool, labels: torch.Tensor = labels) -> torch.Tensor:
+            gen = torch.Generator(device).manual_seed(0)
+            ids = model.generate(
+                labels, vae.quantize, cfg_scale=1.5, sampling=params, generator=gen, graphed=graphed
+            )
+            return vae.decode(ids)
+
+        eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.runs)
+        fast_s = median_time(lambda: run(True), device, warmup=2, runs=args.runs)
+        same = torch.equal(
+            model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
+                           generator=torch.Generator(device).manual_seed(1)),
+            model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
+                           generator=torch.Generator(device).manual_seed(1), graphed=True),
+        )  # fmt: skip
+        flops = sum(
+            transformer_flops(model.transformer, rows=2 * batch, queries=end - start, keys=end)
+            for start, end in model.scale_bounds
+        )
+        floor = None if spec is None else flops / spec.bf16_flops
+        record(
+            f"ours_var_d16_b{batch}", batch=batch, eager_s=eager_s, graphed_s=fast_s, transformer_tflop=flops / 1e12,
+            floor_s=floor or float("nan"), fraction_of_floor=(floor / fast_s) if floor else float("nan"),
+            sampled_tokens_equal_eager=same,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- passes
+PASS_SIZES = {  # (MaskGIT dim, layers, heads, tokens), (MDLM vocab, dim, layers, heads, length), (seq2seq vocab, dim, heads)
+    "full": ((768, 24, 12, (16, 16)), (50258, 768, 12, 12, 1024), (10000, 512, 8)),
+    "tiny": ((64, 2, 4, (4, 4)), (500, 64, 2, 4, 32), (300, 64, 4)),
+}
+
+
+def pass_models(
+    args: argparse.Namespace, device: torch.device
+) -> dict[str, tuple[torch.nn.Module, Callable]]:
+    """The bidirectional families' networks at their usual sizes, each with one pass of batch 64."""
+    batch = 8 if args.tiny else 64
+    (mg_dim, mg_layers, mg_heads, grid), (vocab, dim, layers, heads, length), (s_vocab, s_dim, s_heads) = (
+        PASS_SIZES["tiny" if args.tiny else "full"]
+    )
+    torch.manual_seed(0)
+    tokens_per_image = grid[0] * grid[1]
+    mg_cfg = maskgit_transformer_config(
+        dim=mg_dim, n_layers=mg_layers, n_heads=mg_heads, codebook_size=1024, num_tokens=tokens_per_image
+    )
+    maskgit = MaskGIT(MaskGITConfig(transformer=mg_cfg, num_classes=1000, grid=grid))
+    mdlm = MaskedDiffusionLM(
+        MDLMConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, max_seq_len=length)
+    )
+    s2s = dict(vocab_size=s_vocab, dim=s_dim, encoder_layers=6, decoder_layers=6, n_heads=s_heads,
+               max_source_length=64, max_target_length=64, dropout=0.0)  # fmt: skip
+    cmlm = CMLM(Seq2SeqConfig(family="cmlm", **s2s))
+    dat = DATransformer(Seq2SeqConfig(family="dat", upsample_ratio=8.0, **s2s))
+    image_tokens = torch.randint(0, 1024, (batch, tokens_per_image), device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+    text = torch.randint(5, vocab, (batch, length), device=device)
+    memory = torch.randn(batch, 64, s_dim, device=device, dtype=args.dtype)
+    source_mask = torch.ones(batch, 64, dtype=torch.bool, device=device)
+
+    def decoder_pass(target: int) -> Callable:
+        inputs = torch.randn(batch, target, s_dim, device=device, dtype=args.dtype)
+        full = torch.full((batch,), target, device=device)
+        return lambda m: m.decode_logits(inputs, full, memory, source_mask)[0]
+
+    return {
+        "maskgit": (maskgit, lambda m: m(labels, image_tokens)),
+        "mdlm": (mdlm, lambda m: m.logits(text)),
+        "cmlm": (cmlm, decoder_pass(64)),
+        "dat": (dat, decoder_pass(8 * 66)),
+    }
+
+
+def bench_passes(args: argparse.Namespace, device: torch.device, spec: DeviceSpec | None) -> None:
+    for name, (model, call) in pass_models(args, device).items():
+        if not budget_left(args):
+            print(f"skipping {name}: time budget spent", flush=True)
+            continue
+        model = model.to(device=device, dtype=args.dtype).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            call(model)
+        flops = counter.get_total_flops()
+        fast = model if args.backend == "eager" else torch.compile(model, dynamic=False)
+        with torch.no_grad():
+            seconds = median_time(
+                lambda fast=fast, call=call: call(fast), device, warmup=3, runs=max(args.runs, 10)
+            )
+            eager_seconds = median_time(
+                lambda model=model, call=call: call(model), device, warmup=1, runs=max(args.runs, 5)
+            )
+        rate = flops / seconds
+        record(
+            f"ours_pass_{name}_b{8 if args.tiny else 64}", tflop=flops / 1e12, compiled_s=seconds, eager_s=eager_seconds,
+            tflops_per_s=rate / 1e12,
+            fraction_of_matmul_rate=(rate / spec.bf16_flops) if spec else float("nan"),
+        )  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--official", type=Path, default=None, help="JSON of benchmarks/official_samplers.py")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--eager-runs", type=int, default=1)
+    p.add_argument("--ar-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--var-batches", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--sections", nargs="+", default=["ar", "var", "xl", "passes"])
+    p.add_argument(
+        "--budget-s", type=float, default=480.0, help="skip sections once this much time has passed"
+    )
+    p.add_argument("--tiny", action="store_true")
+    args = p.parse_args(argv)
+    args.dtype = torch.float32 if args.tiny else torch.bfloat16
+    args.backend = (
+        "eager" if args.device == "cpu" else True
+    )  # RasterAR.generate(compiled=...): True = inductor
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    args = parse_args(argv)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        OUT.append(args.out)
+    device = torch.device(args.device)
+    spec = measure_ceilings(device) if device.type == "cuda" else None
+    if spec is not None:
+        record(
+            "ceilings",
+            device=spec.name,
+            copy_gb_s=spec.memory_bandwidth / 1e9,
+            bf16_tflop_s=spec.bf16_flops / 1e12,
+        )
+    sections = {"ar": bench_raster_ar, "var": bench_var, "xl": bench_xl_step, "passes": bench_passes}
+    for name in args.sections:
+        if not budget_left(args):
+            print(f"skipping section {name}: time budget spent", flush=True)
+            continue
+        try:
+            sections[name](args, device, spec)
+        except Exception as exc:  # one broken section must not lose the others' figures
+            print(f"section {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            RESULTS[f"error_{name}"] = {"error": f"{type(exc).__name__}: {exc}"}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if args.official is not None and args.official.is_file():
+        RESULTS["official"] = json.loads(args.official.read_text())
+    if args.out is not None:
+        args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
+    return RESULTS
+
+
+if __name__ == "__main__":
+    main()
