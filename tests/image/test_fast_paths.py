@@ -8,6 +8,7 @@ import torch
 
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.tokenizers.multiscale_vq import MultiScaleResidualVQ
+from genloom.image.models.masked_tokens import MaskGIT, MaskGITConfig, maskgit_transformer_config
 from genloom.image.models.next_scale import NextScaleAR, NextScaleConfig, var_transformer_config
 from genloom.image.models.raster_ar import RasterAR, RasterARConfig, llamagen_transformer_config
 
@@ -69,3 +70,23 @@ def test_raster_ar_compiled_equals_eager_on_gpu() -> None:
         compiled=True,
     )
     assert torch.equal(fast, eager)  # float32 weights: the fused kernels keep the argmax of every step
+
+
+def _maskgit(device: str = "cpu") -> MaskGIT:
+    torch.manual_seed(0)
+    cfg = maskgit_transformer_config(dim=64, n_layers=2, n_heads=4, codebook_size=32, num_tokens=16)
+    return MaskGIT(MaskGITConfig(transformer=cfg, num_classes=5, grid=(4, 4))).to(device).eval()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_maskgit_graphed_passes_give_the_eager_tokens(device: str) -> None:
+    model = _maskgit(device)
+    for cfg_scale in (1.0, 2.5):
+        for batch in (3, 2):
+            labels = torch.arange(batch, device=device)
+            kwargs = dict(steps=6, cfg_scale=cfg_scale, sampling=SamplingParams(top_k=8))
+            eager = model.generate(labels, generator=torch.Generator(device).manual_seed(batch), **kwargs)
+            fast = model.generate(
+                labels, generator=torch.Generator(device).manual_seed(batch), graphed=True, **kwargs
+            )
+            assert torch.equal(fast, eager)

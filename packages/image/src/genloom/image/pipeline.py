@@ -114,7 +114,8 @@ class ImagePipeline:
         fast: bool = False,
     ) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] for the class ids `labels` (B,). `fast` takes the GPU fast path
-        where the family has one (ar: the compiled decode step; var: per-scale CUDA graphs): same tokens."""
+        where the family has one (ar: the compiled decode step; var, maskgit: CUDA graphs of their passes): same
+        tokens."""
         if cfg_scale < 0:
             raise ValueError(f"the CFG scale must be >= 0 (1 = no guidance), got {cfg_scale}")
         for label in labels.tolist():
@@ -131,13 +132,18 @@ class ImagePipeline:
         elif family == "maskgit":
             tokens = gen.generate(
                 labels, steps=int(self.info.get("steps", 8)), cfg_scale=cfg_scale, sampling=sampling, generator=generator,
-                choice_temperature=float(self.info.get("choice_temperature", 4.5)),
+                choice_temperature=float(self.info.get("choice_temperature", 4.5)), graphed=fast,
             )  # fmt: skip
             images = tok.decode(tokens.view(-1, *gen.config.grid))
         elif family == "var":
             images = tok.decode(
                 gen.generate(
-                    labels, tok.quantize, cfg_scale=cfg_scale, sampling=sampling, generator=generator, graphed=fast
+                    labels,
+                    tok.quantize,
+                    cfg_scale=cfg_scale,
+                    sampling=sampling,
+                    generator=generator,
+                    graphed=fast,
                 )
             )
         else:
@@ -147,6 +153,7 @@ class ImagePipeline:
                 num_iter=int(self.info.get("num_iter", 16)),
                 cfg_scale=cfg_scale,
                 temperature=temperature,
+                clip_x0=self.info.get("clip_x0"),
                 generator=generator,
             )
             images = tok.decode_tokens(gen.unpatchify(tokens))

@@ -9,6 +9,7 @@ codebook ids plus one [MASK] id, which is never predicted.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloom.core.nn import Transformer, TransformerConfig
+from genloom.core.nn.cuda_graphs import GraphCache
 from genloom.core.sampling.guidance import apply_guidance
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
@@ -72,6 +74,17 @@ class MaskGIT(ZooComponent, nn.Module):
         self.cls_embedding = ClassEmbedding(config.num_classes, tcfg.dim, dropout=config.class_dropout)
         self.codebook_size = tcfg.vocab_size - 1
         self.mask_token_id = self.codebook_size
+        self._graphs: dict[float, GraphCache] = {}  # the GPU fast path: captured passes per CFG scale
+
+    def _graphed_pass(self, cfg_scale: float, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if cfg_scale not in self._graphs:
+            fn = (
+                self._logits
+                if cfg_scale == 1.0
+                else functools.partial(self._guided_logits, cfg_scale=cfg_scale)
+            )
+            self._graphs[cfg_scale] = GraphCache(fn)
+        return self._graphs[cfg_scale](None, labels, tokens)
 
     @property
     def num_tokens(self) -> int:
@@ -89,8 +102,17 @@ class MaskGIT(ZooComponent, nn.Module):
             raise ImageInputError(
                 f"token ids must lie in [0, {self.mask_token_id}] ({self.mask_token_id} = [MASK])"
             )
+        return self._logits(labels, tokens)
+
+    def _logits(self, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The pass itself, with no host-side checks (capturable as a CUDA graph)."""
         x = torch.cat([self.cls_embedding(labels).unsqueeze(1), self.transformer.embed(tokens)], dim=1)
         return self.transformer(embeddings=x)[:, 1:, : self.codebook_size]
+
+    def _guided_logits(self, labels: torch.Tensor, tokens: torch.Tensor, *, cfg_scale: float) -> torch.Tensor:
+        """CFG in one doubled batch: `labels` holds the classes then the null classes (2B,), tokens (B, N)."""
+        cond, uncond = self._logits(labels, torch.cat([tokens, tokens])).chunk(2)
+        return apply_guidance(cond, uncond, cfg_scale)
 
     def loss(
         self, labels: torch.Tensor, tokens: torch.Tensor, *, generator: torch.Generator | None = None
@@ -119,17 +141,23 @@ class MaskGIT(ZooComponent, nn.Module):
         schedule: str = "cosine",
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        graphed: bool = False,
     ) -> torch.Tensor:
-        """Token grids (B, h*w) decoded from all-[MASK] in `steps` parallel steps."""
+        """Token grids (B, h*w) decoded from all-[MASK] in `steps` parallel steps. `graphed=True` (the GPU
+        fast path) replays each step's fixed-shape pass, CFG included, from a CUDA graph captured once per
+        batch size; the sampler's step between passes is unchanged, so the tokens are the eager ones."""
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
         labels = self.cls_embedding.check(labels)
         null = torch.full_like(labels, self.cls_embedding.null_class)
+        both = torch.cat([labels, null])
 
         def forward_fn(tokens: torch.Tensor) -> torch.Tensor:
+            if graphed:
+                return self._graphed_pass(float(cfg_scale), labels if cfg_scale == 1.0 else both, tokens)
             if cfg_scale == 1.0:
                 return self(labels, tokens)
-            cond, uncond = self(torch.cat([labels, null]), torch.cat([tokens, tokens])).chunk(2)
+            cond, uncond = self(both, torch.cat([tokens, tokens])).chunk(2)
             return apply_guidance(cond, uncond, cfg_scale)
 
         sampler = MaskedSampler(
