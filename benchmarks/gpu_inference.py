@@ -124,15 +124,20 @@ def bench_raster_ar(args: argparse.Namespace, device: torch.device, spec: Device
             gen = torch.Generator(device).manual_seed(0)
             return model.generate(labels, cfg_scale=4.0, sampling=params, generator=gen, compiled=fast)
 
-        eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.eager_runs)
+        eager_s = (
+            median_time(lambda: run(False), device, warmup=1, runs=args.eager_runs)
+            if args.eager_runs
+            else None
+        )
         fast_s = median_time(lambda: run(compiled), device, warmup=2, runs=args.runs)
         floor = ar_floor(model, batch, spec)
         record(
             f"ours_llamagen_b_b{batch}", batch=batch, eager_s=eager_s, compiled_s=fast_s,
             floor_s=floor or float("nan"), fraction_of_floor=(floor / fast_s) if floor else float("nan"),
         )  # fmt: skip
-    # equality with the eager path: greedy token for token, and a seeded sample
     labels = torch.arange(8, device=device)
+    if not args.tiny:
+        equality_on_trained_preset(args, device)
     greedy = SamplingParams(temperature=0.0)
     eager_greedy = model.generate(labels, cfg_scale=4.0, sampling=greedy)
     fast_greedy = model.generate(labels, cfg_scale=4.0, sampling=greedy, compiled=compiled)
@@ -143,7 +148,7 @@ def bench_raster_ar(args: argparse.Namespace, device: torch.device, spec: Device
     ]  # fmt: skip
     first_diff = (eager_greedy != fast_greedy).any(0).nonzero()
     record(
-        "equality_llamagen_b",
+        "equality_llamagen_b_random_weights",
         greedy_equal_fraction=(eager_greedy == fast_greedy).float().mean().item(),
         greedy_first_divergence=int(first_diff[0]) if len(first_diff) else -1,
         sampled_equal_fraction=(seeded[0] == seeded[1]).float().mean().item(),
@@ -153,6 +158,37 @@ def bench_raster_ar(args: argparse.Namespace, device: torch.device, spec: Device
     )
     if budget_left(args):
         bench_int8(model, eager_greedy, labels, args, device, spec)
+
+
+def equality_on_trained_preset(args: argparse.Namespace, device: torch.device) -> None:
+    """Token-for-token equality where argmaxes are not near-ties: the trained ar-digits preset in bf16
+    (random weights give almost flat logits, whose argmax flips under any rounding difference)."""
+    from genloom.image.cli import resolve_model_folder
+    from genloom.image.pipeline import ImagePipeline
+
+    model = (
+        ImagePipeline.load(resolve_model_folder("ar-digits"))
+        .generator.to(device=device, dtype=args.dtype)
+        .eval()
+    )
+    labels = torch.arange(64, device=device) % 10
+    greedy = SamplingParams(temperature=0.0)
+    pairs = {
+        "greedy": [model.generate(labels, cfg_scale=2.0, sampling=greedy, compiled=mode) for mode in (False, args.backend)],
+        "sampled": [
+            model.generate(labels, cfg_scale=2.0, sampling=SamplingParams(top_k=64),
+                           generator=torch.Generator(device).manual_seed(5), compiled=mode)
+            for mode in (False, args.backend)
+        ],
+    }  # fmt: skip
+    record(
+        "equality_ar_digits_bf16_b64",
+        **{f"{k}_tokens_equal_fraction": (a == b).float().mean().item() for k, (a, b) in pairs.items()},
+        **{
+            f"{k}_images_identical_fraction": (a == b).all(1).float().mean().item()
+            for k, (a, b) in pairs.items()
+        },
+    )
 
 
 def compiled_forward(model: RasterAR, args: argparse.Namespace) -> Callable:
@@ -227,7 +263,7 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
     vae_config = MultiScaleVQAutoencoderConfig(patch_nums=list(patch_nums), codebook_size=vocab)
     if args.tiny:
         vae_config.net.ch, vae_config.net.ch_mult = 16, (1, 2)
-    vae = MultiScaleVQAutoencoder(vae_config).to(device=device, dtype=args.dtype).eval()
+    vae = MultiScaleVQAutoencoder(vae_config).to(device=device).eval()  # fp32 weights, bf16 autocast decode
     params = SamplingParams(top_k=min(900, vocab), top_p=0.96)
     from genloom.core.bench import transformer_flops
 
@@ -239,7 +275,8 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
             ids = model.generate(
                 labels, vae.quantize, cfg_scale=1.5, sampling=params, generator=gen, graphed=graphed
             )
-            return vae.decode(ids)
+            with torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
+                return vae.decode(ids)
 
         eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.runs)
         fast_s = median_time(lambda: run(True), device, warmup=2, runs=args.runs)

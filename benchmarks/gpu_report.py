@@ -37,7 +37,7 @@ def raster_ar_table(results: dict, official: dict) -> list[str]:
         off_eager = official.get(f"llamagen_gpt_b_eager_b{batch}", {}).get("median_s")
         off_fast = official.get(f"llamagen_gpt_b_compiled_b{batch}", {}).get("median_s")
         lines.append(
-            f"| batch {batch} | {_ms(row['eager_s'])} | {_ms(row['compiled_s'])} | {_ms(off_eager)} | {_ms(off_fast)} "
+            f"| batch {batch} | {_ms(row.get('eager_s'))} | {_ms(row['compiled_s'])} | {_ms(off_eager)} | {_ms(off_fast)} "
             f"| {_ms(row.get('floor_s'))} | {_ratio(off_fast, row['compiled_s'])} | {_ratio(row['compiled_s'], row.get('floor_s'))} |"
         )
     return lines
@@ -55,7 +55,7 @@ def var_table(results: dict, official: dict) -> list[str]:
         batch = row["batch"]
         off = official.get(f"var_d16_b{batch}", {}).get("median_s")
         lines.append(
-            f"| batch {batch} | {_ms(row['eager_s'])} | {_ms(row['graphed_s'])} | {_ms(off)} | {_ms(row.get('floor_s'))} "
+            f"| batch {batch} | {_ms(row.get('eager_s'))} | {_ms(row['graphed_s'])} | {_ms(off)} | {_ms(row.get('floor_s'))} "
             f"| {_ratio(off, row['graphed_s'])} | {_ratio(row['graphed_s'], row.get('floor_s'))} | {row.get('sampled_tokens_equal_eager')} |"
         )
     return lines
@@ -77,7 +77,13 @@ def passes_table(results: dict) -> list[str]:
 
 def other_rows(results: dict) -> list[str]:
     lines = []
-    for key in ("ceilings", "ours_llamagen_xl_step_b1", "ours_llamagen_b_int8_b1", "equality_llamagen_b"):
+    for key in (
+        "ceilings",
+        "ours_llamagen_xl_step_b1",
+        "ours_llamagen_b_int8_b1",
+        "equality_ar_digits_bf16_b64",
+        "equality_llamagen_b_random_weights",
+    ):
         if key in results:
             shown = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in results[key].items()

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..nn.kv_cache import KVCache
 from .autoregressive import CachedLM, check_guided_steps, check_prompt, finish_rows, guides
 from .errors import SamplingError
 from .logits import SamplingParams, noise_shape, sample_with_noise
@@ -153,6 +154,7 @@ class CompiledDecoder:
             rows = torch.cat([rows, _pad_rows(uncond_prompt.to(device).long(), size)])
         cache_len = self.cache_length(prompt_len + max_new_tokens - 1)
         self.model.setup_cache(rows.shape[0], cache_len, static=True)
+        _mark_static(self._step_module)
 
         logits = self.model(rows, input_pos=torch.arange(prompt_len, device=device))[:, -1].float()
         logits = self._guide(logits, guides(0, guided_steps))
@@ -196,8 +198,20 @@ class CompiledDecoder:
             return None
         if self._noise is None or tuple(self._noise.shape) != shape or self._noise.device != device:
             self._noise = torch.ones(shape, dtype=torch.float32, device=device)
+            torch._dynamo.mark_static_address(self._noise)
         self._noise[:batch].exponential_(1.0, generator=generator)
         return self._noise
+
+
+def _mark_static(module: object) -> None:
+    """Tell the compiler the KV cache buffers keep their address: CUDA graphs then write them in place
+    instead of treating them as ordinary inputs (which, mutated, would make it skip the graphs)."""
+    if not isinstance(module, torch.nn.Module):
+        return
+    for layer in module.modules():
+        if isinstance(layer, KVCache):
+            torch._dynamo.mark_static_address(layer.k_cache)
+            torch._dynamo.mark_static_address(layer.v_cache)
 
 
 def _pad_rows(rows: Tensor, size: int) -> Tensor:

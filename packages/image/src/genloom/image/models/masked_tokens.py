@@ -105,8 +105,9 @@ class MaskGIT(ZooComponent, nn.Module):
         return self._logits(labels, tokens)
 
     def _logits(self, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """The pass itself, with no host-side checks (capturable as a CUDA graph)."""
-        x = torch.cat([self.cls_embedding(labels).unsqueeze(1), self.transformer.embed(tokens)], dim=1)
+        """The pass itself, with no host-side checks (capturable as a CUDA graph); labels already checked."""
+        classes = self.cls_embedding(labels) if self.training else self.cls_embedding.embedding_table(labels)
+        x = torch.cat([classes.unsqueeze(1), self.transformer.embed(tokens)], dim=1)
         return self.transformer(embeddings=x)[:, 1:, : self.codebook_size]
 
     def _guided_logits(self, labels: torch.Tensor, tokens: torch.Tensor, *, cfg_scale: float) -> torch.Tensor:
