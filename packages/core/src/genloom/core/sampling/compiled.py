@@ -1,22 +1,28 @@
-"""The fast autoregressive path: the whole decode step compiled once per batch bucket, no host sync in the loop.
+"""The fast autoregressive path: the whole decode step compiled, the whole decode loop one CUDA graph.
 
 `generate` (autoregressive.py) is the reference loop: eager, any model, early exit on EOS. `CompiledDecoder`
-runs the same algorithm gpt-fast style: a static KV cache, and one `torch.compile`d function per step that
-does the embedding, every block, the head, classifier-free guidance (one doubled batch), the logit processors
-and the sampling, so that `mode="reduce-overhead"` captures all of it as one CUDA graph. Between steps the host
-only launches the graph: positions live in a device tensor, the finished-rows mask stays on the device and the
-loop always runs `max_new_tokens` steps (no `.item()`, no branching on device values).
+runs the same algorithm on a static KV cache with one `torch.compile`d function per step that does the
+embedding, every block, the head, classifier-free guidance (one doubled batch), the logit processors and the
+sampling. Nothing in the loop synchronises with the host: positions live in a device tensor, the
+finished-rows mask stays on the device and the loop always runs `max_new_tokens` steps.
 
-Randomness: the step consumes Exp(1) noise drawn from the caller's generator just before each replay (one
-kernel), with the same shape and order as `sample_from_logits` draws it, so a seeded compiled run samples the
-tokens the eager `generate` samples wherever the two compute the same logits.
+How the steps are launched (`graph`): "loop" (default) captures every step after the first as ONE CUDA
+graph per (batch bucket, lengths, guidance plan) on the second call with those shapes (the first runs step
+by step and compiles the kernels), so a replay has no host work between steps at all; "step" uses
+`torch.compile(mode="reduce-overhead")`, one CUDA graph per step, launched from Python each step; "none"
+launches the compiled kernels directly.
+
+Randomness: the steps consume Exp(1) noise drawn from the caller's generator before the step (or, for the
+loop graph, for all steps before the replay, one draw per step), with the same shape and order as
+`sample_from_logits` draws it, so a seeded compiled run samples the tokens the eager `generate` samples
+wherever the two compute the same logits (in float32; bf16 kernels fused differently can flip near-ties).
 
 Batch sizes are padded up to a bucket (1, 2, 4, 8, ...) and cache lengths rounded up to `cache_step` slots,
 so that a new batch size or length within a bucket reuses the compiled step; padded rows are computed and
-dropped. Attention reads the whole static cache with the unfilled slots masked out (one graph), or, with
-`kv_bucket`, only the filled slots rounded up to a multiple of it (one graph per bucket: worth it for long
-contexts, where reading the empty part of the cache would cost more than the extra graphs). Calling `generate` again with the same bucket and
-lengths compiles nothing (`tests/core/test_sampling_compiled.py` counts compiles).
+dropped. Attention reads the whole static cache with the unfilled slots masked out, or, with `kv_bucket`,
+only the filled slots rounded up to a multiple of it (one compiled variant per bucket: worth it for long
+contexts). Calling `generate` again with the same bucket and lengths compiles nothing
+(`tests/core/test_sampling_compiled.py` counts compiles).
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ class CompiledDecoder:
         cfg_scale: float | None = None,
         eos_id: int | None = None,
         backend: str | Callable[..., Any] = "inductor",
-        mode: str | None = "reduce-overhead",
+        mode: str | None = None,
+        graph: str = "loop",
         batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
         cache_step: int = 256,
         kv_bucket: int | None = None,
@@ -76,12 +83,19 @@ class CompiledDecoder:
                 f"kv_bucket must be >= 1 (or None: attend over the whole cache), got {kv_bucket}"
             )
         self.kv_bucket = kv_bucket
+        if graph not in ("loop", "step", "none"):
+            raise SamplingError(f"graph must be 'loop', 'step' or 'none', got {graph!r}")
+        self.graph = graph
         self._step_module = getattr(model, "decode_module", model)
         options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
-        if backend == "inductor" and mode is not None:
-            options["mode"] = mode
+        if backend == "inductor":
+            mode = mode or ("reduce-overhead" if graph == "step" else None)
+            if mode is not None:
+                options["mode"] = mode
         self._step = torch.compile(self._step_impl, **options)
         self._noise: Tensor | None = None
+        self._loops: dict[tuple, _LoopGraph] = {}  # whole-loop CUDA graphs, by (bucket, lengths, guidance)
+        self._seen: set[tuple] = set()  # loop keys run once step by step (their kernels are compiled)
 
     # ------------------------------------------------------------------ the compiled step
     def _step_impl(
@@ -133,7 +147,9 @@ class CompiledDecoder:
     ) -> Tensor:
         """New tokens [B, max_new_tokens] after `prompt` [B, T], as `generate` returns them (after a row's EOS
         every token is EOS). `uncond_prompt` [B, T] is required exactly when the decoder has a cfg_scale;
-        `guided_steps` limits guidance to the first new tokens (one more compiled graph for the rest)."""
+        `guided_steps` limits guidance to the first new tokens (one more compiled graph for the rest).
+        On CUDA with `graph="loop"` the first call of a (bucket, lengths) runs step by step (compiling the
+        kernels) and the next ones replay all steps as one captured CUDA graph."""
         check_prompt(self.model, prompt, max_new_tokens)
         guided = self.cfg_scale is not None
         if guided != (uncond_prompt is not None):
@@ -167,20 +183,34 @@ class CompiledDecoder:
         )
         out[0] = first[:, 0]
         positions = torch.arange(prompt_len, prompt_len + max_new_tokens, device=device)
+        plan = [self._step_plan(step, prompt_len, cache_len, guided_steps) for step in range(max_new_tokens)]
+        key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), logits.shape[-1])
+        if self.graph == "loop" and device.type == "cuda" and max_new_tokens > 1 and key in self._seen:
+            loop = self._loops.get(key)
+            if loop is None:
+                loop = self._loops[key] = _LoopGraph(self, key, out, finished, positions, plan, batch)
+            return loop.run(out, finished, batch, generator)[:, :batch].T.contiguous()
+        self._seen.add(key)
         for step in range(1, max_new_tokens):
             raw = self._draw(batch, size, logits.shape[-1], generator, device)
             if device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            guide = guides(step, guided_steps)
-            kv_len = None
-            if self.kv_bucket is not None:  # slots 0..pos filled: read them rounded up to the bucket
-                kv_len = min(cache_len, -(-(prompt_len + step) // self.kv_bucket) * self.kv_bucket)
+            guide, kv_len = plan[step]
             pos = positions[step - 1 : step]
             token, finished = self._step(out[step - 1], pos, raw, finished, guide, kv_len)
             out[step] = token
         return out[:, :batch].T.contiguous()
 
     # ------------------------------------------------------------------ helpers
+    def _step_plan(
+        self, step: int, prompt_len: int, cache_len: int, guided_steps: int | None
+    ) -> tuple[bool, int | None]:
+        """(guided?, cache slots read) of new token `step`: what the compiled step specialises on."""
+        kv_len = None
+        if self.kv_bucket is not None:  # slots 0..pos filled: read them rounded up to the bucket
+            kv_len = min(cache_len, -(-(prompt_len + step) // self.kv_bucket) * self.kv_bucket)
+        return guides(step, guided_steps), kv_len
+
     def _guide(self, logits: Tensor, guide: bool) -> Tensor:
         """CFG on doubled-batch logits [2N, V] -> [N, V]; unguided steps keep the conditional half."""
         if self.cfg_scale is None:
@@ -201,6 +231,64 @@ class CompiledDecoder:
             torch._dynamo.mark_static_address(self._noise)
         self._noise[:batch].exponential_(1.0, generator=generator)
         return self._noise
+
+
+class _LoopGraph:
+    """Every decode step after the first, captured as ONE CUDA graph (per bucket, lengths and guidance plan).
+
+    The step's compiled kernels replay back to back with no host work between them, so a small model's
+    step costs its kernels' time, not Python's. Inputs live in static buffers: the first token and finished
+    mask (written before each replay), and the noise of every step, drawn before the replay with the
+    caller's generator one step at a time, exactly as the eager loop draws it, so the tokens are the same.
+    """
+
+    def __init__(
+        self,
+        decoder: CompiledDecoder,
+        key: tuple,
+        out: Tensor,
+        finished: Tensor,
+        positions: Tensor,
+        plan: list[tuple[bool, int | None]],
+        batch: int,
+    ) -> None:
+        self.out, self.finished, self.positions = out.clone(), finished.clone(), positions.clone()
+        size, vocab = out.shape[1], key[-1]
+        shape = noise_shape((size, vocab), decoder.params)
+        steps = out.shape[0] - 1
+        self.noise = (
+            None if shape is None else torch.ones((steps, *shape), dtype=torch.float32, device=out.device)
+        )
+        self.decoder = decoder
+
+        def body() -> None:
+            finished_now = self.finished
+            for step in range(1, out.shape[0]):
+                guide, kv_len = plan[step]
+                raw = None if self.noise is None else self.noise[step - 1]
+                token, finished_now = decoder._step(
+                    self.out[step - 1], self.positions[step - 1 : step], raw, finished_now, guide, kv_len
+                )
+                self.out[step].copy_(token)
+            self.finished.copy_(finished_now)
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # one uncaptured run on a side stream: lazy inits happen here
+            body()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            body()
+
+    def run(self, out: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None) -> Tensor:
+        self.out[0].copy_(out[0])
+        self.finished.copy_(finished)
+        if self.noise is not None:
+            for step in range(self.noise.shape[0]):
+                self.noise[step, :batch].exponential_(1.0, generator=generator)
+        self.graph.replay()
+        return self.out
 
 
 def _mark_static(module: object) -> None:
