@@ -275,7 +275,7 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
             ids = model.generate(
                 labels, vae.quantize, cfg_scale=1.5, sampling=params, generator=gen, graphed=graphed
             )
-            with torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
+            with torch.no_grad(), torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
                 return vae.decode(ids)
 
         eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.runs)

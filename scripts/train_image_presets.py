@@ -7,7 +7,9 @@ For each data set (digits, shapes) and family (ar, var, maskgit, mar) this train
 judges conditional samples with the shipped judge: class accuracy, Frechet distance beside the real-vs-real
 and untrained-generator distances, parameters, sampling steps, seconds per image. Each preset is saved as
 `<out>/<family>-<dataset>/` (fp16 safetensors, under 5 MB per file); `<out>/results.md` holds the table.
-Copy preset folders into `packages/image/src/genloom/image/presets/` to ship them.
+Copy preset folders into `packages/image/src/genloom/image/presets/` to ship them. `--size compact` (default)
+builds the small recipe of the MAR and shapes presets, `--size base` that of the digits ar / var / maskgit ones.
+Several processes (one per data set / family group) can share one GPU: the models are small and launch-bound.
 `--quick` runs a few steps of everything (a CPU smoke test of the whole script).
 """
 
@@ -27,7 +29,7 @@ from genloom.image.generator_training import GeneratorTrainConfig, train_generat
 from genloom.image.io import write_json
 from genloom.image.pipeline import ImagePipeline
 from genloom.image.presets import load_judge
-from genloom.image.recipes import DEFAULT_SAMPLING, FAMILIES, build_generator, build_tokenizer
+from genloom.image.recipes import DEFAULT_SAMPLING, FAMILIES, SIZES, build_generator, build_tokenizer
 from genloom.image.tokenizer_training import TokenizerTrainConfig, calibrate_latent_scale, train_tokenizer
 
 TOKENIZER_KIND = {"ar": "vq", "maskgit": "vq", "var": "multiscale", "mar": "kl"}
@@ -49,6 +51,12 @@ def main() -> None:
     parser.add_argument("--generator-steps", type=int, default=8000)
     parser.add_argument("--samples-per-class", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128, help="generator batch (tokenizers use 64)")
+    parser.add_argument(
+        "--size",
+        default="compact",
+        choices=SIZES,
+        help="recipe size (the digits ar/var/maskgit presets: base)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (CPU smoke test)")
     args = parser.parse_args()
     if args.quick:
@@ -65,7 +73,7 @@ def main() -> None:
             start = time.time()
             kind = TOKENIZER_KIND[family]
             if kind not in tokenizers:
-                tokenizer = build_tokenizer(family, train.channels)
+                tokenizer = build_tokenizer(family, train.channels, size=args.size)
                 config = TokenizerTrainConfig(
                     steps=args.tokenizer_steps, batch_size=tokenizer_batch, lr=4e-4, warmup_steps=min(200, args.tokenizer_steps // 4 + 1),
                     log_every=max(1, args.tokenizer_steps // 10), eval_images=eval_images,
@@ -76,17 +84,22 @@ def main() -> None:
                 tokenizers[kind] = (tokenizer.cpu().eval(), report.final.as_dict())
             tokenizer, tok_metrics = tokenizers[kind]
             settings = dict(DEFAULT_SAMPLING[family])
-            untrained = build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer)
+            untrained = build_generator(
+                family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size
+            )
             gen_config = GeneratorTrainConfig(
                 steps=args.generator_steps, batch_size=args.batch_size, eval_samples=eval_images, warmup_steps=min(200, args.generator_steps // 4 + 1),
                 log_every=max(1, args.generator_steps // 20), lr=1e-3 if family != "mar" else 5e-4,
             )  # fmt: skip
             model = train_generator(
-                build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer), tokenizer, train,
+                build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size), tokenizer, train,
                 held_out=test, device=args.device, config=gen_config,
             ).cpu()  # fmt: skip
             train_minutes = (time.time() - start) / 60
-            info = {"dataset": name, "train_minutes_incl_tokenizer": round(train_minutes, 1), **settings}
+            info = {
+                "dataset": name, "recipe_size": args.size, "train_minutes_incl_tokenizer": round(train_minutes, 1),
+                "tokenizer_steps": args.tokenizer_steps, "generator_steps": args.generator_steps, **settings,
+            }  # fmt: skip
             pipeline = ImagePipeline(tokenizer, model, class_names=train.class_names, info=info).to(
                 args.device
             )

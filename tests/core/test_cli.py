@@ -157,7 +157,7 @@ def test_a_broken_plugin_is_skipped_with_a_warning(monkeypatch, capsys):
     assert "skipping sub-command 'image'" in warnings and "ModuleNotFoundError" in warnings
     assert "skipping sub-command 'video'" in warnings and "expected a typer.Typer" in warnings
     assert "skipping sub-command 'zoo'" in warnings and "already taken" in warnings
-    assert sorted(_commands(app)) == ["demo", "text", "zoo"]
+    assert sorted(_commands(app)) == ["bench", "demo", "text", "zoo"]
     assert runner.invoke(app, ["text", "hello"]).output == "hi\n"
 
 

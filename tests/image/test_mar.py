@@ -55,3 +55,17 @@ def test_bad_inputs_are_clear_errors() -> None:
         model.generate(torch.tensor([0]), cfg_scale=-2.0)
     with pytest.raises(ImageInputError, match=r"\(B, 4, 3, 3\)"):
         model.patchify(torch.zeros(1, 4, 4, 4))
+
+
+def test_clip_x0_bounds_the_sampled_tokens_and_rejects_bad_values() -> None:
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    labels = torch.tensor([0, 1, 2])
+    free = model.generate(labels, num_iter=3, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    clipped = model.generate(
+        labels, num_iter=3, cfg_scale=2.0, clip_x0=0.2, generator=torch.Generator().manual_seed(0)
+    )
+    # the last DDPM step returns the posterior mean, whose x0 part was clamped to [-0.2, 0.2]
+    assert free.abs().max() > 0.5 and clipped.abs().max() < 0.25
+    with pytest.raises(ValueError, match="clip_x0 must be > 0"):
+        model.generate(labels, num_iter=2, clip_x0=0.0)

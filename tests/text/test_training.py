@@ -71,3 +71,24 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
     losses = train(resumed, sample, config, glance=schedule)
     assert len(losses) == 6 and resumed.ratios == pytest.approx([schedule.ratio(s) for s in range(6, 12)])
     torch.testing.assert_close(resumed.weight, full.weight, atol=0, rtol=0)
+
+
+class SlowModel(RegressionModel):
+    """Each loss call takes 20 ms, so a 0.1 s budget allows a handful of steps, never the 10,000 asked for."""
+
+    def loss(self, batch: torch.Tensor, *, glance_ratio: float = 0.0) -> torch.Tensor:
+        import time
+
+        time.sleep(0.02)
+        return super().loss(batch, glance_ratio=glance_ratio)
+
+
+def test_time_budget_stops_the_run_early_and_keeps_the_trained_weights() -> None:
+    model = SlowModel()
+    losses = train(
+        model, _batches, text_train_config(steps=10_000, lr=0.1, warmup_steps=2), time_budget_s=0.1
+    )
+    assert 1 <= len(losses) <= 8
+    assert model.weight.abs().sum() > 0 and not model.training
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        train(RegressionModel(), _batches, text_train_config(steps=2), time_budget_s=0)

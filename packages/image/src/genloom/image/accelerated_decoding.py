@@ -5,7 +5,8 @@ truncatable KV cache). `ClassPrefixLM` (the adapter `RasterAR.generate` also sam
 `RasterAR` that way: ids >= vocab_size stand for the class prefix, so the class is the prompt. Greedy
 Jacobi returns exactly the tokens of greedy decoding; SJD samples from the same distribution as plain
 sampling, in fewer passes.
-CFG is not part of core's Jacobi loop, so these paths run unguided.
+CFG is not part of core's Jacobi loop, so these paths run unguided. ZipAR (parallel rows, with CFG) lives
+in `genloom.image.zipar` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from genloom.core.sampling.jacobi import jacobi_generate, speculative_jacobi_gen
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.models.class_prefix import ClassPrefixLM
 from genloom.image.models.raster_ar import RasterAR
+from genloom.image.zipar import zipar_sample
 
-__all__ = ["ClassPrefixLM", "jacobi_sample"]
+__all__ = ["ClassPrefixLM", "jacobi_sample", "zipar_sample"]
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Demo of genloom-image: writes real outputs from the shipped presets.
 
-One PNG grid of class-conditional samples per shipped generator preset (one row per class), plus a grid
+One PNG grid of class-conditional samples per shipped generator preset (one row per class, a few samples
+each so that the demo stays quick on a CPU), plus a grid
 of each built-in data set's held-out images with the shipped judge's predicted classes in the caption.
 """
 
@@ -16,6 +17,8 @@ from genloom.image.data import load_dataset
 from genloom.image.grid import save_grid
 from genloom.image.presets import PRESETS_DIR, load_judge
 
+SAMPLES_PER_CLASS = 4
+
 
 def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
     """Write this package's demo outputs under out_dir."""
@@ -27,7 +30,7 @@ def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
     for name in shipped_generators():
         pipeline = ImagePipeline.load(PRESETS_DIR / name)
         pipeline.generator.to(device)
-        per_class = 8
+        per_class = SAMPLES_PER_CLASS
         labels = torch.arange(len(pipeline.class_names)).repeat_interleave(per_class)
         sampling = SamplingParams(top_k=pipeline.info.get("top_k"))
         images = pipeline.sample(
@@ -39,7 +42,8 @@ def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
                 title=f"{pipeline.family} samples ({name})",
                 path=path,
                 kind="image",
-                caption=f"one row per class: {', '.join(pipeline.class_names)}",
+                caption=f"one row per class: {', '.join(pipeline.class_names)}"
+                + _accuracy_note(pipeline.info),
             )
         )
     for dataset in ("digits", "shapes"):
@@ -57,3 +61,9 @@ def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
             )
         )
     return items
+
+
+def _accuracy_note(info: dict) -> str:
+    if "class_accuracy" not in info:
+        return ""
+    return f" (judge class accuracy of this preset: {info['class_accuracy']:.0%})"

@@ -1,7 +1,9 @@
 """Architectures of the small presets trained on the built-in 32x32 data sets (and on users' folders).
 
 Each builder returns an untrained module sized to stay under 5 MB in fp16; `scripts/train_image_presets.py`
-and `genloom image train` share them so that a preset trained by either has the same shape.
+and `genloom image train` share them so that a preset trained by either has the same shape. Two sizes:
+"base" (the digits presets of ar / var / maskgit) and "compact" (about half the bytes: the MAR and shapes
+presets, so that the package's shipped presets stay small).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from genloom.image.tokenizers import (
 )
 
 FAMILIES = ("ar", "var", "maskgit", "mar")
+SIZES = ("base", "compact")
+TOKENIZER_WIDTH = {"base": 48, "compact": 32}
 SMALL_PATCH_NUMS = (1, 2, 3, 4, 6, 8)  # VAR scales for an 8x8 token map (32x32 images, downsample 4)
 
 
@@ -34,14 +38,24 @@ def _net(channels: int, z_channels: int, *, double_z: bool = False, ch: int = 48
     )  # fmt: skip
 
 
+def _check_size(size: str) -> None:
+    if size not in SIZES:
+        raise ValueError(f"unknown recipe size {size!r}; expected one of {SIZES}")
+
+
 def build_tokenizer(
-    family: str, channels: int, *, codebook_size: int = 256, image_size: int = 32
+    family: str, channels: int, *, codebook_size: int = 256, image_size: int = 32, size: str = "base"
 ) -> nn.Module:
     """The tokenizer a family needs: VQ (ar, maskgit), multi-scale VQ (var) or KL (mar)."""
+    _check_size(size)
+    ch = TOKENIZER_WIDTH[size]
     if family in ("ar", "maskgit"):
         return VQAutoencoder(
             VQAutoencoderConfig(
-                net=_net(channels, 64), codebook_size=codebook_size, codebook_dim=8, dead_code_after=200
+                net=_net(channels, 64, ch=ch),
+                codebook_size=codebook_size,
+                codebook_dim=8,
+                dead_code_after=200,
             )
         )
     if family == "var":
@@ -49,28 +63,30 @@ def build_tokenizer(
         patch_nums = [p for p in SMALL_PATCH_NUMS if p < side] + [side]
         return MultiScaleVQAutoencoder(
             MultiScaleVQAutoencoderConfig(
-                net=_net(channels, 16), codebook_size=codebook_size, patch_nums=patch_nums
+                net=_net(channels, 16, ch=ch), codebook_size=codebook_size, patch_nums=patch_nums
             )
         )
     if family == "mar":
         return KLAutoencoder(
             KLAutoencoderConfig(
-                net=_net(channels, 8, double_z=True), embed_dim=8, scale_factor=1.0, kl_weight=1e-4
+                net=_net(channels, 8, double_z=True, ch=ch), embed_dim=8, scale_factor=1.0, kl_weight=1e-4
             )
         )
     raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
 
 def build_generator(
-    family: str, *, num_classes: int, tokenizer: nn.Module, image_size: int = 32
+    family: str, *, num_classes: int, tokenizer: nn.Module, image_size: int = 32, size: str = "base"
 ) -> nn.Module:
     """A family's token model sized for `tokenizer`'s vocabulary / latent and an 8x8 token grid."""
+    _check_size(size)
+    compact = size == "compact"
     side = image_size // 4
     if family == "ar":
         tcfg = llamagen_transformer_config(
-            dim=192,
-            n_layers=5,
-            n_heads=6,
+            dim=128 if compact else 192,
+            n_layers=4 if compact else 5,
+            n_heads=4 if compact else 6,
             vocab_size=tokenizer.vocab_size,
             grid=(side, side),
             mlp_multiple_of=64,
@@ -80,13 +96,21 @@ def build_generator(
         )
     if family == "maskgit":
         tcfg = maskgit_transformer_config(
-            dim=192, n_layers=5, n_heads=6, codebook_size=tokenizer.vocab_size, num_tokens=side * side
+            dim=128 if compact else 192,
+            n_layers=4 if compact else 5,
+            n_heads=4 if compact else 6,
+            codebook_size=tokenizer.vocab_size,
+            num_tokens=side * side,
         )
         return MaskGIT(MaskGITConfig(transformer=tcfg, num_classes=num_classes, grid=(side, side)))
     if family == "var":
         patch_nums = list(tokenizer.config.patch_nums)
         tcfg = var_transformer_config(
-            dim=160, depth=4, n_heads=4, vocab_size=tokenizer.vocab_size, patch_nums=patch_nums
+            dim=128 if compact else 160,
+            depth=3 if compact else 4,
+            n_heads=4,
+            vocab_size=tokenizer.vocab_size,
+            patch_nums=patch_nums,
         )
         return NextScaleAR(
             NextScaleConfig(
@@ -98,17 +122,18 @@ def build_generator(
         )
     if family == "mar":
         channels = tokenizer.latent_channels
+        depth, head_width = (2, 128) if compact else (3, 192)
         return MaskedAutoregressive(
             MARConfig(
-                encoder=vit_config(dim=128, depth=3, n_heads=4),
-                decoder=vit_config(dim=128, depth=3, n_heads=4),
+                encoder=vit_config(dim=128, depth=depth, n_heads=4),
+                decoder=vit_config(dim=128, depth=depth, n_heads=4),
                 num_classes=num_classes,
                 token_dim=channels,
                 vae_channels=channels,
                 patch_size=1,
                 grid=(side, side),
                 buffer_size=4,
-                diffusion_width=192,
+                diffusion_width=head_width,
                 diffusion_depth=3,
                 diffusion_steps=50,
             )  # fmt: skip
@@ -120,5 +145,5 @@ DEFAULT_SAMPLING = {
     "ar": {"cfg_scale": 2.0, "top_k": 64},
     "var": {"cfg_scale": 2.0, "top_k": 64},
     "maskgit": {"cfg_scale": 2.0, "steps": 8, "choice_temperature": 4.5},
-    "mar": {"cfg_scale": 2.0, "num_iter": 16},
+    "mar": {"cfg_scale": 2.0, "num_iter": 16, "clip_x0": 3.0},
 }

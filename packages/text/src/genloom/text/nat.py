@@ -33,6 +33,7 @@ from genloom.text.dag import (
     dag_match,
     dag_viterbi_decode,
 )
+from genloom.text.dag_beam import dag_beam_decode
 from genloom.text.errors import TextInputError
 from genloom.text.glat import aligned_glance_inputs, glancing_mask
 from genloom.text.seq2seq import (
@@ -319,10 +320,14 @@ class DATransformer(NonAutoregressiveTranslator):
         strategy: str = "lookahead",
         beta: float = 1.0,
         collapse_repeats: bool = False,
+        beam_size: int = 4,
+        bigram: Tensor | None = None,
+        lm_weight: float = 0.0,
     ) -> Translation:
-        """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob) or "viterbi" (beta is
-        the length-normalisation exponent). `collapse_repeats` merges equal neighbours (the official default,
-        which helps MT but breaks targets with legitimately repeated tokens)."""
+        """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" (beta is
+        the length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
+        `beam_size`, optional `bigram` LM table scored with `lm_weight`). `collapse_repeats` merges equal
+        neighbours (the official default, which helps MT but breaks targets with legitimately repeated tokens)."""
         check_source(source, source_length, self.config)
         memory, source_mask = encode_source(self.model, source, source_length)
         graph = self.graph_size(source_length)
@@ -340,6 +345,18 @@ class DATransformer(NonAutoregressiveTranslator):
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
             )
+        elif strategy == "beam":
+            tokens, _ = dag_beam_decode(
+                links,
+                log_probs,
+                graph,
+                beam_size=beam_size,
+                beta=beta,
+                bigram=bigram,
+                lm_weight=lm_weight,
+                pad=PAD_ID,
+                collapse_repeats=collapse_repeats,
+            )
         elif strategy == "viterbi":
             tokens, _ = dag_viterbi_decode(
                 links,
@@ -352,6 +369,6 @@ class DATransformer(NonAutoregressiveTranslator):
             )
         else:
             raise TextInputError(
-                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead or viterbi"
+                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi or beam"
             )
         return Translation(strip_specials(tokens), decoder_passes=1)

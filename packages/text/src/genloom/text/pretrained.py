@@ -1,7 +1,7 @@
 """Saving and loading text models with their tokenizer, through the core zoo's folder format.
 
 A text model folder (or the `model/` part of a preset folder) holds `config.json` with
-`{"family": "text.translator" | "text.mdlm" | "text.lm", "model": {...}}` and `model.safetensors`; the tokenizer
+`{"family": "text.translator" | "text.mdlm" | "text.sedd" | "text.diffuseq" | "text.lm", "model": {...}}` and `model.safetensors`; the tokenizer
 sits beside it in `tokenizer/`: a core `BPETokenizer` (`tokenizer.json`) or a `SymbolTokenizer`
 (`symbols.json`, for the synthetic tasks). Weights are stored in float16 for shipping and loaded in
 float32.
@@ -79,14 +79,27 @@ class SymbolTokenizer(TextTokenizer):
         return cls(json.loads((Path(folder) / SYMBOLS_FILE).read_text())["symbols"])
 
 
-def build_text_model(arguments: dict[str, Any], *, mdlm: bool = False, lm: bool = False) -> nn.Module:
+def build_text_model(
+    arguments: dict[str, Any],
+    *,
+    mdlm: bool = False,
+    lm: bool = False,
+    sedd: bool = False,
+    diffuseq: bool = False,
+) -> nn.Module:
     """Family builder for the core zoo: {"model": config dict} -> module."""
     from genloom.text.ar import ARTranslator
+    from genloom.text.diffuseq import DiffuSeq, DiffuSeqConfig
     from genloom.text.lm import CausalLM, CausalLMConfig
     from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
     from genloom.text.nat import CMLM, CTCNAT, DATransformer, VanillaNAT
+    from genloom.text.sedd import ScoreEntropyLM, SEDDConfig
     from genloom.text.seq2seq import Seq2SeqConfig
 
+    if diffuseq:
+        return DiffuSeq(DiffuSeqConfig.from_dict(arguments["model"]))
+    if sedd:
+        return ScoreEntropyLM(SEDDConfig.from_dict(arguments["model"]))
     if mdlm:
         return MaskedDiffusionLM(MDLMConfig.from_dict(arguments["model"]))
     if lm:
@@ -101,9 +114,12 @@ def save_text_model(
 ) -> Path:
     """Write `folder/model/` (config + safetensors, fp16 when `half`) and `folder/tokenizer/`."""
     folder = Path(folder)
-    family = {"MaskedDiffusionLM": "text.mdlm", "CausalLM": "text.lm"}.get(
-        type(model).__name__, "text.translator"
-    )
+    family = {
+        "MaskedDiffusionLM": "text.mdlm",
+        "CausalLM": "text.lm",
+        "ScoreEntropyLM": "text.sedd",
+        "DiffuSeq": "text.diffuseq",
+    }.get(type(model).__name__, "text.translator")
     to_save = model
     if half:
         to_save = type(model)(model.config)

@@ -10,17 +10,19 @@ by (seed, batch index), so a resumed run draws exactly the batches of an uninter
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from genloom.core.errors import ConfigError
 from genloom.core.train import TrainConfig, Trainer
 from genloom.text.glat import GlanceSchedule
 from genloom.text.tasks import Seq2SeqBatch
 
-__all__ = ["text_train_config", "train"]
+__all__ = ["TimeBudgetReached", "text_train_config", "train"]
 
 _SEED_STRIDE = 1_000_003  # batch generators of different seeds never share a seed
 
@@ -64,6 +66,10 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
+class TimeBudgetReached(Exception):
+    """Raised inside the training loop when a run's wall-clock budget is spent (caught by `train`)."""
+
+
 class _LossAsForward(nn.Module):
     """Makes a text model's `loss` its forward, so that DDP / FSDP2 wrappers see the call that builds the
     graph (checkpoint weight names gain a `model.` prefix)."""
@@ -83,13 +89,18 @@ def train(
     *,
     glance: GlanceSchedule | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    time_budget_s: float | None = None,
 ) -> list[float]:
     """Train `model` in place with the core `Trainer`; returns the loss of every step (0-based order).
 
     `glance` anneals the GLAT glance ratio with the optimizer step (None: no glancing). `config.device`
     "auto" means the device the model's parameters are on. `on_step(step, loss)` is called for every
-    (micro-)batch. The model is left in eval mode.
+    (micro-)batch. `time_budget_s` stops the run before the first batch that would start after that many
+    seconds (the schedule is not shortened: size `config.steps` to the budget; see the Multi30k benchmark),
+    and no final checkpoint is written then. The model is left in eval mode.
     """
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
     if config.device == "auto":
         config = dataclasses.replace(config, device=str(next(model.parameters()).device))
     device = torch.device(config.device)
@@ -100,7 +111,11 @@ def train(
         generator = torch.Generator().manual_seed(config.seed * _SEED_STRIDE + index)
         return next_batch(generator)
 
+    started = time.perf_counter()
+
     def training_step(module: nn.Module, batch: object) -> torch.Tensor:
+        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            raise TimeBudgetReached
         step = trainer.step
         ratio = glance.ratio(step) if glance is not None else 0.0
         loss = module(_to_device(batch, device), ratio)
@@ -111,6 +126,9 @@ def train(
         return loss
 
     trainer = Trainer(_LossAsForward(model), training_step, batch_at, config)
-    trainer.fit(resume=config.out_dir is not None)
+    try:
+        trainer.fit(resume=config.out_dir is not None)
+    except TimeBudgetReached:
+        trainer.optimizer.zero_grad(set_to_none=True)
     model.eval()
     return [sum(values) / len(values) for _, values in sorted(step_losses.items())]

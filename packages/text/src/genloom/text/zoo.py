@@ -9,11 +9,18 @@ them from a folder. The shipped presets are tiny models trained on CPU by
 from functools import partial
 
 from genloom.core.zoo import Preset, WeightSource, register_family
+from genloom.text.llada import LLADA_8B, LLaDA, LLaDAConfig
+from genloom.text.mdlm_dit import MDLM_OWT, SEDD_SMALL, build_dit
 from genloom.text.pretrained import build_text_model
 
 register_family("text.translator", build_text_model)
 register_family("text.mdlm", partial(build_text_model, mdlm=True))
 register_family("text.lm", partial(build_text_model, lm=True))
+register_family("text.sedd", partial(build_text_model, sedd=True))
+register_family("text.diffuseq", partial(build_text_model, diffuseq=True))
+register_family("text.mdlm_dit", build_dit)
+register_family("text.sedd_dit", partial(build_dit, sedd=True))
+register_family("text.llada", lambda arguments: LLaDA(LLaDAConfig(**arguments["model"])))
 
 DEFAULT_TRANSLATOR = "text-sort-dat"
 DEFAULT_GENERATOR = "text-markov-mdlm"
@@ -69,5 +76,57 @@ PRESETS: list[Preset] = (
             },
         )
         for kind, title in (("ar", "decoder-only AR LM"), ("mdlm", "masked diffusion LM"))
+    ]
+    + [
+        Preset(
+            name="llada-8b",
+            family="text.llada",
+            modality="text",
+            description="LLaDA-8B (GSAI-ML/LLaDA-8B-Base or -Instruct) architecture; weights from the official "
+            "Hugging Face folder with genloom.text.llada.load_llada(folder) (safetensors, offline)",
+            source=WeightSource(kind="random"),
+            config={"model": LLADA_8B.to_dict()},
+            loader="genloom.text.llada:load_llada",
+            params=8_015_581_184,
+            card={"license": "MIT (LLaDA weights)", "data": "see the LLaDA paper", "trained_by": "GSAI-ML"},
+        )
+    ]
+    + [
+        Preset(
+            name=name,
+            family=family,
+            modality="text",
+            description=description,
+            source=WeightSource(
+                kind="converter", filename=filename, converter="genloom.text.mdlm_dit:convert_official_preset"
+            ),
+            config={"model": config.to_dict()},
+            loader="genloom.text.mdlm_dit:load_converted",
+            card={
+                "license": "Apache-2.0 (official weights)",
+                "data": "OpenWebText",
+                "trained_by": trained_by,
+            },
+        )
+        for name, family, config, filename, trained_by, description in (
+            (
+                "mdlm-owt",
+                "text.mdlm_dit",
+                MDLM_OWT,
+                "mdlm-owt.safetensors",
+                "kuleshov-group",
+                "MDLM (Sahoo et al. 2024) 12 x 768 DiT on OpenWebText, GPT-2 tokens; converted from the official "
+                "`backbone.` safetensors (or its EMA list) placed in GENLOOM_HOME/checkpoints",
+            ),
+            (
+                "sedd-small",
+                "text.sedd_dit",
+                SEDD_SMALL,
+                "sedd-small.safetensors",
+                "louaaron",
+                "SEDD small (Lou et al. 2024), absorbing graph, 12 x 768 DiT on OpenWebText; converted from the "
+                "official safetensors placed in GENLOOM_HOME/checkpoints",
+            ),
+        )  # fmt: skip
     ]
 )

@@ -1,7 +1,8 @@
 """Training of the timeseries models.
 
 - `fit_fixed_steps`: the generic loop (AdamW, warm-up + cosine, gradient clipping, a fixed number of
-  steps) of the pretrained and generative forecasters runs on `genloom.core.train.Trainer`.
+  steps, optionally cut to a wall-clock budget) of the pretrained and generative forecasters runs on
+  `genloom.core.train.Trainer`.
 - `train_supervised` / `evaluate`: the long-term forecasting protocol as the TSLib experiment class runs
   it: decoder input = label_len known steps + zeros, MSE on the last pred_len steps, plain Adam with the
   "type1" halving of the learning rate after every epoch, validation after every epoch, early stopping
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from genloom.core.errors import ConfigError
 from genloom.core.train import TrainConfig, Trainer, seed_everything
 from genloom.timeseries.data.protocol import LongTermForecastProtocol, Split, collate_float32
 from genloom.timeseries.recipes import TrainRecipe
@@ -37,6 +39,27 @@ __all__ = [
     "seed_everything",
     "train_supervised",
 ]
+
+
+class _TimeBudgetSpent(Exception):
+    """Raised inside a training step once the wall-clock budget of `fit_fixed_steps` is spent."""
+
+
+def _probe_step_seconds(
+    model: nn.Module, loss_fn: Callable, get_batch: Callable, config: TrainConfig, probe_steps: int
+) -> float:
+    """Seconds per optimizer step, timed over the second half of `probe_steps` steps on a copy of `model`
+    (the first half absorbs allocator and kernel warm-up)."""
+    stamps: list[float] = []
+
+    def timed_step(module: nn.Module, batch: Any) -> torch.Tensor:
+        stamps.append(time.perf_counter())
+        return loss_fn(module, batch)
+
+    probe = TrainConfig(**{**config.to_dict(), "steps": probe_steps, "warmup_steps": 0})
+    Trainer(copy.deepcopy(model), timed_step, get_batch, probe).fit(resume=False)
+    half = probe_steps // 2
+    return (stamps[-1] - stamps[half]) / max(1, probe_steps - 1 - half)
 
 
 def fit_fixed_steps(
@@ -54,26 +77,50 @@ def fit_fixed_steps(
     log: Callable[[str], None] | None = print,
     log_every: int = 250,
     name: str = "train",
+    time_budget_s: float | None = None,
+    probe_steps: int = 20,
 ) -> list[float]:
     """Train `model` for `steps` AdamW steps (betas 0.9/0.999; linear warm-up then cosine to 0) on
     `loss_fn(model, get_batch(step))` with `genloom.core.train.Trainer`; returns the loss of every step.
-    The model ends in eval mode."""
-    config = TrainConfig(
-        steps=steps,
+    The model ends in eval mode.
+
+    `time_budget_s` caps the wall clock: `probe_steps` steps on a copy of the model time one step, `steps`
+    is lowered to what fits in the rest of the budget (10 % margin; the schedule then spans the steps that
+    run) and training stops early, with a logged note, if it still runs past the budget."""
+    started = time.perf_counter()
+    base = dict(
         lr=lr,
-        warmup_steps=min(warmup_steps, steps),
         weight_decay=weight_decay,
         betas=(0.9, 0.999),
         clip_grad_norm=clip_grad_norm,
         seed=seed,
         device=device,
-        log_every=max(1, min(log_every, steps)),
         progress=False,
     )
+    if time_budget_s is not None:
+        if time_budget_s <= 0:
+            raise ConfigError(f"time_budget_s must be positive, got {time_budget_s}")
+        probe = TrainConfig(steps=max(2, probe_steps), **base)
+        step_seconds = _probe_step_seconds(model, loss_fn, get_batch, probe, max(2, probe_steps))
+        left = time_budget_s - (time.perf_counter() - started)
+        fitted = max(1, min(steps, int(0.9 * left / max(step_seconds, 1e-9))))
+        if log:
+            log(f"{name}: {step_seconds * 1e3:.1f} ms/step, {fitted} of {steps} steps fit {left:.0f} s")
+        warmup_steps = round(warmup_steps * fitted / steps)
+        steps = fitted
+    config = TrainConfig(
+        steps=steps,
+        warmup_steps=min(warmup_steps, steps),
+        log_every=max(1, min(log_every, steps)),
+        **base,
+    )
+    deadline = None if time_budget_s is None else started + time_budget_s
     losses: list[torch.Tensor] = []
     start = time.time()
 
     def training_step(module: nn.Module, batch: Any) -> torch.Tensor:
+        if deadline is not None and losses and time.perf_counter() > deadline:  # one step at least
+            raise _TimeBudgetSpent
         loss = loss_fn(module, batch)
         losses.append(loss.detach())
         if log and len(losses) % log_every == 0:
@@ -81,7 +128,11 @@ def fit_fixed_steps(
             log(f"{name} step {len(losses)}/{steps}: loss {recent:.3f} ({time.time() - start:.0f}s)")
         return loss
 
-    Trainer(model, training_step, get_batch, config).fit(resume=False)
+    try:
+        Trainer(model, training_step, get_batch, config).fit(resume=False)
+    except _TimeBudgetSpent:
+        if log:
+            log(f"{name}: time budget of {time_budget_s:.0f} s spent after {len(losses)} of {steps} steps")
     model.eval()
     return torch.stack(losses).float().cpu().tolist()
 

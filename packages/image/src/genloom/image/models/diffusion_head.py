@@ -124,10 +124,16 @@ class DiffusionHead(nn.Module):
         *,
         cfg_scale: float = 1.0,
         temperature: float = 1.0,
+        clip_x0: float | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Tokens (N, C) for conditions (N, cond_dim); with CFG the rows are [cond; uncond] and both halves
-        share one noise draw (returned duplicated, as MAR does)."""
+        share one noise draw (returned duplicated, as MAR does). `clip_x0` clamps each step's predicted clean
+        token to [-clip_x0, clip_x0] (guided-diffusion's clip_denoised; MAR's default is off): a small, briefly
+        trained head whose noise prediction is slightly off at the noisiest steps otherwise diverges."""
+        if clip_x0 is not None and clip_x0 <= 0:
+            raise ValueError(f"clip_x0 must be > 0 or None, got {clip_x0}")
+        self.sampler.clip_sample = clip_x0
         n = cond.shape[0]
         if cfg_scale != 1.0:
             noise = torch.randn(n // 2, self.channels, generator=generator, device=cond.device)

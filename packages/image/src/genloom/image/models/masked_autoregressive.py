@@ -217,10 +217,12 @@ class MaskedAutoregressive(ZooComponent, nn.Module):
         cfg_scale: float = 1.0,
         cfg_schedule: str = "linear",
         temperature: float = 1.0,
+        clip_x0: float | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Tokens (B, seq_len, token_dim) generated in `num_iter` steps over a random order; a cosine schedule
-        sets how many stay masked, CFG rises linearly from 1 to `cfg_scale` with the fraction generated."""
+        sets how many stay masked, CFG rises linearly from 1 to `cfg_scale` with the fraction generated.
+        `clip_x0` (off in MAR) clamps the diffusion head's predicted clean tokens at every denoising step."""
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
         if cfg_schedule not in ("linear", "constant"):
@@ -249,7 +251,9 @@ class MaskedAutoregressive(ZooComponent, nn.Module):
                 if cfg_schedule == "linear"
                 else cfg_scale
             )
-            sampled = self.head.sample(z[rows], cfg_scale=scale, temperature=temperature, generator=generator)
+            sampled = self.head.sample(
+                z[rows], cfg_scale=scale, temperature=temperature, clip_x0=clip_x0, generator=generator
+            )
             if guided:
                 sampled = sampled.chunk(2)[0]
             tokens = tokens.clone()

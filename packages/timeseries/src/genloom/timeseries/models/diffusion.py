@@ -107,6 +107,19 @@ class DiffusionForecaster(nn.Module):
             h = block(h)
         return self.out(h)
 
+    def compile_denoiser(self, *, mode: str = "reduce-overhead") -> None:
+        """Sample through a `torch.compile`d denoiser (CUDA graphs with the default mode on a GPU); the
+        sampler loop and its random draws stay eager, so a seeded chain draws the same noise as before.
+        Each output is cloned: a CUDA-graph replay overwrites the previous one."""
+        compiled = torch.compile(
+            DiffusionForecaster.denoise.__get__(self), mode=mode, fullgraph=True, dynamic=False
+        )
+
+        def compiled_denoise(noisy: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+            return compiled(noisy, t, prompt).clone()
+
+        self.denoise = compiled_denoise
+
     def training_loss(
         self, history: torch.Tensor, future: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -108,20 +108,32 @@ def forecaster_transformer_config(
 
 
 class _NoPaddingLM:
-    """The decoder as core `generate` sees it, with the padding bin never sampled."""
+    """The decoder as core `generate` sees it, with the padding bin never sampled. A prefill returns the
+    logits of its last position only (all `generate` reads), and every cache is allocated at the
+    transformer's full length, so one static cache (and one compiled decode step) serves every segment."""
 
     def __init__(self, decoder: Transformer):
         self.decoder = decoder
+        self._pad_index: torch.Tensor | None = None
 
     def setup_cache(self, batch_size: int, max_seq_len: int) -> None:
-        self.decoder.setup_cache(batch_size, max_seq_len)
+        dtype = None
+        if self.decoder.output.weight.is_cuda and torch.is_autocast_enabled("cuda"):
+            dtype = torch.get_autocast_dtype("cuda")  # a bf16 cache under bf16 autocast
+        self.decoder.setup_cache(batch_size, max(max_seq_len, self.decoder.config.max_seq_len), dtype=dtype)
 
     def truncate_cache(self, length: int) -> None:
         self.decoder.truncate_cache(length)
 
     def __call__(self, tokens: torch.Tensor, *, input_pos: torch.Tensor) -> torch.Tensor:
-        logits = self.decoder(tokens, input_pos=input_pos)
-        return logits.index_fill(-1, torch.tensor([PAD_ID], device=logits.device), float("-inf"))
+        if tokens.shape[1] == 1:
+            logits = self.decoder(tokens, input_pos=input_pos)  # the compiled step, when there is one
+        else:
+            hidden = self.decoder.features(tokens, input_pos=input_pos)[:, -1:]
+            logits = self.decoder.output(hidden).float()
+        if self._pad_index is None or self._pad_index.device != logits.device:
+            self._pad_index = torch.tensor([PAD_ID], device=logits.device)
+        return logits.index_fill(-1, self._pad_index, float("-inf"))
 
 
 class TokenizedARForecaster(nn.Module):
@@ -149,6 +161,14 @@ class TokenizedARForecaster(nn.Module):
             )
         self.decoder = Transformer(transformer)
         self.context_len = context_len
+        self._keep_cache = False
+
+    def compile_decode(self, *, mode: str = "reduce-overhead") -> None:
+        """Run one-token decode steps through core's compiled step (`torch.compile`, CUDA graphs with the
+        default mode on a GPU). The KV cache then stays allocated between `sample` calls, so the captured
+        graphs stay valid: use this model for inference only afterwards."""
+        self.decoder.compile_decode(mode=mode)
+        self._keep_cache = True
 
     @property
     def max_len(self) -> int:
@@ -175,14 +195,18 @@ class TokenizedARForecaster(nn.Module):
             context_len=int(config["context_len"]),
         )
 
-    def training_loss(self, values: torch.Tensor, mask: torch.Tensor, context_steps: int) -> torch.Tensor:
-        """Next-token cross-entropy over windows [B, T] (mask False = left padding); the scale comes from
-        the first `context_steps` steps only, as at inference."""
-        loc, scale = self.tokenizer.fit_scale(values[:, :context_steps], mask[:, :context_steps])
+    def training_loss(
+        self, values: torch.Tensor, mask: torch.Tensor | None, context_steps: int
+    ) -> torch.Tensor:
+        """Next-token cross-entropy over windows [B, T] (mask False = left padding; None = no padding,
+        which spares a host sync); the scale comes from the first `context_steps` steps only, as at
+        inference."""
+        context_mask = None if mask is None else mask[:, :context_steps]
+        loc, scale = self.tokenizer.fit_scale(values[:, :context_steps], context_mask)
         ids = self.tokenizer.encode(values, loc, scale, mask)
-        key_mask = None if bool(mask.all()) else mask[:, :-1]
+        key_mask = None if mask is None or bool(mask.all()) else mask[:, :-1]
         logits = self.decoder(ids[:, :-1], key_padding_mask=key_mask)
-        target = torch.where(mask[:, 1:], ids[:, 1:], torch.full_like(ids[:, 1:], -100))
+        target = ids[:, 1:] if mask is None else torch.where(mask[:, 1:], ids[:, 1:], -100)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
     def pretrain_loss(self, values: torch.Tensor, mask: torch.Tensor, pred_len: int) -> torch.Tensor:
@@ -227,7 +251,8 @@ class TokenizedARForecaster(nn.Module):
                 ids = torch.cat([ids, new_ids], dim=1)
                 remaining -= n_new
         finally:
-            self.decoder.remove_cache()  # back to uncached (training / teacher-forced) forwards
+            if not self._keep_cache:
+                self.decoder.remove_cache()  # back to uncached (training / teacher-forced) forwards
         paths = self.tokenizer.decode(torch.cat(generated, 1), loc_s, scale_s)
         return paths.view(B, num_samples, horizon).transpose(0, 1)
 
