@@ -12,6 +12,7 @@ import torch
 
 from genloom.core.bench import BenchTarget, Work, linear_weight_count
 from genloom.core.zoo import list_presets
+from genloom.text.mdlm import MaskedDiffusionLM
 from genloom.text.pretrained import load_text_model
 
 
@@ -20,8 +21,8 @@ def _text_preset_names() -> set[str]:
 
 
 def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: bool) -> BenchTarget | None:
-    """The generation of the text preset `name`, or None if it is not one (`fast` has no effect yet here:
-    the text decoders run their eager loops)."""
+    """The generation of the text preset `name`, or None if it is not one. `fast` replays the diffusion
+    LMs' denoiser passes from CUDA graphs; the translators still run their eager loops."""
     if name not in _text_preset_names():
         return None
     model, tokenizer, _ = load_text_model(name, device=device)
@@ -46,9 +47,10 @@ def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: b
         length = model.config.max_seq_len
 
         def run(batch: int) -> object:
-            out = model.sample(
-                batch, length, steps=64, generator=torch.Generator(device).manual_seed(0), device=device
-            )
+            generator = torch.Generator(device).manual_seed(0)
+            graphed = fast and device.type == "cuda" and isinstance(model, MaskedDiffusionLM)
+            extra = {"graphed": True} if graphed else {}
+            out = model.sample(batch, length, steps=64, generator=generator, device=device, **extra)
             passes["count"] = out.num_model_calls
             return out
 
