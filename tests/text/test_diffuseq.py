@@ -64,3 +64,16 @@ def test_trained_diffuseq_reverses_sequences_far_better_than_copying(tmp_path) -
         batch.source, batch.source_length, steps=10, generator=torch.Generator().manual_seed(0)
     )
     assert again.tokens == out.tokens
+
+
+def test_diffuseq_trains_saves_and_translates_through_the_recipe(tmp_path) -> None:
+    from genloom.text.cli import translate_lines
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.recipes import train_family
+
+    metrics = train_family("diffuseq", "copy", tmp_path / "m", steps=20, batch_size=16, dim=32, layers=1)
+    assert 0.0 <= metrics["exact_match"] <= 1.0 and metrics["parameters"] > 0
+    model, tokenizer, _ = load_text_model(tmp_path / "m")
+    assert type(model).__name__ == "DiffuSeq"
+    lines, passes = translate_lines(model, tokenizer, ["a b c"], steps=5)
+    assert len(lines) == 1 and passes == 5

@@ -137,7 +137,7 @@ def generate(
 
 @app.command()
 def train(
-    family: str = typer.Option(..., help="ar, nat, cmlm, ctc, dat or mdlm"),
+    family: str = typer.Option(..., help="ar, nat, cmlm, ctc, dat, mdlm or diffuseq"),
     data: str = typer.Option(..., help="synthetic task name, a Multi30k folder, or a source<TAB>target file"),
     out: Path = typer.Option(..., help="folder to write the trained model into"),
     steps: int = typer.Option(1000),

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from genloom.core.tokenizers import BPETokenizer
 from genloom.text.corpus import ParallelCorpus, load_text_pairs
+from genloom.text.diffuseq import DiffuSeq, DiffuSeqConfig
 from genloom.text.errors import TextInputError
 from genloom.text.glat import GlanceSchedule
 from genloom.text.markov import MarkovChainSource
@@ -59,6 +61,34 @@ def _mdlm_data(data: str, vocab_size: int, length: int) -> tuple[Callable, objec
     raise TextInputError(f"MDLM trains on 'markov' or 'stdlib', got {data!r}")
 
 
+def _seq2seq_model(
+    family: str,
+    vocab: int,
+    dim: int,
+    layers: int,
+    max_source: int,
+    max_target: int,
+    upsample: float,
+    data: str,
+    steps: int,
+) -> tuple[nn.Module, GlanceSchedule | None]:
+    """A translator of `family` (ar, nat, cmlm, ctc, dat) and its glancing schedule (CTC / DA-T only)."""
+    config = Seq2SeqConfig(
+        family=family,
+        vocab_size=vocab,
+        dim=dim,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        n_heads=4,
+        max_source_length=max_source,
+        max_target_length=max_target,
+        upsample_ratio=upsample,
+        dropout=0.0 if data in TASK_NAMES else 0.1,
+    )
+    glance = GlanceSchedule(start=0.5, end=0.1, anneal_steps=steps) if family in ("ctc", "dat") else None
+    return build_text_model({"model": config.to_dict()}), glance
+
+
 def train_family(
     family: str,
     data: str,
@@ -92,8 +122,10 @@ def train_family(
         metrics = {"elbo_perplexity": model.elbo_perplexity(held_out, num_times=16)}
         save_text_model(model, tokenizer, out)
         return metrics
-    if family not in FAMILIES:
-        raise TextInputError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES + ('mdlm',))}")
+    if family not in FAMILIES + ("diffuseq",):
+        raise TextInputError(
+            f"unknown family {family!r}; expected one of {', '.join(FAMILIES + ('mdlm', 'diffuseq'))}"
+        )
     if data in TASK_NAMES:
         task = Seq2SeqTask(name=data, num_symbols=SYNTHETIC_SYMBOLS, min_length=2, max_length=8)
         tokenizer = SymbolTokenizer.letters(SYNTHETIC_SYMBOLS)
@@ -107,20 +139,18 @@ def train_family(
         )
         sample = corpus.sample
         vocab, max_source, max_target = tokenizer.vocab_size, MAX_TEXT_TOKENS, MAX_TEXT_TOKENS
-    config = Seq2SeqConfig(
-        family=family,
-        vocab_size=vocab,
-        dim=dim,
-        encoder_layers=layers,
-        decoder_layers=layers,
-        n_heads=4,
-        max_source_length=max_source,
-        max_target_length=max_target,
-        upsample_ratio=upsample,
-        dropout=0.0 if data in TASK_NAMES else 0.1,
-    )
-    model = build_text_model({"model": config.to_dict()}).to(device)
-    glance = GlanceSchedule(start=0.5, end=0.1, anneal_steps=steps) if family in ("ctc", "dat") else None
+    if family == "diffuseq":  # continuous embedding diffusion over [source; target]
+        config = DiffuSeqConfig(
+            vocab_size=vocab, dim=dim, n_layers=layers, n_heads=4,
+            max_source_length=max_source, max_target_length=max_target,
+        )  # fmt: skip
+        model = DiffuSeq(config).to(device)
+        glance = None
+    else:
+        model, glance = _seq2seq_model(
+            family, vocab, dim, layers, max_source, max_target, upsample, data, steps
+        )
+        model = model.to(device)
 
     def next_batch(generator: torch.Generator):
         batch = sample(batch_size, generator=generator)
