@@ -361,3 +361,25 @@ def test_save_load_round_trip_and_checkpoint_errors(tmp_path) -> None:
         load_model(tmp_path / "bad")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "missing")
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_random_order_masks_are_causal_in_generation_order_and_match_flex() -> None:
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from genloom.core.nn import causal_mask, flex_order_mask_mod, order_mask
+
+    g = torch.Generator().manual_seed(0)
+    orders = torch.stack([torch.randperm(6, generator=g) for _ in range(3)])  # orders[b, step] = position
+    rank = torch.empty_like(orders).scatter_(1, orders, torch.arange(6).expand(3, 6))
+    mask = order_mask(rank)
+    assert mask.shape == (3, 1, 6, 6)
+    for b in range(3):  # permuted into generation order, the mask is exactly causal
+        perm = orders[b]
+        assert torch.equal(mask[b, 0][perm][:, perm], causal_mask(6))
+    q, k, v = (torch.randn(3, 2, 6, 8, generator=g) for _ in range(3))
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    block = create_block_mask(flex_order_mask_mod(rank), 3, None, 6, 6, device="cpu")
+    torch.testing.assert_close(flex_attention(q, k, v, block_mask=block), reference, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="rank must be an integer tensor"):
+        order_mask(torch.rand(2, 4))

@@ -7,7 +7,8 @@
 - Layers: `Attention` (MHA/GQA, SDPA or FlexAttention, QK-norm, cosine attention), `MLP` (SwiGLU/GELU),
   `Block` (pre-norm, AdaLN / AdaLN-zero, cross-attention, drop-path), `FinalAdaLN`, `RMSNorm`, `KVCache`.
 - Positions: `rope_1d`, `rope_2d`, `rope_3d`, `rope_from_coords`, `add_prefix`, `apply_rope(x, cos, sin, layout)`.
-- Masks: `causal_mask`, `block_causal_mask(block_sizes)`, `prefix_mask`, `structure_mask`, `flex_mask_mod`.
+- Masks: `causal_mask`, `block_causal_mask(block_sizes)`, `prefix_mask`, `structure_mask`, `flex_mask_mod`,
+  random-order `order_mask` / `flex_order_mask_mod`.
 - Files: `save_model(model, folder)` / `load_model(folder, device=, dtype=)` (config.json + model.safetensors).
 - GPU fast path: `Transformer.compile_decode()` (torch.compile + CUDA graphs for one-token cached steps).
 """
@@ -23,6 +24,8 @@ from .masks import (
     block_ids_from_sizes,
     causal_mask,
     flex_mask_mod,
+    flex_order_mask_mod,
+    order_mask,
     prefix_mask,
     structure_mask,
 )
@@ -54,6 +57,8 @@ __all__ = [
     "block_ids_from_sizes",
     "causal_mask",
     "flex_mask_mod",
+    "order_mask",
+    "flex_order_mask_mod",
     "make_norm",
     "prefix_mask",
     "rope_1d",

@@ -4,6 +4,9 @@ Kinds: causal (key <= query), bidirectional (all), block-causal (a token sees it
 earlier block: VAR's scales, frame-causal video), prefix (prefix-LM: the first `prefix_len` positions are
 seen by everyone, the rest is causal). Masks are computed from position ids, so the same rule serves
 teacher forcing, a cached chunk at explicit positions and FlexAttention (`flex_mask_mod`).
+
+Random-order decoding (sigma-GPT / RAR style: tokens generated in a per-sequence permutation) uses
+`order_mask` / `flex_order_mask_mod`: a token sees the tokens generated before it in its row's order.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ __all__ = [
     "block_ids_from_sizes",
     "structure_mask",
     "flex_mask_mod",
+    "order_mask",
+    "flex_order_mask_mod",
 ]
 
 
@@ -102,5 +107,29 @@ def flex_mask_mod(
         if key_padding is not None:
             allowed = allowed & key_padding[b, kv_idx]
         return allowed | (kv_idx == q_idx)  # a query always sees itself: no empty softmax rows
+
+    return mask_mod
+
+
+def _check_rank(rank: Tensor) -> None:
+    if rank.dim() != 2 or rank.dtype not in (torch.int64, torch.int32):
+        raise ConfigError(
+            f"rank must be an integer tensor [B, L] (each position's step), got {rank.dtype} {tuple(rank.shape)}"
+        )
+
+
+def order_mask(rank: Tensor) -> Tensor:
+    """Bool mask [B, 1, L, L] for random-order decoding: `rank[b, i]` is the step at which position i of
+    row b is generated (a permutation of 0..L-1); position i sees position j iff rank[b, j] <= rank[b, i]."""
+    _check_rank(rank)
+    return (rank[:, None, :] <= rank[:, :, None])[:, None]
+
+
+def flex_order_mask_mod(rank: Tensor) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """The FlexAttention `mask_mod` of `order_mask(rank)`; build its block mask with B = rank.shape[0]."""
+    _check_rank(rank)
+
+    def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202 - FlexAttention signature
+        return rank[b, kv_idx] <= rank[b, q_idx]
 
     return mask_mod
