@@ -32,3 +32,31 @@ def test_replays_follow_new_inputs_and_in_place_state() -> None:
     assert len(cache) == 2
     cache.clear()
     assert len(cache) == 0
+
+
+def test_weights_fingerprint_changes_when_weights_move_not_when_loaded_in_place() -> None:
+    from torch import nn
+
+    from genloom.core.nn.cuda_graphs import weights_fingerprint
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    before = weights_fingerprint(model)
+    model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})
+    assert weights_fingerprint(model) == before
+    model.double()
+    assert weights_fingerprint(model) != before
+    assert weights_fingerprint(None) == ()
+
+
+@pytest.mark.gpu
+def test_moved_weights_are_recaptured() -> None:
+    from torch import nn
+
+    layer = nn.Linear(16, 16).cuda()
+    cache = GraphCache(lambda x: layer(x), watch=layer, warmup=1)
+    x = torch.randn(4, 16, device="cuda")
+    torch.testing.assert_close(cache("k", x).clone(), layer(x))
+    with torch.no_grad():
+        layer.half().float()  # new tensors, same dtype: the graph's shapes match but its addresses are stale
+        layer.weight.mul_(2)
+    torch.testing.assert_close(cache("k", x).clone(), layer(x))

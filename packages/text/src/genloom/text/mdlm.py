@@ -67,7 +67,9 @@ class MaskedDiffusionLM(nn.Module):
         self.config = config
         self.noise = LogLinearNoise(eps=config.noise_eps)
         self.backbone = lm_backbone(config, mask="bidirectional")
-        self._graphs = GraphCache(self.logits)  # the GPU fast path: the denoiser pass per shape, captured
+        self._graphs = GraphCache(
+            self.logits, watch=self
+        )  # the GPU fast path: the denoiser pass per shape, captured
 
     def logits(self, tokens: Tensor) -> Tensor:
         """SUBS parameterisation: float32 logits [B, L, V] with the mask token excluded."""

@@ -7,6 +7,8 @@ Python in between. Capture takes milliseconds, so a new batch size costs nothing
 
 Contract: the function must have static shapes per key and no host synchronisation; it may read and write
 module state (a KV cache) in place, as long as those buffers are not reallocated between capture and replay.
+Give `watch=` the module whose weights the function reads: moving or casting it (`.to()`, `.half()`)
+replaces its tensors, which the cache notices (`weights_fingerprint`) and answers by capturing again.
 Outputs are the graph's own memory and are overwritten by the next replay of the same key: use or clone them
 first. Off CUDA the function is simply called.
 """
@@ -17,9 +19,21 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["GraphCache"]
+__all__ = ["GraphCache", "weights_fingerprint"]
+
+
+def weights_fingerprint(module: nn.Module | None) -> tuple:
+    """Where a module's weights live: changes when `.to()` / `.half()` replace its tensors (an in-place
+    `load_state_dict` keeps it, and captured graphs then read the new values, as they should)."""
+    if module is None:
+        return ()
+    tensors = [t for t in module.parameters()] or [t for t in module.buffers()]
+    if not tensors:
+        return ()
+    first, last = tensors[0], tensors[-1]
+    return (len(tensors), first.data_ptr(), last.data_ptr(), first.dtype, first.device)
 
 
 class _Captured:
@@ -30,10 +44,14 @@ class _Captured:
 class GraphCache:
     """Replays `fn(*tensors)` from CUDA graphs captured per `key` (one shared memory pool)."""
 
-    def __init__(self, fn: Callable[..., Any], *, warmup: int = 2, enabled: bool = True) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], *, warmup: int = 2, enabled: bool = True, watch: nn.Module | None = None
+    ) -> None:
         self.fn = fn
         self.warmup = warmup
         self.enabled = enabled
+        self.watch = watch
+        self._fingerprint: tuple = ()
         self._graphs: dict[Hashable, _Captured] = {}
         self._pool = None
 
@@ -48,6 +66,10 @@ class GraphCache:
     def __call__(self, key: Hashable, *args: Tensor) -> Any:
         if not (self.enabled and args and all(isinstance(a, Tensor) and a.is_cuda for a in args)):
             return self.fn(*args)
+        fingerprint = weights_fingerprint(self.watch)
+        if fingerprint != self._fingerprint:  # the weights moved: every graph reads stale memory
+            self.clear()
+            self._fingerprint = fingerprint
         signature = (key, *((tuple(a.shape), a.dtype) for a in args))
         captured = self._graphs.get(signature)
         if captured is None:

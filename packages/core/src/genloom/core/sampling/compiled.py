@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..nn.cuda_graphs import weights_fingerprint
 from ..nn.kv_cache import KVCache
 from .autoregressive import CachedLM, check_guided_steps, check_prompt, finish_rows, guides
 from .errors import SamplingError
@@ -187,6 +188,8 @@ class CompiledDecoder:
         key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), logits.shape[-1])
         if self.graph == "loop" and device.type == "cuda" and max_new_tokens > 1 and key in self._seen:
             loop = self._loops.get(key)
+            if loop is not None and loop.fingerprint != weights_fingerprint(self._step_module):
+                loop = None  # the weights were moved or cast: the captured graph reads stale memory
             if loop is None:
                 loop = self._loops[key] = _LoopGraph(self, key, out, finished, positions, plan, batch)
             return loop.run(out, finished, batch, generator)[:, :batch].T.contiguous()
@@ -260,6 +263,7 @@ class _LoopGraph:
             None if shape is None else torch.ones((steps, *shape), dtype=torch.float32, device=out.device)
         )
         self.decoder = decoder
+        self.fingerprint = weights_fingerprint(decoder._step_module)
 
         def body() -> None:
             finished_now = self.finished

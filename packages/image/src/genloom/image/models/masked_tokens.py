@@ -83,7 +83,7 @@ class MaskGIT(ZooComponent, nn.Module):
                 if cfg_scale == 1.0
                 else functools.partial(self._guided_logits, cfg_scale=cfg_scale)
             )
-            self._graphs[cfg_scale] = GraphCache(fn)
+            self._graphs[cfg_scale] = GraphCache(fn, watch=self)
         return self._graphs[cfg_scale](None, labels, tokens)
 
     @property

@@ -109,7 +109,9 @@ class NextScaleAR(ZooComponent, nn.Module):
         self.register_buffer("scale_index", levels, persistent=False)
         self.scale_bounds = [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))]
         self._bounds_by_length = {end - start: (start, end) for start, end in self.scale_bounds}
-        self._scale_graphs = GraphCache(self._scale_forward)  # the fast path: one CUDA graph per scale
+        self._scale_graphs = GraphCache(
+            self._scale_forward, watch=self
+        )  # the fast path: one CUDA graph per scale
         self._graphed_cache: int | None = None  # data_ptr of the KV cache the graphs were captured on
 
     @property
