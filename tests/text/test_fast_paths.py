@@ -25,3 +25,19 @@ def test_mdlm_graphed_sampling_gives_the_eager_tokens(device: str) -> None:
         assert not (fast.tokens == model.config.mask_id).any()
     if device == "cuda":
         assert len(model._graphs) == 2  # one capture per shape, reused by the third call
+
+
+def test_ar_translator_compiled_greedy_gives_the_eager_translations() -> None:
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.tasks import Seq2SeqTask
+
+    model, _, _ = load_text_model("text-sort-ar")
+    task = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
+    for batch_size, seed in ((5, 0), (3, 1), (5, 2)):  # bucket 8, then 4, then 8 again (kept buffers)
+        batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
+        eager = model.translate(batch.source, batch.source_length)
+        fast = model.translate(batch.source, batch.source_length, compiled="eager")
+        assert fast.tokens == eager.tokens
+        assert task.accuracy(batch, fast.tokens) > 0.8
+    with pytest.raises(Exception, match="greedy"):
+        model.translate(batch.source, batch.source_length, beam_size=2, compiled="eager")

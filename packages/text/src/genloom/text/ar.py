@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from genloom.core.sampling.autoregressive import DecodeStats, generate
 from genloom.core.sampling.beam import beam_search
+from genloom.core.sampling.compiled import CompiledDecoder
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.speculative import speculative_generate
 from genloom.text.errors import TextInputError
@@ -42,6 +43,7 @@ class ARTranslator(nn.Module):
         self.config = config
         self.label_smoothing = label_smoothing
         self.model = build_encoder_decoder(config, causal=True)
+        self._compiled: dict[str, CompiledDecoder] = {}  # greedy fast paths, per torch.compile backend
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
         check_source(batch.source, batch.source_length, self.config)
@@ -89,9 +91,13 @@ class ARTranslator(nn.Module):
         max_length: int | None = None,
         draft: ARTranslator | None = None,
         gamma: int = 4,
+        compiled: bool | str = False,
     ) -> Translation:
         """Greedy (beam_size=1), beam search, or greedy speculative decoding with a smaller `draft` translator
-        (same vocabulary; output identical to greedy). `decoder_passes` counts this model's decoder passes."""
+        (same vocabulary; output identical to greedy). `decoder_passes` counts this model's decoder passes.
+        `compiled` (greedy only) runs core's `CompiledDecoder` on fixed shapes (source padded to the model's
+        maximum, batch to a bucket, output length to a multiple of 16): the same translations; a string
+        names the `torch.compile` backend ("eager": no code generation)."""
         check_source(source, source_length, self.config)
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
@@ -102,6 +108,10 @@ class ARTranslator(nn.Module):
                     "speculative decoding needs beam_size=1 and a draft with the same vocabulary"
                 )
             return self._speculative(source, source_length, draft, gamma, max_length)
+        if compiled and (beam_size != 1 or draft is not None):
+            raise TextInputError("compiled decoding is greedy: beam_size=1 and no draft")
+        if compiled:
+            return self._compiled_greedy(source, source_length, max_length, compiled)
         if beam_size == 1:
             return self._greedy(source, source_length, max_length)
         return self._beam(source, source_length, beam_size, max_length)
@@ -140,6 +150,31 @@ class ARTranslator(nn.Module):
                 stats=stats,
             )
         return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
+
+    def _compiled_greedy(
+        self, source: Tensor, source_length: Tensor, max_length: int, compiled: bool | str
+    ) -> Translation:
+        """Greedy decoding through `CompiledDecoder`, with every shape fixed so its graphs are reused."""
+        backend = "inductor" if compiled is True else str(compiled)
+        if backend not in self._compiled:
+            decoder = self.model.decoder
+            self._compiled[backend] = CompiledDecoder(
+                decoder, params=SamplingParams(temperature=0.0), eos_id=EOS_ID, backend=backend
+            )
+        runner = self._compiled[backend]
+        batch = source.shape[0]
+        rows = runner.bucket(batch)
+        width = self.config.max_source_length
+        padded = torch.full((rows, width), PAD_ID, dtype=torch.long, device=source.device)
+        padded[:batch, : source.shape[1]] = source
+        lengths = torch.cat([source_length, source_length[:1].expand(rows - batch)])
+        padded[batch:] = padded[:1]
+        steps = min(-(-max_length // 16) * 16, self.config.max_decoder_length - 1)
+        self.model.start_decoding(padded, src_padding_mask=padding_mask(lengths, width))
+        prompt = torch.full((rows, 1), BOS_ID, device=source.device)
+        tokens = runner.generate(prompt, steps)[:batch, :max_length]
+        # the decoder's static cache and context stay allocated: captured graphs read them in place
+        return Translation(strip_specials(tokens), decoder_passes=steps)
 
     def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
         """The core beam search (`genloom.core.sampling.beam_search`): final scores normalised by length,

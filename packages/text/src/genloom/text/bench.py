@@ -12,6 +12,7 @@ import torch
 
 from genloom.core.bench import BenchTarget, Work, linear_weight_count
 from genloom.core.zoo import list_presets
+from genloom.text.ar import ARTranslator
 from genloom.text.mdlm import MaskedDiffusionLM
 from genloom.text.pretrained import load_text_model
 
@@ -21,8 +22,9 @@ def _text_preset_names() -> set[str]:
 
 
 def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: bool) -> BenchTarget | None:
-    """The generation of the text preset `name`, or None if it is not one. `fast` replays the diffusion
-    LMs' denoiser passes from CUDA graphs; the translators still run their eager loops."""
+    """The generation of the text preset `name`, or None if it is not one. `fast` (on CUDA) runs the AR
+    translator through the compiled decoder and replays the diffusion LMs' denoiser passes from CUDA graphs;
+    the NAR translators run eagerly."""
     if name not in _text_preset_names():
         return None
     model, tokenizer, _ = load_text_model(name, device=device)
@@ -38,7 +40,12 @@ def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: b
         def run(batch: int) -> object:
             pick = torch.randint(0, len(symbols), (batch, length), generator=torch.Generator().manual_seed(0))
             source = symbols[pick].to(device)
-            result = model.translate(source, torch.full((batch,), length, device=device))
+            extra = (
+                {"compiled": True}
+                if fast and device.type == "cuda" and isinstance(model, ARTranslator)
+                else {}
+            )
+            result = model.translate(source, torch.full((batch,), length, device=device), **extra)
             passes["count"] = result.decoder_passes
             return result
 

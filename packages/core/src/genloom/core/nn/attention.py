@@ -140,7 +140,24 @@ class Attention(nn.Module):
         k, v = self._project_context(context)
         if self.l2_qk:
             k = F.normalize(k, dim=-1)
-        self._context_kv = (k, v, context_mask)
+        new = (k, v, context_mask)
+        old = self._context_kv
+        if old is not None and all(
+            (a is None and b is None)
+            or (
+                a is not None
+                and b is not None
+                and a.shape == b.shape
+                and a.dtype == b.dtype
+                and a.device == b.device
+            )
+            for a, b in zip(old, new, strict=True)
+        ):  # same shapes: write in place, so captured decode graphs keep reading the right memory
+            for a, b in zip(old, new, strict=True):
+                if a is not None:
+                    a.copy_(b)
+        else:
+            self._context_kv = new
 
     def clear_context(self) -> None:
         self._context_kv = None
