@@ -52,24 +52,36 @@ def _pass_work(pipeline: ImagePipeline, batch: int, guided: bool) -> Work:
     return Work(flops=flops)
 
 
-def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: bool) -> BenchTarget | None:
-    """The sampling of the shipped image preset `name`, or None if it is not one."""
-    if name not in shipped_generators():
-        return None
-    from genloom.image.cli import resolve_model_folder
+def bench_target(
+    name: str, *, device: torch.device, dtype: torch.dtype, fast: bool, random_weights: bool = False
+) -> BenchTarget | None:
+    """The sampling of the shipped image preset `name` (or, with `random_weights`, of the official
+    LlamaGen / VAR architecture `name` randomly initialised), or None if it is neither."""
+    if random_weights:
+        from genloom.image.official_sizes import RANDOM_WEIGHT_GENERATORS, random_official_pipeline
 
-    pipeline = ImagePipeline.load(resolve_model_folder(name)).to(device)
-    pipeline.generator.to(dtype)
-    pipeline.tokenizer.to(dtype)
+        if name not in RANDOM_WEIGHT_GENERATORS:
+            return None
+        pipeline = random_official_pipeline(name)
+    elif name in shipped_generators():
+        from genloom.image.cli import resolve_model_folder
+
+        pipeline = ImagePipeline.load(resolve_model_folder(name))
+    else:
+        return None
+    pipeline.to(device)
+    pipeline.generator.to(dtype)  # the tokenizer stays float32; its decoder runs under autocast
     cfg_scale = float(pipeline.info.get("cfg_scale", 2.0))
     guided = cfg_scale != 1.0
-    sampling = SamplingParams(top_k=pipeline.info.get("top_k"))
+    sampling = SamplingParams(top_k=pipeline.info.get("top_k"), top_p=pipeline.info.get("top_p"))
     classes = len(pipeline.class_names)
     use_fast = fast and device.type == "cuda"
+    autocast = dtype != torch.float32
 
     def run(batch: int) -> torch.Tensor:
         labels = torch.arange(batch) % classes
-        return pipeline.sample(labels, cfg_scale=cfg_scale, sampling=sampling, seed=0, fast=use_fast)
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            return pipeline.sample(labels, cfg_scale=cfg_scale, sampling=sampling, seed=0, fast=use_fast)
 
     def work(batch: int) -> Work:
         if pipeline.family == "ar":
@@ -78,7 +90,7 @@ def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: b
 
     tokens = getattr(pipeline.generator, "num_tokens", None) or getattr(pipeline.generator, "seq_len", 1)
     return BenchTarget(
-        name=f"{name} ({pipeline.family}, {pipeline.sampling_steps} network passes per image, CFG {cfg_scale})",
+        name=f"{name}{' (random weights)' if random_weights else ''} ({pipeline.family}, {pipeline.sampling_steps} network passes per image, CFG {cfg_scale})",
         run=run,
         work=work,
         sample_unit="image",

@@ -21,10 +21,14 @@ def _text_preset_names() -> set[str]:
     return {p.name for p in list_presets("text")}
 
 
-def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: bool) -> BenchTarget | None:
+def bench_target(
+    name: str, *, device: torch.device, dtype: torch.dtype, fast: bool, random_weights: bool = False
+) -> BenchTarget | None:
     """The generation of the text preset `name`, or None if it is not one. `fast` (on CUDA) runs the AR
     translator through the compiled decoder and replays the diffusion LMs' denoiser passes from CUDA graphs;
     the NAR translators run eagerly."""
+    if random_weights:  # only the image package builds official architectures with random weights
+        return None
     if name not in _text_preset_names():
         return None
     model, tokenizer, _ = load_text_model(name, device=device)

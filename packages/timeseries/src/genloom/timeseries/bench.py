@@ -18,9 +18,13 @@ HORIZON = 24
 NUM_SAMPLES = 20
 
 
-def bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: bool) -> BenchTarget | None:
+def bench_target(
+    name: str, *, device: torch.device, dtype: torch.dtype, fast: bool, random_weights: bool = False
+) -> BenchTarget | None:
     """The forecasting of the time-series preset `name`, or None if it is not one (runs in float32: the
     forecasters' scaling and binning are precision-sensitive; `fast` has no effect here yet)."""
+    if random_weights:  # only the image package builds official architectures with random weights
+        return None
     if name not in timeseries_preset_names():
         return None
     model = load_forecaster_by_name(name, device=str(device))

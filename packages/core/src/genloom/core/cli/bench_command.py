@@ -1,7 +1,8 @@
 """`genloom bench PRESET`: time a preset's generation at several batch sizes beside the hardware's floor.
 
 Each modality package registers a factory in the entry-point group `genloom.bench`:
-`bench_target(name, *, device, dtype, fast) -> BenchTarget | None` (None: not one of its generators). The
+`bench_target(name, *, device, dtype, fast, random_weights=False) -> BenchTarget | None` (None: not one of
+its generators; `random_weights` asks for an official architecture at random init, e.g. `llamagen-b`). The
 command measures the device's ceilings first (copy bandwidth, bf16 matmul rate) so that the floor column is
 computed from this GPU as it is today, not from a datasheet.
 """
@@ -22,12 +23,14 @@ BENCH_GROUP = "genloom.bench"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def find_bench_target(name: str, *, device: torch.device, dtype: torch.dtype, fast: bool) -> BenchTarget:
+def find_bench_target(
+    name: str, *, device: torch.device, dtype: torch.dtype, fast: bool, random_weights: bool = False
+) -> BenchTarget:
     """Ask each installed package for a bench target of the preset `name` (the first that knows it wins)."""
     asked = []
     for ep in sorted(entry_points(group=BENCH_GROUP), key=lambda ep: ep.name):
         asked.append(ep.name)
-        target = ep.load()(name, device=device, dtype=dtype, fast=fast)
+        target = ep.load()(name, device=device, dtype=dtype, fast=fast, random_weights=random_weights)
         if target is not None:
             return target
     raise InputError(
@@ -42,6 +45,9 @@ def bench_command(
     device: str = typer.Option("cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu"),
     dtype: str = typer.Option("bf16", help="bf16, fp16 or fp32 (CPU runs fp32)"),
     eager: bool = typer.Option(False, "--eager", help="the eager path instead of the compiled / graphed one"),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="an official architecture (llamagen-b, var-d16, ...) at random init"
+    ),
     iters: int = typer.Option(5, min=1, help="timed calls per batch size (the median is reported)"),
     warmup: int = typer.Option(2, min=0, help="untimed calls first (compilation happens here)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the results as JSON here"),
@@ -56,7 +62,9 @@ def bench_command(
         raise InputError("--device cuda was asked for but no CUDA device is available")
     torch_dtype = DTYPES[dtype] if torch_device.type == "cuda" else torch.float32
     spec = measure_ceilings(torch_device) if torch_device.type == "cuda" else None
-    target = find_bench_target(preset, device=torch_device, dtype=torch_dtype, fast=not eager)
+    target = find_bench_target(
+        preset, device=torch_device, dtype=torch_dtype, fast=not eager, random_weights=random_weights
+    )
     results = run_bench(target, batch, spec=spec, device=torch_device, warmup=warmup, iters=iters)
     path = "eager" if eager or torch_device.type != "cuda" else "compiled"
     print(
