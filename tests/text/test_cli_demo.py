@@ -57,7 +57,10 @@ def test_shipped_presets_load_and_meet_their_metric(preset):
         assert true <= elbo <= 1.1 * true
         return
     batch = SORT.sample(100, generator=torch.Generator().manual_seed(11))
-    out = model.translate(batch.source, batch.source_length)
+    options = (
+        {"steps": 20, "generator": torch.Generator().manual_seed(0)} if preset.endswith("diffuseq") else {}
+    )
+    out = model.translate(batch.source, batch.source_length, **options)
     assert SORT.accuracy(batch, out.tokens) >= 0.95
     assert tokenizer.decode(out.tokens[0]).split() == sorted(tokenizer.decode(batch.source[0]).split())
 

@@ -53,6 +53,18 @@ PRESETS: list[Preset] = (
     ]
     + [
         Preset(
+            name="text-sort-diffuseq",
+            family="text.diffuseq",
+            modality="text",
+            description="Tiny DiffuSeq (continuous embedding diffusion, partial noising), trained to sort letter "
+            "sequences; translate with --steps 20",
+            source=WeightSource(kind="package", package="genloom.text", path="presets/text-sort-diffuseq"),
+            loader="genloom.text.pretrained:load_text_model",
+            card=_card("text-sort-diffuseq", "genloom.text.tasks sort task, 9 symbols, lengths 2-8"),
+        )
+    ]
+    + [
+        Preset(
             name="text-markov-mdlm",
             family="text.mdlm",
             modality="text",
