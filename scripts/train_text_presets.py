@@ -23,6 +23,7 @@ from genloom.text.glat import GlanceSchedule
 from genloom.text.markov import MarkovChainSource
 from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
 from genloom.text.pretrained import SymbolTokenizer, build_text_model, save_text_model
+from genloom.text.sedd import ScoreEntropyLM, SEDDConfig
 from genloom.text.seq2seq import Seq2SeqConfig
 from genloom.text.specials import MASK_ID, NUM_SPECIAL
 from genloom.text.tasks import Seq2SeqTask
@@ -102,15 +103,19 @@ def train_sort_diffuseq(out: Path, steps: int) -> None:
     print(f"{name}: exact match {accuracy:.3f}, passes {out_tokens.decoder_passes}", flush=True)
 
 
-def train_markov_mdlm(out: Path, steps: int) -> None:
-    """States 0..5 are ids 5..10 (letters a..f after the specials); the mask is the shared id 3."""
+def train_markov_mdlm(out: Path, steps: int, *, kind: str = "mdlm") -> None:
+    """States 0..5 are ids 5..10 (letters a..f after the specials); the mask is the shared id 3. `kind`:
+    "mdlm" (masked diffusion, ELBO loss) or "sedd" (score entropy on the same backbone)."""
     source = MarkovChainSource(num_states=6, seed=0)
     length = 12
     torch.manual_seed(0)
-    config = MDLMConfig(
+    config_class, model_class = (
+        (SEDDConfig, ScoreEntropyLM) if kind == "sedd" else (MDLMConfig, MaskedDiffusionLM)
+    )
+    config = config_class(
         vocab_size=NUM_SPECIAL + 6, mask_id=MASK_ID, dim=64, n_layers=2, n_heads=4, max_seq_len=length
     )
-    model = MaskedDiffusionLM(config)
+    model = model_class(config)
     train(
         model,
         lambda g: source.sample(128, length, generator=g) + NUM_SPECIAL,
@@ -122,7 +127,7 @@ def train_markov_mdlm(out: Path, steps: int) -> None:
         held_out + NUM_SPECIAL, num_times=32, generator=torch.Generator().manual_seed(1)
     )
     true = math.exp(-source.log_likelihood(held_out).mean().item() / length)
-    name = "text-markov-mdlm"
+    name = f"text-markov-{kind}"
     save_text_model(model, SymbolTokenizer.letters(6), out / name)
     preset = _preset(name)
     card = {**preset.card, "metric": {"elbo_perplexity": round(elbo, 4), "true_perplexity": round(true, 4),
@@ -135,16 +140,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--families", default="ar,nat,cmlm,ctc,dat,mdlm,diffuseq")
+    parser.add_argument("--families", default="ar,nat,cmlm,ctc,dat,mdlm,sedd,diffuseq")
     parser.add_argument("--diffuseq-steps", type=int, default=3000)
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     families = args.families.split(",")
-    train_sort_presets(args.out, args.steps, [f for f in families if f not in ("mdlm", "diffuseq")])
+    train_sort_presets(args.out, args.steps, [f for f in families if f not in ("mdlm", "sedd", "diffuseq")])
     if "diffuseq" in families:
         train_sort_diffuseq(args.out, args.diffuseq_steps)
     if "mdlm" in families:
         train_markov_mdlm(args.out, max(args.steps, 800))
+    if "sedd" in families:
+        train_markov_mdlm(args.out, max(args.steps, 800), kind="sedd")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,17 @@ PRESETS: list[Preset] = (
     ]
     + [
         Preset(
+            name="text-markov-sedd",
+            family="text.sedd",
+            modality="text",
+            description="Tiny score-entropy discrete diffusion model (SEDD, absorbing) of the 6-state Markov chain",
+            source=WeightSource(kind="package", package="genloom.text", path="presets/text-markov-sedd"),
+            loader="genloom.text.pretrained:load_text_model",
+            card=_card("text-markov-sedd", "genloom.text.markov MarkovChainSource(num_states=6, seed=0)"),
+        )
+    ]
+    + [
+        Preset(
             name="text-markov-mdlm",
             family="text.mdlm",
             modality="text",
