@@ -132,7 +132,7 @@ def generate(
         _fail(err)
     for row in tokens.tolist():
         typer.echo(tokenizer.decode(row))
-    typer.secho(f"[mdlm: {calls} denoiser passes]", err=True, fg=typer.colors.BLUE)
+    typer.secho(f"[{type(net).__name__}: {calls} denoiser passes]", err=True, fg=typer.colors.BLUE)
 
 
 @app.command()
