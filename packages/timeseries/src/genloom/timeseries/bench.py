@@ -22,12 +22,17 @@ def bench_target(
     name: str, *, device: torch.device, dtype: torch.dtype, fast: bool, random_weights: bool = False
 ) -> BenchTarget | None:
     """The forecasting of the time-series preset `name`, or None if it is not one (runs in float32: the
-    forecasters' scaling and binning are precision-sensitive; `fast` has no effect here yet)."""
+    forecasters' scaling and binning are precision-sensitive). `fast` on CUDA compiles the tokenised AR's
+    decode step or the diffusion denoiser."""
     if random_weights:  # only the image package builds official architectures with random weights
         return None
     if name not in timeseries_preset_names():
         return None
     model = load_forecaster_by_name(name, device=str(device))
+    if fast and device.type == "cuda":  # the models' compiled paths (CUDA graphs), where they have one
+        for method in ("compile_decode", "compile_denoiser"):
+            if hasattr(model, method):
+                getattr(model, method)()
     context_len = int(getattr(model, "context_len", 96))
     steps = np.arange(context_len)
     rng = np.random.default_rng(0)
