@@ -59,23 +59,19 @@ class MDLMConfig:
         return cls(**data)
 
 
-class MaskedDiffusionLM(nn.Module):
-    """Bidirectional transformer denoiser x_t -> p(x_0 | x_t)."""
+class AbsorbingDiffusionLM(nn.Module):
+    """What the absorbing-state diffusion LMs share (MDLM, SEDD): a bidirectional backbone, the log-linear
+    noise, input checks, the training loss and the stratified ELBO. A family defines `_nelbo`."""
 
     def __init__(self, config: MDLMConfig) -> None:
         super().__init__()
         self.config = config
         self.noise = LogLinearNoise(eps=config.noise_eps)
         self.backbone = lm_backbone(config, mask="bidirectional")
-        self._graphs = GraphCache(
-            self.logits, watch=self
-        )  # the GPU fast path: the denoiser pass per shape, captured
 
-    def logits(self, tokens: Tensor) -> Tensor:
-        """SUBS parameterisation: float32 logits [B, L, V] with the mask token excluded."""
-        logits = self.backbone(tokens)
-        logits[..., self.config.mask_id] = float("-inf")
-        return logits
+    def _nelbo(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Per-sequence negative ELBO estimate [B] (nats) at diffusion times t [B]."""
+        raise NotImplementedError
 
     def _check(self, x0: Tensor) -> None:
         if x0.dim() != 2 or x0.shape[1] > self.config.max_seq_len or x0.shape[1] == 0:
@@ -89,31 +85,17 @@ class MaskedDiffusionLM(nn.Module):
         """Negative ELBO in nats per token (one antithetic time per sequence)."""
         self._check(x0)
         t = sample_times(x0.shape[0], eps=self.config.noise_eps, device=x0.device)
-        xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise)
-        nelbo = masked_diffusion_loss(
-            self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise
-        )
-        return nelbo / x0.shape[1]
+        return self._nelbo(x0, t).mean() / x0.shape[1]
 
     @torch.no_grad()
     def elbo_nll(self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None) -> float:
         """Negative ELBO in nats per token, averaged over `num_times` stratified times per sequence."""
         self._check(x0)
-        total = 0.0
+        eps, total = self.config.noise_eps, 0.0
         for k in range(num_times):
             u = (k + torch.rand(x0.shape[0], generator=generator)) / num_times
-            t = (self.config.noise_eps + (1 - self.config.noise_eps) * u).to(x0.device)
-            xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise, generator=generator)
-            per_sequence = masked_diffusion_loss(
-                self.logits(xt),
-                x0,
-                xt,
-                t,
-                mask_token_id=self.config.mask_id,
-                noise=self.noise,
-                reduction="none",
-            )
-            total += per_sequence.double().mean().item()
+            t = (eps + (1 - eps) * u).to(x0.device)
+            total += self._nelbo(x0, t, generator).double().mean().item()
         return total / num_times / x0.shape[1]
 
     def elbo_perplexity(
@@ -121,6 +103,26 @@ class MaskedDiffusionLM(nn.Module):
     ) -> float:
         """exp(negative ELBO per token): an upper bound on the model's true perplexity."""
         return math.exp(self.elbo_nll(x0, num_times=num_times, generator=generator))
+
+
+class MaskedDiffusionLM(AbsorbingDiffusionLM):
+    """Bidirectional transformer denoiser x_t -> p(x_0 | x_t)."""
+
+    def __init__(self, config: MDLMConfig) -> None:
+        super().__init__(config)
+        self._graphs = GraphCache(self.logits, watch=self)  # the GPU fast path: denoiser passes per shape
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """SUBS parameterisation: float32 logits [B, L, V] with the mask token excluded."""
+        logits = self.backbone(tokens)
+        logits[..., self.config.mask_id] = float("-inf")
+        return logits
+
+    def _nelbo(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise, generator=generator)
+        return masked_diffusion_loss(
+            self.logits(xt), x0, xt, t, mask_token_id=self.config.mask_id, noise=self.noise, reduction="none"
+        )
 
     @torch.no_grad()
     def sample(

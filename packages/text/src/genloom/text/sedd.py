@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from genloom.core.sampling.discrete_diffusion import LogLinearNoise, forward_mask, sample_times
-from genloom.text.backbone import lm_backbone
+from genloom.core.sampling.discrete_diffusion import LogLinearNoise, forward_mask
 from genloom.text.errors import TextInputError
-from genloom.text.mdlm import MDLMConfig
+from genloom.text.mdlm import AbsorbingDiffusionLM, MDLMConfig
 
 __all__ = ["SEDDConfig", "SEDDOutput", "ScoreEntropyLM", "score_entropy", "tau_leaping_sample"]
 
@@ -62,14 +61,8 @@ def score_entropy(log_score: Tensor, x0: Tensor, xt: Tensor, sigma_bar: Tensor, 
     return torch.where(xt == mask_id, entropy, torch.zeros_like(entropy))
 
 
-class ScoreEntropyLM(nn.Module):
+class ScoreEntropyLM(AbsorbingDiffusionLM):
     """Bidirectional transformer x_t -> log concrete scores, trained with score entropy."""
-
-    def __init__(self, config: SEDDConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.noise = LogLinearNoise(eps=config.noise_eps)
-        self.backbone = lm_backbone(config, mask="bidirectional")
 
     def log_score(self, tokens: Tensor, sigma_bar: Tensor) -> Tensor:
         """float32 log scores [B, L, V]; -inf at the mask id (never a reverse target)."""
@@ -79,43 +72,11 @@ class ScoreEntropyLM(nn.Module):
         out[..., self.config.mask_id] = float("-inf")
         return out
 
-    def _check(self, x0: Tensor) -> None:
-        if x0.dim() != 2 or x0.shape[1] > self.config.max_seq_len or x0.shape[1] == 0:
-            raise TextInputError(f"expected tokens [B, 1..{self.config.max_seq_len}], got {tuple(x0.shape)}")
-        if x0.min() < 0 or x0.max() >= self.config.vocab_size or (x0 == self.config.mask_id).any():
-            raise TextInputError(
-                f"tokens must lie in [0, {self.config.vocab_size}) and never be the mask id {self.config.mask_id}"
-            )
-
     def _nelbo(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Per-sequence negative ELBO estimate at times t [B] (nats)."""
         xt = forward_mask(x0, t, mask_token_id=self.config.mask_id, noise=self.noise, generator=generator)
         sigma_bar, sigma = total_noise(self.noise, t)
         entropy = score_entropy(self.log_score(xt, sigma_bar), x0, xt, sigma_bar, mask_id=self.config.mask_id)
         return sigma * entropy.sum(-1)
-
-    def loss(self, x0: Tensor, *, glance_ratio: float = 0.0) -> Tensor:
-        """Negative ELBO in nats per token (antithetic times)."""
-        self._check(x0)
-        t = sample_times(x0.shape[0], eps=self.config.noise_eps, device=x0.device)
-        return self._nelbo(x0, t).mean() / x0.shape[1]
-
-    @torch.no_grad()
-    def elbo_nll(self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None) -> float:
-        """Negative ELBO in nats per token, averaged over `num_times` stratified times per sequence."""
-        self._check(x0)
-        eps, total = self.config.noise_eps, 0.0
-        for k in range(num_times):
-            u = (k + torch.rand(x0.shape[0], generator=generator)) / num_times
-            t = (eps + (1 - eps) * u).to(x0.device)
-            total += self._nelbo(x0, t, generator).double().mean().item()
-        return total / num_times / x0.shape[1]
-
-    def elbo_perplexity(
-        self, x0: Tensor, *, num_times: int = 32, generator: torch.Generator | None = None
-    ) -> float:
-        """exp(negative ELBO per token): an upper bound on the model's perplexity."""
-        return math.exp(self.elbo_nll(x0, num_times=num_times, generator=generator))
 
     @torch.no_grad()
     def sample(
