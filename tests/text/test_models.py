@@ -3,15 +3,12 @@
 Baseline: the same model untrained (NAR families with tied embeddings copy some inputs by chance). Each model trains once per session (module fixture).
 """
 
-import math
-
 import pytest
 import torch
 
 from genloom.text.ar import ARTranslator
 from genloom.text.errors import GraphTooSmallError, TextInputError
 from genloom.text.glat import GlanceSchedule
-from genloom.text.markov import MarkovChainSource
 from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
 from genloom.text.nat import CMLM, CTCNAT, DATransformer, VanillaNAT
 from genloom.text.seq2seq import Seq2SeqConfig
@@ -162,23 +159,15 @@ def test_dat_with_official_mask_vertex_inputs_trains():
 
 
 @pytest.mark.slow
-def test_mdlm_elbo_perplexity_is_within_10_percent_of_the_true_one_and_never_below():
+def test_mdlm_elbo_perplexity_is_within_10_percent_of_the_true_one_and_never_below(train_on_markov):
     torch.manual_seed(0)
-    source = MarkovChainSource(num_states=6, seed=0)
     length = 12
     model = MaskedDiffusionLM(
         MDLMConfig(vocab_size=7, mask_id=6, dim=64, n_layers=2, n_heads=4, max_seq_len=length)
     )
-    held_out = source.sample(1024, length, generator=torch.Generator().manual_seed(9))
-    true = math.exp(-source.log_likelihood(held_out).mean().item() / length)  # exact, on the same sequences
-    untrained = model.elbo_perplexity(held_out, num_times=8, generator=torch.Generator().manual_seed(1))
-    train(
-        model,
-        lambda g: source.sample(128, length, generator=g),
-        text_train_config(steps=400, lr=3e-3, warmup_steps=20),
-    )
-    trained = model.elbo_perplexity(held_out, num_times=32, generator=torch.Generator().manual_seed(1))
-    assert untrained > 1.5 * true
+    run = train_on_markov(model)
+    source, true, trained = run.source, run.true_perplexity, run.trained_perplexity
+    assert run.untrained_perplexity > 1.5 * true
     assert true <= trained <= 1.10 * true, (true, trained)
     sample = model.sample(1, length, steps=64, generator=torch.Generator().manual_seed(0))
     assert sample.tokens.max() < 6 and sample.num_model_calls <= length  # steps revealing nothing are skipped

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from genloom.text.errors import TextInputError
-from genloom.text.markov import MarkovChainSource
 from genloom.text.pretrained import SymbolTokenizer, load_text_model, save_text_model
 from genloom.text.sedd import ScoreEntropyLM, SEDDConfig, score_entropy
-from genloom.text.training import text_train_config, train
 
 
 def test_score_entropy_is_zero_at_the_true_ratio_and_positive_elsewhere() -> None:
@@ -28,23 +26,17 @@ def test_score_entropy_is_zero_at_the_true_ratio_and_positive_elsewhere() -> Non
 
 
 @pytest.mark.slow
-def test_sedd_elbo_is_above_the_true_nll_and_within_10_percent_and_samples_follow_the_chain() -> None:
+def test_sedd_elbo_is_above_the_true_nll_and_within_10_percent_and_samples_follow_the_chain(
+    train_on_markov,
+) -> None:
     torch.manual_seed(0)
-    source = MarkovChainSource(num_states=6, seed=0)
     length = 12
     model = ScoreEntropyLM(
         SEDDConfig(vocab_size=7, mask_id=6, dim=64, n_layers=2, n_heads=4, max_seq_len=length)
     )
-    held_out = source.sample(1024, length, generator=torch.Generator().manual_seed(9))
-    true = math.exp(-source.log_likelihood(held_out).mean().item() / length)  # exact, on the same sequences
-    untrained = model.elbo_perplexity(held_out, num_times=8, generator=torch.Generator().manual_seed(1))
-    train(
-        model,
-        lambda g: source.sample(128, length, generator=g),
-        text_train_config(steps=400, lr=3e-3, warmup_steps=20),
-    )
-    trained = model.elbo_perplexity(held_out, num_times=32, generator=torch.Generator().manual_seed(1))
-    assert untrained > 1.5 * true
+    run = train_on_markov(model)
+    source, true, trained = run.source, run.true_perplexity, run.trained_perplexity
+    assert run.untrained_perplexity > 1.5 * true
     assert true <= trained <= 1.10 * true, (true, trained)  # measured: 3.73 vs 3.52 (+6%)
     entropy = source.expected_nll_per_token(length)
     random_nll = -source.log_likelihood(torch.randint(0, 6, (256, length))).mean().item() / length
