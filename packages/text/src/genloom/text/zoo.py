@@ -38,65 +38,63 @@ def _card(name: str, data: str) -> dict:
     return {"license": "Apache-2.0", "data": data, "trained_by": "scripts/train_text_presets.py"}
 
 
+SORT_DATA = "genloom.text.tasks sort task, 9 symbols, lengths 2-8"
+MARKOV_DATA = "genloom.text.markov MarkovChainSource(num_states=6, seed=0)"
+
+
+def _shipped(
+    name: str, family: str, description: str, data: str, *, trained_by: str = "scripts/train_text_presets.py"
+) -> Preset:
+    """A preset whose weights ship in the package under presets/<name>."""
+    return Preset(
+        name=name,
+        family=family,
+        modality="text",
+        description=description,
+        source=WeightSource(kind="package", package="genloom.text", path=f"presets/{name}"),
+        loader="genloom.text.pretrained:load_text_model",
+        card={**_card(name, data), "trained_by": trained_by},
+    )
+
+
 PRESETS: list[Preset] = (
     [
-        Preset(
-            name=f"text-sort-{family}",
-            family="text.translator",
-            modality="text",
-            description=f"Tiny {title}, trained to sort letter sequences (input: 'c a b', output: 'a b c')",
-            source=WeightSource(kind="package", package="genloom.text", path=f"presets/text-sort-{family}"),
-            loader="genloom.text.pretrained:load_text_model",
-            card=_card(f"text-sort-{family}", "genloom.text.tasks sort task, 9 symbols, lengths 2-8"),
+        _shipped(
+            f"text-sort-{family}",
+            "text.translator",
+            f"Tiny {title}, trained to sort letter sequences (input: 'c a b', output: 'a b c')",
+            SORT_DATA,
         )
         for family, title in _FAMILY_TITLES.items()
     ]
     + [
-        Preset(
-            name="text-sort-diffuseq",
-            family="text.diffuseq",
-            modality="text",
-            description="Tiny DiffuSeq (continuous embedding diffusion, partial noising), trained to sort letter "
-            "sequences; translate with --steps 20",
-            source=WeightSource(kind="package", package="genloom.text", path="presets/text-sort-diffuseq"),
-            loader="genloom.text.pretrained:load_text_model",
-            card=_card("text-sort-diffuseq", "genloom.text.tasks sort task, 9 symbols, lengths 2-8"),
-        )
+        _shipped(
+            "text-sort-diffuseq",
+            "text.diffuseq",
+            "Tiny DiffuSeq (continuous embedding diffusion, partial noising), trained to sort letter sequences; "
+            "translate with --steps 20",
+            SORT_DATA,
+        ),
+        _shipped(
+            "text-markov-sedd",
+            "text.sedd",
+            "Tiny score-entropy discrete diffusion model (SEDD, absorbing) of the 6-state Markov chain",
+            MARKOV_DATA,
+        ),
+        _shipped(
+            "text-markov-mdlm",
+            "text.mdlm",
+            "Tiny masked diffusion LM of a 6-state Markov chain (sequences of 12 letters)",
+            MARKOV_DATA,
+        ),
     ]
     + [
-        Preset(
-            name="text-markov-sedd",
-            family="text.sedd",
-            modality="text",
-            description="Tiny score-entropy discrete diffusion model (SEDD, absorbing) of the 6-state Markov chain",
-            source=WeightSource(kind="package", package="genloom.text", path="presets/text-markov-sedd"),
-            loader="genloom.text.pretrained:load_text_model",
-            card=_card("text-markov-sedd", "genloom.text.markov MarkovChainSource(num_states=6, seed=0)"),
-        )
-    ]
-    + [
-        Preset(
-            name="text-markov-mdlm",
-            family="text.mdlm",
-            modality="text",
-            description="Tiny masked diffusion LM of a 6-state Markov chain (sequences of 12 letters)",
-            source=WeightSource(kind="package", package="genloom.text", path="presets/text-markov-mdlm"),
-            loader="genloom.text.pretrained:load_text_model",
-            card=_card("text-markov-mdlm", "genloom.text.markov MarkovChainSource(num_states=6, seed=0)"),
-        )
-    ]
-    + [
-        Preset(
-            name=f"text-stdlib-{kind}",
-            family=f"text.{kind if kind == 'mdlm' else 'lm'}",
-            modality="text",
-            description=f"Tiny {title} of the Python standard library's docstrings (BPE 2048, 64-token windows)",
-            source=WeightSource(kind="package", package="genloom.text", path=f"presets/text-stdlib-{kind}"),
-            loader="genloom.text.pretrained:load_text_model",
-            card={
-                **_card(f"text-stdlib-{kind}", "genloom.text.stdlib_corpus (train split)"),
-                "trained_by": "scripts/train_text_stdlib.py",
-            },
+        _shipped(
+            f"text-stdlib-{kind}",
+            f"text.{kind if kind == 'mdlm' else 'lm'}",
+            f"Tiny {title} of the Python standard library's docstrings (BPE 2048, 64-token windows)",
+            "genloom.text.stdlib_corpus (train split)",
+            trained_by="scripts/train_text_stdlib.py",
         )
         for kind, title in (("ar", "decoder-only AR LM"), ("mdlm", "masked diffusion LM"))
     ]
