@@ -38,10 +38,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from genloom.core.bench import DeviceSpec, measure_ceilings, weight_bytes
 from genloom.core.nn.quantize import quantize_int8_weight_only
 from genloom.core.sampling.logits import SamplingParams
+from genloom.image.bench import next_scale_flops, raster_ar_decode_bytes
 from genloom.image.models.masked_tokens import MaskGIT, MaskGITConfig, maskgit_transformer_config
-from genloom.image.models.next_scale import NextScaleAR, NextScaleConfig, var_transformer_config
-from genloom.image.models.raster_ar import RasterAR, RasterARConfig, llamagen_transformer_config
-from genloom.image.tokenizers import MultiScaleVQAutoencoder
+from genloom.image.models.raster_ar import RasterAR
+from genloom.image.official_sizes import LLAMAGEN_SIZES, random_llamagen, random_var
 from genloom.image.tokenizers.multiscale_autoencoder import MultiScaleVQAutoencoderConfig
 from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
 from genloom.text.nat import CMLM, DATransformer
@@ -83,34 +83,21 @@ def budget_left(args: argparse.Namespace) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- raster AR
+LLAMAGEN_SHAPES = {"B": LLAMAGEN_SIZES["llamagen-b"], "XL": LLAMAGEN_SIZES["llamagen-xl"], "tiny": (64, 2, 4)}
+
+
 def llamagen(size: str, args: argparse.Namespace, device: torch.device) -> RasterAR:
-    dims = {"B": (768, 12, 12), "XL": (1280, 36, 20), "tiny": (64, 2, 4)}[size]
-    grid = (4, 4) if args.tiny else (16, 16)
-    vocab = 512 if args.tiny else 16384
-    tcfg = llamagen_transformer_config(
-        dim=dims[0], n_layers=dims[1], n_heads=dims[2], vocab_size=vocab, grid=grid
-    )
+    """LlamaGen GPT of `size` at random init (the official shapes; "tiny" for --tiny checks)."""
     torch.manual_seed(0)
-    model = RasterAR(RasterARConfig(transformer=tcfg.to_dict(), num_classes=1000, grid=grid))
+    dim, layers, heads = LLAMAGEN_SHAPES[size]
+    grid, vocab = ((4, 4), 512) if args.tiny else ((16, 16), 16384)
+    model = random_llamagen(dim, layers, heads, grid=grid, vocab_size=vocab)
     return model.to(device=device, dtype=args.dtype).eval()
 
 
-def kv_bytes(model: RasterAR, rows: int) -> float:
-    """KV-cache bytes all decode steps read: step t attends over the class token and t image tokens."""
-    c = model.transformer.config
-    element = model.transformer.layers[0].attn.wo.weight.element_size() if hasattr(
-        model.transformer.layers[0].attn.wo, "weight") else 2  # fmt: skip
-    element = 2 if element == 1 else element  # int8 linears: the cache stays in the compute dtype
-    per_token = 2 * c.n_layers * c.kv_heads * c.head_size * rows * element
-    return sum(per_token * (1 + t) for t in range(model.num_tokens))
-
-
 def ar_floor(model: RasterAR, batch: int, spec: DeviceSpec | None) -> float | None:
-    if spec is None:
-        return None
-    per_step_weights = weight_bytes(model.transformer)
-    total = model.num_tokens * per_step_weights + kv_bytes(model, 2 * batch)
-    return total / spec.memory_bandwidth
+    """Bandwidth floor of one generation with CFG (2 x batch rows)."""
+    return None if spec is None else raster_ar_decode_bytes(model, 2 * batch) / spec.memory_bandwidth
 
 
 def bench_raster_ar(args: argparse.Namespace, device: torch.device, spec: DeviceSpec | None) -> None:
@@ -218,9 +205,7 @@ def bench_int8(model, bf16_greedy, labels, args, device, spec) -> None:  # noqa:
         warmup=2,
         runs=args.runs,
     )
-    floor = None if spec is None else (
-        model.num_tokens * weight_bytes(model.transformer) + kv_bytes(model, 2)
-    ) / spec.memory_bandwidth  # fmt: skip
+    floor = ar_floor(model, 1, spec)
     record(
         "ours_llamagen_b_int8_b1", batch=1, compiled_s=seconds, floor_s=floor or float("nan"),
         greedy_tokens_equal_bf16=(int8_greedy == bf16_greedy).float().mean().item(),
@@ -249,24 +234,17 @@ def bench_xl_step(args: argparse.Namespace, device: torch.device, spec: DeviceSp
 
 # ---------------------------------------------------------------------------------------------- VAR
 def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec | None) -> None:
-    patch_nums = (1, 2, 3) if args.tiny else (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-    depth = 2 if args.tiny else 16
-    dim = 64 * depth if not args.tiny else 64
-    vocab = 64 if args.tiny else 4096
-    tcfg = var_transformer_config(dim=dim, depth=depth, n_heads=depth if not args.tiny else 2, vocab_size=vocab,
-                                  patch_nums=patch_nums)  # fmt: skip
     torch.manual_seed(0)
-    model = NextScaleAR(
-        NextScaleConfig(transformer=tcfg.to_dict(), num_classes=1000, patch_nums=list(patch_nums))
-    )
-    model = model.to(device=device, dtype=args.dtype).eval()
-    vae_config = MultiScaleVQAutoencoderConfig(patch_nums=list(patch_nums), codebook_size=vocab)
     if args.tiny:
-        vae_config.net.ch, vae_config.net.ch_mult = 16, (1, 2)
-    vae = MultiScaleVQAutoencoder(vae_config).to(device=device).eval()  # fp32 weights, bf16 autocast decode
+        tokenizer_config = MultiScaleVQAutoencoderConfig(patch_nums=[1, 2, 3], codebook_size=64)
+        tokenizer_config.net.ch, tokenizer_config.net.ch_mult = 16, (1, 2)
+        model, vae = random_var(2, heads=2, tokenizer_config=tokenizer_config)
+    else:
+        model, vae = random_var(16)  # VAR-d16 and the release's VQVAE
+    model = model.to(device=device, dtype=args.dtype).eval()
+    vae = vae.to(device=device).eval()  # fp32 weights, bf16 autocast decode
+    vocab = vae.config.codebook_size
     params = SamplingParams(top_k=min(900, vocab), top_p=0.96)
-    from genloom.core.bench import transformer_flops
-
     for batch in args.var_batches:
         labels = torch.arange(batch, device=device) % 1000
 
@@ -286,10 +264,7 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
             model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
                            generator=torch.Generator(device).manual_seed(1), graphed=True),
         )  # fmt: skip
-        flops = sum(
-            transformer_flops(model.transformer, rows=2 * batch, queries=end - start, keys=end)
-            for start, end in model.scale_bounds
-        )
+        flops = next_scale_flops(model, 2 * batch)
         floor = None if spec is None else flops / spec.bf16_flops
         record(
             f"ours_var_d16_b{batch}", batch=batch, eager_s=eager_s, graphed_s=fast_s, transformer_tflop=flops / 1e12,

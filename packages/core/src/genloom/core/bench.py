@@ -181,9 +181,15 @@ class Work:
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of every parameter and buffer a forward reads (an AR decode step reads each once)."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of the weights a forward reads once each: parameters and persistent buffers (int8 weights,
+    their scales). Non-persistent buffers (KV caches, RoPE tables) are left out: a decode step reads only the
+    filled part of a cache and one row of a table, which a floor counts separately."""
+    tensors = {id(t): t for t in module.parameters()}
+    for sub in module.modules():
+        for name, buffer in sub._buffers.items():
+            if buffer is not None and name not in sub._non_persistent_buffers_set:
+                tensors[id(buffer)] = buffer
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def linear_weight_count(module: torch.nn.Module) -> int:

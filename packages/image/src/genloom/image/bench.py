@@ -13,29 +13,41 @@ import torch
 from genloom.core.bench import BenchTarget, Work, transformer_flops, weight_bytes
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.cli import shipped_generators
+from genloom.image.models.next_scale import NextScaleAR
+from genloom.image.models.raster_ar import RasterAR
 from genloom.image.pipeline import ImagePipeline
 
 
-def _ar_work(pipeline: ImagePipeline, batch: int, guided: bool) -> Work:
-    model = pipeline.generator.transformer
-    rows = batch * (2 if guided else 1)
+def raster_ar_decode_bytes(generator: RasterAR, rows: int) -> float:
+    """Least bytes a raster-AR generation of `rows` sequences reads: every decode step reads all transformer
+    weights and the KV cache filled so far (the class prefix and the tokens before it)."""
+    model = generator.transformer
     config = model.config
-    kv_per_token = 2 * config.n_layers * config.kv_heads * config.head_size * rows
-    element = next(model.parameters()).element_size()
-    steps = pipeline.generator.num_tokens
-    prefix = pipeline.generator.config.cls_token_num
-    kv_read = sum(kv_per_token * (prefix + t) * element for t in range(steps))
-    return Work(bytes_moved=steps * weight_bytes(model) + kv_read)
+    element = next(p for p in model.parameters() if p.is_floating_point()).element_size()  # the cache dtype
+    kv_per_token = 2 * config.n_layers * config.kv_heads * config.head_size * rows * element
+    steps, prefix = generator.num_tokens, generator.config.cls_token_num
+    kv_read = sum(kv_per_token * (prefix + t) for t in range(steps))
+    return steps * weight_bytes(model) + kv_read
+
+
+def next_scale_flops(generator: NextScaleAR, rows: int) -> float:
+    """Matrix FLOPs of VAR's transformer over all scales for `rows` sequences (each scale's queries attend
+    to every key up to the end of their scale)."""
+    return sum(
+        transformer_flops(generator.transformer, rows=rows, queries=end - start, keys=end)
+        for start, end in generator.scale_bounds
+    )
+
+
+def _ar_work(pipeline: ImagePipeline, batch: int, guided: bool) -> Work:
+    return Work(bytes_moved=raster_ar_decode_bytes(pipeline.generator, batch * (2 if guided else 1)))
 
 
 def _pass_work(pipeline: ImagePipeline, batch: int, guided: bool) -> Work:
     gen, rows = pipeline.generator, batch * (2 if guided else 1)
     family = pipeline.family
     if family == "var":
-        flops = sum(
-            transformer_flops(gen.transformer, rows=rows, queries=end - start, keys=end)
-            for start, end in gen.scale_bounds
-        )
+        flops = next_scale_flops(gen, rows)
     elif family == "maskgit":
         tokens = gen.num_tokens
         flops = int(pipeline.info.get("steps", 8)) * transformer_flops(

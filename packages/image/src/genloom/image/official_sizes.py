@@ -8,6 +8,8 @@ heads + the multi-scale VQVAE), initialised at random. The samples are noise; th
 
 from __future__ import annotations
 
+import torch
+
 from genloom.image.errors import CheckpointError
 from genloom.image.models.next_scale import NextScaleAR, NextScaleConfig, var_transformer_config
 from genloom.image.models.raster_ar import RasterAR, RasterARConfig, llamagen_transformer_config
@@ -30,35 +32,48 @@ NUM_CLASSES = 1000
 RANDOM_WEIGHT_GENERATORS = tuple(LLAMAGEN_SIZES) + tuple(VAR_DEPTHS)
 
 
+def random_llamagen(
+    dim: int, layers: int, heads: int, *, grid: tuple[int, int] = (16, 16), vocab_size: int = 16384
+) -> RasterAR:
+    """A LlamaGen class-to-image GPT of the given shape (ImageNet's 1000 classes), at random init."""
+    tcfg = llamagen_transformer_config(
+        dim=dim, n_layers=layers, n_heads=heads, vocab_size=vocab_size, grid=grid
+    )
+    return RasterAR(RasterARConfig(transformer=tcfg.to_dict(), num_classes=NUM_CLASSES, grid=tuple(grid)))
+
+
+def random_var(
+    depth: int, *, heads: int | None = None, tokenizer_config: MultiScaleVQAutoencoderConfig | None = None
+) -> tuple[NextScaleAR, MultiScaleVQAutoencoder]:
+    """A VAR transformer of depth d (width 64 d, d heads unless given) and its multi-scale VQVAE (the
+    release's by default), both at random init."""
+    tokenizer = MultiScaleVQAutoencoder(tokenizer_config or MultiScaleVQAutoencoderConfig())
+    patch_nums = list(tokenizer.config.patch_nums)
+    tcfg = var_transformer_config(
+        dim=64 * depth, depth=depth, n_heads=heads or depth, vocab_size=tokenizer.config.codebook_size,
+        patch_nums=patch_nums,
+    )  # fmt: skip
+    model = NextScaleAR(
+        NextScaleConfig(transformer=tcfg.to_dict(), num_classes=NUM_CLASSES, patch_nums=patch_nums)
+    )
+    return model, tokenizer
+
+
 def random_official_pipeline(name: str, *, seed: int = 0) -> ImagePipeline:
     """An ImageNet-sized pipeline of the official architecture `name`, randomly initialised (float32, CPU),
     with the official sampling defaults in its info (LlamaGen: CFG 4.0, top-k 2000; VAR: CFG 1.5, top-k
     900, top-p 0.96)."""
-    import torch
-
     torch.manual_seed(seed)
     classes = [str(c) for c in range(NUM_CLASSES)]
     if name in LLAMAGEN_SIZES:
         dim, layers, heads = LLAMAGEN_SIZES[name]
         grid = tuple(OFFICIAL_CHECKPOINTS[name].kwargs.get("grid", (16, 16)))
         tokenizer = VQAutoencoder(VQAutoencoderConfig())
-        tcfg = llamagen_transformer_config(
-            dim=dim, n_layers=layers, n_heads=heads, vocab_size=tokenizer.config.codebook_size, grid=grid
-        )
-        generator = RasterAR(RasterARConfig(transformer=tcfg.to_dict(), num_classes=NUM_CLASSES, grid=grid))
+        generator = random_llamagen(dim, layers, heads, grid=grid, vocab_size=tokenizer.config.codebook_size)
         info = {"cfg_scale": 4.0, "top_k": 2000, "random_weights": True}
         return ImagePipeline(tokenizer, generator, class_names=classes, info=info)
     if name in VAR_DEPTHS:
-        depth = VAR_DEPTHS[name]
-        tokenizer = MultiScaleVQAutoencoder(MultiScaleVQAutoencoderConfig())
-        patch_nums = list(tokenizer.config.patch_nums)
-        tcfg = var_transformer_config(
-            dim=64 * depth, depth=depth, n_heads=depth, vocab_size=tokenizer.config.codebook_size,
-            patch_nums=patch_nums,
-        )  # fmt: skip
-        generator = NextScaleAR(
-            NextScaleConfig(transformer=tcfg.to_dict(), num_classes=NUM_CLASSES, patch_nums=patch_nums)
-        )
+        generator, tokenizer = random_var(VAR_DEPTHS[name])
         info = {"cfg_scale": 1.5, "top_k": 900, "top_p": 0.96, "random_weights": True}
         return ImagePipeline(tokenizer, generator, class_names=classes, info=info)
     raise CheckpointError(
