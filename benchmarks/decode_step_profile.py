@@ -26,22 +26,16 @@ import torch.nn.functional as F
 
 from genloom.core.nn import attention as attention_module
 from genloom.core.sampling.logits import SamplingParams, sample_with_noise
-from genloom.image.models.raster_ar import RasterAR, RasterARConfig, llamagen_transformer_config
+from genloom.image.models.raster_ar import RasterAR
+from genloom.image.official_sizes import LLAMAGEN_SIZES, random_llamagen
 
-SIZES = {"B": (768, 12, 12), "XL": (1280, 36, 20), "tiny": (64, 2, 4)}
+SIZES = {"B": LLAMAGEN_SIZES["llamagen-b"], "XL": LLAMAGEN_SIZES["llamagen-xl"], "tiny": (64, 2, 4)}
 
 
 def build(size: str, device: torch.device, dtype: torch.dtype) -> RasterAR:
-    dim, layers, heads = SIZES[size]
-    grid = (4, 4) if size == "tiny" else (16, 16)
-    vocab = 512 if size == "tiny" else 16384
-    tcfg = llamagen_transformer_config(dim=dim, n_layers=layers, n_heads=heads, vocab_size=vocab, grid=grid)
     torch.manual_seed(0)
-    return (
-        RasterAR(RasterARConfig(transformer=tcfg.to_dict(), num_classes=1000, grid=grid))
-        .to(device, dtype)
-        .eval()
-    )
+    grid, vocab = ((4, 4), 512) if size == "tiny" else ((16, 16), 16384)
+    return random_llamagen(*SIZES[size], grid=grid, vocab_size=vocab).to(device, dtype).eval()
 
 
 def graph_time(fn, device: torch.device, replays: int = 50) -> float:  # noqa: ANN001

@@ -42,34 +42,27 @@ MULTICAST_OFF = {
 
 
 def llamagen(size: str, device: torch.device, dtype: torch.dtype):  # noqa: ANN201
-    from genloom.image.models.raster_ar import RasterAR, RasterARConfig, llamagen_transformer_config
+    """LlamaGen-B (or a tiny GPT for CPU checks) at random init, the same weights on every rank."""
+    from genloom.image.official_sizes import LLAMAGEN_SIZES, random_llamagen
 
-    dim, layers, heads, vocab, grid = (
-        (768, 12, 12, 16384, (16, 16)) if size == "B" else (64, 2, 4, 256, (4, 4))
-    )
-    tcfg = llamagen_transformer_config(dim=dim, n_layers=layers, n_heads=heads, vocab_size=vocab, grid=grid)
-    torch.manual_seed(0)  # the same weights on every rank
-    return RasterAR(RasterARConfig(transformer=tcfg.to_dict(), num_classes=1000, grid=grid)).to(device, dtype)
+    torch.manual_seed(0)
+    if size == "B":
+        return random_llamagen(*LLAMAGEN_SIZES["llamagen-b"]).to(device, dtype)
+    return random_llamagen(64, 2, 4, grid=(4, 4), vocab_size=256).to(device, dtype)
 
 
 def var(size: str, device: torch.device, dtype: torch.dtype):  # noqa: ANN201
-    from genloom.image.models.next_scale import NextScaleAR, NextScaleConfig, var_transformer_config
-    from genloom.image.tokenizers import MultiScaleVQAutoencoder
+    """VAR-d16 and its VQVAE (or tiny ones for CPU checks) at random init, the same on every rank."""
+    from genloom.image.official_sizes import random_var
     from genloom.image.tokenizers.multiscale_autoencoder import MultiScaleVQAutoencoderConfig
 
-    full = size == "B"
-    patch_nums = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16) if full else (1, 2, 3)
-    depth, vocab = (16, 4096) if full else (2, 64)
-    tcfg = var_transformer_config(
-        dim=64 * depth, depth=depth, n_heads=depth, vocab_size=vocab, patch_nums=patch_nums
-    )
     torch.manual_seed(0)
-    model = NextScaleAR(
-        NextScaleConfig(transformer=tcfg.to_dict(), num_classes=1000, patch_nums=list(patch_nums))
-    )
-    vae = MultiScaleVQAutoencoder(
-        MultiScaleVQAutoencoderConfig(patch_nums=list(patch_nums), codebook_size=vocab)
-    )
+    if size == "B":
+        model, vae = random_var(16)
+    else:
+        model, vae = random_var(
+            2, tokenizer_config=MultiScaleVQAutoencoderConfig(patch_nums=[1, 2, 3], codebook_size=64)
+        )
     return model.to(device, dtype).eval(), vae.to(device).eval()
 
 
