@@ -34,18 +34,27 @@ def test_replays_follow_new_inputs_and_in_place_state() -> None:
     assert len(cache) == 0
 
 
-def test_weights_fingerprint_changes_when_weights_move_not_when_loaded_in_place() -> None:
+def test_memory_fingerprint_changes_when_weights_or_cache_move_not_when_loaded_in_place() -> None:
     from torch import nn
 
-    from genloom.core.nn.cuda_graphs import weights_fingerprint
+    from genloom.core.nn import Transformer, TransformerConfig
+    from genloom.core.nn.cuda_graphs import memory_fingerprint
 
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
-    before = weights_fingerprint(model)
+    before = memory_fingerprint(model)
     model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})
-    assert weights_fingerprint(model) == before
+    assert memory_fingerprint(model) == before
     model.double()
-    assert weights_fingerprint(model) != before
-    assert weights_fingerprint(None) == ()
+    assert memory_fingerprint(model) != before
+    assert memory_fingerprint(None) == ()
+    lm = Transformer(TransformerConfig(dim=16, n_layers=2, n_heads=2, vocab_size=8, max_seq_len=8))
+    lm.setup_cache(2, 8)
+    cached = memory_fingerprint(lm)
+    lm.setup_cache(2, 8)  # same sizes: reset in place
+    assert memory_fingerprint(lm) == cached
+    lm.remove_cache()
+    lm.setup_cache(2, 8)  # reallocated
+    assert memory_fingerprint(lm) != cached
 
 
 @pytest.mark.gpu
@@ -59,4 +68,5 @@ def test_moved_weights_are_recaptured() -> None:
     with torch.no_grad():
         layer.half().float()  # new tensors, same dtype: the graph's shapes match but its addresses are stale
         layer.weight.mul_(2)
+    cache.refresh()
     torch.testing.assert_close(cache("k", x).clone(), layer(x))

@@ -79,8 +79,8 @@ def bench_target(
     else:
         return None
 
-    def work(batch: int) -> Work:  # matrix FLOPs of the passes the last call made, one token per row each
-        return Work(flops=2.0 * weights * batch * per_sample * max(passes["count"], 1) / max(per_sample, 1.0))
+    def work(batch: int) -> Work:  # a lower bound: the last call's passes, counted at one token per row
+        return Work(flops=2.0 * weights * batch * max(passes["count"], 1))
 
     return BenchTarget(
         name=f"{name} ({type(model).__name__})",

@@ -148,6 +148,8 @@ class MaskedDiffusionLM(AbsorbingDiffusionLM):
         sampler = MaskedDiffusionSampler(mask_token_id=self.config.mask_id, noise=self.noise)
         sampler.set_steps(steps)
         tokens = torch.full((batch_size, length), self.config.mask_id, dtype=torch.long, device=device)
+        if graphed:
+            self._graphs.refresh()
         denoise = (lambda x: self._graphs(None, x)) if graphed else self.logits
         forward = (lambda x: denoise(x).double()) if float64 else denoise
         return sampler.sample(forward, tokens, params=params, generator=generator)

@@ -7,8 +7,9 @@ Python in between. Capture takes milliseconds, so a new batch size costs nothing
 
 Contract: the function must have static shapes per key and no host synchronisation; it may read and write
 module state (a KV cache) in place, as long as those buffers are not reallocated between capture and replay.
-Give `watch=` the module whose weights the function reads: moving or casting it (`.to()`, `.half()`)
-replaces its tensors, which the cache notices (`weights_fingerprint`) and answers by capturing again.
+Give `watch=` the module whose weights (and KV cache, cross-attention context) the function reads, and call
+`refresh()` once per generation: moving or casting the module, or reallocating its cache, replaces those
+tensors, which `refresh` notices (`memory_fingerprint`) and answers by dropping the stale graphs.
 Outputs are the graph's own memory and are overwritten by the next replay of the same key: use or clone them
 first. Off CUDA the function is simply called.
 """
@@ -21,19 +22,31 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GraphCache", "weights_fingerprint"]
+from .kv_cache import KVCache
+
+__all__ = ["GraphCache", "memory_fingerprint"]
 
 
-def weights_fingerprint(module: nn.Module | None) -> tuple:
-    """Where a module's weights live: changes when `.to()` / `.half()` replace its tensors (an in-place
-    `load_state_dict` keeps it, and captured graphs then read the new values, as they should)."""
+def memory_fingerprint(module: nn.Module | None) -> tuple:
+    """Where the memory a captured pass reads lives: the weights (moved or cast together by `.to()` /
+    `.half()`, so the first parameter stands for all), the KV cache and the cached cross-attention context
+    (each reallocated for every layer at once, so the first one found stands for all). An in-place
+    `load_state_dict` or cache reset keeps it: captured graphs then read the new values, as they should.
+    It walks the module (a few hundred microseconds for a large model): check it once per generation."""
     if module is None:
         return ()
-    tensors = [t for t in module.parameters()] or [t for t in module.buffers()]
-    if not tensors:
-        return ()
-    first, last = tensors[0], tensors[-1]
-    return (len(tensors), first.data_ptr(), last.data_ptr(), first.dtype, first.device)
+    first = next(module.parameters(), None)
+    weights = () if first is None else (first.data_ptr(), first.dtype, first.device)
+    cache = context = None
+    for sub in module.modules():
+        if cache is None and isinstance(sub, KVCache):
+            cache = (sub.k_cache.data_ptr(), sub.v_cache.data_ptr())
+        cached_context = sub.__dict__.get("_context_kv")  # plain attribute: no Module.__getattr__ miss
+        if context is None and cached_context is not None:
+            context = tuple(t.data_ptr() for t in cached_context if t is not None)
+        if cache is not None and context is not None:
+            break
+    return (weights, cache, context)
 
 
 class _Captured:
@@ -63,13 +76,17 @@ class GraphCache:
         self._graphs.clear()
         self._pool = None
 
+    def refresh(self) -> None:
+        """Drop every graph if the watched module's weights, cache or context were reallocated since the
+        last refresh. Call it once per generation, before the replays (it walks the module: not per pass)."""
+        fingerprint = memory_fingerprint(self.watch)
+        if fingerprint != self._fingerprint:
+            self.clear()
+            self._fingerprint = fingerprint
+
     def __call__(self, key: Hashable, *args: Tensor) -> Any:
         if not (self.enabled and args and all(isinstance(a, Tensor) and a.is_cuda for a in args)):
             return self.fn(*args)
-        fingerprint = weights_fingerprint(self.watch)
-        if fingerprint != self._fingerprint:  # the weights moved: every graph reads stale memory
-            self.clear()
-            self._fingerprint = fingerprint
         signature = (key, *((tuple(a.shape), a.dtype) for a in args))
         captured = self._graphs.get(signature)
         if captured is None:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..nn.cuda_graphs import weights_fingerprint
+from ..nn.cuda_graphs import memory_fingerprint
 from ..nn.kv_cache import KVCache
 from .autoregressive import CachedLM, check_guided_steps, check_prompt, finish_rows, guides
 from .errors import SamplingError
@@ -188,7 +188,7 @@ class CompiledDecoder:
         key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), logits.shape[-1])
         if self.graph == "loop" and device.type == "cuda" and max_new_tokens > 1 and key in self._seen:
             loop = self._loops.get(key)
-            if loop is not None and loop.fingerprint != state_fingerprint(self._step_module):
+            if loop is not None and loop.fingerprint != memory_fingerprint(self._step_module):
                 loop = None  # weights, cache or context were reallocated: the capture reads stale memory
             if loop is None:
                 loop = self._loops[key] = _LoopGraph(self, key, out, finished, positions, plan, batch)
@@ -283,7 +283,7 @@ class _LoopGraph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             body()
-        self.fingerprint = state_fingerprint(decoder._step_module)  # after setup: the memory the graph uses
+        self.fingerprint = memory_fingerprint(decoder._step_module)  # after setup: the memory the graph uses
 
     def run(self, out: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None) -> Tensor:
         self.out[0].copy_(out[0])
@@ -293,21 +293,6 @@ class _LoopGraph:
                 self.noise[step, :batch].exponential_(1.0, generator=generator)
         self.graph.replay()
         return self.out
-
-
-def state_fingerprint(module: object) -> tuple:
-    """Where everything a captured decode step reads lives: the weights, every KV cache buffer and every
-    cached cross-attention context. A replay is valid only while this is unchanged."""
-    if not isinstance(module, torch.nn.Module):
-        return ()
-    pointers = []
-    for layer in module.modules():
-        if isinstance(layer, KVCache):
-            pointers += [layer.k_cache.data_ptr(), layer.v_cache.data_ptr()]
-        context = getattr(layer, "_context_kv", None)
-        if context is not None:
-            pointers += [t.data_ptr() for t in context if t is not None]
-    return (*weights_fingerprint(module), *pointers)
 
 
 def _mark_static(module: object) -> None:

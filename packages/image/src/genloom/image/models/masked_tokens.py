@@ -76,7 +76,8 @@ class MaskGIT(ZooComponent, nn.Module):
         self.mask_token_id = self.codebook_size
         self._graphs: dict[float, GraphCache] = {}  # the GPU fast path: captured passes per CFG scale
 
-    def _graphed_pass(self, cfg_scale: float, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def _pass_graphs(self, cfg_scale: float) -> GraphCache:
+        """The captured passes of one CFG scale, checked once per generation against moved memory."""
         if cfg_scale not in self._graphs:
             fn = (
                 self._logits
@@ -84,7 +85,9 @@ class MaskGIT(ZooComponent, nn.Module):
                 else functools.partial(self._guided_logits, cfg_scale=cfg_scale)
             )
             self._graphs[cfg_scale] = GraphCache(fn, watch=self)
-        return self._graphs[cfg_scale](None, labels, tokens)
+        graphs = self._graphs[cfg_scale]
+        graphs.refresh()
+        return graphs
 
     @property
     def num_tokens(self) -> int:
@@ -152,10 +155,11 @@ class MaskGIT(ZooComponent, nn.Module):
         labels = self.cls_embedding.check(labels)
         null = torch.full_like(labels, self.cls_embedding.null_class)
         both = torch.cat([labels, null])
+        graphs = self._pass_graphs(float(cfg_scale)) if graphed else None
 
         def forward_fn(tokens: torch.Tensor) -> torch.Tensor:
-            if graphed:
-                return self._graphed_pass(float(cfg_scale), labels if cfg_scale == 1.0 else both, tokens)
+            if graphs is not None:
+                return graphs(None, labels if cfg_scale == 1.0 else both, tokens)
             if cfg_scale == 1.0:
                 return self(labels, tokens)
             cond, uncond = self(both, torch.cat([tokens, tokens])).chunk(2)

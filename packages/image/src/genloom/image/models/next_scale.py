@@ -112,7 +112,6 @@ class NextScaleAR(ZooComponent, nn.Module):
         self._scale_graphs = GraphCache(
             self._scale_forward, watch=self
         )  # the fast path: one CUDA graph per scale
-        self._graphed_cache: int | None = None  # data_ptr of the KV cache the graphs were captured on
 
     @property
     def vocab_size(self) -> int:
@@ -163,13 +162,6 @@ class NextScaleAR(ZooComponent, nn.Module):
         positions = torch.arange(start, end, device=x.device)
         return self.transformer(embeddings=x, cond=cond, input_pos=positions, kv_len=end)
 
-    def _setup_graphed_cache(self, rows: int) -> None:
-        self.transformer.setup_cache(rows, self.num_tokens, static=True)
-        pointer = self.transformer.layers[0].attn.kv_cache.k_cache.data_ptr()
-        if pointer != self._graphed_cache:  # a new cache: graphs captured on the old one are stale
-            self._scale_graphs.clear()
-            self._graphed_cache = pointer
-
     def _run_scales(self, labels, quantizer, choose, cfg_scale, graphed=False):  # noqa: ANN001, ANN202
         """The VAR inference loop; `choose(si, guided_logits, raw_logits)` returns that scale's ids (B, pn*pn).
         `graphed` replays each scale's transformer pass from a CUDA graph on a cache kept between calls."""
@@ -185,10 +177,9 @@ class NextScaleAR(ZooComponent, nn.Module):
             + self.pos_start
             + self._positions(0, self.first_l)
         )
+        self.transformer.setup_cache(2 * batch, self.num_tokens, static=graphed or None)
         if graphed:
-            self._setup_graphed_cache(2 * batch)
-        else:
-            self.transformer.setup_cache(2 * batch, self.num_tokens)
+            self._scale_graphs.refresh()  # a reallocated cache or moved weights: capture again
         chosen = []
         try:
             for si, pn in enumerate(self.config.patch_nums):
