@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from genloom.core.bench import measure
 from genloom.core.nn import attention as attention_module
 from genloom.core.sampling.logits import SamplingParams, sample_with_noise
 from genloom.image.models.raster_ar import RasterAR
@@ -43,12 +43,7 @@ def graph_time(fn, device: torch.device, replays: int = 50) -> float:  # noqa: A
     for _ in range(3):
         fn()
     if device.type != "cuda":
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return measure(fn, warmup=0, iters=5, device=device).median
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from genloom.core.bench import DeviceSpec, measure_ceilings, weight_bytes
+from genloom.core.bench import DeviceSpec, measure, measure_ceilings, weight_bytes
 from genloom.core.nn.quantize import quantize_int8_weight_only
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.bench import next_scale_flops, raster_ar_decode_bytes
@@ -58,16 +57,8 @@ def sync(device: torch.device) -> None:
 
 
 def median_time(fn: Callable[[], object], device: torch.device, *, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of `runs` calls after `warmup` (core's `measure`: CUDA events around each call)."""
+    return measure(fn, warmup=warmup, iters=runs, device=device).median
 
 
 def record(name: str, **values: object) -> None:
