@@ -34,9 +34,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genloom.timeseries.generative_protocol import gpht_ett_config
 from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.diffusion import DiffusionConfig, DiffusionForecaster
-from genloom.timeseries.models.gpht import GPHT, GPHTConfig
+from genloom.timeseries.models.gpht import GPHT
 from genloom.timeseries.models.official import build_baseline
 from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster, forecaster_transformer_config
 from genloom.timeseries.recipes import etth1_config
@@ -103,18 +104,7 @@ def point_forecasters(name: str, series: torch.Tensor, device: str) -> tuple[str
     """(precision, eager, compiled) forecasts [B, 96] of a randomly initialised point forecaster."""
     torch.manual_seed(0)
     if name == "gpht":
-        model: nn.Module = GPHT(
-            GPHTConfig(
-                seq_len=HISTORY,
-                token_len=24,
-                GT_pooling_rate=[8, 4, 2, 1],
-                depth=4,
-                GT_d_model=256,
-                GT_d_ff=512,
-                GT_e_layers=3,
-                n_heads=8,
-            )
-        )
+        model: nn.Module = GPHT(gpht_ett_config(HISTORY))
     else:
         model = build_baseline(name, TSLibConfig.from_dict(etth1_config(name, HORIZON, n_channels=1)))
     model = model.to(device).eval()

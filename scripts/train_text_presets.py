@@ -38,6 +38,20 @@ def _preset(name: str):
     return next(p for p in PRESETS if p.name == name)
 
 
+def ship_sort_model(out, name, model, tokenizer, task, test, steps, start, **translate_options) -> None:  # noqa: ANN001
+    """Measure a trained sort model as it ships (fp16 weights) on the held-out sources, save it and its card."""
+    model.half().float()
+    out_tokens = model.translate(test.source, test.source_length, **translate_options)
+    accuracy = task.accuracy(test, out_tokens.tokens)
+    save_text_model(model, tokenizer, out / name)
+    preset = _preset(name)
+    card = {**preset.card, "metric": {"exact_match_sort_500": round(accuracy, 4),
+                                      "decoder_passes": out_tokens.decoder_passes,
+                                      "train_steps": steps, "train_seconds_cpu": round(time.time() - start, 1)}}  # fmt: skip
+    write_preset_json(out / name, dataclasses.replace(preset, card=card))
+    print(f"{name}: exact match {accuracy:.3f}, passes {out_tokens.decoder_passes}", flush=True)
+
+
 def train_sort_presets(out: Path, steps: int, families: list[str]) -> None:
     task = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
     tokenizer = SymbolTokenizer.letters(task.num_symbols)
@@ -58,17 +72,7 @@ def train_sort_presets(out: Path, steps: int, families: list[str]) -> None:
             text_train_config(steps=steps, lr=3e-3),
             glance=glance,
         )
-        model.half().float()  # measure what ships (fp16 weights)
-        out_tokens = model.translate(test.source, test.source_length)
-        accuracy = task.accuracy(test, out_tokens.tokens)
-        name = f"text-sort-{family}"
-        save_text_model(model, tokenizer, out / name)
-        preset = _preset(name)
-        card = {**preset.card, "metric": {"exact_match_sort_500": round(accuracy, 4),
-                                          "decoder_passes": out_tokens.decoder_passes,
-                                          "train_steps": steps, "train_seconds_cpu": round(time.time() - start, 1)}}  # fmt: skip
-        write_preset_json(out / name, dataclasses.replace(preset, card=card))
-        print(f"{name}: exact match {accuracy:.3f}, passes {out_tokens.decoder_passes}", flush=True)
+        ship_sort_model(out, f"text-sort-{family}", model, tokenizer, task, test, steps, start)
 
 
 def train_sort_diffuseq(out: Path, steps: int) -> None:
@@ -88,19 +92,8 @@ def train_sort_diffuseq(out: Path, steps: int) -> None:
         lambda g: task.sample(64, generator=g),
         text_train_config(steps=steps, lr=2e-3, warmup_steps=20),
     )
-    model.half().float()
-    out_tokens = model.translate(
-        test.source, test.source_length, steps=DIFFUSEQ_STEPS, generator=torch.Generator().manual_seed(0)
-    )
-    accuracy = task.accuracy(test, out_tokens.tokens)
-    name = "text-sort-diffuseq"
-    save_text_model(model, tokenizer, out / name)
-    preset = _preset(name)
-    card = {**preset.card, "metric": {"exact_match_sort_500": round(accuracy, 4),
-                                      "decoder_passes": out_tokens.decoder_passes,
-                                      "train_steps": steps, "train_seconds_cpu": round(time.time() - start, 1)}}  # fmt: skip
-    write_preset_json(out / name, dataclasses.replace(preset, card=card))
-    print(f"{name}: exact match {accuracy:.3f}, passes {out_tokens.decoder_passes}", flush=True)
+    options = {"steps": DIFFUSEQ_STEPS, "generator": torch.Generator().manual_seed(0)}
+    ship_sort_model(out, "text-sort-diffuseq", model, tokenizer, task, test, steps, start, **options)
 
 
 def train_markov_mdlm(out: Path, steps: int, *, kind: str = "mdlm") -> None:

@@ -81,6 +81,10 @@ class AbsorbingDiffusionLM(nn.Module):
                 f"tokens must lie in [0, {self.config.vocab_size}) and never be the mask id {self.config.mask_id}"
             )
 
+    def _check_length(self, length: int) -> None:
+        if not 1 <= length <= self.config.max_seq_len:
+            raise TextInputError(f"length must lie in [1, {self.config.max_seq_len}], got {length}")
+
     def loss(self, x0: Tensor, *, glance_ratio: float = 0.0) -> Tensor:
         """Negative ELBO in nats per token (one antithetic time per sequence)."""
         self._check(x0)
@@ -143,8 +147,7 @@ class MaskedDiffusionLM(AbsorbingDiffusionLM):
         tail and lowers the entropy of samples: Zheng et al. 2024). `graphed=True` (the GPU fast path)
         replays the fixed-shape denoiser pass from a CUDA graph captured once per batch size and length;
         the sampler between passes is unchanged, so the tokens are the eager ones."""
-        if not 1 <= length <= self.config.max_seq_len:
-            raise TextInputError(f"length must lie in [1, {self.config.max_seq_len}], got {length}")
+        self._check_length(length)
         sampler = MaskedDiffusionSampler(mask_token_id=self.config.mask_id, noise=self.noise)
         sampler.set_steps(steps)
         tokens = torch.full((batch_size, length), self.config.mask_id, dtype=torch.long, device=device)

@@ -90,8 +90,7 @@ class ScoreEntropyLM(AbsorbingDiffusionLM):
         device: str | torch.device = "cpu",
     ) -> SEDDOutput:
         """Tau-leaping from all-mask (`tau_leaping_sample`); one model call per step."""
-        if not 1 <= length <= self.config.max_seq_len:
-            raise TextInputError(f"length must lie in [1, {self.config.max_seq_len}], got {length}")
+        self._check_length(length)
         return tau_leaping_sample(
             self.log_score, self.noise, self.config.mask_id, batch_size, length,
             steps=steps, strategy=strategy, generator=generator, device=device,

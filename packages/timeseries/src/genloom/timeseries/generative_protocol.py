@@ -25,6 +25,20 @@ from genloom.timeseries.tokenizer import BinTokenizerConfig
 from genloom.timeseries.train import fit_fixed_steps, seed_everything
 
 
+def gpht_ett_config(seq_len: int) -> GPHTConfig:
+    """GPHT's ETT configuration (token length 24, pooling 8/4/2/1, 4 stages of 3 layers, width 256)."""
+    return GPHTConfig(
+        seq_len=seq_len,
+        token_len=24,
+        GT_pooling_rate=[8, 4, 2, 1],
+        depth=4,
+        GT_d_model=256,
+        GT_d_ff=512,
+        GT_e_layers=3,
+        n_heads=8,
+    )
+
+
 def _channel_windows(protocol: LongTermForecastProtocol, split: str, length: int) -> torch.Tensor:
     """Every univariate window of `length` steps in a split: [n_windows * channels, length] float32."""
     start, stop = protocol.split_range(split)
@@ -48,16 +62,7 @@ def train_gpht(
 ) -> GPHT:
     """GPHT next-token training on the protocol's train split (univariate channels), early stopping on val."""
     seed_everything(seed)
-    config = config or GPHTConfig(
-        seq_len=protocol.seq_len,
-        token_len=24,
-        GT_pooling_rate=[8, 4, 2, 1],
-        depth=4,
-        GT_d_model=256,
-        GT_d_ff=512,
-        GT_e_layers=3,
-        n_heads=8,
-    )
+    config = config or gpht_ett_config(protocol.seq_len)
     model = GPHT(config).to(device)
     length = config.seq_len + config.token_len
     train = _channel_windows(protocol, "train", length)
