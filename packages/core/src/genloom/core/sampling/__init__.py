@@ -61,6 +61,7 @@ __all__ = [
     "sample_from_probs",
     "noise_shape",
     "draw_noise",
+    "log_noise",
     "sample_with_noise",
     # guidance
     "GuidanceSchedule",

@@ -37,7 +37,7 @@ from ..nn.cuda_graphs import memory_fingerprint
 from ..nn.kv_cache import KVCache
 from .autoregressive import CachedLM, check_guided_steps, check_prompt, finish_rows, guides
 from .errors import SamplingError
-from .logits import SamplingParams, noise_shape, sample_with_noise
+from .logits import SamplingParams, log_noise, noise_shape, sample_with_noise
 
 __all__ = ["CompiledDecoder", "DEFAULT_BATCH_BUCKETS"]
 
@@ -114,10 +114,8 @@ class CompiledDecoder:
         extra = {} if kv_len is None else {"kv_len": kv_len}
         logits = self._step_module(feed, input_pos=input_pos, **extra)[:, -1].float()
         logits = self._guide(logits, guide)
-        log_noise = None
-        if raw_noise is not None:  # the same transform as `draw_noise`, so the noise is bit-identical
-            log_noise = raw_noise.clamp_min(torch.finfo(torch.float32).tiny).log()
-        next_token = sample_with_noise(logits, self.params, log_noise)
+        noise = None if raw_noise is None else log_noise(raw_noise)  # as `draw_noise` does: bit-identical
+        next_token = sample_with_noise(logits, self.params, noise)
         tokens, finished = finish_rows(next_token[:, None], finished, self.eos_id)
         return tokens[:, 0], finished
 
@@ -178,9 +176,9 @@ class CompiledDecoder:
         out = torch.zeros(max_new_tokens, size, dtype=torch.long, device=device)  # time-major: fixed strides
         finished = torch.zeros(size, dtype=torch.bool, device=device)
         raw = self._draw(batch, size, logits.shape[-1], generator, device)
-        log_noise = None if raw is None else raw.clamp_min(torch.finfo(torch.float32).tiny).log()
+        noise = None if raw is None else log_noise(raw)
         first, finished = finish_rows(
-            sample_with_noise(logits, self.params, log_noise)[:, None], finished, self.eos_id
+            sample_with_noise(logits, self.params, noise)[:, None], finished, self.eos_id
         )
         out[0] = first[:, 0]
         positions = torch.arange(prompt_len, prompt_len + max_new_tokens, device=device)

@@ -29,6 +29,7 @@ __all__ = [
     "sample_from_probs",
     "noise_shape",
     "draw_noise",
+    "log_noise",
     "sample_with_noise",
 ]
 
@@ -214,6 +215,12 @@ def noise_shape(logits_shape: tuple[int, ...], params: SamplingParams) -> tuple[
     return tuple(logits_shape)
 
 
+def log_noise(exponential: Tensor) -> Tensor:
+    """log E of Exp(1) draws E, kept away from log 0: the noise `sample_with_noise` consumes. A compiled step
+    that is handed raw draws applies this same function, so its noise is bit-identical to `draw_noise`'s."""
+    return exponential.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
 def draw_noise(
     logits_shape: tuple[int, ...],
     params: SamplingParams,
@@ -229,7 +236,7 @@ def draw_noise(
     if shape is None:
         return None
     noise = torch.empty(shape, device=device, dtype=torch.float32)
-    return noise.exponential_(1.0, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny).log_()
+    return log_noise(noise.exponential_(1.0, generator=generator))
 
 
 def sample_with_noise(logits: Tensor, params: SamplingParams, log_noise: Tensor | None) -> Tensor:
