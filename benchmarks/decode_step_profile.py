@@ -1,18 +1,24 @@
 """Where does a compiled LlamaGen-B decode step spend its time? Variants of one step, timed as CUDA graphs.
 
-    python benchmarks/decode_step_profile.py --device cuda [--size B|XL] [--batch 1]
+    python benchmarks/decode_step_profile.py --device cuda [--size B|XL] [--batch 1] [--kernels FILE]
 
-docs/benchmarks.md measured about 0.7 ms per step at LlamaGen-B size (batch 1, CFG: 2 rows), where the
-weights need 75 us, and found the cost growing with the layer count rather than the weight bytes. Each
-variant below changes one thing and is timed the same way (the step compiled, captured as one CUDA graph,
-median over replays), so the differences point at the culprit:
+The step was measured at 537 us (LlamaGen-B, batch 1, CFG: 2 rows, H100) where the weights need 75 us: 162
+kernels, of which 60 GEMVs (256 us), 12 cuDNN attention calls plus 24 mask-preparation kernels (104 us), a
+`torch.topk` of 2000 over 16,384 logits with its sort (83 us) and ~60 small fused kernels. Each variant
+below changes one thing and is timed the same way (the step compiled, captured as one CUDA graph, median
+over replays):
 
-- `full`: the step as `CompiledDecoder` runs it (masked SDPA over the whole static cache, top-k 2000);
-- `no_topk`: plain Gumbel-argmax sampling over the full vocabulary instead of top-k 2000;
-- `math_attention`: decode attention written as two matmuls and a softmax (inductor fuses them) instead of
-  SDPA with a boolean mask;
+- `full`: the step as `CompiledDecoder` runs it (top-k by radix select, one-query attention as fused
+  reductions over the static cache);
+- `topk_sort`: top-k through `torch.topk` and a gather (the sampler's path when top-p follows top-k);
+- `sdpa_attention`: one-query attention through SDPA with the boolean cache mask;
+- `no_topk`: plain Gumbel-argmax sampling over the full vocabulary;
 - `blocks_only`: the transformer blocks alone (no head, no sampling): the floor of the layer stack;
-- `matmuls_only`: the step's weight products alone (one GEMV per linear), the bandwidth-bound part.
+- `matmuls_only`: the step's weight products alone (one GEMV per linear), the bandwidth-bound part;
+- `fused_gate`: `full` after `Transformer.fuse_projections()` (SwiGLU's w1, w3 as one GEMM).
+
+`--kernels FILE` writes the profiler's per-kernel table of one `full` step run outside the graph (the
+kernel count per layer is what a CUDA graph cannot hide).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import argparse
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from genloom.core.bench import measure
 from genloom.core.nn import attention as attention_module
@@ -59,19 +64,19 @@ def graph_time(fn, device: torch.device, replays: int = 50) -> float:  # noqa: A
     return statistics.median(times)
 
 
-def math_attend(self, q, k, v, *, mask, is_causal, block_mask):  # noqa: ANN001, ANN202
-    """Decode attention as matmul -> masked softmax -> matmul (what inductor can fuse for one query)."""
-    if q.shape[-2] != 1 or mask is None:
-        return ORIGINAL_ATTEND(self, q, k, v, mask=mask, is_causal=is_causal, block_mask=block_mask)
-    if k.shape[1] != q.shape[1]:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    scores = (q @ k.transpose(-1, -2)).float() * self.scale
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return (F.softmax(scores, dim=-1).to(v.dtype)) @ v
+def write_kernel_table(fn, path: str) -> None:  # noqa: ANN001
+    """The CUDA kernels of one call of `fn` (outside any graph): count and time per kernel name."""
+    from torch.profiler import ProfilerActivity, profile
 
-
-ORIGINAL_ATTEND = attention_module.Attention._attend
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=60)
+    with open(path, "w") as out:
+        out.write(f"{len(kernels)} kernels in one step\n{table}\n")
+    print(f"{len(kernels)} CUDA kernels in one full step (table in {path})")
 
 
 def main() -> None:
@@ -79,6 +84,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", default="B", choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--kernels", default=None, help="write the per-kernel profile of `full` here")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -90,8 +96,6 @@ def main() -> None:
     pos = torch.tensor([model.num_tokens // 2], device=device)
     top_k = SamplingParams(top_k=min(2000, model.vocab_size - 1))
     plain = SamplingParams()
-    noise_k = torch.rand(args.batch, top_k.top_k, device=device).log().neg().log()
-    noise_v = torch.rand(args.batch, model.vocab_size, device=device).log().neg().log()
 
     def step(params: SamplingParams, noise: torch.Tensor) -> torch.Tensor:
         logits = transformer(token, input_pos=pos)[:, -1].float()
@@ -100,21 +104,30 @@ def main() -> None:
 
     linears = [m for m in transformer.modules() if isinstance(m, torch.nn.Linear)]
     inputs = {id(m): torch.randn(rows, m.in_features, device=device, dtype=dtype) for m in linears}
-    compile_ = (lambda f: torch.compile(f, dynamic=False)) if device.type == "cuda" else (lambda f: f)
-    variants = {
-        "full": compile_(lambda: step(top_k, noise_k)),
-        "no_topk": compile_(lambda: step(plain, noise_v)),
-        "blocks_only": compile_(lambda: transformer.features(token, input_pos=pos)),
-        "matmuls_only": lambda: [m(inputs[id(m)]) for m in linears],
-    }
+    on_cuda = device.type == "cuda"
+    compile_ = (lambda f: torch.compile(f, dynamic=False)) if on_cuda else (lambda f: f)
+    sorted_top_k = SamplingParams(top_k=top_k.top_k, top_p=1.0)  # top-p 1 keeps the topk + gather path
+    noise_v = torch.rand(args.batch, model.vocab_size, device=device).log().neg().log()
+    noise_k = torch.rand(args.batch, top_k.top_k, device=device).log().neg().log()
     results = {}
-    with torch.no_grad():
-        for name, fn in variants.items():
-            results[name] = graph_time(fn, device)
-        attention_module.Attention._attend = math_attend
+
+    def timed(name: str, fn) -> None:  # noqa: ANN001
         torch._dynamo.reset()
-        results["math_attention"] = graph_time(compile_(lambda: step(top_k, noise_k)), device)
-        attention_module.Attention._attend = ORIGINAL_ATTEND
+        results[name] = graph_time(compile_(fn), device)
+
+    with torch.no_grad():
+        timed("full", lambda: step(top_k, noise_v))
+        if args.kernels and on_cuda:
+            write_kernel_table(compile_(lambda: step(top_k, noise_v)), args.kernels)
+        timed("topk_sort", lambda: step(sorted_top_k, noise_k))
+        attention_module.SINGLE_QUERY_ATTENTION = "sdpa"
+        timed("sdpa_attention", lambda: step(top_k, noise_v))
+        attention_module.SINGLE_QUERY_ATTENTION = "reduce"
+        timed("no_topk", lambda: step(plain, noise_v))
+        timed("blocks_only", lambda: transformer.features(token, input_pos=pos))
+        results["matmuls_only"] = graph_time(lambda: [m(inputs[id(m)]) for m in linears], device)
+        transformer.fuse_projections()
+        timed("fused_gate", lambda: step(top_k, noise_v))
     weights = sum(p.numel() * p.element_size() for p in transformer.parameters())
     print(f"LlamaGen-{args.size}, {rows} rows, weights {weights / 1e6:.0f} MB")
     print("| variant | us per step |\n| --- | ---: |")

@@ -249,6 +249,17 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
 
         eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.runs)
         fast_s = median_time(lambda: run(True), device, warmup=2, runs=args.runs)
+        ids = model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True)
+        tokens_s = median_time(
+            lambda labels=labels: model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True),
+            device, warmup=1, runs=args.runs,
+        )  # fmt: skip
+
+        def decode(ids: torch.Tensor = ids) -> torch.Tensor:
+            with torch.no_grad(), torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
+                return vae.decode(ids)
+
+        decode_s = median_time(decode, device, warmup=1, runs=args.runs)
         same = torch.equal(
             model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
                            generator=torch.Generator(device).manual_seed(1)),
@@ -258,7 +269,8 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
         flops = next_scale_flops(model, 2 * batch)
         floor = None if spec is None else flops / spec.bf16_flops
         record(
-            f"ours_var_d16_b{batch}", batch=batch, eager_s=eager_s, graphed_s=fast_s, transformer_tflop=flops / 1e12,
+            f"ours_var_d16_b{batch}", batch=batch, eager_s=eager_s, graphed_s=fast_s, tokens_s=tokens_s,
+            vqvae_decode_s=decode_s, transformer_tflop=flops / 1e12,
             floor_s=floor or float("nan"), fraction_of_floor=(floor / fast_s) if floor else float("nan"),
             sampled_tokens_equal_eager=same,
         )  # fmt: skip

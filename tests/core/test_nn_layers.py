@@ -383,3 +383,38 @@ def test_random_order_masks_are_causal_in_generation_order_and_match_flex() -> N
     torch.testing.assert_close(flex_attention(q, k, v, block_mask=block), reference, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="rank must be an integer tensor"):
         order_mask(torch.rand(2, 4))
+
+
+def test_single_query_attention_matches_sdpa_with_gqa_and_mask() -> None:
+    import torch.nn.functional as F
+
+    from genloom.core.nn.attention import single_query_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 1, 16, generator=gen)
+    k, v = torch.randn(2, 2, 30, 16, generator=gen), torch.randn(2, 2, 30, 16, generator=gen)
+    mask = torch.rand(1, 1, 1, 30, generator=gen) > 0.4
+    mask[..., 0] = True
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3, enable_gqa=True)
+    torch.testing.assert_close(single_query_attention(q, k, v, mask, 0.3), ref, atol=1e-6, rtol=1e-5)
+
+
+def test_fused_gate_keeps_outputs_names_and_loads_unfused_checkpoints() -> None:
+    from genloom.core.nn import Transformer, TransformerConfig
+
+    config = TransformerConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=16, mlp="swiglu")
+    torch.manual_seed(0)
+    model = Transformer(config).eval()
+    tokens = torch.randint(0, 50, (2, 7))
+    before = model(tokens)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.fuse_projections()
+    assert hasattr(model.layers[0].mlp, "w13") and not hasattr(model.layers[0].mlp, "w1")
+    torch.testing.assert_close(model(tokens), before, atol=1e-5, rtol=1e-5)
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+    other = Transformer(config)
+    other.fuse_projections()
+    other.load_state_dict(state)  # w1 / w3 names load into the fused layer
+    torch.testing.assert_close(other.eval()(tokens), before, atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in other.parameters()) == sum(v.numel() for v in state.values())

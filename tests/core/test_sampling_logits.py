@@ -174,3 +174,38 @@ def test_bad_logits_raise() -> None:
         sample_from_logits(torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(SamplingError, match="V >= 1"):
         process_logits(torch.ones(2, 0), SamplingParams())
+
+
+def test_radix_kth_largest_is_topks_kth_value_bit_for_bit() -> None:
+    """The compiled top-k threshold (radix select) must be exactly torch.topk's k-th value: ties, -inf,
+    signed zeros, huge and tiny magnitudes, bf16."""
+    from genloom.core.sampling.logits import _radix_kth_largest
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        vocab = int(torch.randint(1, 2500, (), generator=gen))
+        x = torch.randn(3, vocab, generator=gen) * 10.0 ** int(torch.randint(-4, 5, (), generator=gen))
+        if trial % 3 == 0:
+            x = x.round()  # many ties
+        if trial % 5 == 0:
+            x[0, : vocab // 2] = float("-inf")
+        if trial % 7 == 0:
+            x[1] = -0.0
+        k = int(torch.randint(1, vocab + 1, (), generator=gen))
+        assert torch.equal(_radix_kth_largest(x, k), torch.topk(x, k, dim=-1).values[..., -1:])
+    half = torch.randn(4, 1000, generator=gen).bfloat16()
+    assert torch.equal(_radix_kth_largest(half, 17), torch.topk(half, 17).values[..., -1:])
+
+
+def test_top_k_sampling_under_compile_equals_eager_and_stays_in_the_top_k() -> None:
+    from genloom.core.sampling.logits import draw_noise, sample_with_noise
+
+    params = SamplingParams(temperature=0.7, top_k=40)
+    logits = torch.randn(64, 500, generator=torch.Generator().manual_seed(1))
+    noise = draw_noise(tuple(logits.shape), params, torch.Generator().manual_seed(2))
+    assert noise.shape == logits.shape  # top-k alone: Gumbel over the vocabulary, no survivor gather
+    eager = sample_with_noise(logits, params, noise)
+    compiled = torch.compile(sample_with_noise, backend="eager", fullgraph=True)(logits, params, noise)
+    assert torch.equal(eager, compiled)
+    ranks = (logits > logits.gather(-1, eager[:, None])).sum(-1)
+    assert int(ranks.max()) < 40

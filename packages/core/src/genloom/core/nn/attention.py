@@ -9,6 +9,11 @@ Parameter names (what a renaming converter targets):
   by `exp(min(scale_mul, log 100))`, with softmax scale 1.
 Order inside: project -> qk-norm -> RoPE -> KV cache -> attention; cached keys are stored post-norm and
 post-rotation. Cross-attention keys/values can be computed once per source (`cache_context`).
+
+One-query attention (a decode step) inside `torch.compile` is written as three reductions (scores over
+head_dim, softmax over keys, weighted sum over keys) that inductor fuses into a few small kernels; a fused
+SDPA kernel plus its mask preparation costs ~2-3x more for a single query over a few hundred cached keys
+(benchmarks/decode_step_profile.py). `SINGLE_QUERY_ATTENTION = "sdpa"` switches it off.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from .kv_cache import KVCache
 from .norms import make_norm
 from .rope import apply_rope
 
-__all__ = ["Attention", "flex_attention_fn"]
+__all__ = ["Attention", "flex_attention_fn", "single_query_attention"]
 
 _MAX_LOG_SCALE = math.log(100.0)
 _compiled_flex = None
+SINGLE_QUERY_ATTENTION = "reduce"  # or "sdpa": how a compiled one-query (decode) attention is computed
 
 
 def flex_attention_fn(device: torch.device):
@@ -42,6 +48,22 @@ def flex_attention_fn(device: torch.device):
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
+
+
+def single_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+    """Attention of one query per head, in float32: q [B, H, 1, D], k / v [B, H_kv, Lk, D] (H a multiple of
+    H_kv), mask bool broadcastable to [B, H, 1, Lk] (True = attend) -> [B, H, 1, D] in q's dtype."""
+    batch, heads, _, dim = q.shape
+    kv_heads, n_keys = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    q = q.reshape(batch, kv_heads, group, 1, dim).float()
+    scores = (q * k.unsqueeze(2).float()).sum(-1) * scale  # [B, H_kv, G, Lk]
+    if mask is not None:
+        keep = mask.expand(batch, heads, 1, n_keys).reshape(batch, kv_heads, group, n_keys)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = (weights.unsqueeze(-1) * v.unsqueeze(2).float()).sum(-2)  # [B, H_kv, G, D]
+    return out.reshape(batch, heads, 1, dim).to(v.dtype)
 
 
 class Attention(nn.Module):
@@ -231,6 +253,14 @@ class Attention(nn.Module):
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool, block_mask
     ) -> Tensor:
         gqa = self.n_heads != self.n_kv_heads
+        if (
+            q.shape[-2] == 1
+            and block_mask is None
+            and not (self.training and self.attn_dropout > 0)
+            and SINGLE_QUERY_ATTENTION == "reduce"
+            and torch.compiler.is_compiling()
+        ):
+            return single_query_attention(q, k, v, mask, self.scale)
         if block_mask is not None:
             flex = flex_attention_fn(q.device)
             return flex(q, k, v, block_mask=block_mask, scale=self.scale, enable_gqa=gqa)

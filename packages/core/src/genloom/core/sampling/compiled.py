@@ -50,7 +50,8 @@ class CompiledDecoder:
     model: anything `generate` accepts whose `setup_cache` takes `static=True` (core's `Transformer`, image's
     `ClassPrefixLM`, ...). If it has a `decode_module`, one-token steps call that module directly (e.g. the
     transformer inside an adapter whose prompt handling is not traceable); the prompt always goes through the
-    model itself, eagerly. `backend`/`mode` go to `torch.compile` (tests use a counting backend on CPU).
+    model itself, eagerly. A step module with `fuse_projections` (core's `Transformer`) has it called once:
+    SwiGLU's two input GEMMs become one (same outputs and state_dict names, one kernel fewer per layer). `backend`/`mode` go to `torch.compile` (tests use a counting backend on CPU).
     """
 
     def __init__(
@@ -88,6 +89,8 @@ class CompiledDecoder:
             raise SamplingError(f"graph must be 'loop', 'step' or 'none', got {graph!r}")
         self.graph = graph
         self._step_module = getattr(model, "decode_module", model)
+        if callable(getattr(self._step_module, "fuse_projections", None)):
+            self._step_module.fuse_projections()
         options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
         if backend == "inductor":
             mode = mode or ("reduce-overhead" if graph == "step" else None)

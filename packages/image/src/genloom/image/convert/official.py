@@ -69,7 +69,8 @@ def load_converted(module: nn.Module, params: Mapping[str, torch.Tensor], *, sou
     any key our module does not know is an error, so a silent partial load cannot happen.
     """
     own = module.state_dict()
-    param_names = {name for name, _ in module.named_parameters()}
+    buffers = {name for name, _ in module.named_buffers()}
+    param_names = set(own) - buffers  # state_dict names (a fused layer's parameters keep their file names)
     unexpected = sorted(set(params) - set(own))
     missing = sorted(param_names - set(params))
     if unexpected or missing:
