@@ -8,15 +8,18 @@ kernels, of which 60 GEMVs (256 us), 12 cuDNN attention calls plus 24 mask-prepa
 below changes one thing and is timed the same way (the step compiled, captured as one CUDA graph, median
 over replays):
 
-- `full`: the step as `CompiledDecoder` runs it (top-k by radix select, one-query attention as fused
-  reductions over the static cache);
+- `full`: the step as `CompiledDecoder` runs it (SwiGLU gate fused, top-k by radix select, SDPA attention
+  under the boolean cache mask);
+- `unfused_gate`: SwiGLU's w1 and w3 as two GEMMs;
 - `topk_sort`: top-k through `torch.topk` and a gather (the sampler's path when top-p follows top-k);
-- `sdpa_attention`: one-query attention through SDPA with the boolean cache mask;
+- `reduce_attention`: one-query attention as fused reductions instead of SDPA;
+- `float_mask`: the cache mask handed to SDPA as an additive float bias computed once per step;
 - `no_topk`: plain Gumbel-argmax sampling over the full vocabulary;
 - `blocks_only`: the transformer blocks alone (no head, no sampling): the floor of the layer stack;
-- `matmuls_only`: the step's weight products alone (one GEMV per linear), the bandwidth-bound part;
-- `fused_gate`: `full` after `Transformer.fuse_projections()` (SwiGLU's w1, w3 as one GEMM).
+- `matmuls_only`: the step's weight products alone (one GEMV per linear), the bandwidth-bound part.
 
+The profiler's per-kernel table (`--kernels FILE`, one `full` step outside the graph) is taken after every
+timing: once CUPTI has been active, later graph replays run slower.
 `--kernels FILE` writes the profiler's per-kernel table of one `full` step run outside the graph (the
 kernel count per layer is what a CUDA graph cannot hide).
 """
@@ -30,6 +33,7 @@ import torch
 
 from genloom.core.bench import measure
 from genloom.core.nn import attention as attention_module
+from genloom.core.nn.transformer import Transformer
 from genloom.core.sampling.logits import SamplingParams, sample_with_noise
 from genloom.image.models.raster_ar import RasterAR
 from genloom.image.official_sizes import LLAMAGEN_SIZES, random_llamagen
@@ -79,6 +83,18 @@ def write_kernel_table(fn, path: str) -> None:  # noqa: ANN001
     print(f"{len(kernels)} CUDA kernels in one full step (table in {path})")
 
 
+def float_mask_plan(plan, dtype: torch.dtype):  # noqa: ANN001, ANN201
+    """`Transformer._plan_attention` returning its boolean mask as an additive bias (0 / -inf)."""
+
+    def planned(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        mask, is_causal, block_mask = plan(self, *args, **kwargs)
+        if mask is not None:
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+        return mask, is_causal, block_mask
+
+    return planned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -116,18 +132,23 @@ def main() -> None:
         results[name] = graph_time(compile_(fn), device)
 
     with torch.no_grad():
-        timed("full", lambda: step(top_k, noise_v))
-        if args.kernels and on_cuda:
-            write_kernel_table(compile_(lambda: step(top_k, noise_v)), args.kernels)
-        timed("topk_sort", lambda: step(sorted_top_k, noise_k))
-        attention_module.SINGLE_QUERY_ATTENTION = "sdpa"
-        timed("sdpa_attention", lambda: step(top_k, noise_v))
-        attention_module.SINGLE_QUERY_ATTENTION = "reduce"
-        timed("no_topk", lambda: step(plain, noise_v))
-        timed("blocks_only", lambda: transformer.features(token, input_pos=pos))
+        timed("unfused_gate", lambda: step(top_k, noise_v))
         results["matmuls_only"] = graph_time(lambda: [m(inputs[id(m)]) for m in linears], device)
         transformer.fuse_projections()
-        timed("fused_gate", lambda: step(top_k, noise_v))
+        timed("full", lambda: step(top_k, noise_v))
+        timed("topk_sort", lambda: step(sorted_top_k, noise_k))
+        attention_module.SINGLE_QUERY_ATTENTION = "reduce"
+        timed("reduce_attention", lambda: step(top_k, noise_v))
+        attention_module.SINGLE_QUERY_ATTENTION = "sdpa"
+        plan = Transformer._plan_attention
+        Transformer._plan_attention = float_mask_plan(plan, dtype)
+        timed("float_mask", lambda: step(top_k, noise_v))
+        Transformer._plan_attention = plan
+        timed("no_topk", lambda: step(plain, noise_v))
+        timed("blocks_only", lambda: transformer.features(token, input_pos=pos))
+        if args.kernels and on_cuda:
+            torch._dynamo.reset()
+            write_kernel_table(compile_(lambda: step(top_k, noise_v)), args.kernels)
     weights = sum(p.numel() * p.element_size() for p in transformer.parameters())
     print(f"LlamaGen-{args.size}, {rows} rows, weights {weights / 1e6:.0f} MB")
     print("| variant | us per step |\n| --- | ---: |")
