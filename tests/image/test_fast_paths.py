@@ -90,3 +90,26 @@ def test_maskgit_graphed_passes_give_the_eager_tokens(device: str) -> None:
                 labels, generator=torch.Generator(device).manual_seed(batch), graphed=True, **kwargs
             )
             assert torch.equal(fast, eager)
+
+
+@pytest.mark.gpu
+def test_fast_decode_matches_the_float32_decode_to_bf16_rounding() -> None:
+    from genloom.image.fast_decode import FastDecode
+    from genloom.image.tokenizers.multiscale_autoencoder import (
+        MultiScaleVQAutoencoder,
+        MultiScaleVQAutoencoderConfig,
+    )
+
+    torch.manual_seed(0)
+    config = MultiScaleVQAutoencoderConfig(patch_nums=[1, 2, 4], codebook_size=64)
+    config.net.ch, config.net.ch_mult = 32, (1, 2)
+    vae = MultiScaleVQAutoencoder(config).cuda().eval()
+    ids = torch.randint(0, 64, (3, 1 + 4 + 16), device="cuda")
+    with torch.no_grad():
+        reference = vae.decode(ids)
+    fast = FastDecode(vae.decode, vae)
+    for _ in range(2):  # the second call reuses the compiled decode
+        images = fast(ids)
+        assert images.dtype == torch.float32 and images.shape == reference.shape
+        assert (images - reference).abs().max() < 0.05  # bf16 convolutions over [-1, 1] images
+        assert (images - reference).abs().mean() < 0.01

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.errors import CheckpointError, UnknownClassError
+from genloom.image.fast_decode import FastDecode
 from genloom.image.io import read_family, write_json
 from genloom.image.models.masked_autoregressive import MaskedAutoregressive
 from genloom.image.models.masked_tokens import MaskGIT
@@ -115,7 +116,7 @@ class ImagePipeline:
     ) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] for the class ids `labels` (B,). `fast` takes the GPU fast path
         where the family has one (ar: the compiled decode step; var, maskgit: CUDA graphs of their passes): same
-        tokens."""
+        tokens; their images are decoded by the compiled bf16 decoder (`FastDecode`)."""
         if cfg_scale < 0:
             raise ValueError(f"the CFG scale must be >= 0 (1 = no guidance), got {cfg_scale}")
         for label in labels.tolist():
@@ -124,19 +125,20 @@ class ImagePipeline:
         labels = labels.to(device)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         family, gen, tok = self.family, self.generator, self.tokenizer
+        decode = self._fast_decode() if fast else tok.decode
         if family == "ar":
             tokens = gen.generate(
                 labels, cfg_scale=cfg_scale, sampling=sampling, generator=generator, compiled=fast
             )
-            images = tok.decode(tokens.view(-1, *gen.config.grid))
+            images = decode(tokens.view(-1, *gen.config.grid))
         elif family == "maskgit":
             tokens = gen.generate(
                 labels, steps=int(self.info.get("steps", 8)), cfg_scale=cfg_scale, sampling=sampling, generator=generator,
                 choice_temperature=float(self.info.get("choice_temperature", 4.5)), graphed=fast,
             )  # fmt: skip
-            images = tok.decode(tokens.view(-1, *gen.config.grid))
+            images = decode(tokens.view(-1, *gen.config.grid))
         elif family == "var":
-            images = tok.decode(
+            images = decode(
                 gen.generate(
                     labels,
                     tok.quantize,
@@ -158,6 +160,11 @@ class ImagePipeline:
             )
             images = tok.decode_tokens(gen.unpatchify(tokens))
         return images.clamp(-1, 1)
+
+    def _fast_decode(self) -> FastDecode:
+        if getattr(self, "_fast_decoder", None) is None:
+            self._fast_decoder = FastDecode(self.tokenizer.decode, self.tokenizer)
+        return self._fast_decoder
 
     def to(self, device: str | torch.device) -> ImagePipeline:
         self.tokenizer.to(device)
