@@ -236,7 +236,7 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
     model = model.to(device=device, dtype=args.dtype).eval()
     vae = vae.to(device=device).eval()  # fp32 weights, bf16 autocast decode
     vocab = vae.config.codebook_size
-    fast_decode = FastDecode(vae.decode, vae)  # the graphed path decodes compiled, in bf16
+    fast_decode = FastDecode.for_tokenizer(vae)  # the graphed path decodes compiled, in bf16
     params = SamplingParams(top_k=min(900, vocab), top_p=0.96)
     for batch in args.var_batches:
         labels = torch.arange(batch, device=device) % 1000

@@ -107,7 +107,7 @@ def test_fast_decode_matches_the_float32_decode_to_bf16_rounding() -> None:
     ids = torch.randint(0, 64, (3, 1 + 4 + 16), device="cuda")
     with torch.no_grad():
         reference = vae.decode(ids)
-    fast = FastDecode(vae.decode, vae)
+    fast = FastDecode.for_tokenizer(vae)
     for _ in range(2):  # the second call reuses the compiled decode
         images = fast(ids)
         assert images.dtype == torch.float32 and images.shape == reference.shape

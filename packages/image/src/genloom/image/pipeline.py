@@ -163,7 +163,7 @@ class ImagePipeline:
 
     def _fast_decode(self) -> FastDecode:
         if getattr(self, "_fast_decoder", None) is None:
-            self._fast_decoder = FastDecode(self.tokenizer.decode, self.tokenizer)
+            self._fast_decoder = FastDecode.for_tokenizer(self.tokenizer)
         return self._fast_decoder
 
     def to(self, device: str | torch.device) -> ImagePipeline:
