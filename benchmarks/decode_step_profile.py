@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--size", default="B", choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--kernels", default=None, help="write the per-kernel profile of `full` here")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of the variants to time")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -127,13 +128,18 @@ def main() -> None:
     noise_k = torch.rand(args.batch, top_k.top_k, device=device).log().neg().log()
     results = {}
 
+    wanted = None if args.variants is None else set(args.variants.split(","))
+
     def timed(name: str, fn) -> None:  # noqa: ANN001
+        if wanted is not None and name not in wanted:
+            return
         torch._dynamo.reset()
         results[name] = graph_time(compile_(fn), device)
 
     with torch.no_grad():
         timed("unfused_gate", lambda: step(top_k, noise_v))
-        results["matmuls_only"] = graph_time(lambda: [m(inputs[id(m)]) for m in linears], device)
+        if wanted is None or "matmuls_only" in wanted:
+            results["matmuls_only"] = graph_time(lambda: [m(inputs[id(m)]) for m in linears], device)
         transformer.fuse_projections()
         timed("full", lambda: step(top_k, noise_v))
         timed("topk_sort", lambda: step(sorted_top_k, noise_k))
