@@ -418,3 +418,43 @@ def test_fused_gate_keeps_outputs_names_and_loads_unfused_checkpoints() -> None:
     other.load_state_dict(state)  # w1 / w3 names load into the fused layer
     torch.testing.assert_close(other.eval()(tokens), before, atol=1e-5, rtol=1e-5)
     assert sum(p.numel() for p in other.parameters()) == sum(v.numel() for v in state.values())
+
+
+def test_attend_all_cached_equals_the_block_causal_mask_for_a_whole_block() -> None:
+    from genloom.core.errors import InputError
+    from genloom.core.nn import Transformer, TransformerConfig
+
+    config = TransformerConfig(
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        vocab_size=40,
+        max_seq_len=14,
+        mask="block_causal",
+        block_sizes=[1, 4, 9],
+    )
+    torch.manual_seed(0)
+    model = Transformer(config).eval()
+    x = torch.randn(2, 14, 32)
+    outputs = []
+    for attend_all in (False, True):
+        model.setup_cache(2, 14)
+        steps = [model.features(embeddings=x[:, :1], input_pos=torch.arange(0, 1), kv_len=1)]
+        steps.append(
+            model.features(
+                embeddings=x[:, 1:5], input_pos=torch.arange(1, 5), kv_len=5, attend_all_cached=attend_all
+            )
+        )
+        steps.append(
+            model.features(
+                embeddings=x[:, 5:], input_pos=torch.arange(5, 14), kv_len=14, attend_all_cached=attend_all
+            )
+        )
+        outputs.append(torch.cat(steps, dim=1))
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        outputs[0], model.remove_cache() or model.features(embeddings=x), atol=1e-5, rtol=1e-4
+    )
+    model.setup_cache(2, 14)
+    with pytest.raises(InputError, match="attend_all_cached needs kv_len"):
+        model.features(embeddings=x[:, :1], input_pos=torch.arange(0, 1), attend_all_cached=True)

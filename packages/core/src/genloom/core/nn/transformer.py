@@ -278,6 +278,7 @@ class Transformer(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         kv_len: int | None = None,
+        attend_all_cached: bool = False,
     ) -> Tensor:
         """Logits [B, L, vocab] in float32. See `features` for the arguments."""
         if self.output is None:
@@ -288,6 +289,7 @@ class Transformer(nn.Module):
             and key_padding_mask is None
             and rope_pos is None
             and kv_len is None
+            and not attend_all_cached
         )
         if self._compiled_decode is not None and self._static and plain_step and context is None:
             if tokens is not None and tokens.dim() == 2 and tokens.shape[1] == 1 and input_pos is not None:
@@ -303,6 +305,7 @@ class Transformer(nn.Module):
             context=context,
             context_mask=context_mask,
             kv_len=kv_len,
+            attend_all_cached=attend_all_cached,
         )
         return self.output(hidden).float()
 
@@ -319,6 +322,7 @@ class Transformer(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         kv_len: int | None = None,
+        attend_all_cached: bool = False,
     ) -> Tensor:
         """Final-norm hidden states [B, L, dim], for heads other than the vocab projection.
 
@@ -329,7 +333,9 @@ class Transformer(nn.Module):
         [B, L, cond_dim] for AdaLN. context [B, Lc, context_dim] / context_mask [B, Lc] for cross-attention.
         kv_len (cached only): attend to the first kv_len cache slots, a length the caller knows without
         asking the device (no host sync, so the call can be captured in a CUDA graph); the structural mask
-        still applies within them.
+        still applies within them. attend_all_cached (with kv_len): the caller knows that every query sees
+        every one of those slots (a whole block decoded at once, VAR's scales), so attention runs unmasked,
+        on the flash kernels, as VAR's own cached inference does.
         """
         x = self._inputs(tokens, embeddings)
         batch, length, _ = x.shape
@@ -353,6 +359,8 @@ class Transformer(nn.Module):
             )
         self._check_conditioning(batch, cond, context, context_mask)
         filled = None
+        if attend_all_cached and (kv_len is None or mask is not None or key_padding_mask is not None):
+            raise InputError("attend_all_cached needs kv_len and no mask / key_padding_mask")
         if kv_len is not None:
             if not cached or isinstance(kv_len, bool) or not 0 < int(kv_len) <= self._cache_len:
                 raise InputError(
@@ -375,9 +383,12 @@ class Transformer(nn.Module):
         if self.rope_cos is not None:
             rows = input_pos if rope_pos is None else rope_pos.to(device=x.device, dtype=torch.long)
             rope = (self.rope_cos[rows], self.rope_sin[rows])
-        attn_mask, is_causal, block_mask = self._plan_attention(
-            input_pos, default_pos, cached, kv_len, filled, mask, key_padding_mask, batch
-        )
+        if attend_all_cached:
+            attn_mask, is_causal, block_mask = None, False, None
+        else:
+            attn_mask, is_causal, block_mask = self._plan_attention(
+                input_pos, default_pos, cached, kv_len, filled, mask, key_padding_mask, batch
+            )
         for layer in self.layers:
             x = layer(
                 x,

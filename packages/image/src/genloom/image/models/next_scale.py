@@ -160,7 +160,9 @@ class NextScaleAR(ZooComponent, nn.Module):
         and the cache slots read are exactly those filled (no host sync: capturable as a CUDA graph)."""
         start, end = self._bounds_by_length[x.shape[1]]
         positions = torch.arange(start, end, device=x.device)
-        return self.transformer(embeddings=x, cond=cond, input_pos=positions, kv_len=end)
+        return self.transformer(
+            embeddings=x, cond=cond, input_pos=positions, kv_len=end, attend_all_cached=True
+        )
 
     def _run_scales(self, labels, quantizer, choose, cfg_scale, graphed=False):  # noqa: ANN001, ANN202
         """The VAR inference loop; `choose(si, guided_logits, raw_logits)` returns that scale's ids (B, pn*pn).
