@@ -2,52 +2,66 @@
 
     .venv/bin/python benchmarks/text_multi30k.py --device cuda --data-dir .data/multi30k --out-dir OUT
 
-Steps: joint BPE (core `BPETokenizer`) on the training split; train the AR encoder-decoder; translate the
-test set (greedy on a static KV cache, and beam 4) and the training sources (beam 4: the distilled
-targets); train each NAR family on the raw and on the distilled targets; report detokenised sacreBLEU on
-test_2016_flickr, decoder passes, parameters, and sentences per second at batch 1 and 64.
+Steps, sized to fit one wall-clock deadline (`--deadline-s`):
+1. joint BPE (core `BPETokenizer`) on the training split; the corpus is padded once into device tensors
+   served as length-bucketed batches (`genloom.text.corpus.BucketedBatches`);
+2. train the AR encoder-decoder (the teacher) alone on the GPU for `--budget-ar` seconds;
+3. distil the training sources with it (beam search, sources sorted by length, large batches);
+4. train every NAR family on the raw and on the distilled targets, all at once as spawned worker processes
+   sharing the GPU (`--workers`), each for the same `--budget-nar` seconds (shrunk to meet the deadline);
+5. evaluate every model alone on the GPU: detokenised sacreBLEU on test_2016_flickr, decoder passes,
+   parameters, fp16 size, sentences per second at batch 1 and 64. The table is printed last.
 
-Every training runs under a wall-clock budget: a short probe on a throw-away copy measures steps/s, the
-schedule is sized to the budget, and the run stops at the budget whatever happens. Trained models are
-written (fp16, with the tokenizer) into `OUT/text_multi30k_models_*.tar` as they finish, and
-`--speed-from TARS` measures their CPU speed later. A tiny CPU smoke run:
-`--limit-train 2000 --limit-test 50 --dim 64 --layers 1 --budget-ar 10 --budget-nar 5 --probe-steps 4`.
+Every training follows its wall-clock budget: learning rate and GLAT ratio are functions of the elapsed
+fraction of the budget (`train(..., schedule_by_time=True)`), so a run ends annealed whatever throughput
+the machine gives. Trained models are written (fp16, with the tokenizer) into
+`OUT/text_multi30k_models_*.tar` and the results into `OUT/text_multi30k.json`; `--speed-from TARS`
+measures their speed later. A tiny CPU smoke run (the options of tests/text/test_multi30k_benchmark.py):
+`--device cpu --limit-train 100 --limit-test 40 --test-on-train --dim 32 --layers 1 --vocab-size 1000
+--dropout 0 --lr 5e-3 --batch-size 50 --max-steps 250 --budget-ar 120 --budget-nar 1 --workers 2`.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import io
 import json
+import math
+import multiprocessing
 import os
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 
 from genloom.core.tokenizers import BPETokenizer
-from genloom.text.corpus import ParallelCorpus
+from genloom.text.corpus import BucketedBatches, ParallelCorpus
 from genloom.text.glat import GlanceSchedule
 from genloom.text.multi30k import corpus_bleu, load_multi30k
 from genloom.text.pretrained import build_text_model, load_text_model, save_text_model
 from genloom.text.seq2seq import Seq2SeqConfig
-from genloom.text.tasks import Seq2SeqBatch, pad_sequences
+from genloom.text.tasks import pad_sequences
 from genloom.text.training import text_train_config, train
 
 MAX_TOKENS = 64
 TAR_STEM = "text_multi30k_models"
-# decoding options per family (the row name says which)
+PRESET_LIMIT_BYTES = (
+    5_000_000  # a preset's files must each stay under 5 MB (its fp16 weights are the largest)
+)
+WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, before its budget starts
+# decoding options per table row (the row name says which)
 DECODING = {
-    "ar greedy (static KV cache)": ("ar", {}),
-    "ar beam 4": ("ar", {"beam_size": 4}),
-    "nat": ("nat", {}),
-    "cmlm": ("cmlm", {"iterations": 10, "length_beam": 3}),
-    "ctc": ("ctc", {}),
-    "dat lookahead": ("dat", {"strategy": "lookahead"}),
-    "dat viterbi": ("dat", {"strategy": "viterbi"}),
-    "dat beam 4": ("dat", {"strategy": "beam", "beam_size": 4}),
+    "AR greedy (static KV cache)": ("ar", {}),
+    "AR beam 4": ("ar", {"beam_size": 4}),
+    "vanilla NAT": ("nat", {}),
+    "CMLM (10 iterations, length beam 3)": ("cmlm", {"iterations": 10, "length_beam": 3}),
+    "CTC + GLAT": ("ctc", {}),
+    "DA-Transformer, lookahead": ("dat", {"strategy": "lookahead"}),
+    "DA-Transformer, Viterbi": ("dat", {"strategy": "viterbi"}),
+    "DA-Transformer, beam 4": ("dat", {"strategy": "beam", "beam_size": 4}),
 }
 
 
@@ -63,16 +77,33 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def translate_all(model, tokenizer, sources: list[str], batch_size: int, device: str, **options):
-    """(hypotheses, decoder passes of the last batch, sentences per second); truncates over-long sources."""
+def _setup_torch(device: str, threads: int | None = None) -> None:
+    """TF32 matmuls on CUDA; `threads` CPU threads (the workers share the machine's cores)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def translate_all(
+    model, tokenizer, sources: list[str], batch_size: int, device: str, *, by_length: bool = False, **options
+) -> tuple[list[str], int, float]:
+    """(hypotheses in input order, decoder passes of the last batch, sentences per second); over-long
+    sources are truncated. `by_length` decodes the sources sorted by length (little padding, and a batch
+    stops when its similar-length rows all end): for distillation, not for the timed test runs."""
     ids = [s[: model.config.max_source_length] or [tokenizer.unk_id] for s in tokenizer.encode_batch(sources)]
-    outputs, passes = [], 0
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if by_length else list(range(len(ids)))
+    outputs: list[str] = [""] * len(ids)
+    passes = 0
     _sync(device)
     start = time.perf_counter()
-    for i in range(0, len(ids), batch_size):
-        source, length = pad_sequences(ids[i : i + batch_size])
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        source, length = pad_sequences([ids[r] for r in rows])
         result = model.translate(source.to(device), length.to(device), **options)
-        outputs.extend(tokenizer.decode(row) for row in result.tokens)
+        for r, tokens in zip(rows, result.tokens):
+            outputs[r] = tokenizer.decode(tokens)
         passes = result.decoder_passes
     _sync(device)
     return outputs, passes, len(ids) / (time.perf_counter() - start)
@@ -86,77 +117,111 @@ def model_config(family: str, vocab: int, args) -> Seq2SeqConfig:
     )  # fmt: skip
 
 
-def _batches(corpus: ParallelCorpus, args):
-    def next_batch(generator: torch.Generator) -> Seq2SeqBatch:
-        b = corpus.sample(args.batch_size, generator=generator)
-        return Seq2SeqBatch(
-            *(t.to(args.device) for t in (b.source, b.source_length, b.target, b.target_length))
-        )
-
-    return next_batch
-
-
-def _config(args, steps: int, lr_warmup: int):
-    precision = "bf16" if args.device.startswith("cuda") else "fp32"
-    return text_train_config(steps=steps, lr=args.lr, warmup_steps=lr_warmup, precision=precision)
-
-
-def measure_steps_per_s(model, corpus: ParallelCorpus, args, glance: bool) -> float:
-    """Optimizer steps per second of this architecture, from a short run on a throw-away copy."""
-    probe = copy.deepcopy(model)
-    stamps: list[float] = []
-
-    def on_step(step: int, loss: float) -> None:
-        _sync(args.device)
-        stamps.append(time.perf_counter())
-
-    schedule = GlanceSchedule(start=0.5, end=0.1, anneal_steps=args.probe_steps) if glance else None
-    train(probe, _batches(corpus, args), _config(args, args.probe_steps, 1), glance=schedule, on_step=on_step)
-    # the first steps pay for allocation and kernel selection (new shapes keep arriving early on): on the
-    # H100 run of 2026-11-23 a 24-step probe timing its last 3/4 under-estimated the rate up to 3.4x
-    skip = max(1, len(stamps) // 2)
-    del probe
-    return (len(stamps) - 1 - skip) / max(stamps[-1] - stamps[skip], 1e-9)
-
-
-def build_and_train(family: str, corpus: ParallelCorpus, vocab: int, args, budget_s: float) -> tuple:
-    """Train one model under a wall-clock budget: (model, steps run, seconds)."""
+def train_model(family: str, pairs: list, vocab: int, args, budget_s: float, tag: str) -> tuple:
+    """Train one model for `budget_s` seconds on encoded (source, target) pairs: (model, training stats)."""
     torch.manual_seed(args.seed)
     model = build_text_model({"model": model_config(family, vocab, args).to_dict()}).to(args.device)
-    glance = family in ("ctc", "dat")
-    rate = measure_steps_per_s(model, corpus, args, glance)
-    steps = max(args.probe_steps, min(args.max_steps, int(0.95 * budget_s * rate)))
-    print(f"  {family}: {rate:.1f} steps/s at batch {args.batch_size} -> {steps} steps in {budget_s:.0f}s",
-          flush=True)  # fmt: skip
-    schedule = GlanceSchedule(start=0.5, end=0.1, anneal_steps=steps) if glance else None
-    start = time.time()
-    losses = train(
-        model, _batches(corpus, args), _config(args, steps, min(4000, steps // 10)), glance=schedule,
-        on_step=lambda s, loss: print(f"  {family} step {s} loss {loss:.3f}", flush=True)
-        if s % args.log_every == 0 else None,
-        time_budget_s=budget_s,
+    batches = BucketedBatches(ParallelCorpus(pairs), args.batch_size, device=args.device, seed=args.seed)
+    glance = GlanceSchedule(start=0.5, end=0.1, anneal_steps=1000) if family in ("ctc", "dat") else None
+    config = text_train_config(
+        steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
+        precision="bf16" if args.device.startswith("cuda") else "fp32",
+        log_every=args.log_every, check_finite_every=args.log_every,
     )  # fmt: skip
-    seconds = time.time() - start
-    print(f"  {family}: {len(losses)} steps in {seconds:.0f}s, final loss {losses[-1]:.3f}", flush=True)
-    return model, len(losses), seconds
+    start = time.perf_counter()
+    losses = train(
+        model, batches, config, glance=glance, time_budget_s=budget_s, schedule_by_time=True,
+        on_step=lambda s, loss: print(f"  {tag} step {s} loss {loss:.3f} ({time.perf_counter() - start:.0f}s)",
+                                      flush=True),
+        on_step_every=args.log_every,
+    )  # fmt: skip
+    _sync(args.device)
+    seconds = time.perf_counter() - start
+    tail = losses[-min(len(losses), 50) :]
+    stats = {
+        "train_steps": len(losses),
+        "train_seconds": round(seconds, 1),
+        "steps_per_s": round(len(losses) / seconds, 1),
+        "epochs": round(len(losses) / len(batches), 1),
+        "final_loss": round(sum(tail) / len(tail), 3) if tail else math.nan,  # no step: budget spent
+    }
+    print(f"  {tag}: {json.dumps(stats)}", flush=True)
+    return model, stats
 
 
-def evaluate(name: str, model, tokenizer, test, args, *, options: dict, bleu: bool = True) -> dict:
-    """BLEU over `test` (timed at batch 64) and sentences/s at batch 1 over its first sentences."""
+def nar_job(job: dict) -> dict:
+    """One NAR training (run in a worker process): its weights on the CPU and its training stats."""
+    args = argparse.Namespace(**job["args"])
+    _setup_torch(args.device, job["threads"])
+    tag = f"{job['family']}-{job['label']}"
+    model, stats = train_model(job["family"], job["pairs"], job["vocab"], args, job["budget_s"], tag)
+    # weights travel as bytes: tensors sent between processes each hold a file descriptor open
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, buffer)
+    return {"family": job["family"], "label": job["label"], "state": buffer.getvalue(), **stats}
+
+
+def run_nar_jobs(jobs: list[dict], args) -> list[dict]:
+    """Run the NAR trainings: in `args.workers` spawned processes sharing the device (CUDA needs spawn), or
+    one after the other in this process when `args.workers` <= 1. Results come back as jobs finish."""
+    if args.workers <= 1:
+        return [nar_job(job) for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    results = []
+    with ProcessPoolExecutor(max_workers=min(args.workers, len(jobs)), mp_context=context) as pool:
+        futures = {pool.submit(nar_job, job): f"{job['family']}-{job['label']}" for job in jobs}
+        for future in as_completed(futures):
+            try:
+                results.append(future.result())
+            except Exception as error:  # one failed training (e.g. out of memory) must not lose the table
+                print(f"  {futures[future]} FAILED: {type(error).__name__}: {error}", flush=True)
+    return results
+
+
+def distil(ar, tokenizer, train_pairs: list, args) -> tuple[ParallelCorpus, dict]:
+    """The training set with the AR model's beam outputs as targets; an empty output (or one over the length
+    limit) keeps the reference target."""
+    start = time.perf_counter()
+    outputs, _, _ = translate_all(
+        ar, tokenizer, [s for s, _ in train_pairs], args.distil_batch, args.device, by_length=True,
+        beam_size=args.distil_beam,
+    )  # fmt: skip
+    lengths = [len(ids) for ids in tokenizer.encode_batch(outputs)]
+    fallback = [not 0 < n <= MAX_TOKENS for n in lengths]
+    pairs = [(s, t if bad else d) for (s, t), d, bad in zip(train_pairs, outputs, fallback)]
+    corpus = ParallelCorpus.from_text(tokenizer, pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS)
+    stats = {
+        "distillation_seconds": round(time.perf_counter() - start, 1),
+        "distillation_fallbacks": sum(fallback),
+    }
+    print(f"distilled {len(corpus)} pairs: {json.dumps(stats)}", flush=True)
+    return corpus, stats
+
+
+def evaluate(
+    name: str, model, tokenizer, test, args, *, options: dict, bleu: bool = True, batch1: bool = True
+) -> dict:
+    """BLEU over `test` (timed at batch 64) and sentences/s at batch 1 over its first sentences (skipped
+    when not `batch1`: a run short of time keeps its BLEU column)."""
     sources, references = [s for s, _ in test], [t for _, t in test]
     translate_all(model, tokenizer, sources[:64], 64, args.device, **options)  # warm-up
     timed64 = sources if bleu else sources[: args.speed_sentences_64]
     hyps, passes, speed64 = translate_all(model, tokenizer, timed64, 64, args.device, **options)
-    _, _, speed1 = translate_all(model, tokenizer, sources[: args.speed_sentences], 1, args.device, **options)
+    speed1 = None
+    if batch1:
+        _, _, speed1 = translate_all(
+            model, tokenizer, sources[: args.speed_sentences], 1, args.device, **options
+        )
     row = {
         "model": name,
         "decoder_passes": passes,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "sent_per_s_batch1": round(speed1, 1),
+        "sent_per_s_batch1": None if speed1 is None else round(speed1, 1),
         "sent_per_s_batch64": round(speed64, 1),
     }
     if bleu:
         row["bleu"] = round(corpus_bleu(hyps, references), 2)
+        row["example"] = hyps[0]
     print(json.dumps(row), flush=True)
     return row
 
@@ -171,16 +236,19 @@ class ModelArchive:
         for old in folder.glob(f"{stem}_*.tar"):
             old.unlink()
 
-    def add(self, name: str, model, tokenizer) -> None:
+    def add(self, name: str, model, tokenizer) -> int:
+        """Archive `model` as `name/`; returns the bytes of its largest file (the fp16 weights)."""
         with tempfile.TemporaryDirectory() as tmp:
             saved = save_text_model(model, tokenizer, Path(tmp) / name)
-            size = sum(f.stat().st_size for f in saved.rglob("*") if f.is_file())
+            sizes = [f.stat().st_size for f in saved.rglob("*") if f.is_file()]
+            size = sum(sizes)
             path = self.folder / f"{self.stem}_{self.index}.tar"
             if path.exists() and path.stat().st_size + size > self.max_bytes:
                 self.index += 1
                 path = self.folder / f"{self.stem}_{self.index}.tar"
             with tarfile.open(path, "a") as tar:
                 tar.add(saved, arcname=name)
+        return max(sizes)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -189,13 +257,32 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def print_table(rows: list[dict]) -> None:
-    print("\n| model | BLEU | passes | params | sent/s b1 | sent/s b64 | steps | train s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r.get('bleu', '')} | {r['decoder_passes']} | {r['parameters']:,} | "
-              f"{r['sent_per_s_batch1']} | {r['sent_per_s_batch64']} | {r.get('train_steps', '')} | "
-              f"{r.get('train_seconds', '')} |")  # fmt: skip
+def _cell(rows: list, key: str) -> str:
+    """'raw / distilled' values of `key` for the rows there are ('-' where a value is missing)."""
+    values = [row.get(key) for row in rows if row is not None]
+    return " / ".join("-" if v is None else str(v) for v in values) or "n/a"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The markdown table of the run: one line per decoding, raw and distilled models side by side."""
+    lines = [
+        "| family | BLEU raw | BLEU distilled | passes | params | fp16 MB | steps raw / dist "
+        "| b1 sent/s raw / dist | b64 sent/s raw / dist |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in DECODING:
+        found = {r["data"]: r for r in rows if r["decoding"] == name}
+        if not found:
+            continue
+        raw, dist = found.get("raw"), found.get("distilled")
+        pair = [raw, dist]
+        any_row = raw or dist
+        lines.append(
+            f"| {name} | {_cell([raw], 'bleu')} | {_cell([dist], 'bleu')} | {_cell(pair, 'decoder_passes')} | "
+            f"{any_row['parameters']:,} | {any_row['fp16_bytes'] / 1e6:.2f} | {_cell(pair, 'train_steps')} | "
+            f"{_cell(pair, 'sent_per_s_batch1')} | {_cell(pair, 'sent_per_s_batch64')} |"
+        )
+    return "\n".join(lines)
 
 
 def speed_from_archive(args) -> None:
@@ -218,125 +305,148 @@ def speed_from_archive(args) -> None:
         args.out_dir / "text_multi30k_speed.json",
         {"device": args.device, "threads": torch.get_num_threads(), "rows": rows},
     )
-    print_table(rows)
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['decoder_passes']} | {r['sent_per_s_batch1']} | {r['sent_per_s_batch64']} |"
+        )
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--families", default="nat,cmlm,ctc,dat")
-    parser.add_argument("--budget-ar", type=float, default=70.0, help="training seconds of the AR model")
-    parser.add_argument("--budget-nar", type=float, default=32.0, help="training seconds of each NAR model")
-    parser.add_argument("--deadline-s", type=float, default=0.0, help="whole-run seconds: NAR budgets "
-                        "shrink so that the run ends by then (0: no deadline)")  # fmt: skip
-    parser.add_argument("--max-steps", type=int, default=30000)
-    parser.add_argument("--probe-steps", type=int, default=60, help="steps of the throughput probe")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--vocab-size", type=int, default=6000)
-    parser.add_argument("--ctc-upsample", type=float, default=3.0)
-    parser.add_argument("--dat-upsample", type=float, default=4.0)
-    parser.add_argument("--limit-train", type=int, default=0, help="use only the first N training pairs")
-    parser.add_argument("--limit-test", type=int, default=0, help="use only the first N test pairs")
-    parser.add_argument("--speed-sentences", type=int, default=100, help="sentences timed at batch 1")
-    parser.add_argument("--speed-sentences-64", type=int, default=256, help="sentences timed at batch 64 "
-                        "by --speed-from (training runs time the whole test set)")  # fmt: skip
-    parser.add_argument("--distil-batch", type=int, default=512)
-    parser.add_argument("--no-raw", action="store_true", help="skip NAR training on the raw targets")
-    parser.add_argument("--log-every", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument(
-        "--speed-from",
-        type=Path,
-        nargs="+",
-        help="model tars of a training run: measure speed only, on --device",
-    )
-    args = parser.parse_args()
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    add = parser.add_argument
+    add("--data-dir", type=Path, default=default_data_dir())
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--families", default="nat,cmlm,ctc,dat")
+    add("--budget-ar", type=float, default=150.0, help="training seconds of the AR model")
+    add("--budget-nar", type=float, default=230.0, help="training seconds of each NAR model")
+    add("--deadline-s", type=float, default=0.0, help="whole-run seconds: the NAR budget shrinks so that the "
+        "run ends by then, counting --eval-reserve-s for the evaluation (0: no deadline)")  # fmt: skip
+    add("--eval-reserve-s", type=float, default=90.0, help="seconds kept for evaluating every model")
+    add("--workers", type=int, default=8, help="NAR trainings at once (processes); <= 1: one by one here")
+    add("--max-steps", type=int, default=100_000, help="cap on optimizer steps of one training")
+    add("--batch-size", type=int, default=256)
+    add("--lr", type=float, default=1e-3)
+    add("--warmup-steps", type=int, default=300)
+    add("--dim", type=int, default=128)
+    add("--layers", type=int, default=3)
+    add("--heads", type=int, default=4)
+    add("--dropout", type=float, default=0.1)
+    add("--vocab-size", type=int, default=3500, help="joint BPE size (3,500: the DAT weights stay "
+        "under 5 MB in fp16)")  # fmt: skip
+    add("--ctc-upsample", type=float, default=3.0)
+    add("--dat-upsample", type=float, default=4.0)
+    add("--limit-train", type=int, default=0, help="use only the first N training pairs")
+    add("--limit-test", type=int, default=0, help="use only the first N test pairs")
+    add("--test-on-train", action="store_true", help="evaluate on the first --limit-test training pairs "
+        "(smoke runs: a model that memorised them scores high, a broken pipeline does not)")  # fmt: skip
+    add("--speed-sentences", type=int, default=100, help="sentences timed at batch 1")
+    add("--speed-sentences-64", type=int, default=256, help="sentences timed at batch 64 by --speed-from "
+        "(training runs time the whole test set)")  # fmt: skip
+    add("--distil-batch", type=int, default=1024)
+    add("--distil-beam", type=int, default=4)
+    add("--no-raw", action="store_true", help="skip NAR training on the raw targets")
+    add("--log-every", type=int, default=500)
+    add("--seed", type=int, default=0)
+    add("--out-dir", type=Path, default=Path("benchmarks/results"))
+    add("--speed-from", type=Path, nargs="+", help="model tars of a training run: measure speed only")
+    return parser.parse_args(argv)
+
+
+def load_data(args) -> tuple[list, list]:
+    """(training pairs, evaluation pairs) as text, cut by --limit-train / --limit-test."""
+    train_pairs = load_multi30k("train", data_dir=args.data_dir)
+    if args.limit_train:
+        train_pairs = train_pairs[: args.limit_train]
+    test = train_pairs if args.test_on_train else load_multi30k("test", data_dir=args.data_dir)
+    if args.limit_test:
+        test = test[: args.limit_test]
+    return train_pairs, test
+
+
+def nar_budget(args, elapsed: float, jobs: int) -> float:
+    """Seconds of each NAR training: --budget-nar, shrunk so that all waves of workers and the evaluation
+    end by --deadline-s."""
+    waves = math.ceil(jobs / max(args.workers, 1))
+    budget = args.budget_nar
+    if args.deadline_s:
+        start = WORKER_START_S if args.workers > 1 else 0.0
+        budget = min(budget, (args.deadline_s - elapsed - args.eval_reserve_s) / waves - start)
+    return max(budget, 1.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    _setup_torch(args.device)
     if args.speed_from:
         speed_from_archive(args)
         return
-    run_start = time.time()
-    train_pairs = load_multi30k("train", data_dir=args.data_dir)
-    test = load_multi30k("test", data_dir=args.data_dir)
-    if args.limit_train:
-        train_pairs = train_pairs[: args.limit_train]
-    if args.limit_test:
-        test = test[: args.limit_test]
+    run_start = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - run_start  # noqa: E731
+    train_pairs, test = load_data(args)
     tokenizer = BPETokenizer.train(
         [s for s, _ in train_pairs] + [t for _, t in train_pairs], vocab_size=args.vocab_size
     )
     vocab = tokenizer.vocab_size
     raw = ParallelCorpus.from_text(tokenizer, train_pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(
-        f"BPE vocabulary {vocab}; {len(raw)} training pairs; device {args.device} ({device_name})", flush=True
-    )
+    print(f"BPE vocabulary {vocab}; {len(raw)} training pairs; device {args.device} ({device_name}); "
+          f"setup {elapsed():.0f}s", flush=True)  # fmt: skip
     archive = ModelArchive(args.out_dir, TAR_STEM)
     results = {"device": device_name, "args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
-    rows = results["rows"]
 
-    def record(row: dict, steps: int, seconds: float) -> None:
-        row.update(train_steps=steps, train_seconds=round(seconds))
-        rows.append(row)
+    ar, ar_stats = train_model("ar", raw.pairs, vocab, args, args.budget_ar, "ar")
+    ar_stats["fp16_bytes"] = archive.add("ar", ar, tokenizer)
+    distilled, distil_stats = distil(ar, tokenizer, train_pairs, args)
+    results.update(distil_stats)
+
+    corpora = ([] if args.no_raw else [("raw", raw)]) + [("distilled", distilled)]
+    jobs = [(family, label, corpus) for family in args.families.split(",") for label, corpus in corpora]
+    budget = nar_budget(args, elapsed(), len(jobs))
+    print(
+        f"{len(jobs)} NAR trainings of {budget:.0f}s, {args.workers} at once; at {elapsed():.0f}s", flush=True
+    )
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(args.workers, len(jobs))))
+    job_args = {k: v for k, v in vars(args).items() if k != "speed_from"}
+    trained = run_nar_jobs(
+        [
+            {"family": f, "label": label, "pairs": c.pairs, "vocab": vocab, "args": job_args,
+             "budget_s": budget, "threads": threads}
+            for f, label, c in jobs
+        ],
+        args,
+    )  # fmt: skip
+    print(f"NAR trainings done at {elapsed():.0f}s", flush=True)
+
+    def record(name: str, model, stats: dict, data: str) -> None:
+        late = bool(args.deadline_s) and elapsed() > args.deadline_s - 20  # keep BLEU, drop batch-1 timing
+        row = evaluate(
+            f"{name} ({data})", model, tokenizer, test, args, options=DECODING[name][1], batch1=not late
+        )
+        row.update(decoding=name, data=data, **stats)
+        results["rows"].append(row)
         _write_json(args.out_dir / "text_multi30k.json", results)
 
-    ar, steps, seconds = build_and_train("ar", raw, vocab, args, args.budget_ar)
-    archive.add("ar", ar, tokenizer)
-    for label in ("ar greedy (static KV cache)", "ar beam 4"):
-        record(evaluate(label, ar, tokenizer, test, args, options=DECODING[label][1]), steps, seconds)
-
-    start = time.time()
-    distilled_targets, _, _ = translate_all(
-        ar, tokenizer, [s for s, _ in train_pairs], args.distil_batch, args.device, beam_size=4
-    )
-    # an empty AR output (or one over the length limit, dropped by from_text) keeps the reference target
-    lengths = [len(ids) for ids in tokenizer.encode_batch(distilled_targets)]
-    fallback = [not 0 < n <= MAX_TOKENS for n in lengths]
-    results["distillation_fallbacks"] = sum(fallback)
-    distilled = ParallelCorpus.from_text(
-        tokenizer,
-        [(s, t if bad else d) for (s, t), d, bad in zip(train_pairs, distilled_targets, fallback)],
-        max_source=MAX_TOKENS,
-        max_target=MAX_TOKENS,
-    )
-    results["distillation_seconds"] = round(time.time() - start, 1)
-    print(f"distilled {len(distilled)} pairs in {time.time() - start:.0f}s ({sum(fallback)} kept the reference)",
-          flush=True)  # fmt: skip
+    for name in ("AR greedy (static KV cache)", "AR beam 4"):
+        record(name, ar, ar_stats, "raw")
     del ar
-
-    jobs = [
-        (family, label, corpus)
-        for family in args.families.split(",")
-        for label, corpus in ([] if args.no_raw else [("raw", raw)]) + [("distilled", distilled)]
-    ]
-    for index, (family, label, corpus) in enumerate(jobs):
-        budget = args.budget_nar
-        if args.deadline_s:  # leave ~15 s per remaining model for its probe and evaluation
-            left = len(jobs) - index
-            budget = min(budget, max(3.0, (args.deadline_s - (time.time() - run_start)) / left - 15.0))
-        model, steps, seconds = build_and_train(family, corpus, vocab, args, budget)
-        archive.add(f"{family}-{label}", model, tokenizer)
-        for name, (fam, options) in DECODING.items():
-            if fam == family:
-                record(
-                    evaluate(f"{name} ({label})", model, tokenizer, test, args, options=options),
-                    steps,
-                    seconds,
-                )
-        del model
-    results["total_seconds"] = round(time.time() - run_start)
+    order = {(f, label): i for i, (f, label, _) in enumerate(jobs)}
+    for job in sorted(trained, key=lambda j: order[(j["family"], j["label"])]):
+        model = build_text_model({"model": model_config(job["family"], vocab, args).to_dict()})
+        model.load_state_dict(torch.load(io.BytesIO(job.pop("state")), weights_only=True))
+        model.to(args.device).eval()
+        stats = {k: v for k, v in job.items() if k not in ("family", "label")}
+        stats["fp16_bytes"] = archive.add(f"{job['family']}-{job['label']}", model, tokenizer)
+        for name, (family, _) in DECODING.items():
+            if family == job["family"]:
+                record(name, model, stats, job["label"])
+    results["presets_fit_5MB"] = {
+        r["model"]: r["fp16_bytes"] <= PRESET_LIMIT_BYTES for r in results["rows"] if r["data"] == "distilled"
+    } | {"AR": ar_stats["fp16_bytes"] <= PRESET_LIMIT_BYTES}
+    results["total_seconds"] = round(elapsed())
+    results["table"] = format_table(results["rows"])
     _write_json(args.out_dir / "text_multi30k.json", results)
-    print(f"total {results['total_seconds']}s")
-    print_table(rows)
+    print(f"total {results['total_seconds']}s\n")
+    print(results["table"])
 
 
 if __name__ == "__main__":

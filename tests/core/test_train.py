@@ -224,3 +224,25 @@ def test_bad_training_step_output_is_a_config_error():
     )
     with pytest.raises(ConfigError, match="scalar loss"):
         trainer.fit()
+
+
+@pytest.mark.parametrize(
+    ("every", "message"), [(1, "the loss is nan at step 3"), (4, "not finite at step 3")]
+)
+def test_non_finite_loss_is_reported_with_its_step(every, message):
+    """A NaN loss at step 3 raises, naming step 3, whether it is read every step or every 4 (no host sync
+    per step: the first bad step is tracked on the device); the deferred check fires at step 4."""
+    calls = []
+
+    def step(model: nn.Module, batch) -> torch.Tensor:
+        calls.append(len(calls))
+        loss = nn.functional.mse_loss(model(batch), torch.zeros_like(batch))
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    config = TrainConfig(steps=10, progress=False, device="cpu", check_finite_every=every)
+    trainer = Trainer(make_model(0), step, lambda index: torch.ones(2, 4), config)
+    with pytest.raises(FloatingPointError, match=message):
+        trainer.fit()
+    assert len(calls) == (3 if every == 1 else 4)
+    with pytest.raises(ConfigError, match="check_finite_every"):
+        TrainConfig(check_finite_every=0)

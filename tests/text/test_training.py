@@ -92,3 +92,74 @@ def test_time_budget_stops_the_run_early_and_keeps_the_trained_weights() -> None
     assert model.weight.abs().sum() > 0 and not model.training
     with pytest.raises(ConfigError, match="time_budget_s"):
         train(RegressionModel(), _batches, text_train_config(steps=2), time_budget_s=0)
+
+
+def _toy_corpus(count: int = 70):
+    from genloom.text.corpus import ParallelCorpus
+
+    generator = torch.Generator().manual_seed(3)
+    lengths = torch.randint(1, 12, (count, 2), generator=generator).tolist()
+    return ParallelCorpus([([5 + i % 7] * s, [6 + i % 5] * t) for i, (s, t) in enumerate(lengths)])
+
+
+def test_bucketed_batches_cover_each_epoch_once_with_exact_widths_and_little_padding() -> None:
+    from genloom.text.corpus import BucketedBatches
+
+    corpus = _toy_corpus()
+    batches = BucketedBatches(corpus, 8, seed=1, pool=4)
+    assert len(batches) == 70 // 8
+    seen, padded_cells = [], 0
+    for index in range(len(batches)):
+        batch = batches.batch(index)
+        assert batch.source.shape[1] == int(batch.source_length.max())  # exact widths, as pad_sequences
+        assert batch.target.shape[1] == int(batch.target_length.max())
+        padded_cells += batch.target.numel()
+        for row in range(8):
+            source = batch.source[row, : batch.source_length[row]].tolist()
+            target = batch.target[row, : batch.target_length[row]].tolist()
+            seen.append(corpus.pairs.index((source, target)) if (source, target) in corpus.pairs else -1)
+    assert -1 not in seen and len(seen) == 64
+    random_cells = sum(
+        corpus.sample(8, generator=torch.Generator().manual_seed(i)).target.numel() for i in range(8)
+    )
+    assert padded_cells < random_cells  # length buckets pad less than random batches
+    again = BucketedBatches(corpus, 8, seed=1, pool=4)  # a batch depends only on (seed, index): resumable
+    for index in (3, len(batches) + 2):
+        torch.testing.assert_close(again.batch(index).target, batches.batch(index).target)
+    assert not torch.equal(batches.batch(len(batches)).target, batches.batch(0).target)  # a new epoch
+
+
+def test_indexed_batches_train_a_model_without_a_generator() -> None:
+    from genloom.text.corpus import BucketedBatches
+
+    class Seq2SeqMean(RegressionModel):
+        def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> torch.Tensor:  # type: ignore[override]
+            features = torch.stack([batch.source.float().mean(1), batch.target.float().mean(1)] * 2, 1)
+            return super().loss(features, glance_ratio=glance_ratio)
+
+    batches = BucketedBatches(_toy_corpus(), 16)
+    losses = train(Seq2SeqMean(), batches, text_train_config(steps=30, lr=0.05, warmup_steps=2))
+    assert len(losses) == 30 and losses[-1] < losses[0]
+
+
+def test_schedule_by_time_anneals_lr_and_glance_over_the_run_and_logs_sparsely() -> None:
+    """With a long budget the progress is step / steps: the glance ratio anneals over the 20 steps, the
+    learning rate warms up then decays to min_lr; `on_step` is called every 5 steps only."""
+    from genloom.text.training import progress_lr
+
+    model = RegressionModel()
+    schedule = GlanceSchedule(start=0.5, end=0.1, anneal_steps=1000)
+    config = text_train_config(steps=20, lr=0.1, warmup_steps=2)
+    logged: list[int] = []
+    train(
+        model, _batches, config, glance=schedule, time_budget_s=1000.0, schedule_by_time=True,
+        on_step=lambda step, loss: logged.append(step), on_step_every=5,
+    )  # fmt: skip
+    expected = [schedule.ratio(1000 * s / 20) for s in range(20)]
+    assert model.ratios == pytest.approx(expected, abs=0.01)
+    assert logged == [0, 5, 10, 15]
+    assert progress_lr(0, 0.0, config) == pytest.approx(0.05)  # warm-up by optimizer steps
+    assert progress_lr(5, 0.0, config) == pytest.approx(0.1)
+    assert progress_lr(5, 1.0, config) == pytest.approx(config.min_lr)
+    with pytest.raises(ConfigError, match="schedule_by_time"):
+        train(RegressionModel(), _batches, config, schedule_by_time=True)

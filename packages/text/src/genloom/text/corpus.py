@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from genloom.core.tokenizers import TextTokenizer
 from genloom.text.errors import DataNotFoundError, TextInputError
@@ -75,6 +76,90 @@ class ParallelCorpus:
             (s, t) for s, t in zip(sources, targets) if 0 < len(s) <= max_source and 0 < len(t) <= max_target
         ]
         return cls(kept)
+
+
+class BucketedBatches:
+    """Length-bucketed training batches of a `ParallelCorpus`, served from padded tensors on `device`.
+
+    Why: building a batch from Python lists (padding 256 rows, copying them to the GPU) cost more host time
+    than a small model's whole GPU step. Here the corpus is padded once into [N, max_length] tensors on
+    the device; each epoch a permutation is drawn on the host, cut into pools of `pool` batches, sorted
+    by length inside each pool (batches of similar lengths: little padding, and the O(length) loops of
+    the CTC / DAG losses run fewer times), cut into batches of `batch_size` (the remainder of the epoch
+    is left out) and the batch order shuffled. The epoch's order goes to the device in one copy; a batch
+    is then a slice of it, gathered on the device and cut to its widest row rounded up to `multiple`
+    (1, the default, keeps the exact widths that `pad_sequences` gives and the NAT losses expect of
+    targets; a larger multiple gives fewer distinct shapes to models that accept extra padding). `batch(index)` depends only on (seed, index), so a resumed run draws
+    the batches of an uninterrupted one (`training.train` accepts this object as its batch source).
+    """
+
+    def __init__(
+        self,
+        corpus: ParallelCorpus,
+        batch_size: int,
+        *,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        pool: int = 50,
+        multiple: int = 1,
+    ) -> None:
+        if batch_size < 1 or pool < 1 or multiple < 1:
+            raise TextInputError(
+                f"batch_size, pool and multiple must be >= 1, got {batch_size}, {pool}, {multiple}"
+            )
+        self.batch_size = min(batch_size, len(corpus))
+        self.device, self.seed, self.pool, self.multiple = torch.device(device), seed, pool, multiple
+        source, self.source_length = pad_sequences([s for s, _ in corpus.pairs])
+        target, self.target_length = pad_sequences([t for _, t in corpus.pairs])
+        self.source = source.to(self.device)
+        self.target = target.to(self.device)
+        self._source_length = self.source_length.to(self.device)
+        self._target_length = self.target_length.to(self.device)
+        self._epoch = -1
+        self._order = torch.empty(0, dtype=torch.long, device=self.device)
+        self._widths: list[tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return len(self.source_length) // self.batch_size
+
+    def _width(self, lengths: Tensor, full: int) -> int:
+        return min(full, -(-int(lengths.max()) // self.multiple) * self.multiple)
+
+    def _build_epoch(self, epoch: int) -> None:
+        """Draw the order and padded widths of every batch of `epoch` (host work, once per epoch)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        size, count = self.batch_size, len(self)
+        permutation = torch.randperm(len(self.source_length), generator=generator)[: size * count]
+        key = self.target_length * 1024 + self.source_length  # sort by target, then source length
+        chunks = []
+        for pool in permutation.split(size * self.pool):
+            chunks.append(pool[torch.argsort(key[pool], stable=True)])
+        batches = torch.cat(chunks).view(count, size)
+        batches = batches[torch.randperm(count, generator=generator)]
+        self._widths = [
+            (
+                self._width(self.source_length[rows], self.source.shape[1]),
+                self._width(self.target_length[rows], self.target.shape[1]),
+            )
+            for rows in batches
+        ]
+        self._order = batches.reshape(-1).to(self.device)
+        self._epoch = epoch
+
+    def batch(self, index: int) -> Seq2SeqBatch:
+        """Batch number `index` of the endless stream (epoch `index // len(self)`)."""
+        epoch, position = divmod(index, len(self))
+        if epoch != self._epoch:
+            self._build_epoch(epoch)
+        rows = self._order[position * self.batch_size : (position + 1) * self.batch_size]
+        source_width, target_width = self._widths[position]
+        return Seq2SeqBatch(
+            self.source[:, :source_width].index_select(0, rows),
+            self._source_length.index_select(0, rows),
+            self.target[:, :target_width].index_select(0, rows),
+            self._target_length.index_select(0, rows),
+        )
 
 
 def read_tsv_pairs(path: str | Path) -> list[tuple[str, str]]:

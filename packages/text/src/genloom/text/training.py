@@ -4,15 +4,22 @@ A model is anything with `loss(batch, glance_ratio=...) -> Tensor`; batches come
 `next_batch(generator)` so the same code trains on a synthetic task, a Markov source or Multi30k. What is
 text-specific lives here only: the defaults of the text recipes (`text_train_config`), the GLAT glance
 ratio annealed from the trainer's step inside the training step, and batches drawn from a generator seeded
-by (seed, batch index), so a resumed run draws exactly the batches of an uninterrupted one.
+by (seed, batch index) or taken by index from an `IndexedBatches` source, so a resumed run draws exactly
+the batches of an uninterrupted one.
+
+The training step keeps the loss on the device (no host sync per step): the per-step losses are read back
+once, at the end, and `on_step` sees a float only every `on_step_every` steps. Runs under a wall-clock
+budget can follow it (`schedule_by_time`): the learning rate and glance ratio are functions of the elapsed
+fraction of the budget, so the run ends annealed whatever throughput the machine gives.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -22,7 +29,7 @@ from genloom.core.train import TrainConfig, Trainer
 from genloom.text.glat import GlanceSchedule
 from genloom.text.tasks import Seq2SeqBatch
 
-__all__ = ["TimeBudgetReached", "text_train_config", "train"]
+__all__ = ["IndexedBatches", "TimeBudgetReached", "progress_lr", "text_train_config", "train"]
 
 _SEED_STRIDE = 1_000_003  # batch generators of different seeds never share a seed
 
@@ -66,6 +73,25 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
+@runtime_checkable
+class IndexedBatches(Protocol):
+    """A batch source addressed by batch index (e.g. `corpus.BucketedBatches`): batches prepared up front,
+    no generator per step."""
+
+    def batch(self, index: int) -> object: ...
+
+
+def progress_lr(step: int, progress: float, config: TrainConfig) -> float:
+    """Learning rate of a budget-driven run: linear warm-up over `config.warmup_steps` optimizer steps, then
+    a cosine from `config.lr` to `config.min_lr` over `progress` in [0, 1] (fraction of the budget spent)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    progress = min(max(progress, 0.0), 1.0)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
 class TimeBudgetReached(Exception):
     """Raised inside the training loop when a run's wall-clock budget is spent (caught by `train`)."""
 
@@ -84,45 +110,71 @@ class _LossAsForward(nn.Module):
 
 def train(
     model: nn.Module,
-    next_batch: Callable[[torch.Generator], object],
+    next_batch: Callable[[torch.Generator], object] | IndexedBatches,
     config: TrainConfig,
     *,
     glance: GlanceSchedule | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    on_step_every: int = 1,
     time_budget_s: float | None = None,
+    schedule_by_time: bool = False,
 ) -> list[float]:
     """Train `model` in place with the core `Trainer`; returns the loss of every step (0-based order).
 
-    `glance` anneals the GLAT glance ratio with the optimizer step (None: no glancing). `config.device`
-    "auto" means the device the model's parameters are on. `on_step(step, loss)` is called for every
-    (micro-)batch. `time_budget_s` stops the run before the first batch that would start after that many
-    seconds (the schedule is not shortened: size `config.steps` to the budget; see the Multi30k benchmark),
-    and no final checkpoint is written then. The model is left in eval mode.
+    `next_batch(generator)` draws a batch from a generator seeded by (seed, batch index), or `next_batch`
+    is an `IndexedBatches` whose `batch(index)` is used directly. `glance` anneals the GLAT glance ratio
+    with the optimizer step (None: no glancing). `config.device` "auto" means the device the model's
+    parameters are on. `on_step(step, loss)` is called for every (micro-)batch of every `on_step_every`-th
+    step (each call reads the loss back from the device). `time_budget_s` stops the run before the first
+    batch that would start more than that many seconds after the first one (set-up is not counted, and at
+    least one step runs), and no final checkpoint is written then. Without
+    `schedule_by_time` the schedule is not shortened (size `config.steps` to the budget); with it the
+    learning rate (`progress_lr`) and the glance ratio follow the progress max(elapsed / budget,
+    step / config.steps), so `config.steps` becomes a cap. The model is left in eval mode.
     """
     if time_budget_s is not None and time_budget_s <= 0:
         raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
+    if schedule_by_time and time_budget_s is None:
+        raise ConfigError("schedule_by_time needs time_budget_s")
+    if on_step_every < 1:
+        raise ConfigError(f"on_step_every must be >= 1, got {on_step_every}")
     if config.device == "auto":
         config = dataclasses.replace(config, device=str(next(model.parameters()).device))
     device = torch.device(config.device)
-    step_losses: dict[int, list[float]] = {}
+    step_losses: dict[int, list[torch.Tensor]] = {}
     trainer: Trainer | None = None
 
     def batch_at(index: int) -> object:
+        if isinstance(next_batch, IndexedBatches):
+            return next_batch.batch(index)
         generator = torch.Generator().manual_seed(config.seed * _SEED_STRIDE + index)
         return next_batch(generator)
 
-    started = time.perf_counter()
+    started: list[float] = []  # when the first training step began: set-up does not eat the budget
+
+    def elapsed() -> float:
+        if not started:
+            started.append(time.perf_counter())
+        return time.perf_counter() - started[0]
+
+    def progress(step: int) -> float:
+        return max(elapsed() / time_budget_s, step / config.steps)
 
     def training_step(module: nn.Module, batch: object) -> torch.Tensor:
-        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+        if time_budget_s is not None and elapsed() > time_budget_s:
             raise TimeBudgetReached
         step = trainer.step
-        ratio = glance.ratio(step) if glance is not None else 0.0
+        if schedule_by_time:
+            done = progress(step)
+            for group in trainer.optimizer.param_groups:  # overrides the trainer's step-based scheduler
+                group["lr"] = progress_lr(step, done, config)
+            ratio = glance.ratio(done * glance.anneal_steps) if glance is not None else 0.0
+        else:
+            ratio = glance.ratio(step) if glance is not None else 0.0
         loss = module(_to_device(batch, device), ratio)
-        value = loss.item()
-        step_losses.setdefault(step, []).append(value)
-        if on_step is not None:
-            on_step(step, value)
+        step_losses.setdefault(step, []).append(loss.detach().float())
+        if on_step is not None and step % on_step_every == 0:
+            on_step(step, loss.item())
         return loss
 
     trainer = Trainer(_LossAsForward(model), training_step, batch_at, config)
@@ -131,4 +183,12 @@ def train(
     except TimeBudgetReached:
         trainer.optimizer.zero_grad(set_to_none=True)
     model.eval()
-    return [sum(values) / len(values) for _, values in sorted(step_losses.items())]
+    return _mean_losses(step_losses)
+
+
+def _mean_losses(step_losses: dict[int, list[torch.Tensor]]) -> list[float]:
+    """Mean micro-batch loss of each step, in step order, read back from the device in one transfer."""
+    if not step_losses:
+        return []
+    means = [torch.stack(values).mean() for _, values in sorted(step_losses.items())]
+    return torch.stack(means).tolist()

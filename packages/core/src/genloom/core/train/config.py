@@ -36,6 +36,9 @@ class TrainConfig:
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     seed: int = 0
     log_every: int = 10
+    # a non-finite loss raises FloatingPointError; checking it reads the loss back (a host sync that stalls
+    # the GPU queue), so N > 1 checks every N steps (the weights may then have taken a non-finite update)
+    check_finite_every: int = 1
     ckpt_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2  # newest N step folders kept; 0 keeps all
     out_dir: str | None = None  # checkpoints, metrics.jsonl; None: nothing written
@@ -81,6 +84,10 @@ class TrainConfig:
                 f"strategy must be auto, none, ddp or fsdp2, got {self.strategy!r}",
             ),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (
+                self.check_finite_every >= 1,
+                f"check_finite_every must be >= 1, got {self.check_finite_every}",
+            ),
             (self.ckpt_every >= 0, f"ckpt_every must be >= 0, got {self.ckpt_every}"),
             (self.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0, got {self.keep_checkpoints}"),
         ]
