@@ -14,6 +14,7 @@ forward passes and wall time only. Greedy Jacobi is checked to return exactly th
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +107,7 @@ def _measure(
         if name.startswith("Jacobi"):
             assert torch.equal(tokens, greedy_tokens), "greedy Jacobi must reproduce greedy decoding"
         rows.append((name, passes, seconds / len(labels), judge(tokens) if judge else None))
+        print(f"  {name}: {passes} passes, {seconds:.2f} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    started = time.perf_counter()
     if args.quick:
         args.n, args.n_large = 10, 2
     folder = Path(args.model) if Path(args.model).is_dir() else shipped_preset_dir(args.model)
@@ -178,6 +181,7 @@ def main() -> None:
             f"{args.n_large} images in one batch, {name})",
             _measure(large, large_labels, args, 1.0, None),
         )
+    lines.append(f"total benchmark time {time.perf_counter() - started:.0f} s")
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

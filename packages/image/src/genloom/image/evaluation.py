@@ -16,6 +16,7 @@ from genloom.core.sampling.logits import SamplingParams
 from genloom.image.data import ImageDataset
 from genloom.image.judge import Judge
 from genloom.image.pipeline import ImagePipeline
+from genloom.image.tokenizer_training import reconstruct
 
 
 @dataclass
@@ -62,3 +63,20 @@ def real_vs_real_frechet(judge: Judge, train: ImageDataset, test: ImageDataset) 
     generator = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(train), generator=generator)[: len(test)]
     return judge.evaluate(train.images[pick], train.labels[pick], test.images).frechet
+
+
+@torch.no_grad()
+def reconstruction_accuracy(
+    judge: Judge, tokenizer: torch.nn.Module, reference: ImageDataset, *, batch_size: int = 256
+) -> float:
+    """Judge class accuracy of the tokenizer's reconstructions of `reference`: the ceiling of any generator
+    on that tokenizer (the compact shapes VQ scored 0.958, its multi-scale VQ 0.923: crosses turn circles)."""
+    device = next(tokenizer.parameters()).device
+    was_training = tokenizer.training
+    tokenizer.eval()
+    images = [
+        reconstruct(tokenizer, chunk.to(device)).clamp(-1, 1).cpu()
+        for chunk in reference.images.split(batch_size)
+    ]
+    tokenizer.train(was_training)
+    return judge.evaluate(torch.cat(images), reference.labels, reference.images).class_accuracy

@@ -8,7 +8,6 @@ decay, gradient clipping, an EMA copy of the weights, and the held-out loss in t
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import torch.nn as nn
 
 from genloom.image.data import ImageDataset
 from genloom.image.pipeline import FAMILY_NAMES, TOKENIZER_OF, tokens_of
+from genloom.image.tokenizer_training import WallClockCosine, set_lr
 
 
 @dataclass
@@ -31,6 +31,7 @@ class GeneratorTrainConfig:
     log_every: int = 250
     eval_samples: int = 512  # held-out images scored at each log
     seed: int = 0
+    time_budget_s: float | None = None  # wall-clock cap: the cosine decay ends and training stops at it
 
 
 @torch.no_grad()
@@ -62,6 +63,23 @@ def _loss(
     return model.loss(labels, tokens)
 
 
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p, 1 - decay)
+
+
+@torch.no_grad()
+def _held_out_loss(
+    family: str, scored: nn.Module, tokenizer: nn.Module, held_out: ImageDataset, eval_tokens: torch.Tensor
+) -> float:
+    """The training loss of `scored` (in eval mode) on the held-out tokens."""
+    device = next(scored.parameters()).device
+    scored.eval()
+    labels = held_out.labels[: len(eval_tokens)].to(device)
+    return _loss(family, scored, tokenizer, labels, eval_tokens.to(device)).item()
+
+
 def train_generator(
     model: nn.Module,
     tokenizer: nn.Module,
@@ -71,14 +89,19 @@ def train_generator(
     held_out: ImageDataset | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    stats: dict[str, float] | None = None,
 ) -> nn.Module:
-    """Train `model` on the tokens of `train`; returns the EMA model when `ema_decay` is set, else `model`."""
+    """Train `model` on the tokens of `train`; returns the EMA model when `ema_decay` is set, else `model`.
+
+    Training runs `config.steps` steps, or fewer when `config.time_budget_s` runs out first (the cosine decay
+    follows whichever ends first); `stats`, when given, receives the steps done and the seconds taken."""
     family = FAMILY_NAMES[model.family]
     if not isinstance(tokenizer, TOKENIZER_OF[family]):
         raise TypeError(
             f"a {family} generator trains on a {TOKENIZER_OF[family].__name__}, got {type(tokenizer).__name__}"
         )
     cfg = config or GeneratorTrainConfig()
+    schedule = WallClockCosine(cfg.steps, cfg.warmup_steps, cfg.time_budget_s)  # the budget counts tokenizing
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     tokens = tokenize_dataset(family, tokenizer, model, train, device=device)
@@ -97,36 +120,29 @@ def train_generator(
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / max(1, cfg.warmup_steps))
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
-        ),
-    )
-    start = time.time()
-    for step in range(1, cfg.steps + 1):
+    start, step, done = time.time(), 0, False
+    while not done:
+        set_lr(optimizer, cfg.lr, schedule.lr_factor(step))
+        step += 1
         idx = torch.randint(len(tokens), (cfg.batch_size,), generator=generator)
         loss = _loss(family, model, tokenizer, train.labels[idx].to(device), tokens[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
         if ema is not None:
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), model.parameters()):
-                    p_ema.lerp_(p, 1 - cfg.ema_decay)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+            _update_ema(ema, model, cfg.ema_decay)
+        done = schedule.finished(step)
+        if step % cfg.log_every == 0 or done:
             message = f"[{family}] step {step}/{cfg.steps} train loss {loss.item():.4f}"
             if eval_tokens is not None:
-                scored = ema if ema is not None else model.eval()
-                with torch.no_grad():
-                    labels = held_out.labels[: len(eval_tokens)].to(device)
-                    held = _loss(family, scored, tokenizer, labels, eval_tokens.to(device)).item()
+                held = _held_out_loss(
+                    family, ema if ema is not None else model, tokenizer, held_out, eval_tokens
+                )
                 model.train()
                 message += f" held-out loss {held:.4f}"
             log(f"{message} ({time.time() - start:.0f}s)")
+    if stats is not None:
+        stats.update(steps=step, seconds=time.time() - start)
     model.eval()
     return ema if ema is not None else model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from genloom.core.sampling.logits import SamplingParams
 from genloom.image.models.masked_autoregressive import MARConfig, MaskedAutoregressive, vit_config
 from genloom.image.models.masked_tokens import MaskGIT, MaskGITConfig, maskgit_transformer_config
 from genloom.image.models.next_scale import NextScaleAR, NextScaleConfig, var_transformer_config
@@ -141,9 +142,22 @@ def build_generator(
     raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
 
+GENERATOR_LR = {"ar": 1e-3, "var": 1e-3, "maskgit": 1e-3, "mar": 5e-4}
+"""AdamW peak learning rate of each family's generator (warmup, then cosine decay)."""
+
 DEFAULT_SAMPLING = {
     "ar": {"cfg_scale": 2.0, "top_k": 64},
     "var": {"cfg_scale": 2.0, "top_k": 64},
     "maskgit": {"cfg_scale": 2.0, "steps": 8, "choice_temperature": 4.5},
     "mar": {"cfg_scale": 2.0, "num_iter": 16, "clip_x0": 3.0},
 }
+"""Sampling settings stored in a new preset's `preset.json` (its defaults for the CLI, demo and scoring)."""
+
+
+def sampling_params(settings: dict) -> SamplingParams:
+    """The token sampling of a preset's settings (`temperature`, `top_k`, `top_p`; absent: off / 1.0)."""
+    return SamplingParams(
+        temperature=float(settings.get("temperature", 1.0)),
+        top_k=settings.get("top_k"),
+        top_p=settings.get("top_p"),
+    )

@@ -64,6 +64,43 @@ class TokenizerTrainConfig:
     log_every: int = 100
     eval_images: int = 256
     seed: int = 0
+    time_budget_s: float | None = None  # wall-clock cap: the cosine decay ends and training stops at it
+    restart_scale_codes_after: int | None = 200  # multi-scale VQ: re-seed codes idle this many steps
+
+
+@dataclass
+class WallClockCosine:
+    """Linear warmup then cosine decay over whichever ends first: `steps` or `seconds` of wall clock.
+
+    Progress is max(step / steps, elapsed / seconds), so a run given a time budget still decays its learning
+    rate to zero and stops on time, whatever speed the device turns out to have.
+    """
+
+    steps: int
+    warmup_steps: int
+    seconds: float | None = None
+    start: float = field(default_factory=time.monotonic)
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done after `step` optimizer steps, in [0, 1]."""
+        done = step / max(1, self.steps)
+        if self.seconds is not None:
+            done = max(done, (time.monotonic() - self.start) / max(self.seconds, 1e-9))
+        return min(1.0, done)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate for the step after `step` steps."""
+        warmup = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        return warmup * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+
+    def finished(self, step: int) -> bool:
+        return step >= self.steps or self.progress(step) >= 1.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+    """Set every parameter group's learning rate to `base_lr * factor`."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor
 
 
 @dataclass
@@ -99,6 +136,11 @@ def _reconstruct(model: Tokenizer, images: torch.Tensor) -> tuple[torch.Tensor, 
     return model.decode(ids), ids
 
 
+def reconstruct(model: Tokenizer, images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] encoded and decoded by `model` (the posterior mode for the KL autoencoder)."""
+    return _reconstruct(model, images)[0]
+
+
 @torch.no_grad()
 def evaluate_tokenizer(model: Tokenizer, images: torch.Tensor, *, batch_size: int = 128) -> TokenizerMetrics:
     """MSE / PSNR of reconstructions of images in [-1, 1] (PSNR on the [0, 1] scale) and codebook usage."""
@@ -122,16 +164,78 @@ def evaluate_tokenizer(model: Tokenizer, images: torch.Tensor, *, batch_size: in
     return TokenizerMetrics(step=0, mse=mse, psnr=psnr, codebook_usage=usage, perplexity=perplexity)
 
 
-def _tokenizer_losses(model: Tokenizer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(reconstruction, auxiliary loss, codes restarted in this step).
+def _tokenizer_losses(
+    model: Tokenizer, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
+    """(reconstruction, auxiliary loss, codes restarted in this step, token ids or None).
 
     The auxiliary loss is the quantizer's codebook/commitment loss, or the weighted KL for the KL autoencoder.
     """
     if isinstance(model, KLAutoencoder):
         out = model(images)
-        return out.reconstruction, model.config.kl_weight * out.posterior.kl().mean(), 0
+        return out.reconstruction, model.config.kl_weight * out.posterior.kl().mean(), 0, None
     out = model(images)
-    return out.reconstruction, out.quantized.loss, _restarted_codes(model.quantize, out.quantized.indices)
+    indices = out.quantized.indices
+    return out.reconstruction, out.quantized.loss, _restarted_codes(model.quantize, indices), indices
+
+
+class ScaleCodeReviver:
+    """Dead-code restarts for the multi-scale residual VQ, whose core quantizer has none.
+
+    Without them VAR's codebook collapses on the small data sets (13 of 256 codes in use). A code that no
+    scale picked for `after` steps is re-seeded with a random vector among those the scales quantized in the
+    current batch (each scale's residual, area-downsampled to its size), where it will be picked again.
+    """
+
+    def __init__(self, model: MultiScaleVQAutoencoder, after: int) -> None:
+        self.model, self.after = model, after
+        self.idle = torch.zeros(model.vocab_size, dtype=torch.long)
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, indices: torch.Tensor) -> int:
+        """Count idle steps from this step's ids; re-seed the codes idle too long. Returns how many."""
+        used = torch.bincount(indices.flatten().cpu(), minlength=self.model.vocab_size) > 0
+        self.idle += 1
+        self.idle[used] = 0
+        dead = torch.nonzero(self.idle >= self.after).flatten()
+        if dead.numel() == 0:
+            return 0
+        vectors = self._quantized_vectors(images)
+        pick = torch.randint(len(vectors), (dead.numel(),), device=vectors.device)
+        weight = self.model.quantize.embedding.weight
+        weight.data[dead.to(weight.device)] = vectors[pick].to(weight.dtype)
+        self.idle[dead] = 0
+        return int(dead.numel())
+
+    def _quantized_vectors(self, images: torch.Tensor) -> torch.Tensor:
+        """Every vector the scales look up for `images`: (N, Cvae)."""
+        quantizer = self.model.quantize
+        features = self.model.encode_features(images).float()
+        _, f_hats = quantizer.quantize_scales(features)
+        before = [torch.zeros_like(features), *f_hats[:-1]]
+        vectors = []
+        for (h, w), f_hat in zip(quantizer.scale_sizes, before, strict=True):
+            rest = F.interpolate(features - f_hat, size=(h, w), mode="area")
+            vectors.append(rest.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+        return torch.cat(vectors)
+
+
+def _log_metrics(
+    model: Tokenizer, eval_images: torch.Tensor, step: int, restarted: int, start: float, loss: float
+) -> tuple[TokenizerMetrics, str]:
+    """Held-out metrics after `step` steps and the log line that reports them."""
+    metrics = evaluate_tokenizer(model, eval_images)
+    metrics.step, metrics.dead_codes_restarted, metrics.seconds = step, restarted, time.time() - start
+    usage = (
+        ""
+        if metrics.codebook_usage is None
+        else f" usage {metrics.codebook_usage:.3f} ppl {metrics.perplexity:.1f}"
+    )
+    line = (
+        f"step {step} loss {loss:.4f} held-out mse {metrics.mse:.4f} psnr {metrics.psnr:.2f}{usage}"
+        f" restarted {restarted} ({metrics.seconds:.0f}s)"
+    )
+    return metrics, line
 
 
 def train_tokenizer(
@@ -143,32 +247,33 @@ def train_tokenizer(
     device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> TokenizerTrainReport:
-    """Train `model` in place on `train` images; returns held-out metrics logged every `log_every` steps."""
+    """Train `model` in place on `train` images; returns held-out metrics logged every `log_every` steps
+    and after the last step (`config.steps`, or fewer when `config.time_budget_s` runs out first)."""
     cfg = config or TokenizerTrainConfig()
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.5, 0.9), weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / max(1, cfg.warmup_steps))
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps))))
-        ),
-    )
+    schedule = WallClockCosine(cfg.steps, cfg.warmup_steps, cfg.time_budget_s)
     disc = disc_opt = None
     if cfg.gan_weight > 0:
         disc = PatchDiscriminator(in_channels=train.channels).to(device).train()
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    reviver = None
+    if isinstance(model, MultiScaleVQAutoencoder) and cfg.restart_scale_codes_after:
+        reviver = ScaleCodeReviver(model, cfg.restart_scale_codes_after)
     eval_images = (held_out or train).images[: cfg.eval_images].to(device)
     report = TokenizerTrainReport()
-    start, restarted = time.time(), 0
-    for step in range(1, cfg.steps + 1):
+    start, restarted, step, done = time.time(), 0, 0, False
+    while not done:
+        set_lr(optimizer, cfg.lr, schedule.lr_factor(step))
+        if disc_opt is not None:
+            set_lr(disc_opt, cfg.lr, schedule.lr_factor(step))
+        step += 1
         idx = torch.randint(len(train), (cfg.batch_size,), generator=generator)
         images = train.images[idx].to(device)
-        recon, aux, n_restarted = _tokenizer_losses(model, images)
+        recon, aux, n_restarted, indices = _tokenizer_losses(model, images)
         restarted += n_restarted
         loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + aux
         use_gan = disc is not None and step >= cfg.gan_start_step
@@ -178,24 +283,18 @@ def train_tokenizer(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        schedule.step()
         if use_gan:
             d_loss = F.relu(1 - disc(images)).mean() + F.relu(1 + disc(recon.detach())).mean()
             disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             disc_opt.step()
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics = evaluate_tokenizer(model, eval_images)
-            metrics.step, metrics.dead_codes_restarted, metrics.seconds = step, restarted, time.time() - start
+        if reviver is not None:
+            restarted += reviver.update(images, indices)
+        done = schedule.finished(step)
+        if step % cfg.log_every == 0 or done:
+            metrics, line = _log_metrics(model, eval_images, step, restarted, start, loss.item())
             report.history.append(metrics)
-            usage = (
-                ""
-                if metrics.codebook_usage is None
-                else f" usage {metrics.codebook_usage:.3f} ppl {metrics.perplexity:.1f}"
-            )
-            log(
-                f"step {step}/{cfg.steps} loss {loss.item():.4f} held-out mse {metrics.mse:.4f} psnr {metrics.psnr:.2f}{usage} restarted {restarted}"
-            )
+            log(line)
     model.eval()
     return report
 
