@@ -201,11 +201,12 @@ def test_top_k_sampling_under_compile_equals_eager_and_stays_in_the_top_k() -> N
     from genloom.core.sampling.logits import draw_noise, sample_with_noise
 
     params = SamplingParams(temperature=0.7, top_k=40)
-    logits = torch.randn(64, 500, generator=torch.Generator().manual_seed(1))
-    noise = draw_noise(tuple(logits.shape), params, torch.Generator().manual_seed(2))
-    assert noise.shape == logits.shape  # top-k alone: Gumbel over the vocabulary, no survivor gather
-    eager = sample_with_noise(logits, params, noise)
-    compiled = torch.compile(sample_with_noise, backend="eager", fullgraph=True)(logits, params, noise)
-    assert torch.equal(eager, compiled)
-    ranks = (logits > logits.gather(-1, eager[:, None])).sum(-1)
-    assert int(ranks.max()) < 40
+    compiled_sampler = torch.compile(sample_with_noise, backend="eager", fullgraph=True)
+    for rows in (3, 64):  # radix select (few rows) and torch.topk (many) under compile
+        logits = torch.randn(rows, 500, generator=torch.Generator().manual_seed(rows))
+        noise = draw_noise(tuple(logits.shape), params, torch.Generator().manual_seed(2))
+        assert noise.shape == logits.shape  # top-k alone: Gumbel over the vocabulary, no survivor gather
+        eager = sample_with_noise(logits, params, noise)
+        assert torch.equal(eager, compiled_sampler(logits, params, noise))
+        ranks = (logits > logits.gather(-1, eager[:, None])).sum(-1)
+        assert int(ranks.max()) < 40
