@@ -50,11 +50,56 @@ PUBLISHED_ETTH1 = {
 }
 
 
-def etth1_config(model: str, horizon: int, *, n_channels: int = 7) -> dict[str, Any]:
-    """TSLib config fields for `model` at `horizon` on an ETT-layout file with `n_channels` columns."""
+# Alternative PatchTST recipes for ETTh1 at lookback 96 (issue 6: our runs of the TSLib script land 6-7 %
+# below the published MSE at horizons 96-336). Each maps to (model overrides by horizon, TrainRecipe fields).
+# - "tslib-script" (the default): TSLib's `PatchTST_ETTh1.sh`, i.e. `_ETTH1_MODEL["patchtst"]` above with
+#   run.py's d_model 512 / d_ff 2048 / dropout 0.1, batch 32, lr 1e-4, 10 epochs, patience 3, type1.
+# - "patchtst-paper": the model hyper-parameters of PatchTST's own ETTh1 script (official repository,
+#   `PatchTST_supervised/scripts/PatchTST/etth1.sh`: e_layers 3, n_heads 4, d_model 16, d_ff 128,
+#   dropout 0.3, batch 128, lr 1e-4) at lookback 96, trained with the TSLib loop above (10 epochs,
+#   patience 3, type1). Not the official training (100 epochs, lookback 336), and the TSLib module's head
+#   dropout is `dropout` (0.3) where the official script sets head_dropout 0. docs/timeseries.md has
+#   what it measured.
+# - "patchtst-paper-training": the same model trained as PatchTST's `run_longExp.py` does (its script's
+#   train_epochs 100, its defaults patience 100 and lradj type3: lr 1e-4 for epochs 1-4, then x0.9
+#   an epoch), still at lookback 96. Lands within 3 % of the published MSE at 96 and 192 (CPU runs in
+#   docs/timeseries.md; 336 and 720 not run).
+def _patchtst_paper_model(horizon: int) -> dict[str, Any]:
+    return {"e_layers": 3, "n_heads": 4, "d_model": 16, "d_ff": 128, "dropout": 0.3}
+
+
+PATCHTST_ETTH1_RECIPES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "tslib-script": (_ETTH1_MODEL["patchtst"], {}),
+    "patchtst-paper": (_patchtst_paper_model, {"batch_size": 128}),
+    "patchtst-paper-training": (
+        _patchtst_paper_model,
+        {"batch_size": 128, "train_epochs": 100, "patience": 100, "lradj": "type3"},
+    ),
+}
+
+
+def _patchtst_recipe(name: str) -> tuple[Any, dict[str, Any]]:
+    if name not in PATCHTST_ETTH1_RECIPES:
+        raise SeriesInputError(f"unknown PatchTST recipe {name!r}; known: {sorted(PATCHTST_ETTH1_RECIPES)}")
+    return PATCHTST_ETTH1_RECIPES[name]
+
+
+def etth1_config(
+    model: str, horizon: int, *, n_channels: int = 7, patchtst_recipe: str = "tslib-script"
+) -> dict[str, Any]:
+    """TSLib config fields for `model` at `horizon` on an ETT-layout file with `n_channels` columns.
+    `patchtst_recipe` picks one of `PATCHTST_ETTH1_RECIPES` (PatchTST only)."""
     model = model.lower()
     if model not in _ETTH1_MODEL:
         raise SeriesInputError(f"no TSLib recipe for model {model!r}; known: {sorted(_ETTH1_MODEL)}")
-    fields = {**_ETTH1_COMMON, "pred_len": horizon, **_ETTH1_MODEL[model](horizon)}
+    overrides = _patchtst_recipe(patchtst_recipe)[0] if model == "patchtst" else _ETTH1_MODEL[model]
+    fields = {**_ETTH1_COMMON, "pred_len": horizon, **overrides(horizon)}
     fields.update(enc_in=n_channels, dec_in=n_channels, c_out=n_channels)
     return fields
+
+
+def etth1_train_recipe(model: str, *, patchtst_recipe: str = "tslib-script", **fields: Any) -> TrainRecipe:
+    """The `TrainRecipe` for `model` on ETTh1 (TSLib defaults; a PatchTST recipe may change some of them),
+    with `fields` (e.g. train_epochs, seed) applied last."""
+    base = _patchtst_recipe(patchtst_recipe)[1] if model.lower() == "patchtst" else {}
+    return TrainRecipe(**{**base, **fields})

@@ -200,6 +200,18 @@ def evaluate(
     return EvalResult(mse=sq / count, mae=ab / count, n_windows=windows)
 
 
+def next_epoch_lr(recipe: TrainRecipe, finished_epochs: int) -> float | None:
+    """The learning rate after `finished_epochs` (>= 1) epochs, by the recipe's `lradj` (None: leave it).
+
+    "type1" (TSLib): base * 0.5 ** (finished - 1), halved every epoch. "type3" (PatchTST's repository): the
+    base rate while fewer than 3 epochs are finished, then base * 0.9 ** (finished - 3)."""
+    if recipe.lradj == "type1":
+        return recipe.learning_rate * 0.5 ** (finished_epochs - 1)
+    if recipe.lradj == "type3":
+        return recipe.learning_rate * (1.0 if finished_epochs < 3 else 0.9 ** (finished_epochs - 3))
+    return None
+
+
 def train_supervised(
     model: nn.Module,
     protocol: LongTermForecastProtocol,
@@ -242,9 +254,10 @@ def train_supervised(
             bad_epochs += 1
             if bad_epochs >= recipe.patience:
                 break
-        if recipe.lradj == "type1":  # TSLib: lr = base * 0.5 ** epoch for the next epoch
+        lr = next_epoch_lr(recipe, epoch + 1)
+        if lr is not None:
             for group in optimizer.param_groups:
-                group["lr"] = recipe.learning_rate * 0.5**epoch
+                group["lr"] = lr
     if best_state is not None:
         model.load_state_dict(best_state)
     return TrainResult(
