@@ -298,8 +298,7 @@ def sample_with_noise(logits: Tensor, params: SamplingParams, log_noise: Tensor 
     if not _has_filters(params):
         return torch.argmax(torch.sub(logits, log_noise, alpha=params.temperature), dim=-1)
     if _top_k_only(params):  # mask below the k-th largest logit, Gumbel over the vocabulary: no gather
-        if params.top_k < logits.shape[-1]:
-            logits = logits.masked_fill(logits < kth_largest(logits, params.top_k), float("-inf"))
+        logits = top_k_filter(logits, params.top_k)
         return torch.argmax(torch.sub(logits, log_noise, alpha=params.temperature), dim=-1)
     values, indices = _survivors(logits, params)
     choice = torch.argmax(values - log_noise, dim=-1)
