@@ -18,11 +18,9 @@ from torch import nn
 from genloom.core.errors import ConfigError
 from genloom.timeseries import generative_protocol as gp
 from genloom.timeseries.models.tokenized_ar import (
-    TokenizedARForecaster,
     _NoPaddingLM,
-    forecaster_transformer_config,
 )
-from genloom.timeseries.tokenizer import PAD_ID, BinTokenizerConfig
+from genloom.timeseries.tokenizer import PAD_ID
 from genloom.timeseries.train import fit_fixed_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,19 +95,8 @@ def test_time_budget_stops_a_run_that_slows_down_after_the_probe(warm_trainer):
         )
 
 
-def _tiny_forecaster() -> TokenizedARForecaster:
-    torch.manual_seed(0)
-    return TokenizedARForecaster(
-        forecaster_transformer_config(
-            dim=32, n_layers=1, n_heads=2, mlp_hidden_dim=64, max_seq_len=48, dropout=0.0
-        ),
-        BinTokenizerConfig(n_bins=64, limit=3.0),
-        context_len=32,
-    ).eval()
-
-
-def test_prefill_returns_the_last_position_and_never_the_padding_bin():
-    model = _tiny_forecaster()
+def test_prefill_returns_the_last_position_and_never_the_padding_bin(tiny_forecaster):
+    model = tiny_forecaster().eval()
     ids = torch.randint(1, 65, (3, 20))
     full = model.decoder(ids)[:, -1:]
     lm = _NoPaddingLM(model.decoder)
@@ -122,8 +109,8 @@ def test_prefill_returns_the_last_position_and_never_the_padding_bin():
     model.decoder.remove_cache()
 
 
-def test_unmasked_training_loss_equals_the_all_true_mask():
-    model = _tiny_forecaster()
+def test_unmasked_training_loss_equals_the_all_true_mask(tiny_forecaster):
+    model = tiny_forecaster().eval()
     values = torch.randn(4, 40).cumsum(1)
     mask = torch.ones_like(values, dtype=torch.bool)
     masked = model.training_loss(values, mask, context_steps=32)
@@ -132,12 +119,12 @@ def test_unmasked_training_loss_equals_the_all_true_mask():
     assert not torch.isclose(model.training_loss(values, mask, context_steps=32), masked)
 
 
-def test_the_recipe_reaches_the_trainer(tmp_path, monkeypatch):
+def test_the_recipe_reaches_the_trainer(tmp_path, monkeypatch, tiny_forecaster):
     seen = {}
 
     def fake_trainer(protocol, **kwargs):
         seen.update(kwargs)
-        return _tiny_forecaster()
+        return tiny_forecaster().eval()
 
     monkeypatch.setattr(gp, "train_tokenized_ar", fake_trainer)
     monkeypatch.setattr(gp, "score_sampler", lambda model, protocol, **kw: (0.25, kw["stride"]))

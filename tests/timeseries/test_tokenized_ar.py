@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genloom.timeseries.errors import SeriesInputError
-from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster, forecaster_transformer_config
+from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster
 from genloom.timeseries.tokenizer import PAD_ID, BinTokenizerConfig, ScaleBinTokenizer
 
 
@@ -36,19 +36,8 @@ def test_tokenizer_masks_padding_and_ignores_it_in_the_scale():
     assert tok.encode(values, loc, scale, mask)[0, 0].item() == PAD_ID
 
 
-def _tiny_model():
-    torch.manual_seed(0)
-    return TokenizedARForecaster(
-        forecaster_transformer_config(
-            dim=32, n_layers=1, n_heads=2, mlp_hidden_dim=64, max_seq_len=48, dropout=0.0
-        ),
-        BinTokenizerConfig(n_bins=64, limit=3.0),
-        context_len=32,
-    )
-
-
-def test_sampling_shapes_seeds_and_errors():
-    model = _tiny_model()
+def test_sampling_shapes_seeds_and_errors(tiny_forecaster):
+    model = tiny_forecaster()
     context = np.sin(np.arange(40) / 3.0)[None].repeat(2, 0) * 10 + 50
     a = model.forecast(context, 20, num_samples=8, seed=1, levels=(0.1, 0.5, 0.9))
     b = model.forecast(context, 20, num_samples=8, seed=1, levels=(0.1, 0.5, 0.9))
@@ -62,8 +51,8 @@ def test_sampling_shapes_seeds_and_errors():
         model.forecast(np.array([1.0, np.nan, 2.0]), 3)
 
 
-def test_training_reduces_the_loss_on_a_periodic_signal():
-    model = _tiny_model()
+def test_training_reduces_the_loss_on_a_periodic_signal(tiny_forecaster):
+    model = tiny_forecaster()
     t = torch.arange(48).float()
     windows = torch.stack([torch.sin((t + s) * 2 * torch.pi / 8) * 5 + 20 for s in range(16)])
     mask = torch.ones_like(windows, dtype=torch.bool)
@@ -77,8 +66,8 @@ def test_training_reduces_the_loss_on_a_periodic_signal():
     assert loss.item() < 0.5 * first
 
 
-def test_cached_decoding_matches_full_recompute_and_long_horizons_work():
-    model = _tiny_model()
+def test_cached_decoding_matches_full_recompute_and_long_horizons_work(tiny_forecaster):
+    model = tiny_forecaster()
     context = torch.randn(3, 32).cumsum(1)
     greedy = model.sample(context, 16, num_samples=1, temperature=0.0)[0]
     # reference: recompute the whole sequence at every step, no cache
@@ -92,11 +81,11 @@ def test_cached_decoding_matches_full_recompute_and_long_horizons_work():
     assert model.sample(context, 100, num_samples=2).shape == (2, 3, 100)  # beyond max_len: re-prefills
 
 
-def test_left_padding_is_masked_out_of_attention(monkeypatch):
+def test_left_padding_is_masked_out_of_attention(monkeypatch, tiny_forecaster):
     """Padded keys are masked (core key_padding_mask): whatever token ids the padded slots before the last
     one hold, the loss is the same; without the mask it would change. (The last padded slot stays PAD: its
     query predicts the first real token, as a start token.)"""
-    model = _tiny_model().eval()
+    model = tiny_forecaster().eval()
     values = torch.sin(torch.arange(40).float() / 3)[None].repeat(2, 1) * 4 + 10
     mask = torch.ones_like(values, dtype=torch.bool)
     mask[:, :8] = False
@@ -121,10 +110,10 @@ def test_left_padding_is_masked_out_of_attention(monkeypatch):
     assert not torch.allclose(unmasked[:, 8:], masked[:, 8:])  # the mask is what makes them equal
 
 
-def test_pretrain_runs_on_the_core_trainer_and_learns_the_mix():
+def test_pretrain_runs_on_the_core_trainer_and_learns_the_mix(tiny_forecaster):
     from genloom.timeseries.zeroshot import pretrain
 
-    model = _tiny_model()
+    model = tiny_forecaster()
     t = np.arange(200.0)
     pool = [np.sin(2 * np.pi * (t + s) / 12) * 3 + s for s in range(6)]
     losses = pretrain(model, steps=80, batch_size=16, lr=3e-3, pred_len=8, pool=pool, log=None)
@@ -148,11 +137,11 @@ def test_shipped_preset_loads_through_the_core_zoo_with_core_key_names():
     )
 
 
-def test_save_and_load_round_trip_and_a_broken_folder(tmp_path):
+def test_save_and_load_round_trip_and_a_broken_folder(tmp_path, tiny_forecaster):
     from genloom.core.errors import GenloomError
     from genloom.timeseries.pretrained import load_forecaster, save_forecaster
 
-    model = _tiny_model()
+    model = tiny_forecaster()
     save_forecaster(model, tmp_path / "m", preset={"name": "m"})
     again = load_forecaster(tmp_path / "m")
     for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
