@@ -83,6 +83,16 @@ def write_kernel_table(fn, path: str) -> None:  # noqa: ANN001
     print(f"{len(kernels)} CUDA kernels in one full step (table in {path})")
 
 
+SDPA_ATTEND = attention_module.Attention._attend
+
+
+def reduction_attend(self, q, k, v, *, mask, is_causal, block_mask):  # noqa: ANN001, ANN202
+    """`Attention._attend` with one-query calls computed by `single_query_attention` (fused reductions)."""
+    if q.shape[-2] != 1 or block_mask is not None:
+        return SDPA_ATTEND(self, q, k, v, mask=mask, is_causal=is_causal, block_mask=block_mask)
+    return attention_module.single_query_attention(q, k, v, mask, self.scale)
+
+
 def float_mask_plan(plan, dtype: torch.dtype):  # noqa: ANN001, ANN201
     """`Transformer._plan_attention` returning its boolean mask as an additive bias (0 / -inf)."""
 
@@ -143,9 +153,9 @@ def main() -> None:
         transformer.fuse_projections()
         timed("full", lambda: step(top_k, noise_v))
         timed("topk_sort", lambda: step(sorted_top_k, noise_k))
-        attention_module.SINGLE_QUERY_ATTENTION = "reduce"
+        attention_module.Attention._attend = reduction_attend
         timed("reduce_attention", lambda: step(top_k, noise_v))
-        attention_module.SINGLE_QUERY_ATTENTION = "sdpa"
+        attention_module.Attention._attend = SDPA_ATTEND
         plan = Transformer._plan_attention
         Transformer._plan_attention = float_mask_plan(plan, dtype)
         timed("float_mask", lambda: step(top_k, noise_v))

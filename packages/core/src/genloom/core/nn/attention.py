@@ -10,11 +10,10 @@ Parameter names (what a renaming converter targets):
 Order inside: project -> qk-norm -> RoPE -> KV cache -> attention; cached keys are stored post-norm and
 post-rotation. Cross-attention keys/values can be computed once per source (`cache_context`).
 
-`SINGLE_QUERY_ATTENTION = "reduce"` writes one-query attention (a decode step) inside `torch.compile` as
-three reductions (scores over head_dim, softmax over keys, weighted sum over keys) that inductor fuses into
-small kernels. Measured on an H100 (LlamaGen-B, 257 cached keys) it cost 10.6 us per layer against 8.7 us
-for cuDNN's SDPA kernel with its mask preparation, so SDPA stays the default
-(benchmarks/decode_step_profile.py times both).
+`single_query_attention` writes one-query attention (a decode step) as three reductions (scores over
+head_dim, softmax over keys, weighted sum over keys) that inductor fuses into small kernels. Measured on an
+H100 (LlamaGen-B, 257 cached keys) it cost 10.6 us per layer against 8.7 us for cuDNN's SDPA kernel with its
+mask preparation, so `Attention` uses SDPA (benchmarks/decode_step_profile.py times both).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ __all__ = ["Attention", "flex_attention_fn", "single_query_attention"]
 
 _MAX_LOG_SCALE = math.log(100.0)
 _compiled_flex = None
-SINGLE_QUERY_ATTENTION = "sdpa"  # or "reduce": how a compiled one-query (decode) attention is computed
 
 
 def flex_attention_fn(device: torch.device):
@@ -254,14 +252,6 @@ class Attention(nn.Module):
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool, block_mask
     ) -> Tensor:
         gqa = self.n_heads != self.n_kv_heads
-        if (
-            q.shape[-2] == 1
-            and block_mask is None
-            and not (self.training and self.attn_dropout > 0)
-            and SINGLE_QUERY_ATTENTION == "reduce"
-            and torch.compiler.is_compiling()
-        ):
-            return single_query_attention(q, k, v, mask, self.scale)
         if block_mask is not None:
             flex = flex_attention_fn(q.device)
             return flex(q, k, v, block_mask=block_mask, scale=self.scale, enable_gqa=gqa)
