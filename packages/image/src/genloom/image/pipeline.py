@@ -85,6 +85,7 @@ class ImagePipeline:
         self.generator = generator.eval()
         self.class_names = class_names
         self.info = info or {}
+        self._fast_decode = FastDecode.for_tokenizer(self.tokenizer)  # compiles on its first CUDA call
 
     @property
     def family(self) -> str:
@@ -125,7 +126,7 @@ class ImagePipeline:
         labels = labels.to(device)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         family, gen, tok = self.family, self.generator, self.tokenizer
-        decode = self._fast_decode() if fast else tok.decode
+        decode = self._fast_decode if fast else tok.decode
         if family == "ar":
             tokens = gen.generate(
                 labels, cfg_scale=cfg_scale, sampling=sampling, generator=generator, compiled=fast
@@ -160,11 +161,6 @@ class ImagePipeline:
             )
             images = tok.decode_tokens(gen.unpatchify(tokens))
         return images.clamp(-1, 1)
-
-    def _fast_decode(self) -> FastDecode:
-        if getattr(self, "_fast_decoder", None) is None:
-            self._fast_decoder = FastDecode.for_tokenizer(self.tokenizer)
-        return self._fast_decoder
 
     def to(self, device: str | torch.device) -> ImagePipeline:
         self.tokenizer.to(device)
