@@ -246,3 +246,22 @@ def test_non_finite_loss_is_reported_with_its_step(every, message):
     assert len(calls) == (3 if every == 1 else 4)
     with pytest.raises(ConfigError, match="check_finite_every"):
         TrainConfig(check_finite_every=0)
+
+
+def test_deferred_finite_check_runs_before_a_checkpoint_is_written(tmp_path):
+    """With the check every 8 steps, a NaN at step 3 must still stop the run before the step-4 checkpoint."""
+    calls = []
+
+    def step(model: nn.Module, batch) -> torch.Tensor:
+        calls.append(len(calls))
+        loss = nn.functional.mse_loss(model(batch), torch.zeros_like(batch))
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    config = TrainConfig(
+        steps=10, progress=False, device="cpu", check_finite_every=8, ckpt_every=4, out_dir=str(tmp_path)
+    )
+    trainer = Trainer(make_model(0), step, lambda index: torch.ones(2, 4), config)
+    with pytest.raises(FloatingPointError, match="not finite at step 3"):
+        trainer.fit()
+    assert len(calls) == 4
+    assert not [p for p in tmp_path.rglob("*") if "ckpt" in p.name or p.suffix == ".safetensors"]

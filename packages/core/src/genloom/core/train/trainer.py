@@ -306,7 +306,8 @@ class Trainer:
 
     def _check_finite(self, step_loss: torch.Tensor, first_bad: torch.Tensor | None) -> torch.Tensor | None:
         """Raise on a non-finite loss. With `check_finite_every` 1 the loss of this step is read now; else the
-        first bad step (1-based, 0 if none) is tracked on the device and read every N steps."""
+        first bad step (1-based, 0 if none) is tracked on the device and read every N steps, at the last step
+        and before every checkpoint, so no checkpoint holds weights updated by a non-finite loss."""
         every = self.config.check_finite_every
         if every == 1:
             if not math.isfinite(float(step_loss)):
@@ -316,7 +317,9 @@ class Trainer:
             first_bad = torch.zeros((), dtype=torch.long, device=step_loss.device)
         bad_now = ~torch.isfinite(step_loss) & (first_bad == 0)
         first_bad = torch.where(bad_now, self.step + 1, first_bad)
-        if (self.step + 1) % every == 0 or self.step + 1 == self.config.steps:
+        coming = self.step + 1
+        ckpt_every = self.config.ckpt_every
+        if coming % every == 0 or coming == self.config.steps or (ckpt_every and coming % ckpt_every == 0):
             bad_step = int(first_bad)
             if bad_step:
                 raise FloatingPointError(f"the loss is not finite at step {bad_step}")
