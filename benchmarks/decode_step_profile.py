@@ -16,7 +16,11 @@ over replays):
 - `float_mask`: the cache mask handed to SDPA as an additive float bias computed once per step;
 - `no_topk`: plain Gumbel-argmax sampling over the full vocabulary;
 - `blocks_only`: the transformer blocks alone (no head, no sampling): the floor of the layer stack;
-- `matmuls_only`: the step's weight products alone (one GEMV per linear), the bandwidth-bound part.
+- `matmuls_only`: the step's weight products alone (one GEMV per linear), the bandwidth-bound part;
+- `autotune`: `full` compiled with inductor's max-autotune (Triton GEMM templates benchmarked against cuBLAS
+  per shape, the fastest kept; epilogues fused into Triton GEMMs where they win);
+- `autotune_triton`: max-autotune with Triton GEMMs only (no cuBLAS) and coordinate-descent tuning of every
+  generated kernel's launch parameters.
 
 The profiler's per-kernel table (`--kernels FILE`, one `full` step outside the graph) is taken after every
 timing: once CUPTI has been active, later graph replays run slower.
@@ -133,6 +137,12 @@ def main() -> None:
     inputs = {id(m): torch.randn(rows, m.in_features, device=device, dtype=dtype) for m in linears}
     on_cuda = device.type == "cuda"
     compile_ = (lambda f: torch.compile(f, dynamic=False)) if on_cuda else (lambda f: f)
+    autotune_options = {"max_autotune": True, "triton.cudagraphs": False}
+    triton_options = {
+        **autotune_options,
+        "max_autotune_gemm_backends": "TRITON",
+        "coordinate_descent_tuning": True,
+    }
     sorted_top_k = SamplingParams(top_k=top_k.top_k, top_p=1.0)  # top-p 1 keeps the topk + gather path
     noise_v = torch.rand(args.batch, model.vocab_size, device=device).log().neg().log()
     noise_k = torch.rand(args.batch, top_k.top_k, device=device).log().neg().log()
@@ -140,11 +150,12 @@ def main() -> None:
 
     wanted = None if args.variants is None else set(args.variants.split(","))
 
-    def timed(name: str, fn) -> None:  # noqa: ANN001
+    def timed(name: str, fn, options: dict | None = None) -> None:  # noqa: ANN001
         if wanted is not None and name not in wanted:
             return
         torch._dynamo.reset()
-        results[name] = graph_time(compile_(fn), device)
+        compiled = torch.compile(fn, dynamic=False, options=options) if options and on_cuda else compile_(fn)
+        results[name] = graph_time(compiled, device)
 
     with torch.no_grad():
         timed("unfused_gate", lambda: step(top_k, noise_v))
@@ -162,6 +173,8 @@ def main() -> None:
         Transformer._plan_attention = plan
         timed("no_topk", lambda: step(plain, noise_v))
         timed("blocks_only", lambda: transformer.features(token, input_pos=pos))
+        timed("autotune", lambda: step(top_k, noise_v), autotune_options)
+        timed("autotune_triton", lambda: step(top_k, noise_v), triton_options)
         if args.kernels and on_cuda:
             torch._dynamo.reset()
             write_kernel_table(compile_(lambda: step(top_k, noise_v)), args.kernels)

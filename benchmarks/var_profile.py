@@ -1,0 +1,128 @@
+"""Where do VAR-d16's 64 images go? The scale loop's kernels, and the VQVAE decode under cuDNN autotuning.
+
+    python benchmarks/var_profile.py --device cuda [--batch 64] [--kernels var_kernels.txt]
+
+docs/benchmarks.md measured VAR-d16 (random weights, CFG 1.5, top-k 900, top-p 0.96, bf16) at 329 ms for 64
+images on an H100: 190 ms of tokens (29% of the matmul rate) and 141 ms of compiled VQVAE decode. This script
+splits both:
+
+- tokens: the graphed scale loop timed as a whole, then one call under the profiler, its CUDA kernels summed
+  by name (`--kernels FILE`), and the time in the transformer's graphed passes against everything between
+  them (sampling, guidance, the quantizer's per-scale upsampling convs) from CUDA events around each pass;
+- decode: `FastDecode` (compiled, bf16, channels-last) with `torch.backends.cudnn.benchmark` off (cuDNN's
+  heuristic algorithm choice, the default) and on (each convolution shape timed once, fastest kept).
+
+The profiler runs last: once CUPTI has been active, later CUDA graph replays are slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from genloom.core.sampling.logits import SamplingParams
+from genloom.image.fast_decode import FastDecode
+from genloom.image.official_sizes import random_var
+
+
+def cuda_median(fn, device: torch.device, *, warmup: int = 2, runs: int = 7) -> float:  # noqa: ANN001
+    """Median seconds of `fn()` from launch to synchronised return."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def pass_time_split(model, labels, quantizer, params, device) -> tuple[float, float]:  # noqa: ANN001
+    """(seconds inside the graphed transformer passes, seconds of the whole loop) for one generate call."""
+    spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+    cls = type(model._scale_graphs)
+    plain_call = cls.__call__
+
+    def timed_call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = plain_call(self, *args, **kwargs)
+        end.record()
+        spans.append((start, end))
+        return out
+
+    cls.__call__ = timed_call
+    try:
+        begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        begin.record()
+        model.generate(labels, quantizer, cfg_scale=1.5, sampling=params, graphed=True)
+        finish.record()
+        finish.synchronize()
+    finally:
+        cls.__call__ = plain_call
+    inside = sum(s.elapsed_time(e) for s, e in spans) / 1e3
+    return inside, begin.elapsed_time(finish) / 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--kernels", default=None, help="write the per-kernel table of one scale loop here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, vae = random_var(16)
+    model = model.to(device=device, dtype=torch.bfloat16).eval()
+    vae = vae.to(device=device).eval()
+    params = SamplingParams(top_k=900, top_p=0.96)
+    labels = torch.arange(args.batch, device=device) % 1000
+
+    def tokens() -> torch.Tensor:
+        return model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True)
+
+    tokens_s = cuda_median(tokens, device)
+    inside_s, loop_s = pass_time_split(model, labels, vae.quantize, params, device)
+    ids = tokens()
+    rows = [
+        ("tokens: whole graphed scale loop", tokens_s),
+        ("tokens: inside the 10 graphed transformer passes (one call)", inside_s),
+        ("tokens: between the passes (one call)", loop_s - inside_s),
+    ]
+    for benchmark in (False, True):
+        torch.backends.cudnn.benchmark = benchmark
+        torch._dynamo.reset()
+        fast_decode = FastDecode.for_tokenizer(vae)
+        rows.append(
+            (
+                f"decode: FastDecode, cudnn.benchmark={benchmark}",
+                cuda_median(lambda d=fast_decode: d(ids), device),
+            )
+        )
+    print(
+        f"VAR-d16, batch {args.batch}, CFG 1.5, top-k 900, top-p 0.96, bf16, {torch.cuda.get_device_name(device)}"
+    )
+    print("| part | ms |\n| --- | ---: |")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds * 1e3:.1f} |")
+    if args.kernels:
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+            tokens()
+            torch.cuda.synchronize(device)
+        with open(args.kernels, "w") as out:
+            out.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=50))
+        print(f"kernel table of one scale loop in {args.kernels}")
+
+
+if __name__ == "__main__":
+    main()
