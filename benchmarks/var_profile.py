@@ -1,4 +1,4 @@
-"""Where do VAR-d16's 64 images go? The scale loop's kernels, and the VQVAE decode under cuDNN autotuning.
+"""Where do VAR-d16's 64 images go? The scale loop's kernels, compiled scale passes, and the VQVAE decode under cuDNN autotuning.
 
     python benchmarks/var_profile.py --device cuda [--batch 64] [--kernels var_kernels.txt]
 
@@ -9,6 +9,7 @@ splits both:
 - tokens: the graphed scale loop timed as a whole, then one call under the profiler, its CUDA kernels summed
   by name (`--kernels FILE`), and the time in the transformer's graphed passes against everything between
   them (sampling, guidance, the quantizer's per-scale upsampling convs) from CUDA events around each pass;
+- tokens again with `compiled=True` (each scale's pass through torch.compile before capture);
 - decode: `FastDecode` (compiled, bf16, channels-last) with `torch.backends.cudnn.benchmark` off (cuDNN's
   heuristic algorithm choice, the default) and on (each convolution shape timed once, fastest kept).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 
@@ -43,10 +45,10 @@ def cuda_median(fn, device: torch.device, *, warmup: int = 2, runs: int = 7) -> 
     return statistics.median(times)
 
 
-def pass_time_split(model, labels, quantizer, params, device) -> tuple[float, float]:  # noqa: ANN001
+def pass_time_split(model, labels, quantizer, params, device, compiled) -> tuple[float, float]:  # noqa: ANN001
     """(seconds inside the graphed transformer passes, seconds of the whole loop) for one generate call."""
     spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-    cls = type(model._scale_graphs)
+    cls = type(model._scale_graphs)  # GraphCache: both the plain and the compiled passes
     plain_call = cls.__call__
 
     def timed_call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -62,7 +64,7 @@ def pass_time_split(model, labels, quantizer, params, device) -> tuple[float, fl
         begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
         begin.record()
-        model.generate(labels, quantizer, cfg_scale=1.5, sampling=params, graphed=True)
+        model.generate(labels, quantizer, cfg_scale=1.5, sampling=params, graphed=True, compiled=compiled)
         finish.record()
         finish.synchronize()
     finally:
@@ -85,17 +87,26 @@ def main() -> None:
     params = SamplingParams(top_k=900, top_p=0.96)
     labels = torch.arange(args.batch, device=device) % 1000
 
-    def tokens() -> torch.Tensor:
-        return model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True)
+    def tokens(compiled: bool = False) -> torch.Tensor:
+        return model.generate(
+            labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True, compiled=compiled
+        )
 
-    tokens_s = cuda_median(tokens, device)
-    inside_s, loop_s = pass_time_split(model, labels, vae.quantize, params, device)
+    rows = []
+    for compiled in (False, True):
+        start = time.perf_counter()
+        tokens(compiled)
+        first_s = time.perf_counter() - start
+        tokens_s = cuda_median(lambda c=compiled: tokens(c), device)
+        inside_s, loop_s = pass_time_split(model, labels, vae.quantize, params, device, compiled)
+        how = "compiled + graphed" if compiled else "graphed (eager kernels)"
+        rows += [
+            (f"tokens, {how}: first call (captures{', compiles' if compiled else ''})", first_s),
+            (f"tokens, {how}: whole scale loop", tokens_s),
+            (f"tokens, {how}: inside the 10 transformer passes (one call)", inside_s),
+            (f"tokens, {how}: between the passes (one call)", loop_s - inside_s),
+        ]
     ids = tokens()
-    rows = [
-        ("tokens: whole graphed scale loop", tokens_s),
-        ("tokens: inside the 10 graphed transformer passes (one call)", inside_s),
-        ("tokens: between the passes (one call)", loop_s - inside_s),
-    ]
     for benchmark in (False, True):
         torch.backends.cudnn.benchmark = benchmark
         torch._dynamo.reset()
@@ -117,10 +128,12 @@ def main() -> None:
 
         torch.cuda.synchronize(device)
         with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-            tokens()
+            tokens(True)
             torch.cuda.synchronize(device)
         with open(args.kernels, "w") as out:
-            out.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=50))
+            out.write(
+                prof.key_averages().table(sort_by="cuda_time_total", row_limit=50, max_name_column_width=120)
+            )
         print(f"kernel table of one scale loop in {args.kernels}")
 
 

@@ -26,7 +26,9 @@ def _var(device: str = "cpu") -> tuple[NextScaleAR, MultiScaleResidualVQ]:
     return model.to(device).eval(), quantizer.to(device).eval()
 
 
-def _var_both_ways(model: NextScaleAR, quantizer: MultiScaleResidualVQ, device: str) -> None:
+def _var_both_ways(
+    model: NextScaleAR, quantizer: MultiScaleResidualVQ, device: str, compiled: bool | str = False
+) -> None:
     params = SamplingParams(temperature=1.0, top_k=10, top_p=0.95)
     for batch in (3, 5, 3):  # a new batch size re-captures; going back must not replay stale graphs
         labels = torch.arange(batch, device=device) % 5
@@ -35,7 +37,12 @@ def _var_both_ways(model: NextScaleAR, quantizer: MultiScaleResidualVQ, device: 
             labels, quantizer, generator=torch.Generator(device).manual_seed(batch), **kwargs
         )
         fast = model.generate(
-            labels, quantizer, generator=torch.Generator(device).manual_seed(batch), graphed=True, **kwargs
+            labels,
+            quantizer,
+            generator=torch.Generator(device).manual_seed(batch),
+            graphed=True,
+            compiled=compiled,
+            **kwargs,
         )
         assert torch.equal(fast, eager)
 
@@ -43,6 +50,31 @@ def _var_both_ways(model: NextScaleAR, quantizer: MultiScaleResidualVQ, device: 
 def test_var_graphed_path_equals_eager_on_cpu() -> None:
     model, quantizer = _var()
     _var_both_ways(model, quantizer, "cpu")
+
+
+def test_var_compiled_scale_passes_trace_whole_and_equal_eager_on_cpu() -> None:
+    # dynamo's "eager" backend traces each scale's pass as one graph (fullgraph would raise on a break)
+    # without inductor's CPU code generation; every scale (4 here, 10 in VAR) gets its own graph
+    torch._dynamo.reset()
+    model, quantizer = _var()
+    counts = []
+
+    def counting(gm, example_inputs):  # noqa: ANN001, ANN202
+        counts.append(len(example_inputs))
+        return gm.forward
+
+    model._compiled["counting"] = torch.compile(
+        model._scale_forward, backend=counting, dynamic=False, fullgraph=True
+    )
+    _var_both_ways(model, quantizer, "cpu", compiled="counting")
+    assert len(counts) == 8  # 4 scales x batch sizes 3 and 5; the second batch-3 call compiles nothing
+
+
+@pytest.mark.gpu
+def test_var_compiled_cuda_graphs_equal_eager() -> None:
+    model, quantizer = _var("cuda")
+    _var_both_ways(model, quantizer, "cuda", compiled=True)  # float32: fused kernels keep every sample
+    assert len(model._compiled_scale_graphs) == 4
 
 
 @pytest.mark.gpu
