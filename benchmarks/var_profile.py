@@ -1,4 +1,4 @@
-"""Where do VAR-d16's 64 images go? The scale loop's kernels, compiled scale passes, and the VQVAE decode under cuDNN autotuning.
+"""Where do VAR-d16's 64 images go? Scale-loop kernels, compiled scale passes, the VQVAE decode's kernels.
 
     python benchmarks/var_profile.py --device cuda [--batch 64] [--kernels var_kernels.txt]
 
@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--kernels", default=None, help="write the per-kernel table of one scale loop here")
+    parser.add_argument(
+        "--decode-kernels", default=None, help="write the per-kernel table of one decode here"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -135,6 +138,17 @@ def main() -> None:
                 prof.key_averages().table(sort_by="cuda_time_total", row_limit=50, max_name_column_width=120)
             )
         print(f"kernel table of one scale loop in {args.kernels}")
+    if args.decode_kernels:
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fast_decode(ids)
+            torch.cuda.synchronize(device)
+        with open(args.decode_kernels, "w") as out:
+            out.write(
+                prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=120)
+            )
 
 
 if __name__ == "__main__":
