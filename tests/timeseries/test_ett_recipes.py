@@ -263,3 +263,16 @@ def test_epoch_learning_rate_schedules_follow_tslib_type1_and_patchtst_type3() -
     assert rates[:3] == [1e-4, 1e-4, 1e-4]  # epochs 1-4 run at the base rate
     assert rates[3:] == pytest.approx([9e-5, 8.1e-5, 7.29e-5])
     assert next_epoch_lr(TrainRecipe(lradj="constant"), 5) is None
+
+
+def test_gpu_script_parses_and_names_the_benchmark():
+    import shutil
+    import subprocess
+
+    script = ROOT / "benchmarks/timeseries_ett_gpu.sh"
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    assert subprocess.run([bash, "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "benchmarks/timeseries_ett.py" in text and "--merge" in text and "--itr 3" in text
