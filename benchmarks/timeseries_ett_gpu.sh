@@ -18,28 +18,41 @@ device=${DEVICE:-cuda}
 read -r -a extra <<<"${EXTRA:-}"
 bench=benchmarks/timeseries_ett.py
 
+names=()
+pids=()
 job() {  # job NAME ARGS...: one benchmark process in the background
     local name=$1
     shift
     timeout "$limit" "$py" "$bench" --device "$device" --json "$work/$name.json" "${extra[@]}" "$@" >"$work/$name.log" 2>&1 &
+    names+=("$name")
+    pids+=($!)
 }
 
 for h in 096 192 336 720; do
     job "a_etth2_itransformer_$h" --data "$data/ETTh2.csv" --models itransformer --horizons "$((10#$h))" --itr 3
     job "b_etth2_patchtst_$h" --data "$data/ETTh2.csv" --models patchtst --horizons "$((10#$h))"
-    job "e_etth1_patchtst_$h" --data "$data/ETTh1.csv" --models patchtst --horizons "$((10#$h))"
+    if [ "${ETTH1_PATCHTST:-1}" = 1 ]; then  # the optional ETTh1 PatchTST reruns (ETTH1_PATCHTST=0: skip)
+        job "e_etth1_patchtst_$h" --data "$data/ETTh1.csv" --models patchtst --horizons "$((10#$h))"
+    fi
 done
 job c_etth2_dlinear --data "$data/ETTh2.csv" --models dlinear --itr 3
 job d_etth1_itransformer_720 --data "$data/ETTh1.csv" --models itransformer --horizons 720 --itr 3
 job d_etth1_itransformer_paper_720 --data "$data/ETTh1.csv" --models itransformer --horizons 720 --itr 3 \
     --itransformer-recipe itransformer-paper
-wait
+status=()
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"
+    rc=$?
+    case $rc in 0) word=done ;; 124) word="stopped after ${limit}s" ;; *) word="failed (exit $rc)" ;; esac
+    status+=("${names[$i]}: $word")
+done
 
 mkdir -p "$out"
 for log in "$work"/*.log; do
     printf '===== %s\n' "$(basename "$log")"
     cat "$log"
 done >"$out/ett_logs.txt"
+printf '%s\n' "${status[@]}" | tee -a "$out/ett_logs.txt"
 shopt -s nullglob
 results=("$work"/*.json)
 if [ ${#results[@]} -eq 0 ]; then
@@ -47,5 +60,5 @@ if [ ${#results[@]} -eq 0 ]; then
     tail -n 20 "$out/ett_logs.txt" >&2
     exit 1
 fi
-echo "finished: ${#results[@]} of 15 processes wrote rows"
+echo "${#results[@]} of ${#pids[@]} processes wrote rows"
 "$py" "$bench" --merge "${results[@]}" --out "$out/ett_gpu.md" --json "$out/ett_gpu.json"
