@@ -40,7 +40,7 @@ from genloom.timeseries.models.diffusion import DiffusionConfig, DiffusionForeca
 from genloom.timeseries.models.gpht import GPHT
 from genloom.timeseries.models.official import build_baseline
 from genloom.timeseries.models.tokenized_ar import TokenizedARForecaster, forecaster_transformer_config
-from genloom.timeseries.recipes import etth1_config
+from genloom.timeseries.recipes import ett_config
 from genloom.timeseries.tokenizer import BinTokenizerConfig
 
 HISTORY, HORIZON = 96, 96
@@ -106,7 +106,9 @@ def point_forecasters(name: str, series: torch.Tensor, device: str) -> tuple[str
     if name == "gpht":
         model: nn.Module = GPHT(gpht_ett_config(HISTORY))
     else:
-        model = build_baseline(name, TSLibConfig.from_dict(etth1_config(name, HORIZON, n_channels=1)))
+        model = build_baseline(
+            name, TSLibConfig.from_dict(ett_config(name, HORIZON, dataset="ETTh1", n_channels=1))
+        )
     model = model.to(device).eval()
     precision, autocast = _precision(device, bf16=name != "dlinear")
     x = series[:, :, None]

@@ -18,7 +18,7 @@ from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.official import BASELINES, build_baseline
 from genloom.timeseries.pretrained import save_forecaster
-from genloom.timeseries.recipes import TrainRecipe, etth1_config
+from genloom.timeseries.recipes import ETT_DATASETS, TrainRecipe, ett_config
 from genloom.timeseries.train import evaluate, train_supervised
 
 OFFICIAL_NAMES = {
@@ -59,7 +59,10 @@ def train_to_folder(
         raise SeriesInputError(f"unknown model {model!r}; trainable: {list(TRAINABLE)}")
     protocol = LongTermForecastProtocol(data, pred_len=horizon, target=target)
     if name in BASELINES:
-        config = TSLibConfig.from_dict(etth1_config(name, horizon, n_channels=len(protocol.columns)))
+        # The ETT data set named by the file stem picks the recipe; any other file gets ETTh1's.
+        dataset = Path(data).stem if Path(data).stem in ETT_DATASETS else "ETTh1"
+        fields = ett_config(name, horizon, dataset=dataset, n_channels=len(protocol.columns))
+        config = TSLibConfig.from_dict(fields)
         net = build_baseline(name, config)
         train_supervised(net, protocol, TrainRecipe(train_epochs=epochs or 10), device=device, log=log)
         result = evaluate(net, protocol, "test", device=device)

@@ -221,8 +221,11 @@ def train_supervised(
     max_batches_per_epoch: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> TrainResult:
-    """Train with early stopping on validation MSE; the model ends with its best-validation weights."""
-    seed_everything(recipe.seed)
+    """Train with early stopping on validation MSE; the model ends with its best-validation weights.
+    Seeds with `recipe.seed` first unless it is None (then the random stream continues, as in TSLib's
+    `--itr` repeats)."""
+    if recipe.seed is not None:
+        seed_everything(recipe.seed)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     criterion = nn.MSELoss()
