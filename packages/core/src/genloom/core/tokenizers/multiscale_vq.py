@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genloom.core.nn.resample import upsample_bicubic
 from genloom.core.tokenizers.base import Quantizer, QuantizerOutput, check_features, check_indices
 from genloom.core.tokenizers.errors import TokenIndexError, TokenizerInputError
 from genloom.core.tokenizers.vq import nearest_code
@@ -236,7 +237,7 @@ class MultiScaleResidualVQ(Quantizer):
             hits += hit
             h = self.embedding(idx.view(batch, ph, pw)).permute(0, 3, 1, 2)
             if si != last:
-                h = F.interpolate(h, size=(height, width), mode="bicubic")
+                h = upsample_bicubic(h, (height, width))
             h = self.phi(si)(h.contiguous())
             f_hat = f_hat + h
             f_rest -= h.detach()
@@ -268,7 +269,7 @@ class MultiScaleResidualVQ(Quantizer):
             idx = self._lookup(z.permute(0, 2, 3, 1).reshape(-1, channels))
             h = self.embedding(idx.view(batch, ph, pw)).permute(0, 3, 1, 2)
             if si != last:
-                h = F.interpolate(h, size=(height, width), mode="bicubic")
+                h = upsample_bicubic(h, (height, width))
             h = self.phi(si)(h.contiguous())
             f_hat.add_(h)
             f_rest.sub_(h)
@@ -291,7 +292,7 @@ class MultiScaleResidualVQ(Quantizer):
         for si, idx in enumerate(parts):
             h = self._scale_embedding(idx.long(), si)
             if si < self.num_scales - 1:
-                h = F.interpolate(h, size=(height, width), mode="bicubic")
+                h = upsample_bicubic(h, (height, width))
             f_hat.add_(self.phi(si)(h))
             out.append(f_hat.clone())
         return out if per_scale else out[-1]
@@ -307,9 +308,7 @@ class MultiScaleResidualVQ(Quantizer):
         f_hat = parts[0].new_zeros(batch, self.dim, height, width, dtype=torch.float32)
         next_scales = []
         for si in range(self.num_scales - 1):
-            h = F.interpolate(
-                self._scale_embedding(parts[si].long(), si), size=(height, width), mode="bicubic"
-            )
+            h = upsample_bicubic(self._scale_embedding(parts[si].long(), si), (height, width))
             f_hat.add_(self.phi(si)(h))
             next_scales.append(
                 F.interpolate(f_hat, size=self.scale_sizes[si + 1], mode="area")
@@ -326,7 +325,7 @@ class MultiScaleResidualVQ(Quantizer):
         next scale's size, or f_hat itself after the last scale."""
         height, width = self.scale_sizes[-1]
         if si != SN - 1:
-            h = self.phi(si, SN)(F.interpolate(h_BChw, size=(height, width), mode="bicubic"))
+            h = self.phi(si, SN)(upsample_bicubic(h_BChw, (height, width)))
             f_hat.add_(h)
             return f_hat, F.interpolate(f_hat, size=self.scale_sizes[si + 1], mode="area")
         f_hat.add_(self.phi(si, SN)(h_BChw))
