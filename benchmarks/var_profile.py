@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--kernels", default=None, help="write the per-kernel table of one scale loop here")
     parser.add_argument(
+        "--token-paths", default="graphed,compiled", help="graphed and/or compiled scale passes"
+    )
+    parser.add_argument(
         "--decode-kernels", default=None, help="write the per-kernel table of one decode here"
     )
     args = parser.parse_args()
@@ -96,7 +99,8 @@ def main() -> None:
         )
 
     rows = []
-    for compiled in (False, True):
+    paths = args.token_paths.split(",")
+    for compiled in [c for c, name in ((False, "graphed"), (True, "compiled")) if name in paths]:
         start = time.perf_counter()
         tokens(compiled)
         first_s = time.perf_counter() - start
@@ -131,7 +135,7 @@ def main() -> None:
 
         torch.cuda.synchronize(device)
         with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-            tokens(True)
+            tokens("compiled" in paths)
             torch.cuda.synchronize(device)
         with open(args.kernels, "w") as out:
             out.write(
