@@ -147,18 +147,18 @@ def test_fast_decode_matches_the_float32_decode_to_bf16_rounding() -> None:
         assert (images - reference).abs().mean() < 0.01
 
 
-def test_thin_convolutions_padded_to_eight_filters_keep_their_outputs() -> None:
+def test_thin_convolutions_padded_to_32_filters_keep_their_outputs() -> None:
     from genloom.image.fast_decode import pad_thin_convolutions
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.Conv2d(16, 3, 3, padding=1))
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.Conv2d(32, 3, 3, padding=1))
     x = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
         expected = net(x)
-        assert pad_thin_convolutions(net) == 1  # only the 16 -> 3 convolution
+        assert pad_thin_convolutions(net) == 1  # only the 32 -> 3 convolution
         assert pad_thin_convolutions(net) == 0  # idempotent
         got = net(x)
     assert got.shape == expected.shape == (2, 3, 8, 8)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert list(net.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
-    assert net[1].weight.shape == (3, 16, 3, 3)
+    assert net[1].weight.shape == (3, 32, 3, 3)
