@@ -25,10 +25,9 @@ def safe_logsumexp(x: Tensor, dim: int) -> Tensor:
     """`logsumexp` whose value and gradient stay finite-or-`-inf` (no NaN) when a slice is all `-inf`."""
     peak = x.amax(dim=dim, keepdim=True).detach()
     empty = peak == NEG_INF
-    peak = peak.masked_fill(empty, 0.0)
-    total = (x - peak).exp().sum(dim=dim, keepdim=True)
-    out = total.masked_fill(empty, 1.0).log() + peak.masked_fill(empty, NEG_INF)
-    return out.squeeze(dim)
+    total = (x - peak.masked_fill(empty, 0.0)).exp().sum(dim=dim, keepdim=True)
+    # adding `peak` itself: it is -inf exactly on the empty slices (one masking less per call)
+    return (total.masked_fill(empty, 1.0).log() + peak).squeeze(dim)
 
 
 class DagLinkHead(nn.Module):
@@ -82,12 +81,20 @@ def check_graph_sizes(
             f"output_length and target_length must be 1-D of the same size, got {tuple(output_length.shape)} "
             f"and {tuple(target_length.shape)}"
         )
-    if (output_length < 1).any() or (output_length > num_vertices).any():
-        raise TextInputError(f"output_length must lie in [1, {num_vertices}], got {output_length.tolist()}")
-    if (target_length < 1).any() or (target_length > num_targets).any():
-        raise TextInputError(f"target_length must lie in [1, {num_targets}], got {target_length.tolist()}")
+    # one device read on the happy path; the messages below are built only when a check fails
     too_small = (target_length > output_length) | ((target_length == 1) & (output_length > 1))
-    if too_small.any():
+    flags = torch.stack(
+        [
+            ((output_length < 1) | (output_length > num_vertices)).any(),
+            ((target_length < 1) | (target_length > num_targets)).any(),
+            too_small.any(),
+        ]
+    ).tolist()
+    if flags[0]:
+        raise TextInputError(f"output_length must lie in [1, {num_vertices}], got {output_length.tolist()}")
+    if flags[1]:
+        raise TextInputError(f"target_length must lie in [1, {num_targets}], got {target_length.tolist()}")
+    if flags[2]:
         rows = too_small.nonzero().flatten().tolist()
         raise GraphTooSmallError(
             f"DAG graph too small for its target in rows {rows}: graph sizes "
