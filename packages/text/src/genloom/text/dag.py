@@ -160,17 +160,22 @@ def dag_best_alignment(
         backpointers.append(argbest)
     table = torch.stack(scores, dim=1)
     max_logprob = table[rows, target_length - 1, output_length - 1]
-    # walk back from (T_b - 1, L_b - 1); rows with shorter targets join the walk when t reaches their end
+    # walk back from (T_b - 1, L_b - 1); rows with shorter targets join the walk when t reaches their end.
+    # Per step only a gather and a select: the vertices are collected and written into the path at once.
+    steps = torch.arange(num_targets, device=match.device).unsqueeze(1)  # [T, 1]
+    on_path = steps < target_length  # [T, B]
+    at_end = steps == target_length - 1
+    last = output_length - 1
+    vertex = last
+    vertices = [vertex]
+    for t in range(num_targets - 2, -1, -1):
+        previous = backpointers[t + 1].gather(1, vertex.unsqueeze(1)).squeeze(1)
+        vertex = torch.where(at_end[t], last, torch.where(on_path[t], previous, vertex))
+        vertices.append(vertex)
+    visited = torch.stack(vertices[::-1])  # [T, B]
+    write_at = torch.where(on_path, visited, num_vertices).T  # off-path steps land in the spare column
     path = torch.full((batch, num_vertices + 1), -1, dtype=torch.long, device=match.device)
-    vertex = output_length - 1
-    for t in range(num_targets - 1, -1, -1):
-        on_path = t < target_length
-        at_end = t == target_length - 1
-        if t < num_targets - 1:
-            previous = backpointers[t + 1].gather(1, vertex.unsqueeze(1)).squeeze(1)
-            vertex = torch.where(at_end, output_length - 1, torch.where(on_path, previous, vertex))
-        write_at = torch.where(on_path, vertex, torch.full_like(vertex, num_vertices))
-        path[rows, write_at] = t
+    path.scatter_(1, write_at, steps.T.expand(batch, -1).contiguous())
     return path[:, :num_vertices], max_logprob
 
 
