@@ -12,6 +12,12 @@ Steps, sized to fit one wall-clock deadline (`--deadline-s`):
 5. evaluate every model alone on the GPU: detokenised sacreBLEU on test_2016_flickr, decoder passes,
    parameters, fp16 size, sentences per second at batch 1 and 64. The table is printed last.
 
+A run can be split over several calls: steps 1-3 write `OUT/text_multi30k_teacher.tar` (BPE, fp16 AR,
+distilled targets), which `--teacher-from` loads instead of recomputing them; `--families` (ar, nat, cmlm,
+ctc, dat; `dat:distilled` names one variant) and `--variants` (raw, distilled) choose what trains, the
+whole NAR budget going to those trainings; `--rows-from` merges an earlier run's rows into the table.
+Models share one embedding matrix (encoder input, decoder input, output) unless `--no-share-all-embeddings`.
+
 Every training follows its wall-clock budget: learning rate and GLAT ratio are functions of the elapsed
 fraction of the budget (`train(..., schedule_by_time=True)`), so a run ends annealed whatever throughput
 the machine gives. Trained models are written (fp16, with the tokenizer) into
