@@ -12,6 +12,12 @@ Steps, sized to fit one wall-clock deadline (`--deadline-s`):
 5. evaluate every model alone on the GPU: detokenised sacreBLEU on test_2016_flickr, decoder passes,
    parameters, fp16 size, sentences per second at batch 1 and 64. The table is printed last.
 
+A run can be split over several calls: steps 1-3 write `OUT/text_multi30k_teacher.tar` (BPE, fp16 AR,
+distilled targets), which `--teacher-from` loads instead of recomputing them; `--families` (ar, nat, cmlm,
+ctc, dat; `dat:distilled` names one variant) and `--variants` (raw, distilled) choose what trains, the
+whole NAR budget going to those trainings; `--rows-from` merges an earlier run's rows into the table.
+Models share one embedding matrix (encoder input, decoder input, output) unless `--no-share-all-embeddings`.
+
 Every training follows its wall-clock budget: learning rate and GLAT ratio are functions of the elapsed
 fraction of the budget (`train(..., schedule_by_time=True)`), so a run ends annealed whatever throughput
 the machine gives. Trained models are written (fp16, with the tokenizer) into
@@ -24,6 +30,7 @@ measures their speed later. A tiny CPU smoke run (the options of tests/text/test
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import math
@@ -48,6 +55,9 @@ from genloom.text.training import text_train_config, train
 
 MAX_TOKENS = 64
 TAR_STEM = "text_multi30k_models"
+TEACHER_TAR = "text_multi30k_teacher.tar"  # the reusable teacher bundle (see `write_teacher_bundle`)
+NAR_FAMILIES = ("nat", "cmlm", "ctc", "dat")
+VARIANTS = ("raw", "distilled")
 PRESET_LIMIT_BYTES = (
     5_000_000  # a preset's files must each stay under 5 MB (its fp16 weights are the largest)
 )
@@ -125,6 +135,7 @@ def model_config(family: str, vocab: int, args) -> Seq2SeqConfig:
         family=family, vocab_size=vocab, dim=args.dim, encoder_layers=args.layers, decoder_layers=args.layers,
         n_heads=args.heads, dropout=args.dropout, max_source_length=MAX_TOKENS, max_target_length=MAX_TOKENS,
         upsample_ratio={"ctc": args.ctc_upsample, "dat": args.dat_upsample}.get(family, 2.0),
+        share_all_embeddings=args.share_all_embeddings,
     )  # fmt: skip
 
 
@@ -189,9 +200,9 @@ def run_nar_jobs(jobs: list[dict], args) -> list[dict]:
     return results
 
 
-def distil(ar, tokenizer, train_pairs: list, args) -> tuple[ParallelCorpus, dict]:
-    """The training set with the AR model's beam outputs as targets; an empty output (or one over the length
-    limit) keeps the reference target."""
+def distil(ar, tokenizer, train_pairs: list, args) -> tuple[list[str], dict]:
+    """The AR model's beam outputs for the training sources, as training targets; an empty output (or one
+    over the length limit) keeps the reference target."""
     start = time.perf_counter()
     outputs, _, _ = translate_all(
         ar, tokenizer, [s for s, _ in train_pairs], args.distil_batch, args.device, by_length=True,
@@ -199,14 +210,48 @@ def distil(ar, tokenizer, train_pairs: list, args) -> tuple[ParallelCorpus, dict
     )  # fmt: skip
     lengths = [len(ids) for ids in tokenizer.encode_batch(outputs)]
     fallback = [not 0 < n <= MAX_TOKENS for n in lengths]
-    pairs = [(s, t if bad else d) for (s, t), d, bad in zip(train_pairs, outputs, fallback)]
-    corpus = ParallelCorpus.from_text(tokenizer, pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS)
+    targets = [t if bad else d for (_, t), d, bad in zip(train_pairs, outputs, fallback)]
     stats = {
         "distillation_seconds": round(time.perf_counter() - start, 1),
         "distillation_fallbacks": sum(fallback),
     }
-    print(f"distilled {len(corpus)} pairs: {json.dumps(stats)}", flush=True)
-    return corpus, stats
+    print(f"distilled {len(targets)} pairs: {json.dumps(stats)}", flush=True)
+    return targets, stats
+
+
+def write_teacher_bundle(path: Path, ar, tokenizer, targets: list[str], info: dict) -> int:
+    """The tar `--teacher-from` reads: `ar/` (the fp16 teacher and the BPE tokenizer, `save_text_model`),
+    `distilled.json.gz` (one distilled target per training pair, in training order) and `teacher.json`
+    (the AR's training stats, the distillation stats, the number of training pairs). Returns its bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_text_model(ar, tokenizer, folder / "ar")
+        (folder / "distilled.json.gz").write_bytes(gzip.compress(json.dumps(targets).encode("utf-8")))
+        (folder / "teacher.json").write_text(json.dumps({**info, "train_pairs": len(targets)}, indent=2))
+        tmp_path = path.with_suffix(".part")
+        with tarfile.open(tmp_path, "w") as tar:
+            for name in ("ar", "distilled.json.gz", "teacher.json"):
+                tar.add(folder / name, arcname=name)
+        tmp_path.replace(path)
+    return path.stat().st_size
+
+
+def load_teacher_bundle(path: Path, device: str) -> tuple:
+    """(AR teacher in float32, its BPE tokenizer, distilled targets, teacher.json) from a tar or folder
+    written by `write_teacher_bundle`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(path)
+        if folder.is_file():
+            with tarfile.open(folder) as tar:
+                tar.extractall(tmp, filter="data")
+            folder = Path(tmp)
+        missing = [n for n in ("ar", "distilled.json.gz", "teacher.json") if not (folder / n).exists()]
+        if missing:
+            raise SystemExit(f"--teacher-from {path}: not a teacher bundle (missing {', '.join(missing)})")
+        ar, tokenizer, _ = load_text_model(folder / "ar", device=device)
+        targets = json.loads(gzip.decompress((folder / "distilled.json.gz").read_bytes()))
+        info = json.loads((folder / "teacher.json").read_text())
+    return ar, tokenizer, targets, info
 
 
 def evaluate(
@@ -327,7 +372,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--data-dir", type=Path, default=default_data_dir())
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add("--families", default="nat,cmlm,ctc,dat")
+    add("--families", default="ar,nat,cmlm,ctc,dat", help="comma-separated subset of ar,nat,cmlm,ctc,dat; a "
+        "NAR family may name its variant ('dat:distilled'), else every --variants one trains")  # fmt: skip
+    add("--variants", default="raw,distilled", help="NAR training targets: raw, distilled or both")
+    add("--teacher-from", type=Path, help="teacher bundle (tar or folder) of an earlier run: BPE, AR teacher "
+        "and distilled targets are loaded instead of computed")  # fmt: skip
+    add("--rows-from", type=Path, nargs="+", default=[], help="text_multi30k.json of earlier runs: their rows "
+        "join the table (a row this run measures again replaces theirs)")  # fmt: skip
+    add("--share-all-embeddings", action=argparse.BooleanOptionalAction, default=True, help="one embedding "
+        "matrix for encoder input, decoder input and output (joint BPE)")  # fmt: skip
     add("--budget-ar", type=float, default=150.0, help="training seconds of the AR model")
     add("--budget-nar", type=float, default=230.0, help="training seconds of each NAR model")
     add("--deadline-s", type=float, default=0.0, help="whole-run seconds: the NAR budget shrinks so that the "
@@ -355,12 +408,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(training runs time the whole test set)")  # fmt: skip
     add("--distil-batch", type=int, default=1024)
     add("--distil-beam", type=int, default=4)
-    add("--no-raw", action="store_true", help="skip NAR training on the raw targets")
     add("--log-every", type=int, default=500)
     add("--seed", type=int, default=0)
     add("--out-dir", type=Path, default=Path("benchmarks/results"))
     add("--speed-from", type=Path, nargs="+", help="model tars of a training run: measure speed only")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.ar, args.jobs = plan_jobs(args.families, args.variants)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def plan_jobs(families: str, variants: str) -> tuple[bool, list[tuple[str, str]]]:
+    """(--families names ar, the NAR (family, variant) trainings) from the --families / --variants lists."""
+    default = [v for v in variants.split(",") if v]
+    if not default or set(default) - set(VARIANTS):
+        raise ValueError(f"--variants must list {' and/or '.join(VARIANTS)}, got {variants!r}")
+    ar, jobs = False, []
+    for item in [f for f in families.split(",") if f]:
+        family, _, variant = item.partition(":")
+        if family == "ar" and not variant:
+            ar = True
+            continue
+        if family not in NAR_FAMILIES or (variant and variant not in VARIANTS):
+            raise ValueError(
+                f"--families item {item!r}: expected ar or one of {', '.join(NAR_FAMILIES)}, optionally "
+                f"followed by :raw or :distilled"
+            )
+        jobs += [(family, v) for v in ([variant] if variant else default) if (family, v) not in jobs]
+    if not ar and not jobs:
+        raise ValueError(f"--families {families!r} names nothing to train")
+    return ar, jobs
 
 
 def load_data(args) -> tuple[list, list]:
@@ -385,6 +464,55 @@ def nar_budget(args, elapsed: float, jobs: int) -> float:
     return max(budget, 1.0)
 
 
+def merge_rows(rows: list[dict], earlier: list[Path]) -> list[dict]:
+    """This run's rows plus the rows of earlier runs' JSON that this run did not measure again."""
+    measured = {(r["decoding"], r["data"]) for r in rows}
+    merged = []
+    for path in earlier:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            key = (row["decoding"], row["data"])
+            if key not in measured:
+                merged.append({**row, "from": str(path)})
+                measured.add(key)
+    return merged + rows
+
+
+def prepare_teacher(args, train_pairs: list, archive: ModelArchive, results: dict, elapsed) -> tuple:
+    """(tokenizer, AR teacher or None, its stats, distilled targets or None): loaded from --teacher-from, or
+    BPE + AR training + distillation here (then written as the teacher bundle into --out-dir)."""
+    if args.teacher_from:
+        ar, tokenizer, targets, info = load_teacher_bundle(args.teacher_from, args.device)
+        if len(targets) != len(train_pairs):
+            raise SystemExit(
+                f"--teacher-from {args.teacher_from} holds {len(targets)} distilled targets but this run has "
+                f"{len(train_pairs)} training pairs: use the --limit-train of the run that wrote it"
+            )
+        results.update(
+            {k: v for k, v in info.items() if k.startswith("distillation")},
+            teacher_from=str(args.teacher_from),
+        )
+        ar_stats = info["ar_stats"]
+        print(f"teacher bundle {args.teacher_from} loaded at {elapsed():.0f}s", flush=True)
+        return tokenizer, ar.eval(), ar_stats, targets
+    tokenizer = BPETokenizer.train(
+        [s for s, _ in train_pairs] + [t for _, t in train_pairs], vocab_size=args.vocab_size
+    )
+    print(f"BPE vocabulary {tokenizer.vocab_size} at {elapsed():.0f}s", flush=True)
+    needs_teacher = args.ar or any(v == "distilled" for _, v in args.jobs)
+    if not needs_teacher:
+        return tokenizer, None, None, None
+    raw = ParallelCorpus.from_text(tokenizer, train_pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS)
+    ar, ar_stats = train_model("ar", raw.pairs, tokenizer.vocab_size, args, args.budget_ar, "ar")
+    ar_stats["fp16_bytes"] = archive.add("ar", ar, tokenizer)
+    targets, distil_stats = distil(ar, tokenizer, train_pairs, args)
+    results.update(distil_stats)
+    size = write_teacher_bundle(
+        args.out_dir / TEACHER_TAR, ar, tokenizer, targets, {"ar_stats": ar_stats, **distil_stats}
+    )
+    print(f"teacher bundle {TEACHER_TAR}: {size / 1e6:.1f} MB at {elapsed():.0f}s", flush=True)
+    return tokenizer, ar.eval(), ar_stats, targets
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     _setup_torch(args.device)
@@ -394,39 +522,36 @@ def main(argv: list[str] | None = None) -> None:
     run_start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - run_start  # noqa: E731
     train_pairs, test = load_data(args)
-    tokenizer = BPETokenizer.train(
-        [s for s, _ in train_pairs] + [t for _, t in train_pairs], vocab_size=args.vocab_size
-    )
-    vocab = tokenizer.vocab_size
-    raw = ParallelCorpus.from_text(tokenizer, train_pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"BPE vocabulary {vocab}; {len(raw)} training pairs; device {args.device} ({device_name}); "
-          f"setup {elapsed():.0f}s", flush=True)  # fmt: skip
     archive = ModelArchive(args.out_dir, TAR_STEM)
     results = {"device": device_name, "args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
+    tokenizer, ar, ar_stats, targets = prepare_teacher(args, train_pairs, archive, results, elapsed)
+    vocab = tokenizer.vocab_size
+    print(f"BPE vocabulary {vocab}; {len(train_pairs)} training pairs; device {args.device} ({device_name}); "
+          f"teacher ready at {elapsed():.0f}s", flush=True)  # fmt: skip
 
-    ar, ar_stats = train_model("ar", raw.pairs, vocab, args, args.budget_ar, "ar")
-    ar_stats["fp16_bytes"] = archive.add("ar", ar, tokenizer)
-    distilled, distil_stats = distil(ar, tokenizer, train_pairs, args)
-    results.update(distil_stats)
-
-    corpora = ([] if args.no_raw else [("raw", raw)]) + [("distilled", distilled)]
-    jobs = [(family, label, corpus) for family in args.families.split(",") for label, corpus in corpora]
-    budget = nar_budget(args, elapsed(), len(jobs))
-    print(
-        f"{len(jobs)} NAR trainings of {budget:.0f}s, {args.workers} at once; at {elapsed():.0f}s", flush=True
-    )
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(args.workers, len(jobs))))
-    job_args = {k: v for k, v in vars(args).items() if k != "speed_from"}
-    trained = run_nar_jobs(
-        [
-            {"family": f, "label": label, "pairs": c.pairs, "vocab": vocab, "args": job_args,
-             "budget_s": budget, "threads": threads}
-            for f, label, c in jobs
-        ],
-        args,
-    )  # fmt: skip
-    print(f"NAR trainings done at {elapsed():.0f}s", flush=True)
+    corpora = {}
+    for variant in dict.fromkeys(v for _, v in args.jobs):
+        pairs = train_pairs if variant == "raw" else [(s, t) for (s, _), t in zip(train_pairs, targets)]
+        corpora[variant] = ParallelCorpus.from_text(
+            tokenizer, pairs, max_source=MAX_TOKENS, max_target=MAX_TOKENS
+        )
+    trained = []
+    if args.jobs:
+        budget = nar_budget(args, elapsed(), len(args.jobs))
+        print(f"{len(args.jobs)} NAR trainings of {budget:.0f}s, {args.workers} at once; at {elapsed():.0f}s",
+              flush=True)  # fmt: skip
+        threads = max(1, (os.cpu_count() or 1) // max(1, min(args.workers, len(args.jobs))))
+        job_args = {k: v for k, v in vars(args).items() if k not in ("speed_from", "jobs")}
+        trained = run_nar_jobs(
+            [
+                {"family": f, "label": label, "pairs": corpora[label].pairs, "vocab": vocab, "args": job_args,
+                 "budget_s": budget, "threads": threads}
+                for f, label in args.jobs
+            ],
+            args,
+        )  # fmt: skip
+        print(f"NAR trainings done at {elapsed():.0f}s", flush=True)
 
     def record(name: str, model, stats: dict, data: str) -> None:
         late = bool(args.deadline_s) and elapsed() > args.deadline_s - 20  # keep BLEU, drop batch-1 timing
@@ -437,10 +562,11 @@ def main(argv: list[str] | None = None) -> None:
         results["rows"].append(row)
         _write_json(args.out_dir / "text_multi30k.json", results)
 
-    for name in decodings(args.device, "ar"):
-        record(name, ar, ar_stats, "raw")
+    if args.ar:
+        for name in decodings(args.device, "ar"):
+            record(name, ar, ar_stats, "raw")
     del ar
-    order = {(f, label): i for i, (f, label, _) in enumerate(jobs)}
+    order = {job: i for i, job in enumerate(args.jobs)}
     for job in sorted(trained, key=lambda j: order[(j["family"], j["label"])]):
         model = build_text_model({"model": model_config(job["family"], vocab, args).to_dict()})
         model.load_state_dict(torch.load(io.BytesIO(job.pop("state")), weights_only=True))
@@ -449,9 +575,12 @@ def main(argv: list[str] | None = None) -> None:
         stats["fp16_bytes"] = archive.add(f"{job['family']}-{job['label']}", model, tokenizer)
         for name in decodings(args.device, job["family"]):
             record(name, model, stats, job["label"])
+    results["rows"] = merge_rows(results["rows"], args.rows_from)
     results["presets_fit_5MB"] = {
-        r["model"]: r["fp16_bytes"] <= PRESET_LIMIT_BYTES for r in results["rows"] if r["data"] == "distilled"
-    } | {"AR": ar_stats["fp16_bytes"] <= PRESET_LIMIT_BYTES}
+        r["model"]: r["fp16_bytes"] <= PRESET_LIMIT_BYTES
+        for r in results["rows"]
+        if r["data"] == "distilled" or r["decoding"].startswith("AR")
+    }
     results["total_seconds"] = round(elapsed())
     results["table"] = format_table(results["rows"])
     _write_json(args.out_dir / "text_multi30k.json", results)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -40,12 +41,30 @@ def _benchmark_module():
     return module
 
 
-@pytest.mark.skipif(not MULTI30K.exists(), reason="../shared/data/multi30k is absent")
-def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
+def _run(*options: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, str(SCRIPT), *SMOKE, "--data-dir", str(MULTI30K), "--out-dir", str(tmp_path)]
+    command = [sys.executable, str(SCRIPT), *SMOKE, "--data-dir", str(MULTI30K), *options]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return run
+
+
+def test_job_plan_from_families_and_variants():
+    plan = _benchmark_module().plan_jobs
+    assert plan("ar,nat,dat", "raw,distilled") == (
+        True,
+        [("nat", "raw"), ("nat", "distilled"), ("dat", "raw"), ("dat", "distilled")],
+    )
+    assert plan("nat:raw,ctc", "distilled") == (False, [("nat", "raw"), ("ctc", "distilled")])
+    assert plan("ar", "raw") == (True, [])
+    for families, variants in (("nat,mdlm", "raw"), ("nat:beam", "raw"), ("nat", "teacher"), ("", "raw")):
+        with pytest.raises(ValueError, match="--families|--variants"):
+            plan(families, variants)
+
+
+@pytest.mark.skipif(not MULTI30K.exists(), reason="../shared/data/multi30k is absent")
+def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
+    run = _run("--out-dir", str(tmp_path))
     bench = _benchmark_module()
     on_cpu = bench.decodings("cpu")  # the compiled AR row is a GPU path
     assert set(bench.DECODING) - set(on_cpu) == {"AR greedy (compiled, one CUDA graph)"}
@@ -81,3 +100,26 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     ar_row = next(r for r in rows if r["decoding"] == "AR greedy (static KV cache)")
     assert ar_row["bleu"] == pytest.approx(bleu["trained"], abs=0.5)  # fp16 round trip of the weights
     assert bleu["untrained"] < 2.0 and bleu["trained"] > 30.0, bleu
+
+    # the shared embedding: encoder input, decoder input and output projection are one matrix
+    assert trained.model.encoder.tok_embeddings is trained.model.decoder.tok_embeddings
+    assert trained.model.decoder.output.weight is trained.model.decoder.tok_embeddings.weight
+
+    # a second run continues from the first one's teacher bundle: no BPE / AR / distillation, only the named
+    # trainings, and the earlier rows merged into its table
+    second = tmp_path / "second"
+    run = _run(
+        "--out-dir", str(second), "--teacher-from", str(tmp_path / bench.TEACHER_TAR),
+        "--families", "nat:raw,dat", "--variants", "distilled", "--rows-from", str(tmp_path / "text_multi30k.json"),
+    )  # fmt: skip
+    assert not re.search(r"^  ar step|^BPE vocabulary \d+ at|^distilled \d+ pairs", run.stdout, re.MULTILINE)
+    merged = json.loads((second / "text_multi30k.json").read_text())
+    fresh = {(r["decoding"], r["data"]) for r in merged["rows"] if "from" not in r}
+    assert fresh == {("vanilla NAT", "raw")} | {
+        (name, "distilled") for name in on_cpu if name.startswith("DA-Transformer")
+    }
+    assert {(r["decoding"], r["data"]) for r in merged["rows"]} == {(r["decoding"], r["data"]) for r in rows}
+    assert merged["distillation_fallbacks"] == results["distillation_fallbacks"]
+    for name in on_cpu:
+        assert f"| {name} |" in run.stdout
+    assert sorted(p.name for p in second.iterdir()) == ["text_multi30k.json", "text_multi30k_models_0.tar"]

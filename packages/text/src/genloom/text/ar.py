@@ -46,12 +46,7 @@ class ARTranslator(nn.Module):
         self._compiled: dict[str, CompiledDecoder] = {}  # greedy fast paths, per torch.compile backend
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
-        check_source(batch.source, batch.source_length, self.config)
-        if int(batch.target_length.max()) > self.config.max_target_length:
-            raise TextInputError(
-                f"target of {int(batch.target_length.max())} tokens exceeds max_target_length="
-                f"{self.config.max_target_length}"
-            )
+        check_source(batch.source, batch.source_length, self.config, target_length=batch.target_length)
         inputs, input_length = add_markers(batch.target, batch.target_length, bos=True, eos=False)
         labels, _ = add_markers(batch.target, batch.target_length, bos=False, eos=True)
         source_mask = padding_mask(batch.source_length, batch.source.shape[1])

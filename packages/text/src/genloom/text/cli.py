@@ -192,3 +192,34 @@ def distill(
     except GenloomError as err:
         _fail(err)
     typer.echo(f"wrote {count} distilled pairs to {out} in {time.time() - start:.1f}s")
+
+
+@app.command("export-preset")
+def export_preset(
+    source: Path = typer.Argument(..., help="model folder, or a text_multi30k_models_*.tar of the benchmark"),
+    name: str = typer.Option(..., help="preset name, e.g. multi30k-dat"),
+    out: Path = typer.Option(
+        ..., help="preset folder to write (e.g. packages/text/src/genloom/text/presets/NAME)"
+    ),
+    member: str = typer.Option("", help="model inside a tar or folder of models, e.g. dat-distilled"),
+    description: str = typer.Option("", help="preset description (default: the registered one)"),
+    results: Path = typer.Option(
+        None, help="the benchmark's text_multi30k.json: its rows become the card metric"
+    ),
+) -> None:
+    """Make a shippable preset folder (fp16 model + tokenizer + preset.json) from a trained translator."""
+    from genloom.text.preset_export import benchmark_metric, export_translator_preset
+    from genloom.text.zoo import MULTI30K_PRESETS
+
+    try:
+        metric = None
+        if results is not None:
+            family, _, data = (member or name.removeprefix("multi30k-")).partition("-")
+            metric = benchmark_metric(results, family, data or "raw")
+        folder = export_translator_preset(
+            source, out, name=name, member=member or None, metric=metric,
+            description=description or MULTI30K_PRESETS.get(name, name),
+        )  # fmt: skip
+    except GenloomError as err:
+        _fail(err)
+    typer.echo(f"wrote preset {name} to {folder}")

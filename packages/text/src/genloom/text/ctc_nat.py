@@ -59,35 +59,41 @@ def ctc_best_alignment(
     """
     batch, num_frames, _ = log_probs.shape
     num_states = 2 * targets.shape[1] + 1
-    rows = torch.arange(batch, device=log_probs.device)
-    extended = torch.full((batch, num_states), blank, dtype=torch.long, device=log_probs.device)
+    device = log_probs.device
+    rows = torch.arange(batch, device=device)
+    extended = torch.full((batch, num_states), blank, dtype=torch.long, device=device)
     extended[:, 1::2] = targets
     previous_label = torch.cat([torch.full_like(extended[:, :2], -1), extended[:, :-2]], dim=1)
     can_skip = (extended != blank) & (extended != previous_label)
+    # 0 where a state may be entered by skipping a blank, -inf where not (added, it masks exactly)
+    skip_bias = torch.zeros(batch, num_states, device=device).masked_fill(~can_skip, NEG_INF)[:, 2:]
     emit = log_probs.float().gather(2, extended.unsqueeze(1).expand(-1, num_frames, -1))  # [B, L, S]
-    alpha = torch.full((batch, num_states), NEG_INF, device=log_probs.device)
+    frames = torch.arange(num_frames, device=device)
+    active = (frames.unsqueeze(0) < input_length.unsqueeze(1)).unsqueeze(-1)  # [B, L, 1]
+    alpha = torch.full((batch, num_states), NEG_INF, device=device)
     alpha[:, :2] = emit[:, 0, :2]
+    # the three predecessors of every state (stay, step from s-1, skip from s-2) in one preallocated
+    # buffer; its never-written entries stay -inf. Per frame: three copies, one max, one add, one select.
+    moves = torch.full((batch, num_states, 3), NEG_INF, device=device)
     backpointers = []
-    shifted_inf = torch.full((batch, 1), NEG_INF, device=log_probs.device)
     for t in range(1, num_frames):
-        stay = alpha
-        step = torch.cat([shifted_inf, alpha[:, :-1]], dim=1)
-        skip = torch.cat([shifted_inf, shifted_inf, alpha[:, :-2]], dim=1).masked_fill(~can_skip, NEG_INF)
-        best, choice = torch.stack([stay, step, skip], dim=-1).max(dim=-1)
-        new_alpha = best + emit[:, t]
-        active = (t < input_length).unsqueeze(1)
-        alpha = torch.where(active, new_alpha, alpha)
-        backpointers.append(torch.where(active, choice, torch.zeros_like(choice)))
+        moves[:, :, 0] = alpha
+        moves[:, 1:, 1] = alpha[:, :-1]
+        torch.add(alpha[:, :-2], skip_bias, out=moves[:, 2:, 2])
+        best, choice = moves.max(dim=-1)
+        alpha = torch.where(active[:, t], best + emit[:, t], alpha)
+        backpointers.append(choice)  # read back only on frames before a row's last one
     last_state = 2 * target_length
     end_scores = torch.stack([alpha[rows, last_state], alpha[rows, last_state - 1]], dim=1)
     score, end_choice = end_scores.max(dim=1)
     state = last_state - end_choice
-    frame_target = torch.full((batch, num_frames), -1, dtype=torch.long, device=log_probs.device)
-    for t in range(num_frames - 1, -1, -1):
-        on_path = t < input_length
-        if t < num_frames - 1:
-            moved = state - backpointers[t].gather(1, state.unsqueeze(1)).squeeze(1)
-            state = torch.where(t < input_length - 1, moved, state)
-        label_index = torch.where(state % 2 == 1, (state - 1) // 2, -1)
-        frame_target[:, t] = torch.where(on_path, label_index, -1)
+    moving = frames.unsqueeze(0) < (input_length - 1).unsqueeze(1)  # [B, L]
+    states = [state]
+    for t in range(num_frames - 2, -1, -1):
+        moved = state - backpointers[t].gather(1, state.unsqueeze(1)).squeeze(1)
+        state = torch.where(moving[:, t], moved, state)
+        states.append(state)
+    state_path = torch.stack(states[::-1], dim=1)  # [B, L]: the state of every frame
+    label_index = torch.where(state_path % 2 == 1, (state_path - 1) // 2, -1)
+    frame_target = torch.where(active.squeeze(-1), label_index, -1)
     return frame_target, score

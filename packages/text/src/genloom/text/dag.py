@@ -25,10 +25,9 @@ def safe_logsumexp(x: Tensor, dim: int) -> Tensor:
     """`logsumexp` whose value and gradient stay finite-or-`-inf` (no NaN) when a slice is all `-inf`."""
     peak = x.amax(dim=dim, keepdim=True).detach()
     empty = peak == NEG_INF
-    peak = peak.masked_fill(empty, 0.0)
-    total = (x - peak).exp().sum(dim=dim, keepdim=True)
-    out = total.masked_fill(empty, 1.0).log() + peak.masked_fill(empty, NEG_INF)
-    return out.squeeze(dim)
+    total = (x - peak.masked_fill(empty, 0.0)).exp().sum(dim=dim, keepdim=True)
+    # adding `peak` itself: it is -inf exactly on the empty slices (one masking less per call)
+    return (total.masked_fill(empty, 1.0).log() + peak).squeeze(dim)
 
 
 class DagLinkHead(nn.Module):
@@ -82,12 +81,20 @@ def check_graph_sizes(
             f"output_length and target_length must be 1-D of the same size, got {tuple(output_length.shape)} "
             f"and {tuple(target_length.shape)}"
         )
-    if (output_length < 1).any() or (output_length > num_vertices).any():
-        raise TextInputError(f"output_length must lie in [1, {num_vertices}], got {output_length.tolist()}")
-    if (target_length < 1).any() or (target_length > num_targets).any():
-        raise TextInputError(f"target_length must lie in [1, {num_targets}], got {target_length.tolist()}")
+    # one device read on the happy path; the messages below are built only when a check fails
     too_small = (target_length > output_length) | ((target_length == 1) & (output_length > 1))
-    if too_small.any():
+    flags = torch.stack(
+        [
+            ((output_length < 1) | (output_length > num_vertices)).any(),
+            ((target_length < 1) | (target_length > num_targets)).any(),
+            too_small.any(),
+        ]
+    ).tolist()
+    if flags[0]:
+        raise TextInputError(f"output_length must lie in [1, {num_vertices}], got {output_length.tolist()}")
+    if flags[1]:
+        raise TextInputError(f"target_length must lie in [1, {num_targets}], got {target_length.tolist()}")
+    if flags[2]:
         rows = too_small.nonzero().flatten().tolist()
         raise GraphTooSmallError(
             f"DAG graph too small for its target in rows {rows}: graph sizes "
@@ -153,17 +160,22 @@ def dag_best_alignment(
         backpointers.append(argbest)
     table = torch.stack(scores, dim=1)
     max_logprob = table[rows, target_length - 1, output_length - 1]
-    # walk back from (T_b - 1, L_b - 1); rows with shorter targets join the walk when t reaches their end
+    # walk back from (T_b - 1, L_b - 1); rows with shorter targets join the walk when t reaches their end.
+    # Per step only a gather and a select: the vertices are collected and written into the path at once.
+    steps = torch.arange(num_targets, device=match.device).unsqueeze(1)  # [T, 1]
+    on_path = steps < target_length  # [T, B]
+    at_end = steps == target_length - 1
+    last = output_length - 1
+    vertex = last
+    vertices = [vertex]
+    for t in range(num_targets - 2, -1, -1):
+        previous = backpointers[t + 1].gather(1, vertex.unsqueeze(1)).squeeze(1)
+        vertex = torch.where(at_end[t], last, torch.where(on_path[t], previous, vertex))
+        vertices.append(vertex)
+    visited = torch.stack(vertices[::-1])  # [T, B]
+    write_at = torch.where(on_path, visited, num_vertices).T  # off-path steps land in the spare column
     path = torch.full((batch, num_vertices + 1), -1, dtype=torch.long, device=match.device)
-    vertex = output_length - 1
-    for t in range(num_targets - 1, -1, -1):
-        on_path = t < target_length
-        at_end = t == target_length - 1
-        if t < num_targets - 1:
-            previous = backpointers[t + 1].gather(1, vertex.unsqueeze(1)).squeeze(1)
-            vertex = torch.where(at_end, output_length - 1, torch.where(on_path, previous, vertex))
-        write_at = torch.where(on_path, vertex, torch.full_like(vertex, num_vertices))
-        path[rows, write_at] = t
+    path.scatter_(1, write_at, steps.T.expand(batch, -1).contiguous())
     return path[:, :num_vertices], max_logprob
 
 

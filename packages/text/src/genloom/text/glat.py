@@ -53,7 +53,12 @@ def glancing_mask(
         )
     num_wrong = (valid & ~correct).sum(1)
     num_glance = (num_wrong.float() * ratio + 0.5).long()
-    noise = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)
+    # drawn where the mask lives (a CPU draw copied to the GPU would stall it every step); a `generator`
+    # is a CPU generator, so reproducible draws stay on the CPU
+    if generator is None:
+        noise = torch.rand(valid.shape, device=valid.device)
+    else:
+        noise = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)
     noise = noise.masked_fill(~valid, -1.0)
     rank = noise.argsort(dim=1, descending=True).argsort(dim=1)
     return (rank < num_glance.unsqueeze(1)) & valid

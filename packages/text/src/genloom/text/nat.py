@@ -64,7 +64,8 @@ def drop_unfit_rows(batch: Seq2SeqBatch, fits: Tensor) -> Seq2SeqBatch:
 
     Raises when no row fits, so a single bad pair still gets the clear error from the loss.
     """
-    if bool(fits.all()) or not bool(fits.any()):
+    all_fit, any_fit = torch.stack([fits.all(), fits.any()]).tolist()  # one device read
+    if all_fit or not any_fit:
         return batch
     keep = fits.nonzero().flatten()
     return Seq2SeqBatch(
@@ -103,12 +104,7 @@ class NonAutoregressiveTranslator(nn.Module):
         return self.decoder.output(hidden).float(), hidden
 
     def _check_target(self, batch: Seq2SeqBatch) -> None:
-        if int(batch.target_length.max()) > self.config.max_target_length:
-            raise TextInputError(
-                f"target of {int(batch.target_length.max())} tokens exceeds max_target_length="
-                f"{self.config.max_target_length}"
-            )
-        check_source(batch.source, batch.source_length, self.config)
+        check_source(batch.source, batch.source_length, self.config, target_length=batch.target_length)
 
 
 class _LengthPredicting(NonAutoregressiveTranslator):

@@ -45,7 +45,11 @@ class Seq2SeqConfig:
     # choice: one shared token, so vertices tell apart only by position and specialise freely)
     dag_vertex_inputs: str = "copy"
     length_loss_weight: float = 0.1  # NAT / CMLM: weight of the target-length classifier
-    tie_embeddings: bool = True
+    tie_embeddings: bool = True  # decoder input embedding = output projection
+    # fairseq's --share-all-embeddings (joint vocabulary): the encoder's token embedding is the decoder's too,
+    # so one [vocab, dim] matrix serves encoder input, decoder input and (with tie_embeddings) the output.
+    # Off by default: configs written before this field existed load untied, as they were trained.
+    share_all_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -57,6 +61,10 @@ class Seq2SeqConfig:
         if self.dag_vertex_inputs not in ("copy", "mask"):
             raise TextInputError(
                 f"dag_vertex_inputs must be 'copy' or 'mask', got {self.dag_vertex_inputs!r}"
+            )
+        if self.share_all_embeddings and not self.tie_embeddings:
+            raise TextInputError(
+                "share_all_embeddings=True needs tie_embeddings=True (one matrix for all three)"
             )
         if self.upsample_ratio < 1.0:
             raise TextInputError(f"upsample_ratio must be >= 1, got {self.upsample_ratio}")
@@ -136,25 +144,37 @@ def strip_specials(tokens: Tensor) -> list[list[int]]:
     return rows
 
 
-def check_source(source: Tensor, source_length: Tensor, config: Seq2SeqConfig) -> None:
-    """Clear errors for empty, too long or out-of-vocabulary source rows."""
+def check_source(
+    source: Tensor, source_length: Tensor, config: Seq2SeqConfig, *, target_length: Tensor | None = None
+) -> None:
+    """Clear errors for empty, too long or out-of-vocabulary source rows (and, given `target_length`, too
+    long targets). The bounds are read from the device in one transfer: a training step checks its batch
+    without stalling the GPU several times."""
     if source.dim() != 2 or source_length.dim() != 1 or source.shape[0] != source_length.shape[0]:
         raise TextInputError(
             f"source must be [B, S] with lengths [B], got {tuple(source.shape)} and {tuple(source_length.shape)}"
         )
     if source.shape[0] == 0:
         raise TextInputError("empty batch: no source sentence to translate")
-    if (source_length < 1).any():
+    bounds = [source_length.min(), source_length.max()]
+    if source.numel():
+        bounds += [source.min(), source.max()]
+    if target_length is not None:
+        bounds.append(target_length.max())
+    values = torch.stack([b.to(torch.long) for b in bounds]).tolist()
+    if values[0] < 1:
         raise TextInputError(
             f"empty source sentence in rows {(source_length < 1).nonzero().flatten().tolist()}"
         )
-    if int(source_length.max()) > config.max_source_length:
+    if values[1] > config.max_source_length:
         raise TextInputError(
-            f"source of {int(source_length.max())} tokens exceeds the model's maximum of {config.max_source_length}"
+            f"source of {values[1]} tokens exceeds the model's maximum of {config.max_source_length}"
         )
-    if source.numel() and (source.min() < 0 or source.max() >= config.vocab_size):
+    if source.numel() and (values[2] < 0 or values[3] >= config.vocab_size):
+        raise TextInputError(f"source ids must lie in [0, {config.vocab_size}), got {values[2]}..{values[3]}")
+    if target_length is not None and values[-1] > config.max_target_length:
         raise TextInputError(
-            f"source ids must lie in [0, {config.vocab_size}), got {source.min()}..{source.max()}"
+            f"target of {values[-1]} tokens exceeds max_target_length={config.max_target_length}"
         )
 
 
@@ -173,8 +193,13 @@ class LengthPredictor(nn.Module):
 
 
 def build_encoder_decoder(config: Seq2SeqConfig, *, causal: bool) -> EncoderDecoder:
-    """The shared transformer stack: core `EncoderDecoder` over a joint vocabulary."""
-    return EncoderDecoder(config.encoder_config(), config.decoder_config(causal=causal))
+    """The shared transformer stack: core `EncoderDecoder` over a joint vocabulary; with
+    `config.share_all_embeddings` the encoder reads the decoder's token embedding (one parameter, saved once:
+    the core zoo drops tied duplicates and re-ties them on load by building the same module)."""
+    model = EncoderDecoder(config.encoder_config(), config.decoder_config(causal=causal))
+    if config.share_all_embeddings:
+        model.encoder.tok_embeddings = model.decoder.tok_embeddings
+    return model
 
 
 def encode_source(model: EncoderDecoder, source: Tensor, source_length: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,6 +7,7 @@ them from a folder. The shipped presets are tiny models trained on CPU by
 """
 
 from functools import partial
+from pathlib import Path
 
 from genloom.core.zoo import Preset, WeightSource, register_family
 from genloom.text.llada import LLADA_8B, LLaDA, LLaDAConfig
@@ -55,6 +56,30 @@ def _shipped(
         loader="genloom.text.pretrained:load_text_model",
         card={**_card(name, data), "trained_by": trained_by},
     )
+
+
+# Multi30k De->En models of benchmarks/text_multi30k.py, made presets by genloom.text.preset_export; each is
+# registered only once its folder ships under presets/ (the weights are not in the repository yet)
+MULTI30K_PRESETS = {
+    "multi30k-ar": "AR encoder-decoder baseline for Multi30k German->English (joint BPE; beam search)",
+    "multi30k-dat": "DA-Transformer for Multi30k German->English, distilled from the AR (one decoder pass)",
+    "multi30k-cmlm": "CMLM for Multi30k German->English, distilled from the AR (Mask-Predict)",
+    "multi30k-nat": "Vanilla NAT for Multi30k German->English, distilled from the AR (one decoder pass)",
+    "multi30k-ctc": "CTC-NAT + GLAT for Multi30k German->English, distilled from the AR (one decoder pass)",
+}
+MULTI30K_DATA = "Multi30k task 1 De->En (train split), joint BPE"
+PRESETS_ROOT = Path(__file__).resolve().parent / "presets"
+
+
+def multi30k_presets(root: Path = PRESETS_ROOT) -> list[Preset]:
+    """The `MULTI30K_PRESETS` whose folder (with its preset.json) exists under `root`."""
+    return [
+        _shipped(
+            name, "text.translator", description, MULTI30K_DATA, trained_by="benchmarks/text_multi30k.py"
+        )
+        for name, description in MULTI30K_PRESETS.items()
+        if (root / name / "preset.json").is_file()
+    ]
 
 
 PRESETS: list[Preset] = (
@@ -150,4 +175,5 @@ PRESETS: list[Preset] = (
             ),
         )  # fmt: skip
     ]
+    + multi30k_presets()
 )
