@@ -17,7 +17,9 @@ share of the time left (after a reserve for judging each family) and its cosine 
 its share or its step count runs out, whichever comes first. Several processes (one per data set / family
 group, each with its own `--tag`) can share one GPU: the models are small and launch-bound. `--pack` replaces
 each preset folder by `<out>/<preset>.tar` (few files to copy back from a remote machine). `--quick` runs a
-few steps of everything (a CPU smoke test of the whole script).
+few steps of everything (a CPU smoke test of the whole script). `--tokenizer-from PRESET_DIR` trains only the
+generators, on that preset's tokenizer (frozen), and writes presets whose `preset.json` names that preset
+(`tokenizer_from`) instead of a copy of its tokenizer: copy them beside it to ship them.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from pathlib import Path
 
 import torch
 
+from genloom.core.zoo.pretrained import component_dir
 from genloom.image.data import ImageDataset, load_dataset
 from genloom.image.evaluation import real_vs_real_frechet, reconstruction_accuracy, score_pipeline
 from genloom.image.generator_training import GeneratorTrainConfig, train_generator
 from genloom.image.io import write_json
 from genloom.image.judge import Judge
-from genloom.image.pipeline import ImagePipeline
+from genloom.image.pipeline import TOKENIZER_OF, TOKENIZERS, ImagePipeline
 from genloom.image.presets import load_judge
 from genloom.image.recipes import (
     DEFAULT_SAMPLING,
@@ -105,6 +108,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="suffix of results-<tag>.md (one per parallel process)")
     parser.add_argument("--pack", action="store_true", help="tar each preset folder into <out>/<preset>.tar")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (CPU smoke test)")
+    parser.add_argument(
+        "--tokenizer-from",
+        type=Path,
+        default=None,
+        metavar="PRESET_DIR",
+        help="train only the generators, on this preset's (frozen) tokenizer; the new presets refer to it",
+    )
     args = parser.parse_args()
     if args.quick:
         args.tokenizer_steps, args.generator_steps, args.samples_per_class = 5, 5, 2
@@ -117,7 +127,8 @@ def make_budget(args: argparse.Namespace, start: float) -> Budget:
     stages, reserve = [], 0.0
     for name in args.datasets:
         kinds = dict.fromkeys(TOKENIZER_KIND[f] for f in args.families)
-        stages += [(f"{name}/tokenizer-{kind}", TOKENIZER_WEIGHT) for kind in kinds]
+        if args.tokenizer_from is None:
+            stages += [(f"{name}/tokenizer-{kind}", TOKENIZER_WEIGHT) for kind in kinds]
         stages += [(f"{name}/{family}", GENERATOR_WEIGHT[family]) for family in args.families]
         reserve += sum(JUDGE_RESERVE_S[family] for family in args.families)
     deadline = start + args.time_budget if args.time_budget is not None else None
@@ -139,6 +150,35 @@ def train_family_tokenizer(
     if TOKENIZER_KIND[family] == "kl":  # MAR's latent scale: make the training latents unit-variance
         calibrate_latent_scale(tokenizer, train.images[:2048])
     return tokenizer.eval(), report.final.as_dict()
+
+
+def load_shared_tokenizer(args: argparse.Namespace) -> tuple[str, str, torch.nn.Module, dict]:
+    """(`tokenizer_from` name, tokenizer kind, frozen tokenizer, its metrics) of `--tokenizer-from`'s preset;
+    a SystemExit naming the problem when it does not fit the requested data set or families."""
+    folder = args.tokenizer_from
+    try:
+        info = json.loads((folder / "preset.json").read_text())
+        tok_folder = component_dir(folder, "tokenizer")  # the preset holding the file (it may refer on)
+        family = json.loads((tok_folder / "config.json").read_text())["family"]
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(
+            f"--tokenizer-from {folder}: not a generator preset folder with a tokenizer ({err})"
+        ) from None
+    wrong = [f for f in args.families if TOKENIZER_OF[f] is not TOKENIZERS.get(family)]
+    if wrong:
+        raise SystemExit(
+            f"--tokenizer-from {folder} holds a {family} tokenizer, which families {wrong} cannot use"
+        )
+    if args.datasets != [info.get("dataset")]:
+        raise SystemExit(
+            f"--tokenizer-from {folder} was trained on {info.get('dataset')!r}: pass --datasets {info.get('dataset')}"
+        )
+    tokenizer = TOKENIZERS[family].from_pretrained(tok_folder).eval().requires_grad_(False)
+    metrics = {
+        **info.get("tokenizer", {}),
+        "step": info.get("tokenizer_steps", info.get("tokenizer", {}).get("step")),
+    }
+    return tok_folder.parent.name, TOKENIZER_KIND[args.families[0]], tokenizer, metrics
 
 
 def train_family_generator(
@@ -217,6 +257,14 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
     judge = load_judge(name)
     real = real_vs_real_frechet(judge, train, test)
     tokenizers: dict[str, tuple[torch.nn.Module, dict]] = {}
+    shared_name = None
+    if args.tokenizer_from is not None:
+        shared_name, kind, tokenizer, metrics = load_shared_tokenizer(args)
+        if "recon_class_accuracy" not in metrics:
+            metrics["recon_class_accuracy"] = round(
+                reconstruction_accuracy(judge, tokenizer.to(args.device), test), 4
+            )
+        tokenizers[kind] = (tokenizer.cpu(), metrics)
     for family in args.families:
         start = time.time()
         kind = TOKENIZER_KIND[family]
@@ -248,7 +296,9 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
         )  # fmt: skip
         pipeline.to("cpu").info = info
         tokenizer.cpu()
-        pipeline.save(args.out / f"{family}-{name}")
+        if shared_name is not None:
+            info["tokenizer_from"] = shared_name
+        pipeline.save(args.out / f"{family}-{name}", tokenizer_from=shared_name)
         rows.append((f"{family}-{name}", info))
         print(json.dumps(info, indent=2, default=str), flush=True)
 

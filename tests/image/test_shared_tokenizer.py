@@ -3,8 +3,12 @@ whose `tokenizer/` they use; saving, loading, the zoo and the CLI resolve it, a 
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +80,27 @@ def test_the_cli_samples_and_reconstructs_with_a_preset_that_shares_its_tokenize
     )
     assert result.exit_code == 0, result.output
     assert recon.is_file()
+
+
+def _presets_script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "train_image_presets.py"
+    spec = importlib.util.spec_from_file_location("train_image_presets", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_training_script_takes_a_frozen_tokenizer_from_a_preset() -> None:
+    script = _presets_script()
+    args = argparse.Namespace(
+        tokenizer_from=shipped_preset_dir("maskgit-digits"), families=["ar", "maskgit"], datasets=["digits"]
+    )
+    name, kind, tokenizer, metrics = script.load_shared_tokenizer(args)
+    assert (name, kind) == ("ar-digits", "vq")  # followed on to the preset holding the file
+    assert not any(p.requires_grad for p in tokenizer.parameters())
+    assert metrics["step"] == 2000 and metrics["psnr"] > 30
+    with pytest.raises(SystemExit, match=r"families \['var'\] cannot use"):
+        script.load_shared_tokenizer(argparse.Namespace(**{**vars(args), "families": ["ar", "var"]}))
+    with pytest.raises(SystemExit, match="pass --datasets digits"):
+        script.load_shared_tokenizer(argparse.Namespace(**{**vars(args), "datasets": ["shapes"]}))

@@ -173,15 +173,19 @@ class ImagePipeline:
 
     def save(self, folder: str | Path, *, tokenizer_from: str | None = None) -> None:
         """Write the preset folder. With `tokenizer_from` (the name of a sibling preset folder that already
-        holds this very tokenizer) no `tokenizer/` is written: `preset.json` names that preset instead, and
-        loading reads its tokenizer (one file stored once for presets trained on one tokenizer)."""
+        holds, or will hold once the presets are copied together, this very tokenizer) no `tokenizer/` is
+        written: `preset.json` names that preset instead, and loading reads its tokenizer (one file stored once
+        for presets trained on one tokenizer)."""
         folder = Path(folder)
         info = {k: v for k, v in self.info.items() if k != "tokenizer_from"}
         if tokenizer_from is None:
             self.tokenizer.save_pretrained(folder / "tokenizer")
         else:
+            if not tokenizer_from or any(c in tokenizer_from for c in "/\\") or tokenizer_from in (".", ".."):
+                raise ValueError(f"tokenizer_from must name a sibling preset folder, got {tokenizer_from!r}")
             source = folder.parent / tokenizer_from / "tokenizer"
-            if read_family(source) != self.tokenizer.family:
+            # checked when the sibling is there already; else loading checks it (with a clear error if missing)
+            if (source / "config.json").is_file() and read_family(source) != self.tokenizer.family:
                 raise CheckpointError(
                     f"{source} holds a {read_family(source)!r} tokenizer, not this preset's {self.tokenizer.family!r}"
                 )
