@@ -67,6 +67,24 @@ class DiffusionMLP(nn.Module):
         self.input_proj = nn.Linear(channels, width)
         self.blocks = nn.ModuleList(ModulatedResBlock(width) for _ in range(depth))
         self.final = ModulatedOutput(width, 2 * channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """MAR's SimpleMLPAdaLN initialisation: xavier-uniform linears with zero biases, N(0, 0.02) timestep
+        MLP, zeroed AdaLN modulations (every block starts as the identity) and a zeroed output layer (the
+        head starts predicting zero noise and the middle of the learned variance range)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.time_embed[0].weight, std=0.02)
+        nn.init.normal_(self.time_embed[2].weight, std=0.02)
+        for layer in [block.modulation[-1] for block in self.blocks] + [
+            self.final.modulation[-1],
+            self.final.linear,
+        ]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         y = self.time_embed(timestep_embedding(t, self.frequency_dim)) + self.cond_embed(c)
