@@ -19,7 +19,9 @@ group, each with its own `--tag`) can share one GPU: the models are small and la
 each preset folder by `<out>/<preset>.tar` (few files to copy back from a remote machine). `--quick` runs a
 few steps of everything (a CPU smoke test of the whole script). `--tokenizer-from PRESET_DIR` trains only the
 generators, on that preset's tokenizer (frozen), and writes presets whose `preset.json` names that preset
-(`tokenizer_from`) instead of a copy of its tokenizer: copy them beside it to ship them.
+(`tokenizer_from`) instead of a copy of its tokenizer: copy them beside it to ship them (`--copy-tokenizer`
+stores a copy instead). MAR presets choose their sampling (guidance scale and schedule, clipping) among
+`recipes.MAR_SAMPLING_CANDIDATES` on samples of another seed than the table's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from genloom.image.presets import load_judge
 from genloom.image.recipes import (
     DEFAULT_SAMPLING,
     FAMILIES,
+    GENERATOR_GRAD_CLIP,
     GENERATOR_LR,
+    MAR_SAMPLING_CANDIDATES,
     SIZES,
     build_generator,
     build_tokenizer,
@@ -59,7 +63,11 @@ TOKENIZER_KIND = {"ar": "vq", "maskgit": "vq", "var": "multiscale", "mar": "kl"}
 TOKENIZER_WEIGHT = 1.5
 GENERATOR_WEIGHT = {"ar": 2.0, "var": 2.0, "maskgit": 0.75, "mar": 3.0}
 # Seconds kept per family for judging (trained + untrained samples, reconstructions) and saving.
-JUDGE_RESERVE_S = {"ar": 30.0, "var": 20.0, "maskgit": 20.0, "mar": 60.0}
+JUDGE_RESERVE_S = {"ar": 30.0, "var": 20.0, "maskgit": 20.0, "mar": 100.0}  # mar: + choosing its sampling
+SELECTION_SEED, SELECTION_SAMPLES_PER_CLASS = (
+    1000,
+    8,
+)  # MAR's sampling is chosen on other samples than the table's
 
 
 @dataclass
@@ -114,6 +122,11 @@ def parse_args() -> argparse.Namespace:
         default=None,
         metavar="PRESET_DIR",
         help="train only the generators, on this preset's (frozen) tokenizer; the new presets refer to it",
+    )
+    parser.add_argument(
+        "--copy-tokenizer",
+        action="store_true",
+        help="with --tokenizer-from: store a copy of the tokenizer in each new preset instead of referring",
     )
     args = parser.parse_args()
     if args.quick:
@@ -195,6 +208,7 @@ def train_family_generator(
         steps=steps, batch_size=args.batch_size, eval_samples=32 if args.quick else 256,
         warmup_steps=min(200, steps // 4 + 1), log_every=max(1, steps // 20) if seconds is None else 500,
         lr=args.lr if args.lr is not None else GENERATOR_LR[family], time_budget_s=seconds,
+        grad_clip=GENERATOR_GRAD_CLIP[family],
     )  # fmt: skip
     stats: dict[str, float] = {}
     model = build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size)
@@ -202,6 +216,29 @@ def train_family_generator(
         model, tokenizer, train, held_out=test, device=args.device, config=config, stats=stats
     )
     return model.cpu(), int(stats["steps"])
+
+
+def choose_mar_sampling(pipeline: ImagePipeline, judge: Judge, test: ImageDataset) -> list[dict]:
+    """Set `pipeline.info` to the MAR sampling candidate whose samples (seed SELECTION_SEED, not the table's)
+    the judge recognises best (ties: lower Frechet); returns every candidate's figures."""
+    tried = []
+    for candidate in MAR_SAMPLING_CANDIDATES:
+        pipeline.info.update(candidate)
+        score = score_pipeline(
+            pipeline, judge, test, samples_per_class=SELECTION_SAMPLES_PER_CLASS,
+            cfg_scale=candidate["cfg_scale"], seed=SELECTION_SEED,
+        )  # fmt: skip
+        tried.append(
+            {
+                **candidate,
+                "class_accuracy": round(score.class_accuracy, 4),
+                "frechet": round(score.frechet, 3),
+            }
+        )
+        print(f"[mar sampling] {tried[-1]}", flush=True)
+    best = max(tried, key=lambda t: (t["class_accuracy"], -t["frechet"]))
+    pipeline.info.update({k: best[k] for k in MAR_SAMPLING_CANDIDATES[0]})
+    return tried
 
 
 def judge_family(
@@ -288,6 +325,8 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
         baseline = ImagePipeline(tokenizer, untrained, class_names=train.class_names, info=info).to(
             args.device
         )
+        if family == "mar":
+            info["sampling_selection"] = choose_mar_sampling(pipeline, judge, test)
         info.update(judge_family(pipeline, baseline, judge, test, args))
         budget.reserve_s = max(0.0, budget.reserve_s - JUDGE_RESERVE_S[family])
         info.update(
@@ -296,9 +335,10 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
         )  # fmt: skip
         pipeline.to("cpu").info = info
         tokenizer.cpu()
-        if shared_name is not None:
-            info["tokenizer_from"] = shared_name
-        pipeline.save(args.out / f"{family}-{name}", tokenizer_from=shared_name)
+        refer = None if args.copy_tokenizer else shared_name
+        if shared_name is not None:  # where the frozen tokenizer came from (copied or referred to)
+            info["tokenizer_source"] = str(args.tokenizer_from)
+        pipeline.save(args.out / f"{family}-{name}", tokenizer_from=refer)
         rows.append((f"{family}-{name}", info))
         print(json.dumps(info, indent=2, default=str), flush=True)
 

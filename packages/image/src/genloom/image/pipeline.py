@@ -159,6 +159,7 @@ class ImagePipeline:
                 labels,
                 num_iter=int(self.info.get("num_iter", 16)),
                 cfg_scale=cfg_scale,
+                cfg_schedule=str(self.info.get("cfg_schedule", "linear")),
                 temperature=temperature,
                 clip_x0=self.info.get("clip_x0"),
                 generator=generator,
