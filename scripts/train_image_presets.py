@@ -124,6 +124,12 @@ def parse_args() -> argparse.Namespace:
         help="train only the generators, on this preset's (frozen) tokenizer; the new presets refer to it",
     )
     parser.add_argument(
+        "--mar-prediction",
+        default="v",
+        choices=("v", "epsilon"),
+        help="what MAR's diffusion head predicts (epsilon: MAR's own target)",
+    )
+    parser.add_argument(
         "--copy-tokenizer",
         action="store_true",
         help="with --tokenizer-from: store a copy of the tokenizer in each new preset instead of referring",
@@ -211,7 +217,13 @@ def train_family_generator(
         grad_clip=GENERATOR_GRAD_CLIP[family],
     )  # fmt: skip
     stats: dict[str, float] = {}
-    model = build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size)
+    model = build_generator(
+        family,
+        num_classes=train.num_classes,
+        tokenizer=tokenizer,
+        size=args.size,
+        mar_prediction=args.mar_prediction,
+    )
     model = train_generator(
         model, tokenizer, train, held_out=test, device=args.device, config=config, stats=stats
     )
@@ -320,8 +332,9 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
         }  # fmt: skip
         pipeline = ImagePipeline(tokenizer, model, class_names=train.class_names, info=info).to(args.device)
         untrained = build_generator(
-            family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size
-        )
+            family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size,
+            mar_prediction=args.mar_prediction,
+        )  # fmt: skip
         baseline = ImagePipeline(tokenizer, untrained, class_names=train.class_names, info=info).to(
             args.device
         )

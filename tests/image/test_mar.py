@@ -14,18 +14,20 @@ from genloom.image.models.masked_autoregressive import (
 )
 
 
-def _tiny() -> MaskedAutoregressive:
+def _tiny(prediction: str = "epsilon") -> MaskedAutoregressive:
     config = MARConfig(
         encoder=vit_config(dim=32, depth=1, n_heads=2), decoder=vit_config(dim=32, depth=1, n_heads=2),
         num_classes=3, token_dim=4, vae_channels=4, grid=(3, 3), buffer_size=2, diffusion_width=32,
-        diffusion_depth=2, diffusion_steps=10, diffusion_batch_mul=2,
+        diffusion_depth=2, diffusion_steps=10, diffusion_batch_mul=2, diffusion_prediction=prediction,
     )  # fmt: skip
     return MaskedAutoregressive(config)
 
 
-def test_training_lowers_the_diffusion_loss_on_class_dependent_tokens() -> None:
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_training_lowers_the_diffusion_loss_on_class_dependent_tokens(prediction: str) -> None:
     torch.manual_seed(0)
-    model = _tiny()
+    model = _tiny(prediction)
+    assert model.head.train_diffusion.prediction_type == model.head.sampler.prediction_type == prediction
     labels = torch.arange(3).repeat(16)
     tokens = (labels.view(-1, 1, 1).float() - 1.0).expand(-1, 9, 4) + 0.05 * torch.randn(48, 9, 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -110,3 +112,29 @@ def test_weights_start_as_mar_initialises_them() -> None:
     bound = (6 / (32 + 32)) ** 0.5  # xavier-uniform of the 32 -> 32 decoder_embed
     w = model.decoder_embed.weight
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound and not model.decoder_embed.bias.any()
+
+
+def test_a_v_head_regresses_v_and_its_samples_follow_a_perfect_v() -> None:
+    # the training loss's MSE term is zero for the true v = sqrt(a) eps - sqrt(1 - a) x0 (not for eps)
+    head = _tiny("v").head
+    x0, noise, t = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 100, 400, 700, 950, 999])
+    acp = head.train_diffusion.train_alphas_cumprod[t].float().unsqueeze(1)
+    v = acp.sqrt() * noise - (1 - acp).sqrt() * x0
+    out = torch.cat([v, torch.zeros_like(v)], dim=1)
+    losses = head.train_diffusion.training_losses(out, x0, noise, t)
+    assert losses["mse"].abs().max() < 1e-10
+    assert (
+        head.train_diffusion.training_losses(torch.cat([noise, noise * 0], 1), x0, noise, t)["mse"].mean()
+        > 0.5
+    )
+    # sampling with a network that always answers the v of one fixed token lands on that token
+    target = torch.tensor([[2.5, -4.0, 0.5, 7.0]])
+    sampler = head.sampler
+
+    def oracle(x, timesteps):
+        a = sampler.train_alphas_cumprod[timesteps].float().unsqueeze(1)
+        eps = (x - a.sqrt() * target) / (1 - a).sqrt()
+        return torch.cat([a.sqrt() * eps - (1 - a).sqrt() * target, torch.zeros_like(x)], dim=1)
+
+    sampled = sampler.sample(oracle, torch.randn(3, 4, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(sampled, target.expand(3, -1), atol=1e-3, rtol=0)

@@ -97,7 +97,7 @@ class DiffusionMLP(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, cfg_scale: float
     ) -> torch.Tensor:
         """Rows [:N/2] conditional, [N/2:] unconditional (both fed the first half of x, as MAR does); the noise
-        prediction is guided and duplicated, the variance values are left unguided."""
+        (or v) prediction is guided and duplicated, the variance values are left unguided."""
         half = x[: x.shape[0] // 2]
         out = self(torch.cat([half, half]), t, c)
         eps, rest = out[:, : self.channels], out[:, self.channels :]
@@ -107,20 +107,36 @@ class DiffusionMLP(nn.Module):
 
 
 class DiffusionHead(nn.Module):
-    """The network plus its schedules: 1000-step cosine training diffusion, respaced sampling diffusion."""
+    """The network plus its schedules: 1000-step cosine training diffusion, respaced sampling diffusion.
+
+    `prediction_type` "epsilon" is MAR's (and what its checkpoints hold). "v" (Salimans & Ho 2022) suits a
+    small, briefly trained head: with epsilon the clean token is (x_t - sqrt(1 - a) eps) / sqrt(a), so at the
+    noisiest steps (a near 1e-9 at t = 999) a tiny noise error becomes a huge token error (the compact shapes
+    head predicted clean tokens worse than zero at t >= 800); with v it is sqrt(a) x_t - sqrt(1 - a) v, no
+    amplification. CFG mixes whichever the network predicts (both are affine in eps for a given x_t)."""
 
     def __init__(
-        self, *, channels: int, cond_dim: int, width: int = 1024, depth: int = 3, sampling_steps: int = 100
+        self,
+        *,
+        channels: int,
+        cond_dim: int,
+        width: int = 1024,
+        depth: int = 3,
+        sampling_steps: int = 100,
+        prediction_type: str = "epsilon",
     ) -> None:
         super().__init__()
+        if prediction_type not in ("epsilon", "v"):
+            raise ValueError(f"prediction_type must be 'epsilon' (MAR) or 'v', got {prediction_type!r}")
         self.net = DiffusionMLP(channels=channels, cond_dim=cond_dim, width=width, depth=depth)
         self.channels = channels
-        self.train_diffusion = DDPMSampler(
-            num_train_steps=1000, beta_schedule="cosine", variance_type="learned_range"
-        )
-        self.sampler = DDPMSampler(
-            num_train_steps=1000, beta_schedule="cosine", variance_type="learned_range"
-        )
+        self.prediction_type = prediction_type
+        kw = dict(
+            num_train_steps=1000, beta_schedule="cosine", variance_type="learned_range",
+            prediction_type=prediction_type,
+        )  # fmt: skip
+        self.train_diffusion = DDPMSampler(**kw)
+        self.sampler = DDPMSampler(**kw)
         self.sampler.set_steps(sampling_steps)
 
     def loss(

@@ -57,6 +57,7 @@ class MARConfig:
     class_dropout: float = 0.1
     mask_ratio_min: float = 0.7
     diffusion_batch_mul: int = 4
+    diffusion_prediction: str = "epsilon"  # MAR's; "v" for small, briefly trained heads (DiffusionHead)
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -124,7 +125,7 @@ class MaskedAutoregressive(ZooComponent, nn.Module):
         self.diffusion_pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, dec.dim))
         self.head = DiffusionHead(
             channels=cfg.token_dim, cond_dim=dec.dim, width=cfg.diffusion_width, depth=cfg.diffusion_depth,
-            sampling_steps=cfg.diffusion_steps,
+            sampling_steps=cfg.diffusion_steps, prediction_type=cfg.diffusion_prediction,
         )  # fmt: skip
         self.initialize_weights()
 
