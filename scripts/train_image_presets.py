@@ -17,7 +17,11 @@ share of the time left (after a reserve for judging each family) and its cosine 
 its share or its step count runs out, whichever comes first. Several processes (one per data set / family
 group, each with its own `--tag`) can share one GPU: the models are small and launch-bound. `--pack` replaces
 each preset folder by `<out>/<preset>.tar` (few files to copy back from a remote machine). `--quick` runs a
-few steps of everything (a CPU smoke test of the whole script).
+few steps of everything (a CPU smoke test of the whole script). `--tokenizer-from PRESET_DIR` trains only the
+generators, on that preset's tokenizer (frozen), and writes presets whose `preset.json` names that preset
+(`tokenizer_from`) instead of a copy of its tokenizer: copy them beside it to ship them (`--copy-tokenizer`
+stores a copy instead). MAR presets choose their sampling (guidance scale and schedule, clipping) among
+`recipes.MAR_SAMPLING_CANDIDATES` on samples of another seed than the table's.
 """
 
 from __future__ import annotations
@@ -32,17 +36,20 @@ from pathlib import Path
 
 import torch
 
+from genloom.core.zoo.pretrained import component_dir
 from genloom.image.data import ImageDataset, load_dataset
 from genloom.image.evaluation import real_vs_real_frechet, reconstruction_accuracy, score_pipeline
 from genloom.image.generator_training import GeneratorTrainConfig, train_generator
 from genloom.image.io import write_json
 from genloom.image.judge import Judge
-from genloom.image.pipeline import ImagePipeline
+from genloom.image.pipeline import TOKENIZER_OF, TOKENIZERS, ImagePipeline
 from genloom.image.presets import load_judge
 from genloom.image.recipes import (
     DEFAULT_SAMPLING,
     FAMILIES,
+    GENERATOR_GRAD_CLIP,
     GENERATOR_LR,
+    MAR_SAMPLING_CANDIDATES,
     SIZES,
     build_generator,
     build_tokenizer,
@@ -56,7 +63,11 @@ TOKENIZER_KIND = {"ar": "vq", "maskgit": "vq", "var": "multiscale", "mar": "kl"}
 TOKENIZER_WEIGHT = 1.5
 GENERATOR_WEIGHT = {"ar": 2.0, "var": 2.0, "maskgit": 0.75, "mar": 3.0}
 # Seconds kept per family for judging (trained + untrained samples, reconstructions) and saving.
-JUDGE_RESERVE_S = {"ar": 30.0, "var": 20.0, "maskgit": 20.0, "mar": 60.0}
+JUDGE_RESERVE_S = {"ar": 30.0, "var": 20.0, "maskgit": 20.0, "mar": 100.0}  # mar: + choosing its sampling
+SELECTION_SEED, SELECTION_SAMPLES_PER_CLASS = (
+    1000,
+    8,
+)  # MAR's sampling is chosen on other samples than the table's
 
 
 @dataclass
@@ -105,6 +116,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="suffix of results-<tag>.md (one per parallel process)")
     parser.add_argument("--pack", action="store_true", help="tar each preset folder into <out>/<preset>.tar")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (CPU smoke test)")
+    parser.add_argument(
+        "--tokenizer-from",
+        type=Path,
+        default=None,
+        metavar="PRESET_DIR",
+        help="train only the generators, on this preset's (frozen) tokenizer; the new presets refer to it",
+    )
+    parser.add_argument(
+        "--mar-prediction",
+        default="v",
+        choices=("v", "epsilon"),
+        help="what MAR's diffusion head predicts (epsilon: MAR's own target)",
+    )
+    parser.add_argument(
+        "--copy-tokenizer",
+        action="store_true",
+        help="with --tokenizer-from: store a copy of the tokenizer in each new preset instead of referring",
+    )
     args = parser.parse_args()
     if args.quick:
         args.tokenizer_steps, args.generator_steps, args.samples_per_class = 5, 5, 2
@@ -117,7 +146,8 @@ def make_budget(args: argparse.Namespace, start: float) -> Budget:
     stages, reserve = [], 0.0
     for name in args.datasets:
         kinds = dict.fromkeys(TOKENIZER_KIND[f] for f in args.families)
-        stages += [(f"{name}/tokenizer-{kind}", TOKENIZER_WEIGHT) for kind in kinds]
+        if args.tokenizer_from is None:
+            stages += [(f"{name}/tokenizer-{kind}", TOKENIZER_WEIGHT) for kind in kinds]
         stages += [(f"{name}/{family}", GENERATOR_WEIGHT[family]) for family in args.families]
         reserve += sum(JUDGE_RESERVE_S[family] for family in args.families)
     deadline = start + args.time_budget if args.time_budget is not None else None
@@ -141,6 +171,35 @@ def train_family_tokenizer(
     return tokenizer.eval(), report.final.as_dict()
 
 
+def load_shared_tokenizer(args: argparse.Namespace) -> tuple[str, str, torch.nn.Module, dict]:
+    """(`tokenizer_from` name, tokenizer kind, frozen tokenizer, its metrics) of `--tokenizer-from`'s preset;
+    a SystemExit naming the problem when it does not fit the requested data set or families."""
+    folder = args.tokenizer_from
+    try:
+        info = json.loads((folder / "preset.json").read_text())
+        tok_folder = component_dir(folder, "tokenizer")  # the preset holding the file (it may refer on)
+        family = json.loads((tok_folder / "config.json").read_text())["family"]
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(
+            f"--tokenizer-from {folder}: not a generator preset folder with a tokenizer ({err})"
+        ) from None
+    wrong = [f for f in args.families if TOKENIZER_OF[f] is not TOKENIZERS.get(family)]
+    if wrong:
+        raise SystemExit(
+            f"--tokenizer-from {folder} holds a {family} tokenizer, which families {wrong} cannot use"
+        )
+    if args.datasets != [info.get("dataset")]:
+        raise SystemExit(
+            f"--tokenizer-from {folder} was trained on {info.get('dataset')!r}: pass --datasets {info.get('dataset')}"
+        )
+    tokenizer = TOKENIZERS[family].from_pretrained(tok_folder).eval().requires_grad_(False)
+    metrics = {
+        **info.get("tokenizer", {}),
+        "step": info.get("tokenizer_steps", info.get("tokenizer", {}).get("step")),
+    }
+    return tok_folder.parent.name, TOKENIZER_KIND[args.families[0]], tokenizer, metrics
+
+
 def train_family_generator(
     family: str,
     tokenizer: torch.nn.Module,
@@ -155,13 +214,43 @@ def train_family_generator(
         steps=steps, batch_size=args.batch_size, eval_samples=32 if args.quick else 256,
         warmup_steps=min(200, steps // 4 + 1), log_every=max(1, steps // 20) if seconds is None else 500,
         lr=args.lr if args.lr is not None else GENERATOR_LR[family], time_budget_s=seconds,
+        grad_clip=GENERATOR_GRAD_CLIP[family],
     )  # fmt: skip
     stats: dict[str, float] = {}
-    model = build_generator(family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size)
+    model = build_generator(
+        family,
+        num_classes=train.num_classes,
+        tokenizer=tokenizer,
+        size=args.size,
+        mar_prediction=args.mar_prediction,
+    )
     model = train_generator(
         model, tokenizer, train, held_out=test, device=args.device, config=config, stats=stats
     )
     return model.cpu(), int(stats["steps"])
+
+
+def choose_mar_sampling(pipeline: ImagePipeline, judge: Judge, test: ImageDataset) -> list[dict]:
+    """Set `pipeline.info` to the MAR sampling candidate whose samples (seed SELECTION_SEED, not the table's)
+    the judge recognises best (ties: lower Frechet); returns every candidate's figures."""
+    tried = []
+    for candidate in MAR_SAMPLING_CANDIDATES:
+        pipeline.info.update(candidate)
+        score = score_pipeline(
+            pipeline, judge, test, samples_per_class=SELECTION_SAMPLES_PER_CLASS,
+            cfg_scale=candidate["cfg_scale"], seed=SELECTION_SEED,
+        )  # fmt: skip
+        tried.append(
+            {
+                **candidate,
+                "class_accuracy": round(score.class_accuracy, 4),
+                "frechet": round(score.frechet, 3),
+            }
+        )
+        print(f"[mar sampling] {tried[-1]}", flush=True)
+    best = max(tried, key=lambda t: (t["class_accuracy"], -t["frechet"]))
+    pipeline.info.update({k: best[k] for k in MAR_SAMPLING_CANDIDATES[0]})
+    return tried
 
 
 def judge_family(
@@ -217,6 +306,14 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
     judge = load_judge(name)
     real = real_vs_real_frechet(judge, train, test)
     tokenizers: dict[str, tuple[torch.nn.Module, dict]] = {}
+    shared_name = None
+    if args.tokenizer_from is not None:
+        shared_name, kind, tokenizer, metrics = load_shared_tokenizer(args)
+        if "recon_class_accuracy" not in metrics:
+            metrics["recon_class_accuracy"] = round(
+                reconstruction_accuracy(judge, tokenizer.to(args.device), test), 4
+            )
+        tokenizers[kind] = (tokenizer.cpu(), metrics)
     for family in args.families:
         start = time.time()
         kind = TOKENIZER_KIND[family]
@@ -235,11 +332,14 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
         }  # fmt: skip
         pipeline = ImagePipeline(tokenizer, model, class_names=train.class_names, info=info).to(args.device)
         untrained = build_generator(
-            family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size
-        )
+            family, num_classes=train.num_classes, tokenizer=tokenizer, size=args.size,
+            mar_prediction=args.mar_prediction,
+        )  # fmt: skip
         baseline = ImagePipeline(tokenizer, untrained, class_names=train.class_names, info=info).to(
             args.device
         )
+        if family == "mar":
+            info["sampling_selection"] = choose_mar_sampling(pipeline, judge, test)
         info.update(judge_family(pipeline, baseline, judge, test, args))
         budget.reserve_s = max(0.0, budget.reserve_s - JUDGE_RESERVE_S[family])
         info.update(
@@ -248,7 +348,10 @@ def run_dataset(name: str, args: argparse.Namespace, budget: Budget, rows: list[
         )  # fmt: skip
         pipeline.to("cpu").info = info
         tokenizer.cpu()
-        pipeline.save(args.out / f"{family}-{name}")
+        refer = None if args.copy_tokenizer else shared_name
+        if shared_name is not None:  # where the frozen tokenizer came from (copied or referred to)
+            info["tokenizer_source"] = str(args.tokenizer_from)
+        pipeline.save(args.out / f"{family}-{name}", tokenizer_from=refer)
         rows.append((f"{family}-{name}", info))
         print(json.dumps(info, indent=2, default=str), flush=True)
 

@@ -46,3 +46,24 @@ def test_a_generator_with_the_wrong_tokenizer_is_refused() -> None:
             build_generator("ar", num_classes=10, tokenizer=build_tokenizer("ar", 1)),
             class_names=["a"],
         )
+
+
+def test_a_mar_pipeline_samples_with_its_preset_settings() -> None:
+    tokenizer = build_tokenizer("mar", 1, size="compact")
+    generator = build_generator("mar", num_classes=10, tokenizer=tokenizer, size="compact")
+    info = {"cfg_scale": 3.0, "cfg_schedule": "constant", "num_iter": 3, "clip_x0": 6.0}
+    pipeline = ImagePipeline(tokenizer, generator, class_names=[str(i) for i in range(10)], info=info)
+    seen = {}
+
+    def fake_generate(labels, **kwargs):
+        seen.update(kwargs)
+        return torch.zeros(len(labels), generator.seq_len, generator.config.token_dim)
+
+    generator.generate = fake_generate
+    pipeline.sample(torch.tensor([1, 2]), cfg_scale=3.0, seed=0)
+    assert (seen["cfg_schedule"], seen["num_iter"], seen["clip_x0"], seen["cfg_scale"]) == (
+        "constant",
+        3,
+        6.0,
+        3.0,
+    )

@@ -11,14 +11,17 @@ ar-shapes' when it was retrained (session 3: 0.98 class accuracy), var-shapes' w
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.zoo import from_pretrained
+from genloom.core.zoo.pretrained import component_dir
 from genloom.image.models import MaskedAutoregressive, MaskGIT, NextScaleAR, RasterAR
 from genloom.image.pipeline import ImagePipeline
-from genloom.image.presets import PRESETS_DIR, load_judge, shipped_preset_dir
+from genloom.image.presets import PRESETS_DIR, load_judge, shipped_generator_names, shipped_preset_dir
 from genloom.image.tokenizers import KLAutoencoder, MultiScaleVQAutoencoder, VQAutoencoder
 
 # preset -> (generator class, tokenizer class, data set, classes sampled with guidance, least judge accuracy
@@ -96,21 +99,32 @@ def test_shipped_judge_loads_through_the_zoo_with_recorded_logits(dataset: str) 
 
 
 def test_every_shipped_generator_preset_is_tested_and_small() -> None:
-    folders = sorted(p.parent.parent.name for p in PRESETS_DIR.glob("*/tokenizer/config.json"))
-    assert folders == sorted(GENERATORS)
-    for name in folders:
+    assert shipped_generator_names() == sorted(GENERATORS)
+    for name in GENERATORS:
         for part in ("model", "tokenizer"):
-            assert (PRESETS_DIR / name / part / "model.safetensors").stat().st_size < 5_000_000, (name, part)
+            weights = component_dir(PRESETS_DIR / name, part) / "model.safetensors"
+            assert weights.stat().st_size < 5_000_000, (name, part)
 
 
-def test_presets_trained_together_share_one_tokenizer_file() -> None:
-    # ar-shapes was retrained alone with a larger tokenizer (its maskgit partner kept the earlier one)
-    for dataset in ("digits",):
-        files = [
-            PRESETS_DIR / f"{family}-{dataset}" / "tokenizer" / "model.safetensors"
-            for family in ("ar", "maskgit")
-        ]
-        assert files[0].read_bytes() == files[1].read_bytes(), dataset
+def test_presets_trained_together_store_their_tokenizer_once() -> None:
+    # maskgit-digits was trained on ar-digits' tokenizer: it names that preset instead of holding a copy
+    # (ar-shapes was retrained alone with a larger tokenizer; its maskgit partner keeps the earlier one)
+    shared = PRESETS_DIR / "maskgit-digits"
+    assert not (shared / "tokenizer").exists()
+    assert json.loads((shared / "preset.json").read_text())["tokenizer_from"] == "ar-digits"
+    assert component_dir(shared, "tokenizer") == PRESETS_DIR / "ar-digits" / "tokenizer"
+    tokenizers = list(PRESETS_DIR.glob("*/tokenizer/model.safetensors"))
+    contents = [path.read_bytes() for path in tokenizers]
+    for i, path in enumerate(tokenizers):  # no two stored tokenizer files are the same bytes
+        assert contents[i] not in contents[i + 1 :], path
+    pipeline = ImagePipeline.load(shared)  # the user-facing loaders resolve the reference
+    source = ImagePipeline.load(PRESETS_DIR / "ar-digits").tokenizer
+    for (key, a), (_, b) in zip(
+        pipeline.tokenizer.state_dict().items(), source.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), key
+    assert isinstance(from_pretrained("maskgit-digits", component="tokenizer"), VQAutoencoder)
+    assert isinstance(from_pretrained(shared, component="tokenizer"), VQAutoencoder)
 
 
 def test_resaving_a_shipped_preset_is_lossless(tmp_path) -> None:

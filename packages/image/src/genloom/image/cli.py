@@ -14,7 +14,7 @@ from genloom.core.sampling.logits import SamplingParams
 from genloom.image.data import load_dataset
 from genloom.image.errors import CheckpointError
 from genloom.image.grid import save_grid
-from genloom.image.presets import PRESETS_DIR
+from genloom.image.presets import PRESETS_DIR, shipped_generator_names
 
 app = typer.Typer(
     help="genloom-image: class-conditional image generation and image tokenizers.", no_args_is_help=True
@@ -22,11 +22,7 @@ app = typer.Typer(
 
 
 def shipped_generators() -> list[str]:
-    if not PRESETS_DIR.is_dir():
-        return []
-    return sorted(
-        p.name for p in PRESETS_DIR.iterdir() if (p / "model").is_dir() and (p / "tokenizer").is_dir()
-    )
+    return shipped_generator_names(PRESETS_DIR)
 
 
 def resolve_model_folder(model: str | None) -> Path:
@@ -198,12 +194,14 @@ def reconstruct(
     output: Path = typer.Option(Path("reconstruction.png"), "-o", "--output"),
 ) -> None:
     """Encode and decode images with a tokenizer; writes originals (top rows) above reconstructions."""
+    from genloom.core.zoo.pretrained import component_dir
     from genloom.image.io import CONFIG_NAME, read_family
     from genloom.image.pipeline import TOKENIZERS
     from genloom.image.tokenizer_training import evaluate_tokenizer
 
     try:
-        folder = tokenizer / "tokenizer" if (tokenizer / "tokenizer").is_dir() else tokenizer
+        # a preset folder: its tokenizer/ or the one of the preset its preset.json names (tokenizer_from)
+        folder = component_dir(tokenizer, "tokenizer") if (tokenizer / "preset.json").is_file() else tokenizer
         family = read_family(folder) if (folder / CONFIG_NAME).is_file() else None
         if family not in TOKENIZERS:
             raise CheckpointError(

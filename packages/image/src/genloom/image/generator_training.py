@@ -28,6 +28,7 @@ class GeneratorTrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 200
     ema_decay: float | None = 0.999
+    grad_clip: float = 1.0  # max global gradient norm (MAR's recipe: 3.0)
     log_every: int = 250
     eval_samples: int = 512  # held-out images scored at each log
     seed: int = 0
@@ -128,7 +129,7 @@ def train_generator(
         loss = _loss(family, model, tokenizer, train.labels[idx].to(device), tokens[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         if ema is not None:
             _update_ema(ema, model, cfg.ema_decay)

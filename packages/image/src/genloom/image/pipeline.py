@@ -2,7 +2,9 @@
 
 Families: "ar" (VQ tokenizer + RasterAR), "maskgit" (VQ + MaskGIT), "var" (multi-scale VQ + NextScaleAR),
 "mar" (KL autoencoder + MaskedAutoregressive). Folder layout (DESIGN.md): `preset.json`,
-`tokenizer/{config.json, model.safetensors}`, `model/{config.json, model.safetensors}`.
+`tokenizer/{config.json, model.safetensors}`, `model/{config.json, model.safetensors}`; a preset trained on
+another preset's tokenizer may instead name it in `preset.json` (`"tokenizer_from": "ar-digits"`, a sibling
+folder), so the shared file is stored once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from genloom.core.errors import ConfigError
 from genloom.core.sampling.logits import SamplingParams
+from genloom.core.zoo.pretrained import component_dir
 from genloom.image.errors import CheckpointError, UnknownClassError
 from genloom.image.fast_decode import FastDecode
 from genloom.image.io import read_family, write_json
@@ -155,6 +159,7 @@ class ImagePipeline:
                 labels,
                 num_iter=int(self.info.get("num_iter", 16)),
                 cfg_scale=cfg_scale,
+                cfg_schedule=str(self.info.get("cfg_schedule", "linear")),
                 temperature=temperature,
                 clip_x0=self.info.get("clip_x0"),
                 generator=generator,
@@ -167,22 +172,37 @@ class ImagePipeline:
         self.generator.to(device)
         return self
 
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Path, *, tokenizer_from: str | None = None) -> None:
+        """Write the preset folder. With `tokenizer_from` (the name of a sibling preset folder that already
+        holds, or will hold once the presets are copied together, this very tokenizer) no `tokenizer/` is
+        written: `preset.json` names that preset instead, and loading reads its tokenizer (one file stored once
+        for presets trained on one tokenizer)."""
         folder = Path(folder)
-        self.tokenizer.save_pretrained(folder / "tokenizer")
+        info = {k: v for k, v in self.info.items() if k != "tokenizer_from"}
+        if tokenizer_from is None:
+            self.tokenizer.save_pretrained(folder / "tokenizer")
+        else:
+            if not tokenizer_from or any(c in tokenizer_from for c in "/\\") or tokenizer_from in (".", ".."):
+                raise ValueError(f"tokenizer_from must name a sibling preset folder, got {tokenizer_from!r}")
+            source = folder.parent / tokenizer_from / "tokenizer"
+            # checked when the sibling is there already; else loading checks it (with a clear error if missing)
+            if (source / "config.json").is_file() and read_family(source) != self.tokenizer.family:
+                raise CheckpointError(
+                    f"{source} holds a {read_family(source)!r} tokenizer, not this preset's {self.tokenizer.family!r}"
+                )
+            info["tokenizer_from"] = tokenizer_from
         self.generator.save_pretrained(folder / "model")
-        write_json(
-            folder / "preset.json", {**self.info, "family": self.family, "class_names": self.class_names}
-        )
+        write_json(folder / "preset.json", {**info, "family": self.family, "class_names": self.class_names})
 
     @classmethod
     def load(cls, folder: str | Path) -> ImagePipeline:
         folder = Path(folder)
         try:
             info = json.loads((folder / "preset.json").read_text())
-            tok_family = read_family(folder / "tokenizer")
+            tok_folder = component_dir(folder, "tokenizer")  # its own tokenizer/ or its tokenizer_from's
+            tok_family = read_family(tok_folder)
             gen_family = read_family(folder / "model")
-        except (OSError, json.JSONDecodeError, CheckpointError) as err:
+        except (OSError, json.JSONDecodeError, CheckpointError, ConfigError) as err:
             raise CheckpointError(
                 f"{folder} is not an image generator preset (preset.json, tokenizer/, model/): {err}"
             ) from None
@@ -194,6 +214,6 @@ class ImagePipeline:
             raise CheckpointError(
                 f"{folder}: model family {gen_family!r} is not a generator family {sorted(FAMILY_NAMES)}"
             )
-        tokenizer = TOKENIZERS[tok_family].from_pretrained(folder / "tokenizer")
+        tokenizer = TOKENIZERS[tok_family].from_pretrained(tok_folder)
         generator = GENERATORS[FAMILY_NAMES[gen_family]].from_pretrained(folder / "model")
         return cls(tokenizer, generator, class_names=info["class_names"], info=info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from genloom.core.errors import UnknownPresetError
@@ -21,6 +22,26 @@ def shipped_preset_dir(name: str) -> Path:
         )
         raise UnknownPresetError(name, shipped, what="shipped image preset")
     return folder
+
+
+def is_generator_preset(folder: Path) -> bool:
+    """A generator preset folder: `model/` plus its own `tokenizer/` or a `preset.json` naming the preset
+    whose tokenizer it uses (`tokenizer_from`; resolved, with a clear error if missing, when loading)."""
+    if not (folder / "model").is_dir():
+        return False
+    if (folder / "tokenizer").is_dir():
+        return True
+    try:
+        return "tokenizer_from" in json.loads((folder / "preset.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def shipped_generator_names(presets_dir: Path = PRESETS_DIR) -> list[str]:
+    """Names of the generator presets shipped in the package (sorted)."""
+    if not presets_dir.is_dir():
+        return []
+    return sorted(p.name for p in presets_dir.iterdir() if is_generator_preset(p))
 
 
 def load_judge(dataset: str) -> Judge:

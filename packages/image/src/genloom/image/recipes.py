@@ -77,9 +77,17 @@ def build_tokenizer(
 
 
 def build_generator(
-    family: str, *, num_classes: int, tokenizer: nn.Module, image_size: int = 32, size: str = "base"
+    family: str,
+    *,
+    num_classes: int,
+    tokenizer: nn.Module,
+    image_size: int = 32,
+    size: str = "base",
+    mar_prediction: str = "v",
 ) -> nn.Module:
-    """A family's token model sized for `tokenizer`'s vocabulary / latent and an 8x8 token grid."""
+    """A family's token model sized for `tokenizer`'s vocabulary / latent and an 8x8 token grid. MAR's
+    diffusion head predicts v by default (`mar_prediction="epsilon"`: MAR's own target, which a head this
+    small and this briefly trained gets badly wrong at the noisiest steps)."""
     _check_size(size)
     compact = size == "compact"
     side = image_size // 4
@@ -137,6 +145,7 @@ def build_generator(
                 diffusion_width=head_width,
                 diffusion_depth=3,
                 diffusion_steps=50,
+                diffusion_prediction=mar_prediction,
             )  # fmt: skip
         )
     raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -145,11 +154,24 @@ def build_generator(
 GENERATOR_LR = {"ar": 1e-3, "var": 1e-3, "maskgit": 1e-3, "mar": 5e-4}
 """AdamW peak learning rate of each family's generator (warmup, then cosine decay)."""
 
+GENERATOR_GRAD_CLIP = {"ar": 1.0, "var": 1.0, "maskgit": 1.0, "mar": 3.0}
+"""Max gradient norm of each family's generator (MAR's official recipe clips at 3.0)."""
+
+MAR_SAMPLING_CANDIDATES = [
+    {"cfg_scale": cfg, "cfg_schedule": schedule, "clip_x0": clip}
+    for cfg in (2.0, 3.0, 4.0)
+    for schedule in ("linear", "constant")
+    for clip in (3.0, None)
+]
+"""MAR sampling settings the preset script chooses from on samples of its own seed (not the table's): the
+guidance and clipping that suit a briefly trained head differ from run to run (an epsilon head needs the
+clipping, a v head does not, and 3.0 clips real values of the shapes latents)."""
+
 DEFAULT_SAMPLING = {
     "ar": {"cfg_scale": 2.0, "top_k": 64},
     "var": {"cfg_scale": 2.0, "top_k": 64},
     "maskgit": {"cfg_scale": 2.0, "steps": 8, "choice_temperature": 4.5},
-    "mar": {"cfg_scale": 2.0, "num_iter": 16, "clip_x0": 3.0},
+    "mar": {"cfg_scale": 2.0, "cfg_schedule": "linear", "num_iter": 16, "clip_x0": 3.0},
 }
 """Sampling settings stored in a new preset's `preset.json` (its defaults for the CLI, demo and scoring)."""
 

@@ -10,17 +10,14 @@ from genloom.core.zoo import Preset, WeightSource
 from genloom.image import judge, pipeline  # noqa: F401  (importing them registers every image family)
 from genloom.image.io import read_family
 from genloom.image.official import OFFICIAL_CHECKPOINTS
+from genloom.image.presets import shipped_generator_names
 
 _PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def _shipped_generators() -> list[Preset]:
     presets = []
-    if not _PRESETS_DIR.is_dir():
-        return presets
-    for folder in sorted(
-        p for p in _PRESETS_DIR.iterdir() if (p / "model").is_dir() and (p / "tokenizer").is_dir()
-    ):
+    for folder in (_PRESETS_DIR / name for name in shipped_generator_names(_PRESETS_DIR)):
         kind = folder.name.split("-")[0]
         presets.append(
             Preset(

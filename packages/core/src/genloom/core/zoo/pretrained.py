@@ -223,7 +223,14 @@ def load_component(
     return module.to(device=device, dtype=dtype).eval()
 
 
-def _component_dir(folder: Path, component: str) -> Path:
+def component_dir(folder: str | os.PathLike[str], component: str) -> Path:
+    """The folder holding `component` ("model", "tokenizer") of a preset or single-component folder.
+
+    A preset may share a part with a sibling preset instead of storing a byte-identical copy: its
+    `preset.json` then names that preset in `"<component>_from"` (e.g. `"tokenizer_from": "ar-digits"`),
+    and the part is read from `<folder>/../ar-digits/<component>/`. The referenced preset must hold the part
+    itself (one level, no chains); a missing one is a ConfigError naming both presets."""
+    folder = Path(folder)
     if (folder / CONFIG_NAME).is_file() and component == "model":
         return folder
     sub = folder / component
@@ -231,10 +238,36 @@ def _component_dir(folder: Path, component: str) -> Path:
         return sub
     if (folder / CONFIG_NAME).is_file():
         raise ConfigError(f"{folder} is a single-component folder; it has no {component!r} part")
+    shared = shared_component_source(folder, component)
+    if shared is not None:
+        return shared
     raise ConfigError(
         f"{folder} has no {CONFIG_NAME} and no {component}/{CONFIG_NAME} "
         "(expected a folder written by save_pretrained or a preset folder)"
     )
+
+
+def shared_component_source(folder: str | os.PathLike[str], component: str) -> Path | None:
+    """The sibling preset's `<component>/` named by `preset.json`'s `"<component>_from"`, or None when the
+    preset names none; a ConfigError when the named preset or its part is missing."""
+    folder = Path(folder)
+    info_path = folder / PRESET_INFO_NAME
+    if not info_path.is_file():
+        return None
+    info = read_json(info_path)
+    key = f"{component}_from"
+    name = info.get(key) if isinstance(info, dict) else None
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ConfigError(f"{info_path}: {key!r} must be the name of a sibling preset folder, got {name!r}")
+    source = folder.parent / name / component
+    if not (source / CONFIG_NAME).is_file():
+        raise ConfigError(
+            f"preset {folder.name!r} uses the {component} of preset {name!r} ({key!r} in {info_path}), "
+            f"but {source} holds no {CONFIG_NAME}: put the {name!r} preset beside {folder.name!r}"
+        )
+    return source
 
 
 def from_pretrained(
@@ -259,7 +292,7 @@ def from_pretrained(
             raise ConfigError(
                 f"{path} is not a folder (expected a save_pretrained folder or a preset folder)"
             )
-        return load_component(_component_dir(path, component), device=device, dtype=dtype, strict=strict)
+        return load_component(component_dir(path, component), device=device, dtype=dtype, strict=strict)
     preset = get_preset(str(dir_or_name))
     folder = resolve_preset_dir(preset, checkpoint=checkpoint)
     if folder is None:
@@ -269,7 +302,7 @@ def from_pretrained(
             {"family": preset.family, **preset.config}, source=f"preset {preset.name!r}"
         )
         return module.to(device=device, dtype=dtype).eval()
-    return load_component(_component_dir(folder, component), device=device, dtype=dtype, strict=strict)
+    return load_component(component_dir(folder, component), device=device, dtype=dtype, strict=strict)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -280,6 +313,7 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = [
     "build_from_config",
     "check_state_shapes",
+    "component_dir",
     "count_parameters",
     "from_pretrained",
     "load_component",
@@ -288,4 +322,5 @@ __all__ = [
     "read_config",
     "save_preset_folder",
     "save_pretrained",
+    "shared_component_source",
 ]

@@ -67,6 +67,24 @@ class DiffusionMLP(nn.Module):
         self.input_proj = nn.Linear(channels, width)
         self.blocks = nn.ModuleList(ModulatedResBlock(width) for _ in range(depth))
         self.final = ModulatedOutput(width, 2 * channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """MAR's SimpleMLPAdaLN initialisation: xavier-uniform linears with zero biases, N(0, 0.02) timestep
+        MLP, zeroed AdaLN modulations (every block starts as the identity) and a zeroed output layer (the
+        head starts predicting zero noise and the middle of the learned variance range)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.time_embed[0].weight, std=0.02)
+        nn.init.normal_(self.time_embed[2].weight, std=0.02)
+        for layer in [block.modulation[-1] for block in self.blocks] + [
+            self.final.modulation[-1],
+            self.final.linear,
+        ]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         y = self.time_embed(timestep_embedding(t, self.frequency_dim)) + self.cond_embed(c)
@@ -79,7 +97,7 @@ class DiffusionMLP(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, cfg_scale: float
     ) -> torch.Tensor:
         """Rows [:N/2] conditional, [N/2:] unconditional (both fed the first half of x, as MAR does); the noise
-        prediction is guided and duplicated, the variance values are left unguided."""
+        (or v) prediction is guided and duplicated, the variance values are left unguided."""
         half = x[: x.shape[0] // 2]
         out = self(torch.cat([half, half]), t, c)
         eps, rest = out[:, : self.channels], out[:, self.channels :]
@@ -89,20 +107,36 @@ class DiffusionMLP(nn.Module):
 
 
 class DiffusionHead(nn.Module):
-    """The network plus its schedules: 1000-step cosine training diffusion, respaced sampling diffusion."""
+    """The network plus its schedules: 1000-step cosine training diffusion, respaced sampling diffusion.
+
+    `prediction_type` "epsilon" is MAR's (and what its checkpoints hold). "v" (Salimans & Ho 2022) suits a
+    small, briefly trained head: with epsilon the clean token is (x_t - sqrt(1 - a) eps) / sqrt(a), so at the
+    noisiest steps (a near 1e-9 at t = 999) a tiny noise error becomes a huge token error (the compact shapes
+    head predicted clean tokens worse than zero at t >= 800); with v it is sqrt(a) x_t - sqrt(1 - a) v, no
+    amplification. CFG mixes whichever the network predicts (both are affine in eps for a given x_t)."""
 
     def __init__(
-        self, *, channels: int, cond_dim: int, width: int = 1024, depth: int = 3, sampling_steps: int = 100
+        self,
+        *,
+        channels: int,
+        cond_dim: int,
+        width: int = 1024,
+        depth: int = 3,
+        sampling_steps: int = 100,
+        prediction_type: str = "epsilon",
     ) -> None:
         super().__init__()
+        if prediction_type not in ("epsilon", "v"):
+            raise ValueError(f"prediction_type must be 'epsilon' (MAR) or 'v', got {prediction_type!r}")
         self.net = DiffusionMLP(channels=channels, cond_dim=cond_dim, width=width, depth=depth)
         self.channels = channels
-        self.train_diffusion = DDPMSampler(
-            num_train_steps=1000, beta_schedule="cosine", variance_type="learned_range"
-        )
-        self.sampler = DDPMSampler(
-            num_train_steps=1000, beta_schedule="cosine", variance_type="learned_range"
-        )
+        self.prediction_type = prediction_type
+        kw = dict(
+            num_train_steps=1000, beta_schedule="cosine", variance_type="learned_range",
+            prediction_type=prediction_type,
+        )  # fmt: skip
+        self.train_diffusion = DDPMSampler(**kw)
+        self.sampler = DDPMSampler(**kw)
         self.sampler.set_steps(sampling_steps)
 
     def loss(

@@ -57,6 +57,7 @@ class MARConfig:
     class_dropout: float = 0.1
     mask_ratio_min: float = 0.7
     diffusion_batch_mul: int = 4
+    diffusion_prediction: str = "epsilon"  # MAR's; "v" for small, briefly trained heads (DiffusionHead)
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -68,6 +69,26 @@ class MARConfig:
         data = {k: v for k, v in data.items() if k != "family"}
         data["grid"] = tuple(data["grid"])
         return cls(**data)
+
+
+def sample_mask_ratio(
+    lo: float,
+    *,
+    mean: float = 1.0,
+    std: float = 0.25,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> float:
+    """One draw of MAR's mask ratio: a normal(mean, std) truncated to [lo, 1] (scipy's truncnorm in MAR),
+    by inverting the CDF. Clamping a normal draw instead puts half the mass on exactly 1 (nothing known)."""
+    rng_device = generator.device if generator is not None else device
+    normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64), std)
+    lo_cdf, hi_cdf = (
+        normal.cdf(torch.tensor(lo, dtype=torch.float64)),
+        normal.cdf(torch.tensor(1.0, dtype=torch.float64)),
+    )
+    u = torch.rand(1, generator=generator, device=rng_device).double().cpu()
+    return float(normal.icdf(lo_cdf + u * (hi_cdf - lo_cdf)).clamp(lo, 1.0))
 
 
 def mask_by_order(mask_len: int, orders: torch.Tensor) -> torch.Tensor:
@@ -104,9 +125,26 @@ class MaskedAutoregressive(ZooComponent, nn.Module):
         self.diffusion_pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, dec.dim))
         self.head = DiffusionHead(
             channels=cfg.token_dim, cond_dim=dec.dim, width=cfg.diffusion_width, depth=cfg.diffusion_depth,
-            sampling_steps=cfg.diffusion_steps,
+            sampling_steps=cfg.diffusion_steps, prediction_type=cfg.diffusion_prediction,
         )  # fmt: skip
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """MAR's initialisation: xavier-uniform linears with zero biases, unit LayerNorms, N(0, 0.02) class
+        embeddings, learned tokens and position embeddings; the diffusion head keeps its own (zeroed AdaLN
+        modulations and output layer). Short trainings of small models depend on it."""
+        for name, module in self.named_modules():
+            if name.startswith("head"):
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
         for p in (
+            self.class_emb.weight,
             self.fake_latent,
             self.mask_token,
             self.encoder_pos_embed,
@@ -192,11 +230,7 @@ class MaskedAutoregressive(ZooComponent, nn.Module):
         predict the masked tokens' diffusion loss from the decoder outputs."""
         b = tokens.shape[0]
         orders = self.random_orders(b, generator).to(tokens.device)
-        lo = self.config.mask_ratio_min
-        rng_device = generator.device if generator is not None else tokens.device
-        ratio = float(
-            torch.empty(1, device=rng_device).normal_(1.0, 0.25, generator=generator).clamp(lo, 1.0)
-        )
+        ratio = sample_mask_ratio(self.config.mask_ratio_min, generator=generator, device=tokens.device)
         mask = mask_by_order(math.ceil(self.seq_len * ratio), orders)
         z = self.forward_decoder(self.forward_encoder(tokens, mask, self.class_embedding(labels, b)), mask)
         mul = self.config.diffusion_batch_mul
