@@ -52,6 +52,10 @@ GENERATORS = {
         NextScaleAR, MultiScaleVQAutoencoder, "shapes", 12, 0.9,
         [-0.6686, -0.6684, -0.6893, -0.6587], [-0.7470, -0.7692, -0.5224, -0.6313],
     ),
+    "mar-shapes": (
+        MaskedAutoregressive, KLAutoencoder, "shapes", 12, 0.8,
+        [-0.6610, -0.7250, -0.5880, -0.6237], [-0.7299, -0.7344, -0.6539, -0.6251],
+    ),
     "maskgit-shapes": (
         MaskGIT, VQAutoencoder, "shapes", 12, 0.8,
         [-0.6418, -0.7061, -0.5780, -0.6343], [-0.7489, -0.6425, -0.7138, -0.6609],
