@@ -149,8 +149,11 @@ def test_demo_writes_captioned_text_files(tmp_path):
     for item in items:
         assert item.kind == "text" and Path(item.path).is_file() and "decoder passes" in item.caption
         assert "family" in item.caption and "task" in item.caption
-    dat = next(i for i in items if "dat" in i.title)
+    dat = next(i for i in items if i.title.startswith("text-sort-dat"))
     assert "exact match 16/16" in dat.caption
+    multi30k = next(i for i in items if i.title.startswith("multi30k-dat"))
+    assert "Multi30k De->En" in multi30k.caption and "DA-Transformer, lookahead 31.50" in multi30k.caption
+    assert "-> Two dogs play in the snow." in Path(multi30k.path).read_text()
 
 
 def test_mdlm_recipe_on_stdlib_docstrings(tmp_path):

@@ -1,8 +1,9 @@
 """Demo of genloom-text: real outputs of the shipped presets, written as `.txt` files.
 
-Each translator preset sorts the same fixed letter sequences (one file per family, with the exact-match
-rate and decoder passes in the caption); the MDLM presets sample Markov-chain text (scored under the
-true chain) and docstring text (scored by the AR preset).
+Each sort-task translator preset sorts the same fixed letter sequences (one file per family, with the
+exact-match rate and decoder passes in the caption); the Multi30k presets translate the same German
+sentences into English (their test BLEU from the preset card in the caption); the MDLM presets sample
+Markov-chain text (scored under the true chain) and docstring text (scored by the AR preset).
 """
 
 from __future__ import annotations
@@ -21,6 +22,25 @@ from genloom.text.tasks import Seq2SeqTask
 from genloom.text.zoo import PRESETS
 
 TRANSLATOR_PRESETS = [p.name for p in PRESETS if p.family == "text.translator"]
+# what `translate` does without options, per family (the demo's decoding)
+DEFAULT_DECODING = {
+    "ar": "greedy",
+    "dat": "lookahead",
+    "cmlm": "Mask-Predict",
+    "ctc": "argmax",
+    "nat": "argmax",
+}
+# German captions in the style of Multi30k (written for this demo, not taken from the data set)
+GERMAN_SENTENCES = [
+    "Zwei Hunde spielen im Schnee.",
+    "Ein Mann mit einem orangefarbenen Hut starrt auf etwas.",
+    "Eine Frau fährt mit dem Fahrrad durch die Stadt.",
+    "Kinder spielen auf einer grünen Wiese Fußball.",
+    "Ein kleines Mädchen isst ein Eis.",
+    "Eine Gruppe von Menschen wartet an einer Bushaltestelle.",
+    "Ein Hund rennt am Strand entlang.",
+    "Zwei Männer arbeiten auf einer Baustelle.",
+]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -49,6 +69,28 @@ def _translator_item(name: str, out_dir: Path, device: str) -> DemoItem:
         f"exact match {correct}/{len(sources)}"
     )
     return DemoItem(title=f"{name} (sort)", path=path, kind="text", caption=caption)
+
+
+def _multi30k_item(name: str, out_dir: Path, device: str) -> DemoItem:
+    """German -> English with a Multi30k preset; its card's test BLEU goes into the caption."""
+    import json
+
+    from genloom.text.cli import translate_lines
+
+    model, tokenizer, folder = load_text_model(name, device=device)
+    outputs, passes = translate_lines(model, tokenizer, GERMAN_SENTENCES, device=device)
+    scores = json.loads((folder / "preset.json").read_text())["card"]["metric"]["test_2016_flickr"]
+    bleu = "; ".join(f"{decoding} {row['bleu']:.2f}" for decoding, row in scores.items())
+    lines = [f"# {name}: German -> English, family {model.config.family}, {passes} decoder passes", ""]
+    lines += [f"{de}\n  -> {en}" for de, en in zip(GERMAN_SENTENCES, outputs, strict=True)]
+    path = out_dir / f"{name}.txt"
+    _write_text(path, "\n".join(lines) + "\n")
+    caption = (
+        f"task: Multi30k De->En; family: {model.config.family}; decoder passes: {passes}; "
+        f"test BLEU (1,000 sentences): {bleu}; this demo decodes with the default "
+        f"({DEFAULT_DECODING.get(model.config.family, 'default')})"
+    )
+    return DemoItem(title=f"{name} (German -> English)", path=path, kind="text", caption=caption)
 
 
 def _mdlm_item(out_dir: Path, device: str) -> DemoItem:
@@ -98,7 +140,12 @@ def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        items = [_translator_item(name, out_dir, device) for name in TRANSLATOR_PRESETS]
+        items = [
+            _multi30k_item(name, out_dir, device)
+            if name.startswith("multi30k-")
+            else _translator_item(name, out_dir, device)
+            for name in TRANSLATOR_PRESETS
+        ]
         items.append(_mdlm_item(out_dir, device))
         items.append(_stdlib_item(out_dir, device))
     return items
