@@ -41,3 +41,38 @@ def test_ar_translator_compiled_greedy_gives_the_eager_translations() -> None:
         assert task.accuracy(batch, fast.tokens) > 0.8
     with pytest.raises(Exception, match="greedy"):
         model.translate(batch.source, batch.source_length, beam_size=2, compiled="eager")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc"])
+def test_one_pass_nar_graphed_translation_equals_eager(preset: str, device: str) -> None:
+    # the graphed pass pads the source to a multiple of 8 (masked): the same translations as the eager pass,
+    # batch sizes and widths changing between calls (on CUDA: one captured graph per padded shape)
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.tasks import Seq2SeqTask
+
+    model, _, _ = load_text_model(preset, device=device)
+    task = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
+    for batch_size, seed in ((1, 0), (5, 1), (1, 2), (5, 1)):
+        batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
+        source, length = batch.source.to(device), batch.source_length.to(device)
+        eager = model.translate(source, length)
+        fast = model.translate(source, length, graphed=True)
+        assert fast.tokens == eager.tokens and fast.decoder_passes == 1
+        assert task.accuracy(batch, fast.tokens) >= 0.8
+
+
+@pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc"])
+def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) -> None:
+    # a CUDA graph cannot contain a host read (.item(), int(tensor), data-dependent shapes): dynamo traces
+    # the pass as ONE graph only if there is none (fullgraph raises on a graph break)
+    from genloom.text.pretrained import load_text_model
+
+    model, _, _ = load_text_model(preset)
+    source = torch.tensor([[5, 7, 6, 0, 0, 0, 0, 0], [6, 5, 8, 7, 9, 5, 6, 7]])
+    length = torch.tensor([3, 8])
+    torch._dynamo.reset()
+    traced = torch.compile(model._graphable_pass, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        for got, want in zip(traced(source, length), model._graphable_pass(source, length), strict=True):
+            torch.testing.assert_close(got, want)

@@ -66,8 +66,12 @@ def test_job_plan_from_families_and_variants():
 def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     run = _run("--out-dir", str(tmp_path))
     bench = _benchmark_module()
-    on_cpu = bench.decodings("cpu")  # the compiled AR row is a GPU path
-    assert set(bench.DECODING) - set(on_cpu) == {"AR greedy (compiled, one CUDA graph)"}
+    on_cpu = bench.decodings("cpu")  # the compiled AR and graphed NAR rows are GPU paths
+    assert set(bench.DECODING) - set(on_cpu) == {
+        "AR greedy (compiled, one CUDA graph)",
+        "CTC + GLAT (graphed pass)",
+        "DA-Transformer, lookahead (graphed pass)",
+    }
     for name in on_cpu:  # every family row of the final table, raw and distilled
         assert f"| {name} |" in run.stdout
     results = json.loads((tmp_path / "text_multi30k.json").read_text())

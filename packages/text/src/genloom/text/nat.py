@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genloom.core.nn.cuda_graphs import GraphCache
 from genloom.core.sampling.ctc import ctc_collapse
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
@@ -73,6 +74,11 @@ def drop_unfit_rows(batch: Seq2SeqBatch, fits: Tensor) -> Seq2SeqBatch:
     )
 
 
+GRAPH_SOURCE_BUCKET = (
+    8  # graphed one-pass decoding pads sources to a multiple of this (fewer captured shapes)
+)
+
+
 class NonAutoregressiveTranslator(nn.Module):
     """Shared parts: encoder-decoder with a bidirectional decoder, source copying, decoder features."""
 
@@ -80,16 +86,36 @@ class NonAutoregressiveTranslator(nn.Module):
         super().__init__()
         self.config = config
         self.model = build_encoder_decoder(config, causal=False)
+        # the one-pass families' GPU fast path: encoder + decoder (+ links) replayed from a CUDA graph per shape
+        self._pass_graphs = GraphCache(self._graphable_pass, watch=self)
 
     @property
     def decoder(self) -> nn.Module:
         return self.model.decoder
 
-    def copied_source(self, source: Tensor, source_length: Tensor, decoder_length: Tensor) -> Tensor:
-        """Decoder inputs [B, L, D]: the source token embeddings copied uniformly to each decoder length."""
-        width = int(decoder_length.max())
+    def copied_source(
+        self, source: Tensor, source_length: Tensor, decoder_length: Tensor, width: int | None = None
+    ) -> Tensor:
+        """Decoder inputs [B, L, D]: the source token embeddings copied uniformly to each decoder length.
+        `width` (L) defaults to the longest decoder length, read from the device; pass it to avoid the read."""
+        width = int(decoder_length.max()) if width is None else width
         index = uniform_copy_index(source_length, decoder_length, width)
         return self.decoder.embed(source.gather(1, index))
+
+    def _graphable_pass(self, source: Tensor, source_length: Tensor) -> tuple[Tensor, ...]:
+        """The family's whole network pass with shapes fixed by `source`'s shape (no host reads)."""
+        raise NotImplementedError(f"{type(self).__name__} has no graphed pass")
+
+    def _pass_outputs(self, source: Tensor, source_length: Tensor, graphed: bool) -> tuple[Tensor, ...]:
+        """`_graphable_pass` eagerly, or (graphed) on the source padded to a multiple of GRAPH_SOURCE_BUCKET
+        and replayed from a CUDA graph captured once per shape (on CUDA; plain calls elsewhere)."""
+        if not graphed:
+            return self._graphable_pass(source, source_length)
+        pad = -source.shape[1] % GRAPH_SOURCE_BUCKET
+        if pad and source.shape[1] + pad <= self.config.max_source_length:
+            source = F.pad(source, (0, pad), value=PAD_ID)
+        self._pass_graphs.refresh()
+        return self._pass_graphs(None, source, source_length)
 
     def decode_logits(
         self, inputs: Tensor, decoder_length: Tensor, memory: Tensor, source_mask: Tensor
@@ -243,15 +269,23 @@ class CTCNAT(NonAutoregressiveTranslator):
         )
         return torch.where(revealed.unsqueeze(-1), self.decoder.embed(tokens), inputs)
 
-    @torch.no_grad()
-    def translate(self, source: Tensor, source_length: Tensor) -> Translation:
-        check_source(source, source_length, self.config)
+    def _graphable_pass(self, source: Tensor, source_length: Tensor) -> tuple[Tensor, ...]:
+        """-> (best label per frame [B, F], frames per row [B]); F follows from source's width alone."""
         memory, source_mask = encode_source(self.model, source, source_length)
         frames = self.frame_length(source_length)
+        width = int(self.frame_length(torch.tensor([source.shape[1]])))  # host arithmetic, no device read
         logits, _ = self.decode_logits(
-            self.copied_source(source, source_length, frames), frames, memory, source_mask
+            self.copied_source(source, source_length, frames, width), frames, memory, source_mask
         )
-        labels, _ = ctc_collapse(logits.argmax(-1), blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
+        return logits.argmax(-1), frames
+
+    @torch.no_grad()
+    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool = False) -> Translation:
+        """Argmax per frame, then CTC collapse. `graphed` (the GPU fast path) replays the network pass from a
+        CUDA graph per padded source width; same labels as the eager pass (the padding is masked)."""
+        check_source(source, source_length, self.config)
+        best, frames = self._pass_outputs(source, source_length, graphed)
+        labels, _ = ctc_collapse(best, blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
         return Translation(strip_specials(labels), decoder_passes=1)
 
 
@@ -268,12 +302,28 @@ class DATransformer(NonAutoregressiveTranslator):
             source_length + 2, self.config.upsample_ratio, max_length=self.config.max_decoder_length
         )
 
-    def vertex_inputs(self, source: Tensor, source_length: Tensor, graph: Tensor) -> Tensor:
-        """Decoder inputs of the graph's vertices (see `Seq2SeqConfig.dag_vertex_inputs`)."""
+    def vertex_inputs(
+        self, source: Tensor, source_length: Tensor, graph: Tensor, width: int | None = None
+    ) -> Tensor:
+        """Decoder inputs of the graph's vertices (see `Seq2SeqConfig.dag_vertex_inputs`); `width` as in
+        `copied_source`."""
         if self.config.dag_vertex_inputs == "copy":
-            return self.copied_source(source, source_length, graph)
-        tokens = torch.full((source.shape[0], int(graph.max())), MASK_ID, device=source.device)
+            return self.copied_source(source, source_length, graph, width)
+        width = int(graph.max()) if width is None else width
+        tokens = torch.full((source.shape[0], width), MASK_ID, device=source.device)
         return self.decoder.embed(tokens)
+
+    def _graphable_pass(self, source: Tensor, source_length: Tensor) -> tuple[Tensor, ...]:
+        """-> (token log-probs [B, V, vocab] with PAD excluded, links [B, V, V], vertices per row [B]);
+        the vertex count V follows from source's width alone."""
+        memory, source_mask = encode_source(self.model, source, source_length)
+        graph = self.graph_size(source_length)
+        width = int(self.graph_size(torch.tensor([source.shape[1]])))  # host arithmetic, no device read
+        logits, links = self._forward_graph(
+            self.vertex_inputs(source, source_length, graph, width), graph, memory, source_mask
+        )
+        logits[..., PAD_ID] = float("-inf")
+        return logits.log_softmax(-1), links, graph
 
     def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
         logits, hidden = self.decode_logits(inputs, graph, memory, source_mask)
@@ -319,19 +369,16 @@ class DATransformer(NonAutoregressiveTranslator):
         beam_size: int = 4,
         bigram: Tensor | None = None,
         lm_weight: float = 0.0,
+        graphed: bool = False,
     ) -> Translation:
         """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" (beta is
         the length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
         `beam_size`, optional `bigram` LM table scored with `lm_weight`). `collapse_repeats` merges equal
-        neighbours (the official default, which helps MT but breaks targets with legitimately repeated tokens)."""
+        neighbours (the official default, which helps MT but breaks targets with legitimately repeated tokens).
+        `graphed` (the GPU fast path) replays the network pass (encoder, vertex states, links) from a CUDA graph
+        per padded source width; the DAG decoding after it is unchanged."""
         check_source(source, source_length, self.config)
-        memory, source_mask = encode_source(self.model, source, source_length)
-        graph = self.graph_size(source_length)
-        logits, links = self._forward_graph(
-            self.vertex_inputs(source, source_length, graph), graph, memory, source_mask
-        )
-        logits[..., PAD_ID] = float("-inf")
-        log_probs = logits.log_softmax(-1)
+        log_probs, links, graph = self._pass_outputs(source, source_length, graphed)
         if strategy in ("greedy", "lookahead"):
             tokens, _ = dag_lookahead_decode(
                 links,
