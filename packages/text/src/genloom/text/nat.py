@@ -15,7 +15,10 @@ Every model exposes `loss(batch, glance_ratio=0.0) -> Tensor` and `translate(sou
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +89,9 @@ class NonAutoregressiveTranslator(nn.Module):
         super().__init__()
         self.config = config
         self.model = build_encoder_decoder(config, causal=False)
-        # the one-pass families' GPU fast path: encoder + decoder (+ links) replayed from a CUDA graph per shape
-        self._pass_graphs = GraphCache(self._graphable_pass, watch=self)
+        # the one-pass families' GPU fast path: the whole pass (and decoding where it reads nothing back from
+        # the device) replayed from CUDA graphs, one GraphCache per function and options, a graph per shape
+        self._graph_caches: dict[Hashable, GraphCache] = {}
 
     @property
     def decoder(self) -> nn.Module:
@@ -106,16 +110,27 @@ class NonAutoregressiveTranslator(nn.Module):
         """The family's whole network pass with shapes fixed by `source`'s shape (no host reads)."""
         raise NotImplementedError(f"{type(self).__name__} has no graphed pass")
 
-    def _pass_outputs(self, source: Tensor, source_length: Tensor, graphed: bool) -> tuple[Tensor, ...]:
-        """`_graphable_pass` eagerly, or (graphed) on the source padded to a multiple of GRAPH_SOURCE_BUCKET
-        and replayed from a CUDA graph captured once per shape (on CUDA; plain calls elsewhere)."""
+    def _run_graphable(
+        self,
+        fn: Callable[[Tensor, Tensor], Any],
+        key: Hashable,
+        source: Tensor,
+        source_length: Tensor,
+        graphed: bool,
+    ) -> Any:
+        """`fn(source, source_length)` (a function with no host reads) eagerly, or (graphed) on the source padded
+        to a multiple of GRAPH_SOURCE_BUCKET and replayed from a CUDA graph captured once per shape for `key`
+        (on CUDA; plain calls elsewhere). The padding is masked: the outputs are the unpadded call's."""
         if not graphed:
-            return self._graphable_pass(source, source_length)
+            return fn(source, source_length)
         pad = -source.shape[1] % GRAPH_SOURCE_BUCKET
         if pad and source.shape[1] + pad <= self.config.max_source_length:
             source = F.pad(source, (0, pad), value=PAD_ID)
-        self._pass_graphs.refresh()
-        return self._pass_graphs(None, source, source_length)
+        cache = self._graph_caches.get(key)
+        if cache is None:
+            cache = self._graph_caches[key] = GraphCache(fn, watch=self)
+        cache.refresh()
+        return cache(None, source, source_length)
 
     def decode_logits(
         self, inputs: Tensor, decoder_length: Tensor, memory: Tensor, source_mask: Tensor
@@ -270,22 +285,22 @@ class CTCNAT(NonAutoregressiveTranslator):
         return torch.where(revealed.unsqueeze(-1), self.decoder.embed(tokens), inputs)
 
     def _graphable_pass(self, source: Tensor, source_length: Tensor) -> tuple[Tensor, ...]:
-        """-> (best label per frame [B, F], frames per row [B]); F follows from source's width alone."""
+        """-> (collapsed labels [B, F] padded with PAD, label counts [B]): argmax per frame, then CTC collapse;
+        F follows from source's width alone."""
         memory, source_mask = encode_source(self.model, source, source_length)
         frames = self.frame_length(source_length)
         width = int(self.frame_length(torch.tensor([source.shape[1]])))  # host arithmetic, no device read
         logits, _ = self.decode_logits(
             self.copied_source(source, source_length, frames, width), frames, memory, source_mask
         )
-        return logits.argmax(-1), frames
+        return ctc_collapse(logits.argmax(-1), blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
 
     @torch.no_grad()
     def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool = False) -> Translation:
-        """Argmax per frame, then CTC collapse. `graphed` (the GPU fast path) replays the network pass from a
-        CUDA graph per padded source width; same labels as the eager pass (the padding is masked)."""
+        """Argmax per frame, then CTC collapse. `graphed` (the GPU fast path) replays both from a CUDA graph
+        per padded source width; the same labels as the eager call (the padding is masked)."""
         check_source(source, source_length, self.config)
-        best, frames = self._pass_outputs(source, source_length, graphed)
-        labels, _ = ctc_collapse(best, blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
+        labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
         return Translation(strip_specials(labels), decoder_passes=1)
 
 
@@ -324,6 +339,16 @@ class DATransformer(NonAutoregressiveTranslator):
         )
         logits[..., PAD_ID] = float("-inf")
         return logits.log_softmax(-1), links, graph
+
+    def _graphable_lookahead(
+        self, source: Tensor, source_length: Tensor, *, beta: float | None, collapse_repeats: bool
+    ) -> Tensor:
+        """The network pass and greedy (beta None) / lookahead decoding: both free of host reads."""
+        log_probs, links, graph = self._graphable_pass(source, source_length)
+        tokens, _ = dag_lookahead_decode(
+            links, log_probs, graph, beta=beta, pad=PAD_ID, collapse_repeats=collapse_repeats
+        )
+        return tokens
 
     def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
         logits, hidden = self.decode_logits(inputs, graph, memory, source_mask)
@@ -376,19 +401,21 @@ class DATransformer(NonAutoregressiveTranslator):
         `beam_size`, optional `bigram` LM table scored with `lm_weight`). `collapse_repeats` merges equal
         neighbours (the official default, which helps MT but breaks targets with legitimately repeated tokens).
         `graphed` (the GPU fast path) replays the network pass (encoder, vertex states, links) from a CUDA graph
-        per padded source width; the DAG decoding after it is unchanged."""
+        per padded source width, with greedy / lookahead decoding inside the graph (Viterbi and beam decode
+        after it); the same tokens as the eager call."""
         check_source(source, source_length, self.config)
-        log_probs, links, graph = self._pass_outputs(source, source_length, graphed)
         if strategy in ("greedy", "lookahead"):
-            tokens, _ = dag_lookahead_decode(
-                links,
-                log_probs,
-                graph,
-                beta=None if strategy == "greedy" else beta,
-                pad=PAD_ID,
-                collapse_repeats=collapse_repeats,
+            step_beta = None if strategy == "greedy" else float(beta)
+            decode = functools.partial(
+                self._graphable_lookahead, beta=step_beta, collapse_repeats=collapse_repeats
             )
-        elif strategy == "beam":
+            key = ("lookahead", step_beta, collapse_repeats)
+            tokens = self._run_graphable(decode, key, source, source_length, graphed)
+            return Translation(strip_specials(tokens), decoder_passes=1)
+        log_probs, links, graph = self._run_graphable(
+            self._graphable_pass, "pass", source, source_length, graphed
+        )
+        if strategy == "beam":
             tokens, _ = dag_beam_decode(
                 links,
                 log_probs,
