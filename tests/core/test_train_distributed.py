@@ -110,6 +110,7 @@ WORKER = textwrap.dedent(
         barrier()  # the barrier the crashed rank never reached
     except ConfigError as exc:
         report["incomplete_error"] = str(exc)
+    barrier()  # rank 0 has read the incomplete folder before rank 1 starts filling it again (no race)
     first_pass = False
     made_before = list(made)
     report["results"] = generate_sharded(generate, 10, out / "gen")
