@@ -74,7 +74,7 @@ def test_var_compiled_scale_passes_trace_whole_and_equal_eager_on_cpu() -> None:
 def test_var_compiled_cuda_graphs_equal_eager() -> None:
     model, quantizer = _var("cuda")
     _var_both_ways(model, quantizer, "cuda", compiled=True)  # float32: fused kernels keep every sample
-    assert len(model._compiled_scale_graphs) == 4
+    assert len(model._compiled_graphs["inductor"]) == 4
 
 
 @pytest.mark.gpu

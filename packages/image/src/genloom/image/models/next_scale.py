@@ -112,9 +112,8 @@ class NextScaleAR(ZooComponent, nn.Module):
         self._scale_graphs = GraphCache(
             self._scale_forward, watch=self
         )  # the fast path: one CUDA graph per scale
-        self._compiled_scale_graphs = GraphCache(self._compiled_scale_forward, watch=self)
         self._compiled: dict[str, Callable] = {}  # torch.compile'd `_scale_forward` per backend
-        self._compile_backend = "inductor"
+        self._compiled_graphs: dict[str, GraphCache] = {}  # their CUDA graphs, per backend
 
     @property
     def vocab_size(self) -> int:
@@ -158,16 +157,21 @@ class NextScaleAR(ZooComponent, nn.Module):
         labels = self.class_emb.check(labels)
         return torch.cat([labels, torch.full_like(labels, self.class_emb.null_class)])
 
-    def _compiled_scale_forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """`_scale_forward` through `torch.compile` (one graph per scale length, fused elementwise work:
-        AdaLN modulation, cosine-attention norms, residual gates). Eager, the scale loop at batch 64 spent
-        more GPU time in those unfused kernels than in its matrix products."""
-        backend = self._compile_backend
+    def _compiled_scale_forward(self, backend: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`_scale_forward` through `torch.compile` with `backend` (one graph per scale length, fused
+        elementwise work: AdaLN modulation, cosine-attention norms, residual gates). Eager, the scale loop at
+        batch 64 spent more GPU time in those unfused kernels than in its matrix products."""
         if backend not in self._compiled:
             self._compiled[backend] = torch.compile(self._scale_forward, backend=backend, dynamic=False)
-        # one compiled graph per scale: more than dynamo's default recompile limit for VAR's 10 scales
-        with torch._dynamo.config.patch(recompile_limit=max(64, 2 * len(self.config.patch_nums))):
-            return self._compiled[backend](x, cond)
+        compiled = self._compiled[backend]
+        limit = max(64, 2 * len(self.config.patch_nums))
+
+        def forward(x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            # one compiled graph per scale: more than dynamo's default recompile limit for VAR's 10 scales
+            with torch._dynamo.config.patch(recompile_limit=limit):
+                return compiled(x, cond)
+
+        return forward
 
     def _scale_forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """One scale's cached forward: inputs (2B, pn*pn, D) -> logits; the scale is known from the length,
@@ -195,20 +199,19 @@ class NextScaleAR(ZooComponent, nn.Module):
             + self._positions(0, self.first_l)
         )
         self.transformer.setup_cache(2 * batch, self.num_tokens, static=bool(graphed or compiled) or None)
-        passes = self._scale_graphs
+        forward, passes = self._scale_forward, self._scale_graphs
         if compiled:
-            self._compile_backend = "inductor" if compiled is True else str(compiled)
-            passes = self._compiled_scale_graphs
+            backend = "inductor" if compiled is True else str(compiled)
+            forward = self._compiled_scale_forward(backend)
+            if backend not in self._compiled_graphs:
+                self._compiled_graphs[backend] = GraphCache(forward, watch=self)
+            passes = self._compiled_graphs[backend]
         if graphed:
             passes.refresh()  # a reallocated cache or moved weights: capture again
         chosen = []
         try:
             for si, pn in enumerate(self.config.patch_nums):
-                raw = (
-                    passes(self._compile_backend if compiled else None, x, cond)
-                    if graphed
-                    else (self._compiled_scale_forward(x, cond) if compiled else self._scale_forward(x, cond))
-                )
+                raw = passes(None, x, cond) if graphed else forward(x, cond)
                 t = cfg_scale * si / max(1, n_scales - 1)  # VAR's ramp: no guidance at the first scale
                 cond_logits, uncond_logits = raw.chunk(2)
                 guided = apply_guidance(cond_logits, uncond_logits, 1.0 + t)
