@@ -35,6 +35,7 @@ from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.official import BASELINES, build_baseline
 from genloom.timeseries.recipes import (
     BENCHMARK_PATCHTST_RECIPE,
+    DEFAULT_RECIPE,
     ETT_DATASETS,
     MODEL_RECIPES,
     ett_config,
@@ -49,11 +50,9 @@ GENERATIVE = ("gpht", "tokenized-ar", "diffusion")
 
 def model_recipe(name: str, args: argparse.Namespace) -> str:
     """The named recipe the benchmark trains `name` with."""
-    if name == "patchtst":
-        return args.patchtst_recipe
-    if name == "itransformer":
-        return args.itransformer_recipe
-    return "tslib-script"
+    return {"patchtst": args.patchtst_recipe, "itransformer": args.itransformer_recipe}.get(
+        name, DEFAULT_RECIPE
+    )
 
 
 def run_baseline(name: str, data: Path, horizon: int, args: argparse.Namespace) -> list[dict]:
@@ -133,7 +132,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = [
         "Long-term forecasting, lookback 96, multivariate, test split (MSE / MAE on scaled values).",
         "Published: iTransformer paper full results (lookback 96), reproduced by the Time-Series-Library.",
-        "Recipes: genloom.timeseries.recipes.MODEL_RECIPES; run `mean` averages the repeated runs (--itr).",
+        "Recipes: genloom.timeseries.recipes.MODEL_RECIPES; run `mean` averages the repeated runs (--itr; its train s is their total).",
         "",
         "| data | model | recipe | horizon | run | ours MSE | ours MAE | published MSE | published MAE "
         "| ratio MSE | epochs | train s |",
@@ -146,7 +145,7 @@ def markdown_table(rows: list[dict]) -> str:
             "report the median of 20 sample paths on every 16th test window.",
         ]
     for r in rows:
-        pub = published(r["dataset"], r["model"], r["horizon"]) if r["dataset"] in ETT_DATASETS else None
+        pub = published(r["dataset"], r["model"], r["horizon"])
         pub_mse, pub_mae = (f"{pub[0]:.3f}", f"{pub[1]:.3f}") if pub else ("-", "-")
         ratio = f"{r['mse'] / pub[0]:.3f}" if pub else "-"
         epochs = "-" if r.get("epochs") is None else str(r["epochs"])
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--itransformer-recipe",
-        default="tslib-script",
+        default=DEFAULT_RECIPE,
         choices=sorted(MODEL_RECIPES["itransformer"]),
         help="iTransformer widths: d_model = d_ff = 128 (default) or the iTransformer repository's scripts",
     )

@@ -162,3 +162,24 @@ def test_thin_convolutions_padded_to_32_filters_keep_their_outputs() -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert list(net.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
     assert net[1].weight.shape == (3, 32, 3, 3)
+
+
+def test_thin_convolution_padding_leaves_subclasses_and_the_encoder_alone() -> None:
+    # VAR's Phi is a Conv2d subclass whose forward blends h*(1-r) + conv(h)*r: replacing it by a plain
+    # (padded) convolution would change the quantizer; FastDecode pads only inside the decoder
+    from genloom.core.tokenizers.multiscale_vq import Phi
+    from genloom.image.fast_decode import FastDecode, pad_thin_convolutions
+
+    torch.manual_seed(0)
+    phi = Phi(16, 0.5)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        before = phi(x)
+        assert pad_thin_convolutions(torch.nn.Sequential(phi)) == 0
+        torch.testing.assert_close(phi(x), before, atol=0, rtol=0)
+
+    tokenizer = torch.nn.Module()
+    tokenizer.encoder = torch.nn.Conv2d(3, 8, 3)
+    tokenizer.decoder = torch.nn.Sequential(torch.nn.Conv2d(8, 3, 3))
+    FastDecode(tokenizer.decoder, tokenizer)._prepare_module()  # what its first CUDA call does
+    assert "forward" not in vars(tokenizer.encoder) and "forward" in vars(tokenizer.decoder[0])

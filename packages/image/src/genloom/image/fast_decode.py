@@ -9,7 +9,9 @@ channels-last layout. Off CUDA the plain decode runs (compiling for the CPU gain
 calls its residual convs with a float per scale, which would recompile the graph once per scale.
 `for_tokenizer` picks the split for genloom's tokenizers.
 
-Convolutions with fewer than 32 output channels (the final conv to RGB) run padded with zero filters to 32:
+The decoder's plain convolutions with fewer than 32 output channels (its final conv to RGB) run padded
+with zero filters to 32 (only inside `module.decoder`, and never a Conv2d subclass with its own forward such
+as VAR's Phi, so encoding and the quantizer are untouched):
 for VAR's 160 -> 3 conv at 256x256 on 64 images (bf16, channels-last, H100) cuDNN picks a direct
 convolution for 3, 8 or 16 filters (24.4-24.8 ms, 24 of the 138 ms of the whole decode) and its
 implicit-GEMM tensor-core kernel from 32 filters on (2.2 ms for 32, 2.3 ms for 64).
@@ -28,12 +30,13 @@ TENSOR_CORE_CHANNELS = 32
 
 
 def pad_thin_convolutions(module: nn.Module, multiple: int = TENSOR_CORE_CHANNELS) -> int:
-    """Give every `nn.Conv2d` in `module` with fewer than `multiple` output channels a forward that convolves
-    with its filters zero-padded to `multiple` and drops the extra channels: the same outputs (up to the
-    kernels' rounding), weights and state_dict unchanged. Returns how many convolutions were changed."""
+    """Give every plain `nn.Conv2d` in `module` (exactly that type: a subclass may compute more than the
+    convolution in its forward) with fewer than `multiple` output channels a forward that convolves with its
+    filters zero-padded to `multiple` and drops the extra channels: the same outputs (up to the kernels'
+    rounding), weights and state_dict unchanged. Returns how many convolutions were changed."""
     changed = 0
     for conv in module.modules():
-        if isinstance(conv, nn.Conv2d) and conv.out_channels < multiple and "forward" not in vars(conv):
+        if type(conv) is nn.Conv2d and conv.out_channels < multiple and "forward" not in vars(conv):
             conv.forward = _padded_forward(conv, multiple)
             changed += 1
     return changed
@@ -78,12 +81,16 @@ class FastDecode:
             return cls(tokenizer.fhat_to_image, tokenizer, prepare=tokenizer.quantize.indices_to_codes)
         return cls(tokenizer.decode, tokenizer)
 
+    def _prepare_module(self) -> None:
+        """Once, before compiling: channels-last weights, the decoder's thin convolutions padded."""
+        self.module.to(memory_format=torch.channels_last)
+        pad_thin_convolutions(getattr(self.module, "decoder", self.module))
+
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.device.type != "cuda":
             return self.decode(ids if self.prepare is None else self.prepare(ids))
         if self._compiled is None:
-            self.module.to(memory_format=torch.channels_last)
-            pad_thin_convolutions(self.module)
+            self._prepare_module()
             self._compiled = torch.compile(self.decode, dynamic=False)
         with torch.no_grad(), torch.autocast("cuda", dtype=self.dtype):
             inputs = ids if self.prepare is None else self.prepare(ids)

@@ -107,8 +107,6 @@ MODEL_RECIPES: dict[str, dict[str, tuple[ModelOverrides, dict[str, Any]]]] = {
     "informer": {"tslib-script": (_none, {})},
     "autoformer": {"tslib-script": (_none, {})},
 }
-# Kept for callers of the ETTh1-only API.
-PATCHTST_RECIPES = MODEL_RECIPES["patchtst"]
 DEFAULT_RECIPE = "tslib-script"
 BENCHMARK_PATCHTST_RECIPE = "patchtst-paper-training"
 
@@ -130,10 +128,15 @@ PUBLISHED_ETT: dict[str, dict[str, dict[int, tuple[float, float]]]] = {
 }
 
 
-def recipe_dataset(path: str | Path | None = None, dataset: str | None = None) -> str:
+def recipe_dataset(
+    path: str | Path | None = None, dataset: str | None = None, *, default: str | None = None
+) -> str:
     """The data set whose recipe and published figures apply: `dataset` when given (checked), else the
-    file stem of `path` (ETTh1.csv -> "ETTh1"). An unknown name is an error naming the known ones."""
+    file stem of `path` (ETTh1.csv -> "ETTh1"), else `default` when one is given. An unknown name is an
+    error naming the known ones."""
     name = dataset if dataset is not None else (Path(path).stem if path is not None else None)
+    if dataset is None and name not in ETT_DATASETS and default is not None:
+        name = default
     if name not in ETT_DATASETS:
         origin = f"data set {dataset!r}" if dataset is not None else f"file stem {name!r} of {path}"
         raise SeriesInputError(

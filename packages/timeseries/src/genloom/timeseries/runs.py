@@ -18,7 +18,7 @@ from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.official import BASELINES, build_baseline
 from genloom.timeseries.pretrained import save_forecaster
-from genloom.timeseries.recipes import ETT_DATASETS, TrainRecipe, ett_config
+from genloom.timeseries.recipes import ett_config, ett_train_recipe, recipe_dataset
 from genloom.timeseries.train import evaluate, train_supervised
 
 OFFICIAL_NAMES = {
@@ -60,11 +60,12 @@ def train_to_folder(
     protocol = LongTermForecastProtocol(data, pred_len=horizon, target=target)
     if name in BASELINES:
         # The ETT data set named by the file stem picks the recipe; any other file gets ETTh1's.
-        dataset = Path(data).stem if Path(data).stem in ETT_DATASETS else "ETTh1"
+        dataset = recipe_dataset(data, default="ETTh1")
         fields = ett_config(name, horizon, dataset=dataset, n_channels=len(protocol.columns))
         config = TSLibConfig.from_dict(fields)
         net = build_baseline(name, config)
-        train_supervised(net, protocol, TrainRecipe(train_epochs=epochs or 10), device=device, log=log)
+        recipe = ett_train_recipe(name, **({"train_epochs": epochs} if epochs else {}))
+        train_supervised(net, protocol, recipe, device=device, log=log)
         result = evaluate(net, protocol, "test", device=device)
         mse, mae, fields = result.mse, result.mae, config.to_dict()
     elif name == "gpht":
