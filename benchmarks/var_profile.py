@@ -19,30 +19,19 @@ The profiler runs last: once CUPTI has been active, later CUDA graph replays are
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
+from genloom.core.bench import measure
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.fast_decode import FastDecode
 from genloom.image.official_sizes import random_var
 
 
-def cuda_median(fn, device: torch.device, *, warmup: int = 2, runs: int = 7) -> float:  # noqa: ANN001
-    """Median seconds of `fn()` from launch to synchronised return."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+def cuda_median(fn, device: torch.device) -> float:  # noqa: ANN001
+    """Median seconds of `fn()` over 7 calls after 2 warm-ups (core's `measure`: CUDA events per call)."""
+    return measure(fn, warmup=2, iters=7, device=device).median
 
 
 def pass_time_split(model, labels, quantizer, params, device, compiled) -> tuple[float, float]:  # noqa: ANN001
@@ -101,8 +90,10 @@ def main() -> None:
     rows = []
     paths = args.token_paths.split(",")
     for compiled in [c for c, name in ((False, "graphed"), (True, "compiled")) if name in paths]:
+        torch.cuda.synchronize(device)
         start = time.perf_counter()
         tokens(compiled)
+        torch.cuda.synchronize(device)
         first_s = time.perf_counter() - start
         tokens_s = cuda_median(lambda c=compiled: tokens(c), device)
         inside_s, loop_s = pass_time_split(model, labels, vae.quantize, params, device, compiled)

@@ -31,7 +31,7 @@ def test_upsample_bicubic_gradient_equals_interpolate() -> None:
 def test_bicubic_matrix_rows_sum_to_one_and_bad_input_is_refused() -> None:
     matrix = bicubic_matrix(5, 16, torch.device("cpu"))
     assert matrix.shape == (16, 5)
-    torch.testing.assert_close(matrix.sum(1), torch.ones(16), atol=1e-6, rtol=0)
+    torch.testing.assert_close(matrix.sum(1), torch.ones(16, dtype=torch.float64), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="expected a \\[B, C, H, W\\]"):
         upsample_bicubic(torch.zeros(3, 4, 4), (8, 8))
     with pytest.raises(ValueError, match="sizes must be positive"):
