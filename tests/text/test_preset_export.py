@@ -4,6 +4,7 @@ the Multi30k benchmark archives its models, exported, registered and translated 
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from importlib import resources
 
@@ -87,7 +88,36 @@ def test_export_refuses_oversized_or_missing_models(archived, tmp_path):
         export_translator_preset(tar_path, tmp_path / "x", name="x", description="x")
     with pytest.raises(TextInputError, match="no distilled rows of family 'ctc'"):
         benchmark_metric(results, "ctc", "distilled")
+    with pytest.raises(TextInputError, match="unknown translator family 'my'"):
+        benchmark_metric(results, "my", "raw")  # a folder named my-dat: no benchmark family
     assert not (tmp_path / "x").exists()
+
+
+def test_export_preset_cli_takes_the_card_rows_of_the_exported_folder(archived, tmp_path):
+    # a folder named as the benchmark names its models (dat-distilled) gets the distilled rows whatever the
+    # preset is called; the preset name says nothing about the training data
+    _, folder, results = archived
+    named = tmp_path / "dat-distilled"
+    shutil.copytree(folder, named)
+    out = tmp_path / "preset"
+    export = CliRunner().invoke(
+        app,
+        [
+            "export-preset",
+            str(named),
+            "--name",
+            "my-translator",
+            "--out",
+            str(out),
+            "--results",
+            str(results),
+        ],
+    )
+    assert export.exit_code == 0, export.output
+    card = json.loads((out / "preset.json").read_text())["card"]["metric"]["test_2016_flickr"]
+    assert card == {
+        "DA-Transformer, lookahead": {"bleu": 21.5, "decoder_passes": 1}
+    }  # distilled, not raw 19.0
 
 
 def test_shipped_folder_is_registered_and_translates_by_name(archived, tmp_path, monkeypatch):

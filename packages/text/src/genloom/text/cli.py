@@ -213,8 +213,8 @@ def export_preset(
 
     try:
         metric = None
-        if results is not None:
-            family, _, data = (member or name.removeprefix("multi30k-")).partition("-")
+        if results is not None:  # the benchmark names its models <family>[-distilled] (tar members, folders)
+            family, _, data = (member or source.name).partition("-")
             metric = benchmark_metric(results, family, data or "raw")
         folder = export_translator_preset(
             source, out, name=name, member=member or None, metric=metric,

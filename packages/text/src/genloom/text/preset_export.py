@@ -31,7 +31,12 @@ ROW_PREFIX = {"ar": "AR ", "nat": "vanilla NAT", "cmlm": "CMLM", "ctc": "CTC", "
 def benchmark_metric(results: str | os.PathLike, family: str, data: str) -> dict[str, Any]:
     """The card metric of one benchmark model: {decoding row: {bleu, passes, sentences/s}} of the rows of
     `family` trained on `data` ("raw" or "distilled") in a `text_multi30k.json`."""
-    rows = json.loads(Path(results).read_text())["rows"]
+    if family not in ROW_PREFIX:
+        raise TextInputError(f"unknown translator family {family!r}; expected one of {sorted(ROW_PREFIX)}")
+    if data not in ("raw", "distilled"):
+        raise TextInputError(f"training data must be 'raw' or 'distilled', got {data!r}")
+    document = json.loads(Path(results).read_text())
+    rows = document["rows"]
     keys = ("bleu", "decoder_passes", "sent_per_s_batch1", "sent_per_s_batch64", "train_steps")
     metric = {
         row["decoding"]: {k: row[k] for k in keys if row.get(k) is not None}
@@ -40,7 +45,7 @@ def benchmark_metric(results: str | os.PathLike, family: str, data: str) -> dict
     }
     if not metric:
         raise TextInputError(f"{results} has no {data} rows of family {family!r}")
-    return {"test_2016_flickr": metric, "device": json.loads(Path(results).read_text()).get("device")}
+    return {"test_2016_flickr": metric, "device": document.get("device")}
 
 
 def _model_folder(source: Path, member: str | None, tmp: Path) -> Path:
