@@ -48,6 +48,7 @@ from genloom.core.tokenizers import BPETokenizer
 from genloom.text.corpus import BucketedBatches, ParallelCorpus
 from genloom.text.glat import GlanceSchedule
 from genloom.text.multi30k import corpus_bleu, load_multi30k
+from genloom.text.preset_export import PRESET_MAX_BYTES
 from genloom.text.pretrained import build_text_model, load_text_model, save_text_model
 from genloom.text.seq2seq import Seq2SeqConfig
 from genloom.text.tasks import pad_sequences
@@ -58,9 +59,6 @@ TAR_STEM = "text_multi30k_models"
 TEACHER_TAR = "text_multi30k_teacher.tar"  # the reusable teacher bundle (see `write_teacher_bundle`)
 NAR_FAMILIES = ("nat", "cmlm", "ctc", "dat")
 VARIANTS = ("raw", "distilled")
-PRESET_LIMIT_BYTES = (
-    5_000_000  # a preset's files must each stay under 5 MB (its fp16 weights are the largest)
-)
 WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, before its budget starts
 # decoding options per table row (the row name says which)
 DECODING = {
@@ -301,18 +299,18 @@ class ModelArchive:
             old.unlink()
 
     def add(self, name: str, model, tokenizer) -> int:
-        """Archive `model` as `name/`; returns the bytes of its largest file (the fp16 weights)."""
+        """Archive `model` as `name/`; returns the bytes of its fp16 weights file."""
         with tempfile.TemporaryDirectory() as tmp:
             saved = save_text_model(model, tokenizer, Path(tmp) / name)
-            sizes = [f.stat().st_size for f in saved.rglob("*") if f.is_file()]
-            size = sum(sizes)
+            weights = (saved / "model" / "model.safetensors").stat().st_size
+            size = sum(f.stat().st_size for f in saved.rglob("*") if f.is_file())
             path = self.folder / f"{self.stem}_{self.index}.tar"
             if path.exists() and path.stat().st_size + size > self.max_bytes:
                 self.index += 1
                 path = self.folder / f"{self.stem}_{self.index}.tar"
             with tarfile.open(path, "a") as tar:
                 tar.add(saved, arcname=name)
-        return max(sizes)
+        return weights
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -424,6 +422,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ar, args.jobs = plan_jobs(args.families, args.variants)
     except ValueError as error:
         parser.error(str(error))
+    out_dir = args.out_dir.resolve()
+    for earlier in args.rows_from:
+        if earlier.resolve().parent == out_dir:
+            parser.error(
+                f"--rows-from {earlier} lies in --out-dir {args.out_dir}: this run would overwrite it and delete "
+                "that run's model tars; write this run into another --out-dir"
+            )
     return args
 
 
@@ -584,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
             record(name, model, stats, job["label"])
     results["rows"] = merge_rows(results["rows"], args.rows_from)
     results["presets_fit_5MB"] = {
-        r["model"]: r["fp16_bytes"] <= PRESET_LIMIT_BYTES
+        r["model"]: r["fp16_bytes"] <= PRESET_MAX_BYTES
         for r in results["rows"]
         if r["data"] == "distilled" or r["decoding"].startswith("AR")
     }

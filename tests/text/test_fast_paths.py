@@ -87,3 +87,13 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
                 decode = functools.partial(model._graphable_lookahead, beta=beta, collapse_repeats=False)
                 traced = torch.compile(decode, backend="eager", fullgraph=True)
                 assert torch.equal(traced(source, length), decode(source, length))
+
+
+def test_unknown_dag_strategy_is_refused_before_any_pass() -> None:
+    from genloom.text.errors import TextInputError
+    from genloom.text.pretrained import load_text_model
+
+    model, _, _ = load_text_model("text-sort-dat")
+    with pytest.raises(TextInputError, match="unknown DAG decoding strategy 'nope'"):
+        model.translate(torch.tensor([[5, 6, 7]]), torch.tensor([3]), strategy="nope", graphed=True)
+    assert model._graph_caches == {}  # nothing was run (on a GPU: nothing captured) for the bad call

@@ -404,6 +404,10 @@ class DATransformer(NonAutoregressiveTranslator):
         per padded source width, with greedy / lookahead decoding inside the graph (Viterbi and beam decode
         after it); the same tokens as the eager call."""
         check_source(source, source_length, self.config)
+        if strategy not in ("greedy", "lookahead", "viterbi", "beam"):
+            raise TextInputError(
+                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi or beam"
+            )
         if strategy in ("greedy", "lookahead"):
             step_beta = None if strategy == "greedy" else float(beta)
             decode = functools.partial(
@@ -427,7 +431,7 @@ class DATransformer(NonAutoregressiveTranslator):
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
             )
-        elif strategy == "viterbi":
+        else:  # viterbi
             tokens, _ = dag_viterbi_decode(
                 links,
                 log_probs,
@@ -436,9 +440,5 @@ class DATransformer(NonAutoregressiveTranslator):
                 upsample_scale=self.config.upsample_ratio,
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
-            )
-        else:
-            raise TextInputError(
-                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi or beam"
             )
         return Translation(strip_specials(tokens), decoder_passes=1)

@@ -2,8 +2,9 @@
 
 Importing this module also registers the model families "text.translator" (every seq2seq family,
 dispatched on its config's `family`) and "text.mdlm" with the core zoo, so `from_pretrained` can build
-them from a folder. The shipped presets are tiny models trained on CPU by
-`scripts/train_text_presets.py` on the package's synthetic tasks; their cards hold the measured metric.
+them from a folder. The shipped presets are tiny models trained on CPU by `scripts/train_text_presets.py` /
+`scripts/train_text_stdlib.py` (synthetic tasks, docstrings) and the Multi30k translators of
+`benchmarks/text_multi30k.py` (GPU); their cards hold the measured metric.
 """
 
 from functools import partial
@@ -59,7 +60,7 @@ def _shipped(
 
 
 # Multi30k De->En models of benchmarks/text_multi30k.py, made presets by genloom.text.preset_export; each is
-# registered only once its folder ships under presets/ (the weights are not in the repository yet)
+# registered only once its folder ships under presets/ (multi30k-ar and multi30k-dat ship; the others not yet)
 MULTI30K_PRESETS = {
     "multi30k-ar": "AR encoder-decoder baseline for Multi30k German->English (joint BPE; beam search)",
     "multi30k-dat": "DA-Transformer for Multi30k German->English, distilled from the AR (one decoder pass)",
