@@ -99,7 +99,8 @@ def _toy_corpus(count: int = 70):
 
     generator = torch.Generator().manual_seed(3)
     lengths = torch.randint(1, 12, (count, 2), generator=generator).tolist()
-    return ParallelCorpus([([5 + i % 7] * s, [6 + i % 5] * t) for i, (s, t) in enumerate(lengths)])
+    # every pair unique (its index as the first source token), so a batch row names one corpus pair
+    return ParallelCorpus([([5 + i] + [5 + i % 7] * s, [6 + i % 5] * t) for i, (s, t) in enumerate(lengths)])
 
 
 def test_bucketed_batches_cover_each_epoch_once_with_exact_widths_and_little_padding() -> None:
@@ -118,7 +119,7 @@ def test_bucketed_batches_cover_each_epoch_once_with_exact_widths_and_little_pad
             source = batch.source[row, : batch.source_length[row]].tolist()
             target = batch.target[row, : batch.target_length[row]].tolist()
             seen.append(corpus.pairs.index((source, target)) if (source, target) in corpus.pairs else -1)
-    assert -1 not in seen and len(seen) == 64
+    assert -1 not in seen and len(seen) == 64 and len(set(seen)) == 64  # no pair twice in an epoch
     random_cells = sum(
         corpus.sample(8, generator=torch.Generator().manual_seed(i)).target.numel() for i in range(8)
     )
