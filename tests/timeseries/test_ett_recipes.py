@@ -140,29 +140,27 @@ def test_published_figures_per_data_set():
     assert published("ETTh2", "informer", 96) is None and published("ETTm1", "dlinear", 96) is None
 
 
-def _fake_rows(seen):
+def _fake_rows(seen, bench):
+    # records what the benchmark itself resolves: the model's named recipe and the data set of the file
     def fake_run_baseline(name, data, horizon, args):
-        seen.append((name, horizon, bench_recipe(args, name), args.recipe_dataset))
+        dataset = bench.recipe_dataset(data, args.recipe_dataset)
+        seen.append((name, horizon, bench.model_recipe(name, args), dataset))
         return [{"run": 0, "mse": 0.31, "mae": 0.35, "epochs": 3, "seconds": 1.0}]
 
     return fake_run_baseline
-
-
-def bench_recipe(args, name):
-    return {"patchtst": args.patchtst_recipe, "itransformer": args.itransformer_recipe}.get(name)
 
 
 def test_benchmark_defaults_to_patchtst_paper_training_and_checks_the_data_set(
     bench, tmp_path, monkeypatch, capsys
 ):
     seen: list = []
-    monkeypatch.setattr(bench, "run_baseline", _fake_rows(seen))
+    monkeypatch.setattr(bench, "run_baseline", _fake_rows(seen, bench))
     data = tmp_path / "ETTh2.csv"
     data.write_text("date,OT\n")
     out, rows = tmp_path / "table.md", tmp_path / "rows.json"
     argv = ["--data", str(data), "--device", "cpu", "--models", "patchtst", "--horizons", "96"]
     assert bench.main([*argv, "--out", str(out), "--json", str(rows)]) == 0
-    assert seen[-1] == ("patchtst", 96, "patchtst-paper-training", None)
+    assert seen[-1] == ("patchtst", 96, "patchtst-paper-training", "ETTh2")
     assert (
         "| ETTh2 | patchtst | patchtst-paper-training | 96 | 0 | 0.310 | 0.350 | 0.302 | 0.348 | 1.026 |"
         in (out.read_text())
@@ -179,7 +177,7 @@ def test_benchmark_defaults_to_patchtst_paper_training_and_checks_the_data_set(
         )
         == 0
     )
-    assert seen[-1] == ("dlinear", 96, None, "ETTh1")
+    assert seen[-1] == ("dlinear", 96, "tslib-script", "ETTh1")
 
 
 def test_itr_mean_and_merge(bench, tmp_path):
