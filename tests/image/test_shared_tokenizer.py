@@ -43,6 +43,17 @@ def test_a_preset_saved_with_tokenizer_from_stores_no_tokenizer_and_loads_the_sh
     assert shipped_generator_names(root) == ["ar-digits", "maskgit-digits"]
 
 
+def test_resaving_with_tokenizer_from_drops_the_folders_own_tokenizer_and_both_are_refused(pair) -> None:
+    root, maskgit = pair
+    folder = root / "maskgit-own"
+    maskgit.save(folder)  # its own tokenizer/ first
+    maskgit.save(folder, tokenizer_from="ar-digits")  # then sharing: the stale tokenizer/ must not win
+    assert not (folder / "tokenizer").exists()
+    shutil.copytree(root / "ar-digits" / "tokenizer", folder / "tokenizer")  # both, by hand: ambiguous
+    with pytest.raises(ConfigError, match="holds its own tokenizer/ and names another preset's"):
+        from_pretrained(folder, component="tokenizer")
+
+
 def test_a_missing_referenced_preset_is_a_clear_error(pair) -> None:
     root, _ = pair
     shutil.rmtree(root / "ar-digits")

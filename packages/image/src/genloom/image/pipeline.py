@@ -10,6 +10,7 @@ folder), so the shared file is stored once.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,8 @@ class ImagePipeline:
                     f"{source} holds a {read_family(source)!r} tokenizer, not this preset's {self.tokenizer.family!r}"
                 )
             info["tokenizer_from"] = tokenizer_from
+            if (folder / "tokenizer").exists():  # a tokenizer this folder held before: it no longer applies
+                shutil.rmtree(folder / "tokenizer")
         self.generator.save_pretrained(folder / "model")
         write_json(folder / "preset.json", {**info, "family": self.family, "class_names": self.class_names})
 

@@ -233,14 +233,19 @@ def component_dir(folder: str | os.PathLike[str], component: str) -> Path:
     folder = Path(folder)
     if (folder / CONFIG_NAME).is_file() and component == "model":
         return folder
-    sub = folder / component
-    if (sub / CONFIG_NAME).is_file():
-        return sub
     if (folder / CONFIG_NAME).is_file():
         raise ConfigError(f"{folder} is a single-component folder; it has no {component!r} part")
+    sub = folder / component
     shared = shared_component_source(folder, component)
     if shared is not None:
+        if (sub / CONFIG_NAME).is_file():
+            raise ConfigError(
+                f"{folder} holds its own {component}/ and names another preset's in its "
+                f"{PRESET_INFO_NAME} ({component}_from): remove one of them"
+            )
         return shared
+    if (sub / CONFIG_NAME).is_file():
+        return sub
     raise ConfigError(
         f"{folder} has no {CONFIG_NAME} and no {component}/{CONFIG_NAME} "
         "(expected a folder written by save_pretrained or a preset folder)"
