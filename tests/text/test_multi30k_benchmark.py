@@ -62,7 +62,6 @@ def test_job_plan_from_families_and_variants():
             plan(families, variants)
 
 
-@pytest.mark.skipif(not MULTI30K.exists(), reason="../shared/data/multi30k is absent")
 def test_rows_from_inside_the_out_dir_is_refused(tmp_path):
     # the run would overwrite that JSON and delete that run's model tars before merging them
     parse = _benchmark_module().parse_args
@@ -72,6 +71,7 @@ def test_rows_from_inside_the_out_dir_is_refused(tmp_path):
     assert args.rows_from == [tmp_path / "text_multi30k.json"]
 
 
+@pytest.mark.skipif(not MULTI30K.exists(), reason="../shared/data/multi30k is absent")
 def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     run = _run("--out-dir", str(tmp_path))
     bench = _benchmark_module()
