@@ -238,26 +238,40 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
     vocab = vae.config.codebook_size
     fast_decode = FastDecode.for_tokenizer(vae)  # the graphed path decodes compiled, in bf16
     params = SamplingParams(top_k=min(900, vocab), top_p=0.96)
+    compiled = args.backend if args.var_compiled else False  # each scale's pass through torch.compile too
     for batch in args.var_batches:
         labels = torch.arange(batch, device=device) % 1000
 
         def run(graphed: bool, labels: torch.Tensor = labels) -> torch.Tensor:
             gen = torch.Generator(device).manual_seed(0)
             ids = model.generate(
-                labels, vae.quantize, cfg_scale=1.5, sampling=params, generator=gen, graphed=graphed
+                labels,
+                vae.quantize,
+                cfg_scale=1.5,
+                sampling=params,
+                generator=gen,
+                graphed=graphed,
+                compiled=compiled if graphed else False,
             )
             if graphed:
                 return fast_decode(ids)
             with torch.no_grad(), torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
                 return vae.decode(ids)
 
-        eager_s = median_time(lambda: run(False), device, warmup=1, runs=args.runs)
+        eager_s = (
+            median_time(lambda: run(False), device, warmup=1, runs=args.eager_runs)
+            if args.eager_runs
+            else float("nan")
+        )
         fast_s = median_time(lambda: run(True), device, warmup=2, runs=args.runs)
-        ids = model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True)
-        tokens_s = median_time(
-            lambda labels=labels: model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True),
-            device, warmup=1, runs=args.runs,
-        )  # fmt: skip
+
+        def fast_tokens(labels: torch.Tensor = labels) -> list[torch.Tensor]:
+            return model.generate(
+                labels, vae.quantize, cfg_scale=1.5, sampling=params, graphed=True, compiled=compiled
+            )
+
+        ids = fast_tokens()
+        tokens_s = median_time(fast_tokens, device, warmup=1, runs=args.runs)
 
         def decode(ids: torch.Tensor = ids) -> torch.Tensor:
             with torch.no_grad(), torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
@@ -269,7 +283,7 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
             model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
                            generator=torch.Generator(device).manual_seed(1)),
             model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
-                           generator=torch.Generator(device).manual_seed(1), graphed=True),
+                           generator=torch.Generator(device).manual_seed(1), graphed=True, compiled=compiled),
         )  # fmt: skip
         flops = next_scale_flops(model, 2 * batch)
         floor = None if spec is None else flops / spec.bf16_flops
@@ -277,7 +291,7 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
             f"ours_var_d16_b{batch}", batch=batch, eager_s=eager_s, graphed_s=fast_s, tokens_s=tokens_s,
             vqvae_decode_eager_s=decode_s, vqvae_decode_compiled_s=fast_decode_s, transformer_tflop=flops / 1e12,
             floor_s=floor or float("nan"), fraction_of_floor=(floor / fast_s) if floor else float("nan"),
-            sampled_tokens_equal_eager=same,
+            sampled_tokens_equal_eager=same, scale_passes_compiled=bool(compiled),
         )  # fmt: skip
 
 
@@ -367,6 +381,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget-s", type=float, default=480.0, help="skip sections once this much time has passed"
     )
     p.add_argument("--tiny", action="store_true")
+    p.add_argument(
+        "--var-compiled",
+        action="store_true",
+        help="VAR: each scale's pass compiled before capture (slow first call)",
+    )
     args = p.parse_args(argv)
     args.dtype = torch.float32 if args.tiny else torch.bfloat16
     args.backend = (

@@ -73,3 +73,23 @@ def test_moved_weights_are_recaptured() -> None:
         layer.weight.mul_(2)
     cache.refresh()
     torch.testing.assert_close(cache("k", x).clone(), layer(x))
+
+
+def test_capture_check_finds_host_reads_and_host_copies_on_cpu() -> None:
+    from genloom.core.nn.capture_check import CaptureCheckError, check_capturable
+
+    x = torch.randn(3, 5, device="meta")
+
+    def clean(t: torch.Tensor) -> torch.Tensor:
+        width = t.shape[1] + 1  # host arithmetic on shapes is fine
+        return torch.full((t.shape[0], width), 2.0, device=t.device) + t.softmax(-1).sum(-1, keepdim=True)
+
+    assert check_capturable(clean, x).shape == (3, 6)
+    with pytest.raises(CaptureCheckError, match="reads a value"):
+        check_capturable(lambda t: torch.zeros(int(t.sum().item()), device=t.device), x)
+    with pytest.raises(CaptureCheckError, match="reads a value"):
+        check_capturable(lambda t: t[t > 0], x)  # data-dependent shape
+    with pytest.raises(CaptureCheckError, match="host tensor"):
+        check_capturable(lambda t: t.index_fill(1, torch.tensor([0, 2]).to(t.device), 0.0), x)
+    with pytest.raises(CaptureCheckError, match="meta device"):
+        check_capturable(clean, torch.ones(2, 2))

@@ -199,18 +199,23 @@ def dag_lookahead_decode(
     beta: float | None = 1.0,
     pad: int = 1,
     collapse_repeats: bool = True,
+    fixed_width: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Greedy (beta=None) or lookahead decoding: from vertex 0, jump to argmax_j links(i, j) + beta * max_v log p(v|j).
 
     Each vertex emits its argmax token; `pad` tokens after the first are dropped, and so are consecutive
     duplicates when `collapse_repeats` (the official post-processing; turn it off where targets repeat tokens). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
-    with -1 past the end of each path).
+    with -1 past the end of each path). `fixed_width` returns N = L columns instead of the longest output (no
+    device read: what a CUDA graph needs).
     """
     best_logp, best_token = token_logprobs.max(dim=-1)
     jump_scores = links if beta is None else links + beta * best_logp.unsqueeze(1)
     next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
     path = follow_jumps(next_vertex, output_length)
-    return _emit_forward(path, best_token, pad=pad, collapse_repeats=collapse_repeats), path
+    tokens = _emit_forward(
+        path, best_token, pad=pad, collapse_repeats=collapse_repeats, width=path.shape[1] if fixed_width else None
+    )
+    return tokens, path
 
 
 def follow_jumps(next_vertex: Tensor, output_length: Tensor) -> Tensor:
@@ -230,7 +235,9 @@ def follow_jumps(next_vertex: Tensor, output_length: Tensor) -> Tensor:
     return compact_tokens(index, reached.bool(), pad=-1, width=num_vertices)
 
 
-def _emit_forward(path: Tensor, best_token: Tensor, *, pad: int, collapse_repeats: bool) -> Tensor:
+def _emit_forward(
+    path: Tensor, best_token: Tensor, *, pad: int, collapse_repeats: bool, width: int | None = None
+) -> Tensor:
     """Tokens along a forward path: keep the first, then drop pads and repeats of the previous vertex's token."""
     on_path = path >= 0
     tokens = best_token.gather(1, path.clamp(min=0))
@@ -239,7 +246,7 @@ def _emit_forward(path: Tensor, best_token: Tensor, *, pad: int, collapse_repeat
     if collapse_repeats:
         keep = keep & (tokens != previous)
     keep[:, 0] = on_path[:, 0]
-    return compact_tokens(tokens, keep, pad=pad)
+    return compact_tokens(tokens, keep, pad=pad, width=width)
 
 
 @torch.no_grad()
