@@ -63,7 +63,7 @@ WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, b
 # decoding options per table row (the row name says which)
 DECODING = {
     "AR greedy (static KV cache)": ("ar", {}),
-    "AR greedy (compiled, one CUDA graph)": ("ar", {"compiled": True}),
+    "AR greedy (compiled, CUDA graphs, early exit)": ("ar", {"compiled": True}),
     "AR beam 4": ("ar", {"beam_size": 4}),
     "vanilla NAT": ("nat", {}),
     "CMLM (10 iterations, length beam 3)": ("cmlm", {"iterations": 10, "length_beam": 3}),

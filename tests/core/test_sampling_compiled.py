@@ -1,5 +1,6 @@
 """The compiled decode path: the same tokens as the eager `generate` (greedy and seeded sampling, CFG, EOS,
-padded batch buckets), and no recompilation from one call to the next (compiles are counted)."""
+padded batch buckets, early exit per chunk of steps, which runs fewer steps once every row has ended), and no
+recompilation from one call to the next (compiles are counted)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch._dynamo.testing import CompileCounter
 
 from genloom.core.nn import Transformer, TransformerConfig
 from genloom.core.sampling import CompiledDecoder, SamplingError, SamplingParams, generate
+from genloom.core.sampling.autoregressive import DecodeStats
 
 
 def _lm(seed: int = 0, vocab: int = 37) -> Transformer:
@@ -97,6 +99,164 @@ def test_bad_input_is_refused() -> None:
         CompiledDecoder(model, batch_buckets=(1, 2), backend=CompileCounter()).generate(_prompts(3), 4)
     with pytest.raises(SamplingError, match="positive"):
         CompiledDecoder(model, batch_buckets=(0,))
+
+
+# model _lm(1) on _prompts(5, seed=1) under greedy decoding: every row emits token 17 within its first 6
+# tokens (rows 0..4 at 5, 4, 1, 2, 1), so with eos 17 a batch can stop long before a budget of 30
+_EOS, _FIRST_EOS = 17, (5, 4, 1, 2, 1)
+
+
+def _passes_with_exit(tokens: torch.Tensor, every: int) -> int:
+    """Forward passes of a run with `exit_every=every` that produced `tokens` [B, budget]: the prefill plus
+    the chunks up to the one holding the last row's first EOS (the whole budget if a row never ends)."""
+    budget, hit = tokens.shape[1], tokens == _EOS
+    if not bool(hit.any(1).all()):
+        return budget
+    last = int(hit.int().argmax(1).max())
+    return min(budget, 1 + every * max(1, -(-last // every)))
+
+
+def _counting_steps(decoder: CompiledDecoder) -> list[int]:
+    """Wrap the decoder's compiled step; returns the list that grows by one per step call."""
+    calls: list[int] = []
+    step = decoder._step
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return step(*args, **kwargs)
+
+    decoder._step = counted
+    return calls
+
+
+@pytest.mark.parametrize("rows", [(0, 1), (0, 3), (0, 5), (2, 5)], ids=["b1", "b3", "b5", "b3_late_rows"])
+def test_early_exit_gives_the_eager_greedy_tokens_and_stops_after_the_chunk_where_all_rows_ended(
+    rows: tuple[int, int],
+) -> None:
+    model = _lm(1)
+    prompt = _prompts(5, seed=1)[rows[0] : rows[1]]
+    params = SamplingParams(temperature=0.0)
+    eager = generate(model, prompt, 30, params=params, eos_id=_EOS)
+    full = CompiledDecoder(model, params=params, eos_id=_EOS, backend=CompileCounter())
+    early = CompiledDecoder(model, params=params, eos_id=_EOS, backend=CompileCounter(), exit_every=4)
+    calls = _counting_steps(early)
+    full_stats, early_stats = DecodeStats(), DecodeStats()
+    assert torch.equal(full.generate(prompt, 30, stats=full_stats), eager)
+    assert torch.equal(early.generate(prompt, 30, stats=early_stats), eager)
+    assert full_stats.forward_passes == 30
+    # the last row ends at token `last`; chunks hold tokens 1-4, 5-8, ...: run up to the chunk holding `last`
+    last = max(_FIRST_EOS[rows[0] : rows[1]])
+    chunks = max(1, -(-last // 4))
+    assert len(calls) == 4 * chunks < 29
+    assert (
+        early_stats.forward_passes == early_stats.new_tokens == 1 + 4 * chunks == _passes_with_exit(eager, 4)
+    )
+
+
+@pytest.mark.parametrize("exit_every", [1, 3, 7, 40])
+def test_early_exit_keeps_the_seeded_samples_of_the_full_loop(exit_every: int) -> None:
+    model = _lm(1)
+    prompt = _prompts(5, seed=1)
+    params = SamplingParams(temperature=0.7, top_k=5)
+    full = CompiledDecoder(model, params=params, eos_id=_EOS, backend=CompileCounter())
+    early = CompiledDecoder(
+        model, params=params, eos_id=_EOS, backend=CompileCounter(), exit_every=exit_every
+    )
+    passes = []
+    for seed in range(3):
+        eager = generate(
+            model, prompt, 25, params=params, eos_id=_EOS, generator=torch.Generator().manual_seed(seed)
+        )
+        want = full.generate(prompt, 25, generator=torch.Generator().manual_seed(seed))
+        stats = DecodeStats()
+        got = early.generate(prompt, 25, generator=torch.Generator().manual_seed(seed), stats=stats)
+        assert torch.equal(want, eager)
+        assert torch.equal(got, want)
+        assert stats.forward_passes == _passes_with_exit(eager, exit_every)
+        passes.append(stats.forward_passes)
+    assert min(passes) < 25 if exit_every < 24 else passes == [25, 25, 25]  # seed 2 ends early
+
+
+@pytest.mark.parametrize(
+    ("params", "null"),
+    [(SamplingParams(temperature=0.0), 3), (SamplingParams(temperature=0.5, top_k=3), _EOS)],
+    ids=["greedy", "top_k"],  # greedy: every call ends at token 5; top_k: seed 3 ends at token 9
+)
+def test_early_exit_with_cfg_guided_steps_and_kv_buckets_equals_eager(
+    params: SamplingParams, null: int
+) -> None:
+    model = _lm(1)
+    prompt, uncond = _prompts(5, seed=1), torch.full((5, 5), null)
+    options = dict(params=params, cfg_scale=1.2, eos_id=_EOS)
+    decoder = CompiledDecoder(model, **options, kv_bucket=8, exit_every=3, backend=CompileCounter())
+    passes = []
+    for seed in range(4):
+        eager = generate(
+            model, prompt, 24, **options, uncond_prompt=uncond, guided_steps=5,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        stats = DecodeStats()
+        fast = decoder.generate(
+            prompt, 24, uncond_prompt=uncond, guided_steps=5, generator=torch.Generator().manual_seed(seed),
+            stats=stats,
+        )  # fmt: skip
+        assert torch.equal(fast, eager)
+        assert stats.forward_passes == _passes_with_exit(eager, 3)
+        passes.append(stats.forward_passes)
+    assert min(passes) < 24
+
+
+def test_early_exit_compiles_nothing_new_from_call_to_call() -> None:
+    model = _lm(1)
+    counter = CompileCounter()
+    decoder = CompiledDecoder(
+        model, params=SamplingParams(temperature=0.0), eos_id=_EOS, backend=counter, exit_every=4
+    )
+    prompts = _prompts(5, seed=1)
+    decoder.generate(prompts[:3], 20)
+    first = counter.frame_count
+    assert first >= 1
+    # same bucket (3 and 4 rows both run at 4), other rows (so another exit step), other budget
+    decoder.generate(prompts[1:5], 20)
+    decoder.generate(prompts[2:5], 13)
+    decoder.generate(prompts[:3], 20, stats=DecodeStats())
+    assert counter.frame_count == first
+
+
+def test_early_exit_needs_an_eos_and_a_positive_chunk() -> None:
+    model = _lm()
+    with pytest.raises(SamplingError, match="eos_id"):
+        CompiledDecoder(model, exit_every=4, backend=CompileCounter())
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(SamplingError, match="exit_every"):
+            CompiledDecoder(model, eos_id=3, exit_every=bad, backend=CompileCounter())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, top_k=5)],
+    ids=["greedy", "top_k"],
+)
+def test_early_exit_loop_graphs_give_the_eager_tokens_on_gpu(params: SamplingParams) -> None:
+    model = _lm(1).cuda()  # float32: the fused kernels keep every argmax
+    prompts = _prompts(5, seed=1).cuda()
+    full = CompiledDecoder(model, params=params, eos_id=_EOS)
+    early = CompiledDecoder(model, params=params, eos_id=_EOS, exit_every=4)
+    # first call of a bucket: step by step (compiling); then the captured chunk graphs are replayed
+    for seed, (start, stop) in enumerate([(0, 3), (0, 3), (1, 5), (2, 5), (0, 1), (0, 1), (0, 5), (0, 5)]):
+        prompt = prompts[start:stop]
+        eager = generate(
+            model, prompt, 30, params=params, eos_id=_EOS, generator=torch.Generator("cuda").manual_seed(seed)
+        )
+        want = full.generate(prompt, 30, generator=torch.Generator("cuda").manual_seed(seed))
+        stats = DecodeStats()
+        got = early.generate(prompt, 30, generator=torch.Generator("cuda").manual_seed(seed), stats=stats)
+        assert torch.equal(want, eager)
+        assert torch.equal(got, eager)
+        assert stats.forward_passes == _passes_with_exit(eager, 4)
+    assert len(early._loops) == 3  # buckets 4, 1 and 8, each captured once and replayed
+    assert all(len(loop.graphs) == 8 for loop in early._loops.values())  # 29 steps: 7 chunks of 4, one of 1
 
 
 @pytest.mark.gpu

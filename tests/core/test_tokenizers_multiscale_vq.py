@@ -115,6 +115,88 @@ def test_bad_inputs():
 
 
 # ----------------------------------------------------------------------------------------------------
+# Dead-code restart (`dead_code_after`, the plain VQ's `restart_idle_codes`; not in VAR).
+
+
+def collapsed_msvq(**kwargs) -> MultiScaleResidualVQ:
+    """16 codes of which only code 0 (the origin) lies near small features: codes 1..15 are never picked."""
+    q = MultiScaleResidualVQ(dim=4, codebook_size=16, patch_nums=(1, 2, 4), quant_resi=0.0, **kwargs)
+    q.embedding.weight.data.copy_(torch.full((16, 4), 100.0) * torch.arange(16.0)[:, None])
+    return q
+
+
+def scale_residuals(q: MultiScaleResidualVQ, f: torch.Tensor) -> torch.Tensor:
+    """Every vector the scales look up for `f` [N, dim]: each scale's residual at its size."""
+    _, f_hats = q.quantize_scales(f)
+    before = [torch.zeros_like(f), *f_hats[:-1]]
+    rows = [
+        F.interpolate(f - f_hat, size=size, mode="area").permute(0, 2, 3, 1).reshape(-1, q.dim)
+        for size, f_hat in zip(q.scale_sizes, before)
+    ]
+    return torch.cat(rows)
+
+
+def test_dead_codes_are_restarted_with_scale_residuals_and_live_codes_kept():
+    torch.manual_seed(0)
+    q = collapsed_msvq(dead_code_after=2).train()
+    f = 0.1 * smooth_features(2, 4, 4)
+    start = q.embedding.weight.detach().clone()
+    q(f)
+    assert torch.equal(q.embedding.weight, start) and int(q.codes_restarted) == 0  # idle 1 step: kept
+    candidates = scale_residuals(q, f)
+    q(f)  # codes 1..15 have now been idle for 2 steps
+    weight = q.embedding.weight.detach()
+    assert torch.equal(weight[0], start[0])  # the live code is untouched
+    gap = (weight[1:, None] - candidates[None]).abs().amax(dim=-1).min(dim=1).values
+    assert (gap < 1e-6).all()  # every restarted code is one of the looked-up residuals
+    assert len({tuple(row.tolist()) for row in weight[1:]}) == 15  # drawn without replacement
+    assert int(q.codes_restarted) == 15 and q.last_used_step.tolist() == [2] * 16
+    q(f)  # a fresh grace period: nothing restarts one step later
+    assert int(q.codes_restarted) == 15 and torch.equal(q.embedding.weight, weight)
+
+
+def test_restart_leaves_the_step_outputs_alone_and_is_off_by_default():
+    f = 0.1 * smooth_features(2, 4, 4)
+    plain, restarting = collapsed_msvq().train(), collapsed_msvq(dead_code_after=1).train()
+    a, b = plain(f), restarting(f)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.codes, b.codes) and torch.equal(a.loss, b.loss)
+    assert int(restarting.codes_restarted) == 15 and int(plain.codes_restarted) == 0
+    assert torch.equal(plain.embedding.weight, collapsed_msvq().embedding.weight)
+    with pytest.raises(ValueError, match="dead_code_after"):
+        MultiScaleResidualVQ(dim=4, codebook_size=8, dead_code_after=0)
+
+
+def test_eval_mode_never_restarts():
+    q = collapsed_msvq(dead_code_after=1).eval()
+    start = q.embedding.weight.detach().clone()
+    f = 0.1 * smooth_features(2, 4, 4)
+    for _ in range(3):
+        q(f)
+        q.encode(f)
+    q.train().quantize_scales(f)  # the inference lookup never restarts either
+    assert torch.equal(q.embedding.weight, start)
+    assert int(q.train_steps) == 0 and int(q.codes_restarted) == 0
+
+
+def test_restart_state_is_not_saved_and_the_state_dict_round_trips():
+    """Non-persistent by design: the state dict keeps VAR's layout (official checkpoints load strictly);
+    a reloaded quantizer starts every code with a fresh grace period."""
+    q = collapsed_msvq(dead_code_after=2).train()
+    f = 0.1 * smooth_features(2, 4, 4)
+    for _ in range(2):
+        q(f)
+    state = q.state_dict()
+    assert set(state) == set(collapsed_msvq().state_dict())
+    assert not {"train_steps", "last_used_step", "codes_restarted"} & set(state)
+    fresh = collapsed_msvq(dead_code_after=2)
+    fresh.load_state_dict(state, strict=True)
+    assert torch.equal(fresh.embedding.weight, q.embedding.weight)
+    assert int(fresh.train_steps) == 0 and (fresh.last_used_step == -1).all()
+    q.eval(), fresh.eval()
+    assert torch.equal(fresh(f).codes, q(f).codes)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Parity with FoundationVision/VAR (tensors from its official quantizer, see ../shared/parity/var).
 
 

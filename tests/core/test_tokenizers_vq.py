@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from genloom.core.tokenizers import TokenizerInputError, VectorQuantizer
 from genloom.core.tokenizers import vq as vq_module
-from genloom.core.tokenizers.vq import nearest_code
+from genloom.core.tokenizers.vq import mark_used_codes, nearest_code, restart_idle_codes
 
 NUM_CLUSTERS, DIM = 32, 8
 
@@ -117,6 +117,29 @@ def test_dead_codes_are_replaced_by_batch_vectors():
     distances = torch.cdist(replaced, batch)
     assert (distances.min(dim=1).values < 1e-6).all()
     assert q.last_used_step.tolist() == [2, 2, 2, 2]
+
+
+def test_restart_idle_codes_replaces_only_idle_rows_in_place():
+    """The restart shared by VectorQuantizer and MultiScaleResidualVQ."""
+    weight = torch.arange(12.0).view(4, 3)
+    train_steps, last_used = torch.tensor(5), torch.tensor([5, -1, 2, 4])
+    vectors = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)) + 50
+    dead = restart_idle_codes(weight, train_steps, last_used, after=3, vectors=vectors)
+    assert dead.tolist() == [False, True, True, False]  # idle 0, 5, 3, 1 steps
+    assert torch.equal(weight[[0, 3]], torch.tensor([[0.0, 1, 2], [9, 10, 11]]))
+    assert (torch.cdist(weight[1:3], vectors).min(dim=1).values < 1e-6).all()
+    assert not torch.equal(weight[1], weight[2])
+    assert last_used.tolist() == [5, 5, 5, 4]
+    mark_used_codes(train_steps, last_used, torch.tensor([0, 0, 0, 3]))
+    assert int(train_steps) == 6 and last_used.tolist() == [5, 5, 5, 6]
+
+
+def test_restart_counter_is_a_run_statistic_not_saved():
+    q = VectorQuantizer(dim=3, codebook_size=4, dead_code_after=1).train()
+    q(torch.zeros(5, 3))
+    assert int(q.codes_restarted) == 3 and "codes_restarted" not in q.state_dict()
+    q.eval()(torch.randn(5, 3))
+    assert int(q.train_steps) == 1 and int(q.codes_restarted) == 3
 
 
 def test_usage_window_counts_recent_codes():

@@ -187,6 +187,31 @@ def test_resume_is_bit_exact(tmp_path, ckpt_every):
     assert len(list((tmp_path / "resumed" / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
 
 
+def test_extra_state_is_saved_with_each_checkpoint_and_restored_on_resume(tmp_path):
+    data = regression_data()
+    x, y = data.tensors
+    calls: list[int] = []
+
+    def get_batch(index: int):
+        rows = torch.arange(index * 4, index * 4 + 4) % len(x)
+        return x[rows], y[rows]
+
+    def step_fn(model, batch):
+        calls.append(1)
+        return nn.functional.mse_loss(model(batch[0]), batch[1])
+
+    config = TrainConfig(steps=4, ckpt_every=2, progress=False, device="cpu", out_dir=str(tmp_path))
+    first = Trainer(make_model(0), step_fn, get_batch, config, extra_state=lambda: {"calls": len(calls)})
+    first.fit()
+    assert first.restored_extra_state == {}
+    state = json.loads((latest_checkpoint(tmp_path) / "trainer_state.json").read_text())
+    assert state["extra"] == {"calls": 4}
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000002")  # resume from step 2
+    resumed = Trainer(make_model(0), step_fn, get_batch, config)  # no extra_state: checkpoints get {}
+    resumed.fit()
+    assert resumed.restored_extra_state == {"calls": 2}
+
+
 def test_indexed_data_and_plain_loss(tmp_path):
     """`data` may be a function of the batch index and the step may return a bare loss tensor."""
     data = regression_data()

@@ -9,7 +9,7 @@ import torch
 from genloom.image.data import ImageDataset
 from genloom.image.generator_training import GeneratorTrainConfig, train_generator
 from genloom.image.recipes import build_generator, build_tokenizer, sampling_params
-from genloom.image.tokenizer_training import ScaleCodeReviver, WallClockCosine
+from genloom.image.tokenizer_training import TokenizerTrainConfig, WallClockCosine, train_tokenizer
 
 
 def _tiny_data(n: int = 16) -> ImageDataset:
@@ -46,18 +46,28 @@ def test_generator_training_stops_on_its_time_budget() -> None:
     assert 1 <= stats["steps"] < 10**6
 
 
-def test_scale_code_reviver_reseeds_idle_codes_with_quantized_vectors() -> None:
+def _train_var_tokenizer(restart_after: int | None):
     tokenizer = build_tokenizer("var", channels=1, size="compact")
-    reviver = ScaleCodeReviver(tokenizer, after=2)
-    images = _tiny_data(4).images
-    only_code_zero = torch.zeros(4, tokenizer.quantize.num_tokens, dtype=torch.long)
-    before = tokenizer.quantize.embedding.weight.detach().clone()
-    assert reviver.update(images, only_code_zero) == 0
-    revived = reviver.update(images, only_code_zero)
-    assert revived == tokenizer.vocab_size - 1  # every code but 0 idled 2 steps
-    after = tokenizer.quantize.embedding.weight.detach()
-    assert torch.equal(after[0], before[0]) and not torch.equal(after[1:], before[1:])
-    assert reviver.update(images, only_code_zero) == 0  # the idle counts restart
+    config = TokenizerTrainConfig(
+        steps=3,
+        batch_size=4,
+        warmup_steps=1,
+        log_every=3,
+        eval_images=4,
+        restart_scale_codes_after=restart_after,
+    )
+    return tokenizer, train_tokenizer(tokenizer, _tiny_data(8), config=config, log=lambda _: None).final
+
+
+def test_multiscale_tokenizer_training_restarts_idle_codes_through_the_core_quantizer() -> None:
+    """`restart_scale_codes_after` (200 by default, as before) sets the quantizer's `dead_code_after`."""
+    assert TokenizerTrainConfig().restart_scale_codes_after == 200
+    tokenizer, final = _train_var_tokenizer(2)
+    assert tokenizer.quantize.dead_code_after == tokenizer.config.dead_code_after == 2
+    # 256 codes, a few of them picked by 4 tiny images: most idled 2 steps and were re-seeded.
+    assert final.dead_codes_restarted == int(tokenizer.quantize.codes_restarted) > tokenizer.vocab_size // 2
+    tokenizer, final = _train_var_tokenizer(None)
+    assert tokenizer.quantize.dead_code_after is None and final.dead_codes_restarted == 0
 
 
 def test_sampling_params_of_preset_settings() -> None:

@@ -46,6 +46,36 @@ def test_ar_translator_compiled_greedy_gives_the_eager_translations() -> None:
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_ar_translator_compiled_greedy_exits_early_per_chunk(device: str) -> None:
+    # the compiled AR stops after the first chunk of `exit_every` steps at whose end every sentence has ended:
+    # the eager translations, and decoder_passes = the prefill plus the eager steps rounded up to whole chunks
+    # (this preset's budget is only 9 passes, one default chunk of 8: chunks of 2 show the exit)
+    from genloom.text.ar import COMPILED_EXIT_EVERY
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.tasks import Seq2SeqTask
+
+    model, _, _ = load_text_model("text-sort-ar", device=device)
+    backend = "eager" if device == "cpu" else True  # CUDA: inductor, chunk graphs replayed from the 2nd call
+    task = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
+    saved = []
+    for batch_size, seed in ((5, 0), (3, 1), (5, 2), (3, 5), (1, 3), (1, 4), (5, 0)):
+        batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
+        source, length = batch.source.to(device), batch.source_length.to(device)
+        eager = model.translate(source, length)
+        full = model.translate(source, length, compiled=backend, exit_every=None)
+        assert full.tokens == eager.tokens
+        for every in (COMPILED_EXIT_EVERY, 2):
+            fast = model.translate(source, length, compiled=backend, exit_every=every)
+            assert fast.tokens == eager.tokens
+            chunks = max(1, -(-(eager.decoder_passes - 1) // every))
+            assert fast.decoder_passes == min(1 + every * chunks, full.decoder_passes)
+            saved.append(full.decoder_passes - fast.decoder_passes)
+    assert max(saved) > 0  # some batches stopped before the budget
+    if device == "cuda":  # buckets 8, 4 and 1, each captured once per exit setting
+        assert [len(runner._loops) for runner in model._compiled.values()] == [3, 3, 3]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc"])
 def test_one_pass_nar_graphed_translation_equals_eager(preset: str, device: str) -> None:
     # the graphed pass pads the source to a multiple of 8 (masked): the same translations as the eager pass,

@@ -77,7 +77,7 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     bench = _benchmark_module()
     on_cpu = bench.decodings("cpu")  # the compiled AR and graphed NAR rows are GPU paths
     assert set(bench.DECODING) - set(on_cpu) == {
-        "AR greedy (compiled, one CUDA graph)",
+        "AR greedy (compiled, CUDA graphs, early exit)",
         "CTC + GLAT (graphed pass)",
         "DA-Transformer, lookahead (graphed pass)",
     }

@@ -73,6 +73,72 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
     torch.testing.assert_close(resumed.weight, full.weight, atol=0, rtol=0)
 
 
+def test_time_budget_resumes_with_the_seconds_already_spent(tmp_path, monkeypatch) -> None:
+    """A run stopped (here: crashed) after its step-4 checkpoint and resumed spends only the rest of its
+    budget, on the schedule of an uninterrupted run: each step takes 10 s of a fake clock, budget 55 s."""
+    import genloom.text.training as training
+
+    now = [0.0]
+    monkeypatch.setattr(training, "_clock", lambda: now[0])
+
+    class Crash(Exception):
+        pass
+
+    def run(out_dir, crash_at: int | None = None) -> tuple[RegressionModel, list[float]]:
+        def on_step(step: int, loss: float) -> None:
+            if step == crash_at:
+                raise Crash
+            now[0] += 10.0
+
+        config = text_train_config(steps=100, lr=0.1, warmup_steps=2, out_dir=str(out_dir), ckpt_every=2)
+        model = RegressionModel()
+        schedule = GlanceSchedule(start=0.5, end=0.1, anneal_steps=1000)
+        losses = train(
+            model,
+            _batches,
+            config,
+            glance=schedule,
+            time_budget_s=55.0,
+            schedule_by_time=True,
+            on_step=on_step,
+        )
+        return model, losses
+
+    whole, whole_losses = run(tmp_path / "whole")
+    assert len(whole_losses) == 6  # steps start at 0, 10, ..., 50 s; the one at 60 s is over budget
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", crash_at=4)
+    now[0] = 1000.0  # another process: the clock's origin is elsewhere
+    resumed, resumed_losses = run(tmp_path / "cut")
+    assert resumed_losses == whole_losses[4:]  # steps 4 and 5, then the budget is spent
+    assert resumed.ratios == pytest.approx(whole.ratios[4:])
+    torch.testing.assert_close(resumed.weight, whole.weight, atol=0, rtol=0)
+
+
+def test_text_schedule_is_the_core_schedule_with_pinned_values() -> None:
+    from genloom.core.train import lr_at
+
+    config = text_train_config(steps=100, lr=0.1, warmup_steps=4)
+    pinned = [
+        ((0, 0.0), 0.025),
+        ((3, 0.9), 0.1),
+        ((4, 0.0), 0.1),
+        ((10, 0.25), 0.08681980515339464),
+        ((10, 0.5), 0.055),
+        ((10, 0.75), 0.023180194846605365),
+        ((10, 1.0), 0.01),
+        ((10, 1.7), 0.01),
+        ((10, -0.2), 0.1),
+    ]
+    for (step, progress), want in pinned:
+        assert lr_at(step, config, progress=progress) == pytest.approx(want, rel=1e-12, abs=0)
+    # without a progress: the step-based cosine of the core trainer, unchanged
+    assert lr_at(52, config) == pytest.approx(0.055, rel=1e-12)
+    assert lr_at(100, config) == pytest.approx(0.01, rel=1e-12)
+    constant = text_train_config(steps=100, lr=0.1, warmup_steps=4, schedule="constant")
+    assert lr_at(50, constant, progress=0.6) == 0.1
+
+
 class SlowModel(RegressionModel):
     """Each loss call takes 20 ms, so a 0.1 s budget allows a handful of steps, never the 10,000 asked for."""
 
@@ -146,7 +212,7 @@ def test_indexed_batches_train_a_model_without_a_generator() -> None:
 def test_schedule_by_time_anneals_lr_and_glance_over_the_run_and_logs_sparsely() -> None:
     """With a long budget the progress is step / steps: the glance ratio anneals over the 20 steps, the
     learning rate warms up then decays to min_lr; `on_step` is called every 5 steps only."""
-    from genloom.text.training import progress_lr
+    from genloom.core.train import lr_at
 
     model = RegressionModel()
     schedule = GlanceSchedule(start=0.5, end=0.1, anneal_steps=1000)
@@ -159,8 +225,8 @@ def test_schedule_by_time_anneals_lr_and_glance_over_the_run_and_logs_sparsely()
     expected = [schedule.ratio(1000 * s / 20) for s in range(20)]
     assert model.ratios == pytest.approx(expected, abs=0.01)
     assert logged == [0, 5, 10, 15]
-    assert progress_lr(0, 0.0, config) == pytest.approx(0.05)  # warm-up by optimizer steps
-    assert progress_lr(5, 0.0, config) == pytest.approx(0.1)
-    assert progress_lr(5, 1.0, config) == pytest.approx(config.min_lr)
+    assert lr_at(0, config, progress=0.0) == pytest.approx(0.05)  # warm-up by optimizer steps
+    assert lr_at(5, config, progress=0.0) == pytest.approx(0.1)
+    assert lr_at(5, config, progress=1.0) == pytest.approx(config.min_lr)
     with pytest.raises(ConfigError, match="schedule_by_time"):
         train(RegressionModel(), _batches, config, schedule_by_time=True)

@@ -98,7 +98,7 @@ def train_tokenizer_command(
     codebook_size: int = typer.Option(256, "--codebook-size", min=2),
     gan_weight: float = typer.Option(0.0, "--gan-weight", min=0.0, help="patch-GAN loss weight (0 = off)"),
     dead_code_after: int = typer.Option(
-        200, "--dead-code-after", min=1, help="VQ: restart codes idle this many steps"
+        200, "--dead-code-after", min=1, help="VQ and multi-scale VQ: restart codes idle this many steps"
     ),
     image_size: int = typer.Option(32, "--image-size", help="for image folders (a multiple of 8)"),
     resize: bool = typer.Option(False, "--resize", help="resize folder images of another size"),
@@ -123,7 +123,11 @@ def train_tokenizer_command(
     if kind == "vq":
         model.quantize.dead_code_after = model.config.dead_code_after = dead_code_after
     config = TokenizerTrainConfig(
-        steps=steps, gan_weight=gan_weight, gan_start_step=steps // 2, log_every=max(1, steps // 10)
+        steps=steps,
+        gan_weight=gan_weight,
+        gan_start_step=steps // 2,
+        log_every=max(1, steps // 10),
+        restart_scale_codes_after=dead_code_after,
     )
     report = train_tokenizer(model, train, held_out=held_out, config=config, device=device, log=typer.echo)
     model.cpu().save_pretrained(out)

@@ -4,7 +4,7 @@ The official repositories mostly release tokenizer weights without training code
 `VQAutoencoder`, `MultiScaleVQAutoencoder` and `KLAutoencoder` on an `ImageDataset`. Loss = L1 + MSE
 reconstruction + the quantizer's codebook/commitment loss (or the KL term) + an optional hinge patch-GAN
 term after `gan_start_step`. Codebook usage on held-out images is logged, and VQ codebooks revive codes
-left unused for `dead_code_after` steps (core's `VectorQuantizer` restart).
+left unused for `dead_code_after` steps (the restart of core's `VectorQuantizer` and `MultiScaleResidualVQ`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class TokenizerTrainConfig:
     eval_images: int = 256
     seed: int = 0
     time_budget_s: float | None = None  # wall-clock cap: the cosine decay ends and training stops at it
-    restart_scale_codes_after: int | None = 200  # multi-scale VQ: re-seed codes idle this many steps
+    # Multi-scale VQ: sets its quantizer's `dead_code_after` (codes idle this many steps are re-seeded);
+    # None keeps the model's own setting.
+    restart_scale_codes_after: int | None = 200
 
 
 @dataclass
@@ -164,60 +166,18 @@ def evaluate_tokenizer(model: Tokenizer, images: torch.Tensor, *, batch_size: in
     return TokenizerMetrics(step=0, mse=mse, psnr=psnr, codebook_usage=usage, perplexity=perplexity)
 
 
-def _tokenizer_losses(
-    model: Tokenizer, images: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
-    """(reconstruction, auxiliary loss, codes restarted in this step, token ids or None).
-
-    The auxiliary loss is the quantizer's codebook/commitment loss, or the weighted KL for the KL autoencoder.
-    """
+def _tokenizer_losses(model: Tokenizer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction, auxiliary loss): the quantizer's codebook/commitment loss, or the weighted KL."""
     if isinstance(model, KLAutoencoder):
         out = model(images)
-        return out.reconstruction, model.config.kl_weight * out.posterior.kl().mean(), 0, None
+        return out.reconstruction, model.config.kl_weight * out.posterior.kl().mean()
     out = model(images)
-    indices = out.quantized.indices
-    return out.reconstruction, out.quantized.loss, _restarted_codes(model.quantize, indices), indices
+    return out.reconstruction, out.quantized.loss
 
 
-class ScaleCodeReviver:
-    """Dead-code restarts for the multi-scale residual VQ, whose core quantizer has none.
-
-    Without them VAR's codebook collapses on the small data sets (13 of 256 codes in use). A code that no
-    scale picked for `after` steps is re-seeded with a random vector among those the scales quantized in the
-    current batch (each scale's residual, area-downsampled to its size), where it will be picked again.
-    """
-
-    def __init__(self, model: MultiScaleVQAutoencoder, after: int) -> None:
-        self.model, self.after = model, after
-        self.idle = torch.zeros(model.vocab_size, dtype=torch.long)
-
-    @torch.no_grad()
-    def update(self, images: torch.Tensor, indices: torch.Tensor) -> int:
-        """Count idle steps from this step's ids; re-seed the codes idle too long. Returns how many."""
-        used = torch.bincount(indices.flatten().cpu(), minlength=self.model.vocab_size) > 0
-        self.idle += 1
-        self.idle[used] = 0
-        dead = torch.nonzero(self.idle >= self.after).flatten()
-        if dead.numel() == 0:
-            return 0
-        vectors = self._quantized_vectors(images)
-        pick = torch.randint(len(vectors), (dead.numel(),), device=vectors.device)
-        weight = self.model.quantize.embedding.weight
-        weight.data[dead.to(weight.device)] = vectors[pick].to(weight.dtype)
-        self.idle[dead] = 0
-        return int(dead.numel())
-
-    def _quantized_vectors(self, images: torch.Tensor) -> torch.Tensor:
-        """Every vector the scales look up for `images`: (N, Cvae)."""
-        quantizer = self.model.quantize
-        features = self.model.encode_features(images).float()
-        _, f_hats = quantizer.quantize_scales(features)
-        before = [torch.zeros_like(features), *f_hats[:-1]]
-        vectors = []
-        for (h, w), f_hat in zip(quantizer.scale_sizes, before, strict=True):
-            rest = F.interpolate(features - f_hat, size=(h, w), mode="area")
-            vectors.append(rest.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
-        return torch.cat(vectors)
+def _codes_restarted(model: nn.Module) -> int:
+    """Codes the model's quantizers have restarted so far (their `codes_restarted` counters; a host read)."""
+    return sum(int(b) for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] == "codes_restarted")
 
 
 def _log_metrics(
@@ -260,12 +220,11 @@ def train_tokenizer(
     if cfg.gan_weight > 0:
         disc = PatchDiscriminator(in_channels=train.channels).to(device).train()
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    reviver = None
     if isinstance(model, MultiScaleVQAutoencoder) and cfg.restart_scale_codes_after:
-        reviver = ScaleCodeReviver(model, cfg.restart_scale_codes_after)
+        model.quantize.dead_code_after = model.config.dead_code_after = cfg.restart_scale_codes_after
     eval_images = (held_out or train).images[: cfg.eval_images].to(device)
     report = TokenizerTrainReport()
-    start, restarted, step, done = time.time(), 0, 0, False
+    start, restarted_before, step, done = time.time(), _codes_restarted(model), 0, False
     while not done:
         set_lr(optimizer, cfg.lr, schedule.lr_factor(step))
         if disc_opt is not None:
@@ -273,8 +232,7 @@ def train_tokenizer(
         step += 1
         idx = torch.randint(len(train), (cfg.batch_size,), generator=generator)
         images = train.images[idx].to(device)
-        recon, aux, n_restarted, indices = _tokenizer_losses(model, images)
-        restarted += n_restarted
+        recon, aux = _tokenizer_losses(model, images)
         loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + aux
         use_gan = disc is not None and step >= cfg.gan_start_step
         if use_gan:
@@ -288,26 +246,14 @@ def train_tokenizer(
             disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             disc_opt.step()
-        if reviver is not None:
-            restarted += reviver.update(images, indices)
         done = schedule.finished(step)
         if step % cfg.log_every == 0 or done:
+            restarted = _codes_restarted(model) - restarted_before
             metrics, line = _log_metrics(model, eval_images, step, restarted, start, loss.item())
             report.history.append(metrics)
             log(line)
     model.eval()
     return report
-
-
-def _restarted_codes(quantizer: nn.Module, indices: torch.Tensor) -> int:
-    """Codes a core VectorQuantizer re-seeded in the step that produced `indices` (0 for other quantizers).
-
-    Both picked and re-seeded codes get `last_used_step == train_steps`; the picked ones are the distinct ids.
-    """
-    if getattr(quantizer, "dead_code_after", None) is None or not quantizer.training:
-        return 0
-    stamped = int((quantizer.last_used_step == quantizer.train_steps).sum())
-    return stamped - int(indices.unique().numel())
 
 
 @torch.no_grad()

@@ -34,6 +34,8 @@ from genloom.text.seq2seq import (
 from genloom.text.specials import BOS_ID, EOS_ID, MASK_ID, PAD_ID
 from genloom.text.tasks import Seq2SeqBatch
 
+COMPILED_EXIT_EVERY = 8  # compiled greedy decoding checks every this many steps whether all sentences ended
+
 
 class ARTranslator(nn.Module):
     """Encoder-decoder transformer trained with teacher forcing (label-smoothed cross-entropy)."""
@@ -43,7 +45,8 @@ class ARTranslator(nn.Module):
         self.config = config
         self.label_smoothing = label_smoothing
         self.model = build_encoder_decoder(config, causal=True)
-        self._compiled: dict[str, CompiledDecoder] = {}  # greedy fast paths, per torch.compile backend
+        # greedy fast paths, per (torch.compile backend, exit_every)
+        self._compiled: dict[tuple[str, int | None], CompiledDecoder] = {}
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
         check_source(batch.source, batch.source_length, self.config, target_length=batch.target_length)
@@ -87,12 +90,16 @@ class ARTranslator(nn.Module):
         draft: ARTranslator | None = None,
         gamma: int = 4,
         compiled: bool | str = False,
+        exit_every: int | None = COMPILED_EXIT_EVERY,
     ) -> Translation:
         """Greedy (beam_size=1), beam search, or greedy speculative decoding with a smaller `draft` translator
         (same vocabulary; output identical to greedy). `decoder_passes` counts this model's decoder passes.
         `compiled` (greedy only) runs core's `CompiledDecoder` on fixed shapes (source padded to the model's
         maximum, batch to a bucket, output length to a multiple of 16): the same translations; a string
-        names the `torch.compile` backend ("eager": no code generation)."""
+        names the `torch.compile` backend ("eager": no code generation). It stops early: every `exit_every`
+        steps (one host read) it checks whether every sentence has ended, so `decoder_passes` is the
+        prefill plus the steps run, rounded up to whole chunks of `exit_every` (at most the padded length
+        budget); `exit_every=None` runs the whole budget (on CUDA: one graph, no host read)."""
         check_source(source, source_length, self.config)
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
@@ -106,7 +113,7 @@ class ARTranslator(nn.Module):
         if compiled and (beam_size != 1 or draft is not None):
             raise TextInputError("compiled decoding is greedy: beam_size=1 and no draft")
         if compiled:
-            return self._compiled_greedy(source, source_length, max_length, compiled)
+            return self._compiled_greedy(source, source_length, max_length, compiled, exit_every)
         if beam_size == 1:
             return self._greedy(source, source_length, max_length)
         return self._beam(source, source_length, beam_size, max_length)
@@ -147,16 +154,26 @@ class ARTranslator(nn.Module):
         return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
 
     def _compiled_greedy(
-        self, source: Tensor, source_length: Tensor, max_length: int, compiled: bool | str
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        max_length: int,
+        compiled: bool | str,
+        exit_every: int | None,
     ) -> Translation:
-        """Greedy decoding through `CompiledDecoder`, with every shape fixed so its graphs are reused."""
+        """Greedy decoding through `CompiledDecoder`, with every shape fixed so its graphs are reused, stopping
+        after the first chunk of `exit_every` steps at whose end every sentence has ended."""
         backend = "inductor" if compiled is True else str(compiled)
-        if backend not in self._compiled:
-            decoder = self.model.decoder
-            self._compiled[backend] = CompiledDecoder(
-                decoder, params=SamplingParams(temperature=0.0), eos_id=EOS_ID, backend=backend
+        key = (backend, exit_every)
+        if key not in self._compiled:
+            self._compiled[key] = CompiledDecoder(
+                self.model.decoder,
+                params=SamplingParams(temperature=0.0),
+                eos_id=EOS_ID,
+                backend=backend,
+                exit_every=exit_every,
             )
-        runner = self._compiled[backend]
+        runner = self._compiled[key]
         batch = source.shape[0]
         rows = runner.bucket(batch)
         width = self.config.max_source_length
@@ -166,10 +183,12 @@ class ARTranslator(nn.Module):
         padded[batch:] = padded[:1]
         steps = min(-(-max_length // 16) * 16, self.config.max_decoder_length - 1)
         self.model.start_decoding(padded, src_padding_mask=padding_mask(lengths, width))
-        prompt = torch.full((rows, 1), BOS_ID, device=source.device)
-        tokens = runner.generate(prompt, steps)[:batch, :max_length]
+        # the runner pads the BOS prompts back to `rows` (the context's batch) and waits only for the real rows
+        prompt = torch.full((batch, 1), BOS_ID, device=source.device)
+        stats = DecodeStats()
+        tokens = runner.generate(prompt, steps, stats=stats)[:, :max_length]
         # the decoder's static cache and context stay allocated: captured graphs read them in place
-        return Translation(strip_specials(tokens), decoder_passes=steps)
+        return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
 
     def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
         """The core beam search (`genloom.core.sampling.beam_search`): final scores normalised by length,

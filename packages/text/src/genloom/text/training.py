@@ -10,13 +10,14 @@ the batches of an uninterrupted one.
 The training step keeps the loss on the device (no host sync per step): the per-step losses are read back
 once, at the end, and `on_step` sees a float only every `on_step_every` steps. Runs under a wall-clock
 budget can follow it (`schedule_by_time`): the learning rate and glance ratio are functions of the elapsed
-fraction of the budget, so the run ends annealed whatever throughput the machine gives.
+fraction of the budget, so the run ends annealed whatever throughput the machine gives (the schedule is the
+core one, `genloom.core.train.lr_at` given that fraction). The seconds spent are stored in every checkpoint,
+so a resumed run continues the budget and the schedule where they were instead of starting them again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -25,13 +26,14 @@ import torch
 from torch import nn
 
 from genloom.core.errors import ConfigError
-from genloom.core.train import TrainConfig, Trainer
+from genloom.core.train import TrainConfig, Trainer, lr_at
 from genloom.text.glat import GlanceSchedule
 from genloom.text.tasks import Seq2SeqBatch
 
-__all__ = ["IndexedBatches", "TimeBudgetReached", "progress_lr", "text_train_config", "train"]
+__all__ = ["IndexedBatches", "TimeBudgetReached", "text_train_config", "train"]
 
 _SEED_STRIDE = 1_000_003  # batch generators of different seeds never share a seed
+_clock = time.perf_counter  # the wall clock of time budgets (tests replace it)
 
 
 def text_train_config(
@@ -81,17 +83,6 @@ class IndexedBatches(Protocol):
     def batch(self, index: int) -> object: ...
 
 
-def progress_lr(step: int, progress: float, config: TrainConfig) -> float:
-    """Learning rate of a budget-driven run: linear warm-up over `config.warmup_steps` optimizer steps, then
-    a cosine from `config.lr` to `config.min_lr` over `progress` in [0, 1] (fraction of the budget spent)."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return config.lr
-    progress = min(max(progress, 0.0), 1.0)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
 class TimeBudgetReached(Exception):
     """Raised inside the training loop when a run's wall-clock budget is spent (caught by `train`)."""
 
@@ -129,8 +120,10 @@ def train(
     batch that would start more than that many seconds after the first one (set-up is not counted, and at
     least one step runs), and no final checkpoint is written then. Without
     `schedule_by_time` the schedule is not shortened (size `config.steps` to the budget); with it the
-    learning rate (`progress_lr`) and the glance ratio follow the progress max(elapsed / budget,
-    step / config.steps), so `config.steps` becomes a cap. The model is left in eval mode.
+    learning rate (core's `lr_at` with `progress=`) and the glance ratio follow the progress
+    max(elapsed / budget, step / config.steps), so `config.steps` becomes a cap. Checkpoints store the
+    elapsed seconds: a run resumed from one counts them as spent (the budget and the schedule go on from
+    there; if they already exceed the budget, no step runs). The model is left in eval mode.
     """
     if time_budget_s is not None and time_budget_s <= 0:
         raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
@@ -150,12 +143,15 @@ def train(
         generator = torch.Generator().manual_seed(config.seed * _SEED_STRIDE + index)
         return next_batch(generator)
 
-    started: list[float] = []  # when the first training step began: set-up does not eat the budget
+    # when the first training step began (minus the seconds spent before a resume): set-up does not eat the
+    # budget, and a resumed run goes on from the seconds its checkpoint stored
+    started: list[float] = []
 
     def elapsed() -> float:
         if not started:
-            started.append(time.perf_counter())
-        return time.perf_counter() - started[0]
+            spent = float(trainer.restored_extra_state.get("elapsed_s", 0.0))
+            started.append(_clock() - spent)
+        return _clock() - started[0]
 
     def progress(step: int) -> float:
         return max(elapsed() / time_budget_s, step / config.steps)
@@ -167,7 +163,7 @@ def train(
         if schedule_by_time:
             done = progress(step)
             for group in trainer.optimizer.param_groups:  # overrides the trainer's step-based scheduler
-                group["lr"] = progress_lr(step, done, config)
+                group["lr"] = lr_at(step, config, progress=done)
             ratio = glance.ratio(done * glance.anneal_steps) if glance is not None else 0.0
         else:
             ratio = glance.ratio(step) if glance is not None else 0.0
@@ -177,7 +173,9 @@ def train(
             on_step(step, loss.item())
         return loss
 
-    trainer = Trainer(_LossAsForward(model), training_step, batch_at, config)
+    trainer = Trainer(
+        _LossAsForward(model), training_step, batch_at, config, extra_state=lambda: {"elapsed_s": elapsed()}
+    )
     try:
         trainer.fit(resume=config.out_dir is not None)
     except TimeBudgetReached:

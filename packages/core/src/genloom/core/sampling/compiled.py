@@ -1,21 +1,25 @@
-"""The fast autoregressive path: the whole decode step compiled, the whole decode loop one CUDA graph.
+"""The fast autoregressive path: the whole decode step compiled, the decode loop one CUDA graph (or a few).
 
 `generate` (autoregressive.py) is the reference loop: eager, any model, early exit on EOS. `CompiledDecoder`
 runs the same algorithm on a static KV cache with one `torch.compile`d function per step that does the
 embedding, every block, the head, classifier-free guidance (one doubled batch), the logit processors and the
-sampling. Nothing in the loop synchronises with the host: positions live in a device tensor, the
-finished-rows mask stays on the device and the loop always runs `max_new_tokens` steps.
+sampling. Nothing in a step synchronises with the host: positions live in a device tensor and the
+finished-rows mask stays on the device. By default the loop runs all `max_new_tokens` steps (rows that
+emitted EOS keep emitting it); with `exit_every=K` it reads one flag (have all rows finished?) back every K
+steps and stops there, so a batch that ends early costs whole chunks of K steps, not the whole budget.
 
 How the steps are launched (`graph`): "loop" (default) captures every step after the first as ONE CUDA
 graph per (batch bucket, lengths, guidance plan) on the second call with those shapes (the first runs step
-by step and compiles the kernels), so a replay has no host work between steps at all; "step" uses
-`torch.compile(mode="reduce-overhead")`, one CUDA graph per step, launched from Python each step; "none"
-launches the compiled kernels directly.
+by step and compiles the kernels), so a replay has no host work between steps at all (with `exit_every=K`:
+one graph per chunk of K steps, replayed one after the other with one host read of the finished flag after
+each, through pinned memory); "step" uses `torch.compile(mode="reduce-overhead")`, one CUDA graph per step,
+launched from Python each step; "none" launches the compiled kernels directly.
 
 Randomness: the steps consume Exp(1) noise drawn from the caller's generator before the step (or, for the
-loop graph, for all steps before the replay, one draw per step), with the same shape and order as
+loop graph, for all steps of a graph before its replay, one draw per step), with the same shape and order as
 `sample_from_logits` draws it, so a seeded compiled run samples the tokens the eager `generate` samples
 wherever the two compute the same logits (in float32; bf16 kernels fused differently can flip near-ties).
+An early exit only skips the draws of the steps it does not run.
 
 Batch sizes are padded up to a bucket (1, 2, 4, 8, ...) and cache lengths rounded up to `cache_step` slots,
 so that a new batch size or length within a bucket reuses the compiled step; padded rows are computed and
@@ -35,7 +39,7 @@ from torch import Tensor
 
 from ..nn.cuda_graphs import memory_fingerprint
 from ..nn.kv_cache import KVCache
-from .autoregressive import CachedLM, check_guided_steps, check_prompt, finish_rows, guides
+from .autoregressive import CachedLM, DecodeStats, check_guided_steps, check_prompt, finish_rows, guides
 from .errors import SamplingError
 from .logits import SamplingParams, log_noise, noise_shape, sample_with_noise
 
@@ -52,6 +56,13 @@ class CompiledDecoder:
     transformer inside an adapter whose prompt handling is not traceable); the prompt always goes through the
     model itself, eagerly. A step module with `fuse_projections` (core's `Transformer`) has it called once:
     SwiGLU's two input GEMMs become one (same outputs and state_dict names, one kernel fewer per layer). `backend`/`mode` go to `torch.compile` (tests use a counting backend on CPU).
+
+    exit_every: None (default) runs every step of the budget. K >= 1 (needs `eos_id`) splits the steps after
+    the first token into chunks of K and stops after the first chunk at whose end every real row (padding
+    rows do not count) has emitted `eos_id`: one device-to-host read per chunk, the same tokens (the
+    remaining ones are `eos_id`, as after a row's EOS anyway) and, seeded, the same noise per step. On CUDA
+    with `graph="loop"` each chunk is its own captured graph; elsewhere the step loop checks the flag every K
+    steps, so the steps run (`DecodeStats.forward_passes`: the prefill plus whole chunks) are the same.
     """
 
     def __init__(
@@ -67,6 +78,7 @@ class CompiledDecoder:
         batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
         cache_step: int = 256,
         kv_bucket: int | None = None,
+        exit_every: int | None = None,
     ) -> None:
         self.model = model
         self.params = SamplingParams() if params is None else params
@@ -88,6 +100,14 @@ class CompiledDecoder:
         if graph not in ("loop", "step", "none"):
             raise SamplingError(f"graph must be 'loop', 'step' or 'none', got {graph!r}")
         self.graph = graph
+        if exit_every is not None:
+            if isinstance(exit_every, bool) or not isinstance(exit_every, int) or exit_every < 1:
+                raise SamplingError(
+                    f"exit_every must be an int >= 1 (or None: no early exit), got {exit_every!r}"
+                )
+            if eos_id is None:
+                raise SamplingError("exit_every needs an eos_id (without one no row ever finishes)")
+        self.exit_every = exit_every
         self._step_module = getattr(model, "decode_module", model)
         if callable(getattr(self._step_module, "fuse_projections", None)):
             self._step_module.fuse_projections()
@@ -98,7 +118,7 @@ class CompiledDecoder:
                 options["mode"] = mode
         self._step = torch.compile(self._step_impl, **options)
         self._noise: Tensor | None = None
-        self._loops: dict[tuple, _LoopGraph] = {}  # whole-loop CUDA graphs, by (bucket, lengths, guidance)
+        self._loops: dict[tuple, _LoopGraph] = {}  # loop CUDA graphs, by (bucket, lengths, guidance)
         self._seen: set[tuple] = set()  # loop keys run once step by step (their kernels are compiled)
 
     # ------------------------------------------------------------------ the compiled step
@@ -146,12 +166,15 @@ class CompiledDecoder:
         uncond_prompt: Tensor | None = None,
         generator: torch.Generator | None = None,
         guided_steps: int | None = None,
+        stats: DecodeStats | None = None,
     ) -> Tensor:
         """New tokens [B, max_new_tokens] after `prompt` [B, T], as `generate` returns them (after a row's EOS
         every token is EOS). `uncond_prompt` [B, T] is required exactly when the decoder has a cfg_scale;
         `guided_steps` limits guidance to the first new tokens (one more compiled graph for the rest).
         On CUDA with `graph="loop"` the first call of a (bucket, lengths) runs step by step (compiling the
-        kernels) and the next ones replay all steps as one captured CUDA graph."""
+        kernels) and the next ones replay all steps as one captured CUDA graph (or one per chunk of
+        `exit_every` steps). A `DecodeStats` gets the forward passes run (the prefill included) and the new
+        tokens computed per row: `max_new_tokens` each unless the run exited early."""
         check_prompt(self.model, prompt, max_new_tokens)
         guided = self.cfg_scale is not None
         if guided != (uncond_prompt is not None):
@@ -186,26 +209,47 @@ class CompiledDecoder:
         out[0] = first[:, 0]
         positions = torch.arange(prompt_len, prompt_len + max_new_tokens, device=device)
         plan = [self._step_plan(step, prompt_len, cache_len, guided_steps) for step in range(max_new_tokens)]
+        chunks = self._chunks(max_new_tokens)
         key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), logits.shape[-1])
         if self.graph == "loop" and device.type == "cuda" and max_new_tokens > 1 and key in self._seen:
             loop = self._loops.get(key)
             if loop is not None and loop.fingerprint != memory_fingerprint(self._step_module):
                 loop = None  # weights, cache or context were reallocated: the capture reads stale memory
             if loop is None:
-                loop = self._loops[key] = _LoopGraph(self, key, out, finished, positions, plan, batch)
-            return loop.run(out, finished, batch, generator)[:, :batch].T.contiguous()
-        self._seen.add(key)
-        for step in range(1, max_new_tokens):
-            raw = self._draw(batch, size, logits.shape[-1], generator, device)
-            if device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            guide, kv_len = plan[step]
-            pos = positions[step - 1 : step]
-            token, finished = self._step(out[step - 1], pos, raw, finished, guide, kv_len)
-            out[step] = token
-        return out[:, :batch].T.contiguous()
+                loop = self._loops[key] = _LoopGraph(self, key, out, finished, positions, plan, chunks)
+            out, done = loop.run(out, finished, batch, generator, early=self.exit_every is not None)
+        else:
+            self._seen.add(key)
+            done = 1  # new tokens computed so far
+            for index, (start, stop) in enumerate(chunks):
+                if index and self.exit_every is not None and bool(finished[:batch].all()):
+                    break  # one host read per chunk
+                for step in range(start, stop):
+                    raw = self._draw(batch, size, logits.shape[-1], generator, device)
+                    if device.type == "cuda":
+                        torch.compiler.cudagraph_mark_step_begin()
+                    guide, kv_len = plan[step]
+                    pos = positions[step - 1 : step]
+                    token, finished = self._step(out[step - 1], pos, raw, finished, guide, kv_len)
+                    out[step] = token
+                done = stop
+        if stats is not None:
+            stats.forward_passes += done
+            stats.new_tokens += done
+        tokens = out[:, :batch].T.contiguous()
+        if done < max_new_tokens:  # every real row finished: the rest is EOS, as the full loop writes it
+            tokens[:, done:] = self.eos_id
+        return tokens
 
     # ------------------------------------------------------------------ helpers
+    def _chunks(self, max_new_tokens: int) -> list[tuple[int, int]]:
+        """The steps after the first token as [start, stop) ranges: all of them at once, or `exit_every` each
+        (the last one shorter when they do not divide)."""
+        if max_new_tokens <= 1:
+            return []
+        every = self.exit_every or max_new_tokens - 1
+        return [(start, min(start + every, max_new_tokens)) for start in range(1, max_new_tokens, every)]
+
     def _step_plan(
         self, step: int, prompt_len: int, cache_len: int, guided_steps: int | None
     ) -> tuple[bool, int | None]:
@@ -238,12 +282,14 @@ class CompiledDecoder:
 
 
 class _LoopGraph:
-    """Every decode step after the first, captured as ONE CUDA graph (per bucket, lengths and guidance plan).
+    """Every decode step after the first, captured as ONE CUDA graph (per bucket, lengths and guidance plan),
+    or as one graph per chunk of steps (`exit_every`), the chunks sharing one memory pool.
 
     The step's compiled kernels replay back to back with no host work between them, so a small model's
     step costs its kernels' time, not Python's. Inputs live in static buffers: the first token and finished
-    mask (written before each replay), and the noise of every step, drawn before the replay with the
-    caller's generator one step at a time, exactly as the eager loop draws it, so the tokens are the same.
+    mask (written before each replay), and the noise of every step, drawn before the replay (of the chunk
+    holding the step) with the caller's generator one step at a time, exactly as the eager loop draws it, so
+    the tokens are the same. Chunks pass the tokens and the finished mask on through the same buffers.
     """
 
     def __init__(
@@ -254,7 +300,7 @@ class _LoopGraph:
         finished: Tensor,
         positions: Tensor,
         plan: list[tuple[bool, int | None]],
-        batch: int,
+        chunks: list[tuple[int, int]],
     ) -> None:
         self.out, self.finished, self.positions = out.clone(), finished.clone(), positions.clone()
         size, vocab = out.shape[1], key[-1]
@@ -264,10 +310,13 @@ class _LoopGraph:
             None if shape is None else torch.ones((steps, *shape), dtype=torch.float32, device=out.device)
         )
         self.decoder = decoder
+        self.chunks = chunks
+        self.all_finished = torch.zeros((), dtype=torch.bool, pin_memory=True)  # read by the host per chunk
+        self.read = torch.cuda.Event()
 
-        def body() -> None:
+        def body(start: int, stop: int) -> None:
             finished_now = self.finished
-            for step in range(1, out.shape[0]):
+            for step in range(start, stop):
                 guide, kv_len = plan[step]
                 raw = None if self.noise is None else self.noise[step - 1]
                 token, finished_now = decoder._step(
@@ -276,24 +325,42 @@ class _LoopGraph:
                 self.out[step].copy_(token)
             self.finished.copy_(finished_now)
 
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # one uncaptured run on a side stream: lazy inits happen here
-            body()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            body()
+        pool = None if len(chunks) == 1 else torch.cuda.graph_pool_handle()  # chunks run one after another
+        self.graphs: list[torch.cuda.CUDAGraph] = []
+        for start, stop in chunks:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # one uncaptured run on a side stream: lazy inits happen here
+                body(start, stop)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                body(start, stop)
+            self.graphs.append(graph)
         self.fingerprint = memory_fingerprint(decoder._step_module)  # after setup: the memory the graph uses
 
-    def run(self, out: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None) -> Tensor:
+    def run(
+        self, out: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None, *, early: bool
+    ) -> tuple[Tensor, int]:
+        """Replay the chunks (all of them, or, `early`, until every real row has finished): (the static
+        output buffer [max_new_tokens, bucket], new tokens computed = 1 + steps replayed)."""
         self.out[0].copy_(out[0])
         self.finished.copy_(finished)
-        if self.noise is not None:
-            for step in range(self.noise.shape[0]):
-                self.noise[step, :batch].exponential_(1.0, generator=generator)
-        self.graph.replay()
-        return self.out
+        done = 1
+        for index, ((start, stop), graph) in enumerate(zip(self.chunks, self.graphs, strict=True)):
+            if index and early:
+                self.read.synchronize()  # the flag of the previous chunk has arrived
+                if bool(self.all_finished):
+                    break
+            if self.noise is not None:
+                for step in range(start, stop):
+                    self.noise[step - 1, :batch].exponential_(1.0, generator=generator)
+            graph.replay()
+            done = stop
+            if early and index + 1 < len(self.graphs):
+                self.all_finished.copy_(self.finished[:batch].all(), non_blocking=True)
+                self.read.record()
+        return self.out, done
 
 
 def _mark_static(module: object) -> None:

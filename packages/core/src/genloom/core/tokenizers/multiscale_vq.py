@@ -10,6 +10,10 @@ This module reproduces the quantizer of FoundationVision/VAR's VQVAE (`models/qu
 (`embedding.weight`, `quant_resi.qresi_ls.<i>.{weight,bias}`, `ema_vocab_hit_SV`) load with strict=True
 after stripping the `quantize.` prefix. The VAR-transformer helpers `idxBl_to_var_input` (teacher forcing)
 and `get_next_autoregressive_input` (sampling) keep VAR's names and argument order.
+
+One addition to VAR: `dead_code_after` restarts codes that no scale picked for that many training steps
+with residual vectors of the current batch (the plain VQ's restart, `vq.restart_idle_codes`); without it
+the codebook collapses on small data sets. Its state is non-persistent, so the state-dict layout stays VAR's.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 from genloom.core.nn.resample import upsample_bicubic
 from genloom.core.tokenizers.base import Quantizer, QuantizerOutput, check_features, check_indices
 from genloom.core.tokenizers.errors import TokenIndexError, TokenizerInputError
-from genloom.core.tokenizers.vq import nearest_code
+from genloom.core.tokenizers.vq import mark_used_codes, nearest_code, restart_idle_codes
 
 DEFAULT_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -115,6 +119,8 @@ class MultiScaleResidualVQ(Quantizer):
             over the scales (VAR's default 4).
         num_phi: number of Phis when share_quant_resi is 0 (VAR's default_qresi_counts; default one per scale).
         l2_normalize: cosine lookup (VAR's `using_znorm`); VAR's released tokenizer uses squared L2.
+        dead_code_after: when set, codes that no scale picked for this many training steps are replaced
+            by random vectors the scales quantized in the current batch (not in VAR; None: off, as VAR).
 
     Token layout: scale-major (smallest scale first), row-major inside a scale; `forward(f).indices`
     is the [B, L] sequence, L = sum(h_k * w_k). Every method also accepts VAR's list of [B, h_k*w_k].
@@ -131,10 +137,15 @@ class MultiScaleResidualVQ(Quantizer):
         share_quant_resi: int = 4,
         num_phi: int | None = None,
         l2_normalize: bool = False,
+        dead_code_after: int | None = None,
     ) -> None:
         super().__init__()
         if not patch_nums:
             raise ValueError("patch_nums must list at least one scale")
+        if dead_code_after is not None and dead_code_after < 1:
+            raise ValueError(
+                f"dead_code_after must be a positive number of steps or None, got {dead_code_after}"
+            )
         if share_quant_resi < 0:
             raise ValueError(f"share_quant_resi must be >= 0, got {share_quant_resi}")
         self.dim = dim
@@ -147,6 +158,7 @@ class MultiScaleResidualVQ(Quantizer):
         self.beta = beta
         self.quant_resi_ratio = quant_resi
         self.l2_normalize = l2_normalize
+        self.dead_code_after = dead_code_after
 
         if share_quant_resi == 0:
             self.quant_resi = PhiNonShared(
@@ -163,6 +175,13 @@ class MultiScaleResidualVQ(Quantizer):
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(self.num_scales, codebook_size))
         self._record_hit = 0
         self.embedding = nn.Embedding(codebook_size, dim)
+        # Dead-code restart state (as VectorQuantizer's), non-persistent so VAR checkpoints load strictly;
+        # a resumed run starts every code with a fresh grace period.
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "last_used_step", torch.full((codebook_size,), -1, dtype=torch.long), persistent=False
+        )
+        self.register_buffer("codes_restarted", torch.zeros((), dtype=torch.long), persistent=False)
 
     # ------------------------------------------------------------------ layout helpers
 
@@ -226,14 +245,19 @@ class MultiScaleResidualVQ(Quantizer):
         f_hat = torch.zeros_like(f_rest)
         loss = f.new_zeros(())
         hits = torch.zeros(self.codebook_size, device=f.device)
+        restart = self.training and self.dead_code_after is not None
+        global_hits, looked_up = torch.zeros_like(hits), []
         indices = []
         last = self.num_scales - 1
         for si, (ph, pw) in enumerate(self.scale_sizes):
             z = f_rest if si == last else F.interpolate(f_rest, size=(ph, pw), mode="area")
-            idx = self._lookup(z.permute(0, 2, 3, 1).reshape(-1, channels))
+            z_nc = z.permute(0, 2, 3, 1).reshape(-1, channels)
+            idx = self._lookup(z_nc)
             hit = idx.bincount(minlength=self.codebook_size).float()
             if self.training:
-                self._record_hits(si, hit)
+                global_hits += self._record_hits(si, hit)
+            if restart:
+                looked_up.append(z_nc.clone())  # may view f_rest, changed below
             hits += hit
             h = self.embedding(idx.view(batch, ph, pw)).permute(0, 3, 1, 2)
             if si != last:
@@ -245,6 +269,10 @@ class MultiScaleResidualVQ(Quantizer):
             loss = loss + F.mse_loss(f_hat.detach(), f).mul_(self.beta) + F.mse_loss(f_hat, f_no_grad)
         loss = loss / self.num_scales
         codes = (f_hat.detach() - f_no_grad).add_(f)  # straight-through, as VAR writes it
+        if self.training:
+            mark_used_codes(self.train_steps, self.last_used_step, global_hits)
+        if restart:  # after the lookups: this step's codes and loss are unaffected
+            self._restart(torch.cat(looked_up))
 
         probs = hits / hits.sum()
         metrics = {
@@ -334,7 +362,8 @@ class MultiScaleResidualVQ(Quantizer):
     # ------------------------------------------------------------------ usage statistics
 
     @torch.no_grad()
-    def _record_hits(self, si: int, hit: Tensor) -> None:
+    def _record_hits(self, si: int, hit: Tensor) -> Tensor:
+        """Fold scale `si`'s hit counts into VAR's EMA; returns them summed over ranks."""
         if dist.is_available() and dist.is_initialized():
             hit = hit.clone()
             dist.all_reduce(hit)
@@ -346,6 +375,20 @@ class MultiScaleResidualVQ(Quantizer):
         else:
             row.mul_(0.99).add_(hit.mul(0.01))
         self._record_hit += 1  # counted per scale, as VAR does
+        return hit
+
+    @torch.no_grad()
+    def _restart(self, vectors: Tensor) -> Tensor:
+        """Restart codes idle for `dead_code_after` steps from `vectors` [N, dim] (every scale's lookups)."""
+        dead = restart_idle_codes(
+            self.embedding.weight.data,
+            self.train_steps,
+            self.last_used_step,
+            after=self.dead_code_after,
+            vectors=vectors,
+        )
+        self.codes_restarted += dead.sum()
+        return dead
 
     def codebook_usage(self, *, tokens_per_step: int) -> Tensor:
         """Mean over scales of the fraction of codes whose EMA hit count reaches VAR's margin

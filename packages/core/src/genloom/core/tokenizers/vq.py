@@ -62,6 +62,43 @@ def nearest_code(z: Tensor, codebook: Tensor, *, cosine: bool = False) -> Tensor
     return torch.cat(out) if out else z.new_zeros(0, dtype=torch.long)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Dead-code restart, shared by VectorQuantizer and MultiScaleResidualVQ. Both run on the device with no
+# host read (masks and torch.where instead of nonzero / boolean indexing), so they can run every step.
+
+
+@torch.no_grad()
+def mark_used_codes(train_steps: Tensor, last_used_step: Tensor, counts: Tensor) -> None:
+    """Advance the step counter `train_steps` (0-d) and stamp every code with `counts` [K] > 0 with it."""
+    train_steps += 1
+    last_used_step.copy_(torch.where(counts > 0, train_steps, last_used_step))
+
+
+@torch.no_grad()
+def restart_idle_codes(
+    weight: Tensor, train_steps: Tensor, last_used_step: Tensor, *, after: int, vectors: Tensor
+) -> Tensor:
+    """Re-seed codes idle for `after` steps with random rows of `vectors` [N, D] (recent encoder outputs).
+
+    `weight` [K, D] and `last_used_step` [K] (-1: never used) change in place; restarted codes get a fresh
+    grace period. Rows are drawn without replacement when N >= K. Under torch.distributed rank 0's draws
+    are broadcast (the usage counts must already agree across ranks). Returns the restarted codes' mask [K].
+    """
+    dead = train_steps - last_used_step.clamp_min(0) >= after
+    k, n = weight.shape[0], vectors.shape[0]
+    if n == 0:
+        fresh = weight.clone()
+    elif n >= k:
+        fresh = vectors[torch.randperm(n, device=vectors.device)[:k]].to(weight.dtype)
+    else:
+        fresh = vectors[torch.randint(n, (k,), device=vectors.device)].to(weight.dtype)
+    if _distributed():
+        dist.broadcast(fresh, src=0)
+    weight.copy_(torch.where(dead.unsqueeze(1), fresh, weight))
+    last_used_step.copy_(torch.where(dead, train_steps, last_used_step))
+    return dead
+
+
 class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantizer with straight-through gradients.
 
@@ -130,6 +167,8 @@ class VectorQuantizer(Quantizer):
         # Training step counter and the step at which every code was last picked (-1: never).
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_used_step", torch.full((codebook_size,), -1, dtype=torch.long))
+        # Codes restarted so far, read by training loops when they log (not saved: a run statistic).
+        self.register_buffer("codes_restarted", torch.zeros((), dtype=torch.long), persistent=False)
 
     # ------------------------------------------------------------------ lookup
 
@@ -198,12 +237,11 @@ class VectorQuantizer(Quantizer):
         if _distributed():
             counts = counts.clone()
             dist.all_reduce(counts)
-        self.train_steps += 1
-        self.last_used_step[counts > 0] = self.train_steps
+        mark_used_codes(self.train_steps, self.last_used_step, counts)
         if self.use_ema:
             self._ema_update(flat.float(), indices, counts.float())
         if self.dead_code_after is not None:
-            self.restart_dead_codes(flat)
+            self._restart(flat)
 
     @torch.no_grad()
     def _ema_update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
@@ -223,32 +261,24 @@ class VectorQuantizer(Quantizer):
     def restart_dead_codes(self, recent_vectors: Tensor) -> int:
         """Replace codes idle for `dead_code_after` steps by random rows of `recent_vectors` [N, codebook_dim].
 
-        Returns the number of codes replaced. Under torch.distributed the replacements are rank 0's
-        picks, broadcast to every rank.
+        Returns the number of codes replaced (a host read; training steps call `_restart`, which has none).
+        Under torch.distributed the replacements are rank 0's picks, broadcast to every rank.
         """
         if self.dead_code_after is None:
             raise TokenizerInputError("restart_dead_codes needs dead_code_after to be set")
-        idle = self.train_steps - self.last_used_step.clamp_min(0)
-        dead = torch.nonzero(idle >= self.dead_code_after).flatten()
-        if dead.numel() == 0:
-            return 0
-        n = recent_vectors.shape[0]
-        if n == 0:
-            fresh = self.embedding.weight.data[dead].clone()
-        else:
-            if n >= dead.numel():
-                pick = torch.randperm(n, device=recent_vectors.device)[: dead.numel()]
-            else:
-                pick = torch.randint(n, (dead.numel(),), device=recent_vectors.device)
-            fresh = recent_vectors[pick].to(self.embedding.weight.dtype)
-        if _distributed():
-            dist.broadcast(fresh, src=0)
-        self.embedding.weight.data[dead] = fresh
-        if self.use_ema:
-            self.ema_embed_sum[dead] = fresh.float()
-            self.ema_cluster_size[dead] = 1.0
-        self.last_used_step[dead] = self.train_steps  # a fresh grace period
-        return int(dead.numel())
+        return int(self._restart(recent_vectors).sum())
+
+    @torch.no_grad()
+    def _restart(self, recent_vectors: Tensor) -> Tensor:
+        weight = self.embedding.weight.data
+        dead = restart_idle_codes(
+            weight, self.train_steps, self.last_used_step, after=self.dead_code_after, vectors=recent_vectors
+        )
+        if self.use_ema:  # restarted codes start their running sums afresh ("saw itself once")
+            self.ema_embed_sum.copy_(torch.where(dead.unsqueeze(1), weight.float(), self.ema_embed_sum))
+            self.ema_cluster_size.masked_fill_(dead, 1.0)
+        self.codes_restarted += dead.sum()
+        return dead
 
     def extra_repr(self) -> str:
         return (

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder `<out>/checkpoints/step-00001000/` holding
 `model.safetensors`, `ema.safetensors` (if EMA is on), `optimizer.safetensors` (tensor state by parameter
-name), `trainer_state.json` (step, data position, scheduler, optimizer groups, config) and one
+name), `trainer_state.json` (step, data position, scheduler, optimizer groups, config, the caller's extra state) and one
 `rng-rank<r>.safetensors` per process (torch CPU/CUDA generator states; Python and NumPy states and the
 rank's own counters, such as its partial metrics window, in its metadata). The folder is written under a temporary name and renamed, then `checkpoints/latest` names it.
 """

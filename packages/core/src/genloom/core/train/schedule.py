@@ -9,14 +9,21 @@ import torch
 from genloom.core.train.config import TrainConfig
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based) under `config`'s schedule."""
+def lr_at(step: int, config: TrainConfig, *, progress: float | None = None) -> float:
+    """Learning rate for optimizer step `step` (0-based) under `config`'s schedule.
+
+    Linear warm-up over `config.warmup_steps` optimizer steps, then `config.lr` (constant) or a cosine from
+    `config.lr` to `config.min_lr` over the progress of the run: by default the steps after the warm-up
+    divided by those left to `config.steps`; `progress` in [0, 1] (clamped) replaces it, e.g. the fraction
+    of a wall-clock budget spent (text's `train(schedule_by_time=True)`)."""
     if config.warmup_steps > 0 and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.lr
-    decay_steps = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    if progress is None:
+        decay_steps = max(1, config.steps - config.warmup_steps)
+        progress = (step - config.warmup_steps) / decay_steps
+    progress = min(max(progress, 0.0), 1.0)
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 

@@ -153,7 +153,10 @@ class TrainResult:
 
 
 class Trainer:
-    """Train `model` with `training_step` on `data` under `config` (see the module docstring)."""
+    """Train `model` with `training_step` on `data` under `config` (see the module docstring).
+
+    `extra_state()`, if given, returns JSON-able state of the caller that every checkpoint stores (as
+    called on the main rank when it is written); after `fit` resumes, `restored_extra_state` holds it."""
 
     def __init__(
         self,
@@ -163,10 +166,15 @@ class Trainer:
         config: TrainConfig,
         *,
         fsdp_units: Callable[[nn.Module], list[nn.Module]] = default_fsdp_units,
+        extra_state: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
+        # the caller's own JSON-able state (e.g. the seconds a time-budgeted run has spent), saved with every
+        # checkpoint (the main rank's); `restored_extra_state` holds what `fit` resumed from ({} if fresh)
+        self.extra_state = extra_state
+        self.restored_extra_state: dict[str, Any] = {}
         self.training_step = training_step
         self.data = data
         self.fsdp_units = fsdp_units
@@ -226,7 +234,11 @@ class Trainer:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             ema=self.ema,
-            trainer_state={"data": data.state(), "config": self.config.to_dict()},
+            trainer_state={
+                "data": data.state(),
+                "config": self.config.to_dict(),
+                "extra": self.extra_state() if self.extra_state is not None else {},
+            },
             strategy=self.strategy,
             info=self.info,
             rank_state={"log_window": window or {}},
@@ -239,6 +251,7 @@ class Trainer:
             folder = Path(resume)
         elif resume and self.out_dir is not None:
             folder = latest_checkpoint(self.out_dir)
+        self.restored_extra_state = {}
         if folder is None:
             seed_everything(self.config.seed + self.info.rank)
             self.metrics.truncate_after(0)  # a fresh run does not append to an older run's log
@@ -255,6 +268,7 @@ class Trainer:
             info=self.info,
         )
         self.step = int(state["step"])
+        self.restored_extra_state = dict(state.get("extra") or {})  # older checkpoints have none
         self.metrics.truncate_after(self.step)
         stream = DataStream(self.data, epoch=state["data"]["epoch"], offset=state["data"]["offset"])
         return stream, state["rank_state"].get("log_window", {})

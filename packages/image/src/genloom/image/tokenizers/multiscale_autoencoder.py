@@ -43,6 +43,7 @@ class MultiScaleVQAutoencoderConfig:
     share_quant_resi: int = 4
     beta: float = 0.25
     l2_normalize: bool = False
+    dead_code_after: int | None = None  # restart codes idle this many training steps (None: off, as VAR)
 
     def to_dict(self) -> dict[str, Any]:
         data = nested_config_to_dict(self)
@@ -77,6 +78,7 @@ class MultiScaleVQAutoencoder(ZooComponent, nn.Module):
             quant_resi=cfg.quant_resi,
             share_quant_resi=cfg.share_quant_resi,
             l2_normalize=cfg.l2_normalize,
+            dead_code_after=cfg.dead_code_after,
         )
 
     @property
