@@ -244,17 +244,12 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
 
         def run(graphed: bool, labels: torch.Tensor = labels) -> torch.Tensor:
             gen = torch.Generator(device).manual_seed(0)
-            ids = model.generate(
-                labels,
-                vae.quantize,
-                cfg_scale=1.5,
-                sampling=params,
-                generator=gen,
-                graphed=graphed,
-                compiled=compiled if graphed else False,
-            )
-            if graphed:
-                return fast_decode(ids)
+            ids, f_hat = model.generate(
+                labels, vae.quantize, cfg_scale=1.5, sampling=params, generator=gen, graphed=graphed,
+                compiled=compiled if graphed else False, return_fhat=True,
+            )  # fmt: skip
+            if graphed:  # the loop's own f_hat, as VAR's sampler decodes it
+                return fast_decode(f_hat, prepared=True)
             with torch.no_grad(), torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
                 return vae.decode(ids)
 
@@ -272,13 +267,16 @@ def bench_var(args: argparse.Namespace, device: torch.device, spec: DeviceSpec |
 
         ids = fast_tokens()
         tokens_s = median_time(fast_tokens, device, warmup=1, runs=args.runs)
+        f_hat = vae.quantize.indices_to_codes(ids)
 
         def decode(ids: torch.Tensor = ids) -> torch.Tensor:
             with torch.no_grad(), torch.autocast(device.type, dtype=args.dtype, enabled=not args.tiny):
                 return vae.decode(ids)
 
         decode_s = median_time(decode, device, warmup=1, runs=args.runs)
-        fast_decode_s = median_time(lambda ids=ids: fast_decode(ids), device, warmup=2, runs=args.runs)
+        fast_decode_s = median_time(
+            lambda f_hat=f_hat: fast_decode(f_hat, prepared=True), device, warmup=2, runs=args.runs
+        )  # from f_hat, as the fast path decodes
         same = torch.equal(
             model.generate(labels, vae.quantize, cfg_scale=1.5, sampling=params,
                            generator=torch.Generator(device).manual_seed(1)),

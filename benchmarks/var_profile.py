@@ -68,6 +68,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--kernels", default=None, help="write the per-kernel table of one scale loop here")
     parser.add_argument(
+        "--decode-modes",
+        default="default",
+        help="torch.compile modes of the decode, e.g. default,max-autotune",
+    )
+    parser.add_argument(
         "--token-paths", default="graphed,compiled", help="graphed and/or compiled scale passes"
     )
     parser.add_argument(
@@ -105,14 +110,17 @@ def main() -> None:
             (f"tokens, {how}: between the passes (one call)", loop_s - inside_s),
         ]
     ids = tokens()
-    for benchmark in (False, True):
-        torch.backends.cudnn.benchmark = benchmark
+    with torch.no_grad():
+        f_hat = vae.quantize.indices_to_codes(ids)
+        rows.append(("decode: ids -> f_hat (code accumulation, eager)", cuda_median(
+            lambda: vae.quantize.indices_to_codes(ids), device)))  # fmt: skip
+    for mode in args.decode_modes.split(","):
         torch._dynamo.reset()
-        fast_decode = FastDecode.for_tokenizer(vae)
+        fast_decode = FastDecode.for_tokenizer(vae, mode=None if mode == "default" else mode)
         rows.append(
             (
-                f"decode: FastDecode, cudnn.benchmark={benchmark}",
-                cuda_median(lambda d=fast_decode: d(ids), device),
+                f"decode: f_hat -> images, FastDecode mode={mode}",
+                cuda_median(lambda d=fast_decode: d(f_hat, prepared=True), device),
             )
         )
     print(
@@ -133,12 +141,14 @@ def main() -> None:
                 prof.key_averages().table(sort_by="cuda_time_total", row_limit=50, max_name_column_width=120)
             )
         print(f"kernel table of one scale loop in {args.kernels}")
+    fast_decode = FastDecode.for_tokenizer(vae)  # the default, for the kernel table
+    fast_decode(f_hat, prepared=True)
     if args.decode_kernels:
         from torch.profiler import ProfilerActivity, profile
 
         torch.cuda.synchronize(device)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fast_decode(ids)
+            fast_decode(f_hat, prepared=True)
             torch.cuda.synchronize(device)
         with open(args.decode_kernels, "w") as out:
             out.write(

@@ -52,6 +52,19 @@ def test_var_graphed_path_equals_eager_on_cpu() -> None:
     _var_both_ways(model, quantizer, "cpu")
 
 
+def test_var_returned_fhat_is_the_decoder_input_of_its_ids() -> None:
+    # the fast path decodes the sampling loop's own f_hat instead of accumulating the codes again
+    model, quantizer = _var()
+    labels = torch.tensor([0, 3])
+    ids, f_hat = model.generate(
+        labels, quantizer, cfg_scale=1.5, generator=torch.Generator().manual_seed(0), return_fhat=True
+    )
+    again = model.generate(labels, quantizer, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ids, again)
+    torch.testing.assert_close(f_hat, quantizer.indices_to_codes(ids), rtol=1e-5, atol=1e-5)
+    assert f_hat.abs().sum() > 0
+
+
 def test_var_compiled_scale_passes_trace_whole_and_equal_eager_on_cpu() -> None:
     # dynamo's "eager" backend traces each scale's pass as one graph (fullgraph would raise on a break)
     # without inductor's CPU code generation; every scale (4 here, 10 in VAR) gets its own graph
@@ -143,6 +156,9 @@ def test_fast_decode_matches_the_float32_decode_to_bf16_rounding() -> None:
     for _ in range(2):  # the second call reuses the compiled decode
         images = fast(ids)
         assert images.dtype == torch.float32 and images.shape == reference.shape
+        assert (images - reference).abs().max() < 0.05  # bf16 convolutions over [-1, 1] images
+        assert (images - reference).abs().mean() < 0.01
+        images = fast(vae.quantize.indices_to_codes(ids), prepared=True)  # from f_hat: the same images
         assert (images - reference).abs().max() < 0.05  # bf16 convolutions over [-1, 1] images
         assert (images - reference).abs().mean() < 0.01
 

@@ -67,31 +67,38 @@ class FastDecode:
         *,
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
         dtype: torch.dtype = torch.bfloat16,
+        mode: str | None = None,
     ) -> None:
         self.decode = decode
+        self.mode = mode  # torch.compile mode (None: inductor's default)
         self.prepare = prepare
         self.module = module
         self.dtype = dtype
         self._compiled: Callable | None = None
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: nn.Module) -> FastDecode:
+    def for_tokenizer(cls, tokenizer: nn.Module, *, mode: str | None = None) -> FastDecode:
         """VAR's multi-scale VQ: codes accumulated eagerly, `fhat_to_image` compiled; others: `decode`."""
         if hasattr(tokenizer, "fhat_to_image") and hasattr(tokenizer, "quantize"):
-            return cls(tokenizer.fhat_to_image, tokenizer, prepare=tokenizer.quantize.indices_to_codes)
-        return cls(tokenizer.decode, tokenizer)
+            return cls(
+                tokenizer.fhat_to_image, tokenizer, prepare=tokenizer.quantize.indices_to_codes, mode=mode
+            )
+        return cls(tokenizer.decode, tokenizer, mode=mode)
 
     def _prepare_module(self) -> None:
         """Once, before compiling: channels-last weights, the decoder's thin convolutions padded."""
         self.module.to(memory_format=torch.channels_last)
         pad_thin_convolutions(getattr(self.module, "decoder", self.module))
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+    def __call__(self, ids: torch.Tensor, *, prepared: bool = False) -> torch.Tensor:
+        """Images from token ids, or (`prepared=True`) from the decoder input `prepare` would make of them
+        (VAR's f_hat, which its sampling loop has already built: `NextScaleAR.generate(return_fhat=True)`)."""
+        skip = prepared or self.prepare is None
         if ids.device.type != "cuda":
-            return self.decode(ids if self.prepare is None else self.prepare(ids))
+            return self.decode(ids if skip else self.prepare(ids))
         if self._compiled is None:
             self._prepare_module()
-            self._compiled = torch.compile(self.decode, dynamic=False)
+            self._compiled = torch.compile(self.decode, dynamic=False, mode=self.mode)
         with torch.no_grad(), torch.autocast("cuda", dtype=self.dtype):
-            inputs = ids if self.prepare is None else self.prepare(ids)
+            inputs = ids if skip else self.prepare(ids)
             return self._compiled(inputs).float()

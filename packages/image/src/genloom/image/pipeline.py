@@ -144,16 +144,12 @@ class ImagePipeline:
             )  # fmt: skip
             images = decode(tokens.view(-1, *gen.config.grid))
         elif family == "var":
-            images = decode(
-                gen.generate(
-                    labels,
-                    tok.quantize,
-                    cfg_scale=cfg_scale,
-                    sampling=sampling,
-                    generator=generator,
-                    graphed=fast,
-                )
-            )
+            ids, f_hat = gen.generate(
+                labels, tok.quantize, cfg_scale=cfg_scale, sampling=sampling, generator=generator, graphed=fast,
+                return_fhat=True,
+            )  # fmt: skip
+            # the fast path decodes the loop's own f_hat (VAR's sampler does); the plain path decodes the ids
+            images = self._fast_decode(f_hat, prepared=True) if fast else tok.decode(ids)
         else:
             temperature = sampling.temperature if sampling is not None else 1.0
             tokens = gen.generate(

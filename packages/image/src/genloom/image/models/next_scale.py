@@ -259,18 +259,21 @@ class NextScaleAR(ZooComponent, nn.Module):
         generator: torch.Generator | None = None,
         graphed: bool = False,
         compiled: bool | str = False,
-    ) -> torch.Tensor:
+        return_fhat: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Sample the scale-major ids (B, L) of each requested class; CFG ramps from 1 to 1 + cfg_scale.
 
         `graphed=True` (the GPU fast path) runs each scale's transformer pass as a CUDA graph captured on
         first use per batch size, on a KV cache sized for all scales and kept between calls; the sampling
         between scales stays eager. Same tokens as the eager loop for the same seed. `compiled=True` also
         compiles each scale's pass with torch.compile (inductor; a string names another backend) before it is
-        captured: fused kernels, the same tokens up to bf16 rounding; the first call compiles 10 graphs."""
+        captured: fused kernels, the same tokens up to bf16 rounding; the first call compiles 10 graphs.
+        `return_fhat` also returns the summed code map f_hat (B, Cvae, h, w) the loop built, the decoder's input
+        (as VAR's sampler decodes it), so decoding need not accumulate the codes again."""
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
         sampling = sampling or SamplingParams()
-        chosen, _ = self._run_scales(
+        chosen, f_hat = self._run_scales(
             self.class_emb.check(labels),
             quantizer,
             lambda si, guided, raw: sample_from_logits(guided, sampling, generator),
@@ -278,7 +281,8 @@ class NextScaleAR(ZooComponent, nn.Module):
             graphed=graphed,
             compiled=compiled,
         )
-        return torch.cat(chosen, dim=1)
+        ids = torch.cat(chosen, dim=1)
+        return (ids, f_hat) if return_fhat else ids
 
     # ------------------------------------------------------------------ files
 
