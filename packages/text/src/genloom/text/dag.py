@@ -213,7 +213,11 @@ def dag_lookahead_decode(
     next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
     path = follow_jumps(next_vertex, output_length)
     tokens = _emit_forward(
-        path, best_token, pad=pad, collapse_repeats=collapse_repeats, width=path.shape[1] if fixed_width else None
+        path,
+        best_token,
+        pad=pad,
+        collapse_repeats=collapse_repeats,
+        width=path.shape[1] if fixed_width else None,
     )
     return tokens, path
 

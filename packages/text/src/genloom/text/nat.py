@@ -346,7 +346,13 @@ class DATransformer(NonAutoregressiveTranslator):
         """The network pass and greedy (beta None) / lookahead decoding: both free of host reads."""
         log_probs, links, graph = self._graphable_pass(source, source_length)
         tokens, _ = dag_lookahead_decode(
-            links, log_probs, graph, beta=beta, pad=PAD_ID, collapse_repeats=collapse_repeats, fixed_width=True
+            links,
+            log_probs,
+            graph,
+            beta=beta,
+            pad=PAD_ID,
+            collapse_repeats=collapse_repeats,
+            fixed_width=True,
         )
         return tokens
 

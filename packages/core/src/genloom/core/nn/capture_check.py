@@ -35,7 +35,9 @@ class _HostTransferWatch(TorchDispatchMode):
             isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tree_leaves(out)
         ):
             shapes = [(t.device.type, tuple(t.shape)) for t in inputs]
-            raise CaptureCheckError(f"{func} copies a host tensor to the device inside the pass (inputs {shapes})")
+            raise CaptureCheckError(
+                f"{func} copies a host tensor to the device inside the pass (inputs {shapes})"
+            )
         return out
 
 
