@@ -53,7 +53,6 @@ from genloom.image.recipes import (
     SIZES,
     build_generator,
     build_tokenizer,
-    sampling_params,
 )
 from genloom.image.tokenizer_training import TokenizerTrainConfig, calibrate_latent_scale, train_tokenizer
 
@@ -265,7 +264,7 @@ def judge_family(
     kw = dict(
         samples_per_class=args.samples_per_class,
         cfg_scale=settings["cfg_scale"],
-        sampling=sampling_params(settings),
+        sampling=pipeline.default_sampling(),
     )
     score = score_pipeline(pipeline, judge, test, **kw)
     base = score_pipeline(untrained, judge, test, **kw)

@@ -67,3 +67,24 @@ def test_a_mar_pipeline_samples_with_its_preset_settings() -> None:
         6.0,
         3.0,
     )
+
+
+def test_pipeline_defaults_are_the_presets_sampling_settings() -> None:
+    # CLI, demo, bench and scoring all sample with the preset's stored guidance and filters unless told otherwise
+    from genloom.image.presets import PRESETS_DIR
+
+    pipeline = ImagePipeline.load(PRESETS_DIR / "ar-digits")
+    pipeline.info.update({"cfg_scale": 3.5, "top_k": 7, "top_p": 0.9, "temperature": 0.8})
+    assert pipeline.default_cfg_scale == 3.5
+    assert pipeline.default_sampling() == SamplingParams(temperature=0.8, top_k=7, top_p=0.9)
+    assert pipeline.default_sampling(top_k=3, top_p=None) == SamplingParams(
+        temperature=0.8, top_k=3, top_p=0.9
+    )
+    labels = torch.tensor([1, 4])
+    implicit = pipeline.sample(labels, seed=2)
+    explicit = pipeline.sample(
+        labels, cfg_scale=3.5, sampling=SamplingParams(temperature=0.8, top_k=7, top_p=0.9), seed=2
+    )
+    torch.testing.assert_close(implicit, explicit, atol=0, rtol=0)
+    other = pipeline.sample(labels, cfg_scale=1.0, sampling=SamplingParams(), seed=2)
+    assert not torch.equal(implicit, other)

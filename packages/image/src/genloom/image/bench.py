@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from genloom.core.bench import BenchTarget, Work, transformer_flops, weight_bytes
-from genloom.core.sampling.logits import SamplingParams
 from genloom.image.cli import shipped_generators
 from genloom.image.models.next_scale import NextScaleAR
 from genloom.image.models.raster_ar import RasterAR
@@ -83,9 +82,9 @@ def bench_target(
         return None
     pipeline.to(device)
     pipeline.generator.to(dtype)  # the tokenizer stays float32; its decoder runs under autocast
-    cfg_scale = float(pipeline.info.get("cfg_scale", 2.0))
+    cfg_scale = pipeline.default_cfg_scale
     guided = cfg_scale != 1.0
-    sampling = SamplingParams(top_k=pipeline.info.get("top_k"), top_p=pipeline.info.get("top_p"))
+    sampling = pipeline.default_sampling()
     classes = len(pipeline.class_names)
     use_fast = fast and device.type == "cuda"
     autocast = dtype != torch.float32

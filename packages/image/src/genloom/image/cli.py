@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 import typer
 
-from genloom.core.sampling.logits import SamplingParams
 from genloom.image.data import load_dataset
 from genloom.image.errors import CheckpointError
 from genloom.image.grid import save_grid
@@ -61,9 +60,11 @@ def sample(
         None, "--cfg", help="guidance scale (1 = off, >= 0; default: the preset's)"
     ),
     seed: int = typer.Option(0, "--seed"),
-    top_k: int | None = typer.Option(None, "--top-k", min=1),
-    top_p: float | None = typer.Option(None, "--top-p"),
-    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="default: the preset's"),
+    top_p: float | None = typer.Option(None, "--top-p", help="default: the preset's"),
+    temperature: float | None = typer.Option(
+        None, "--temperature", min=0.0, help="default: the preset's (1.0)"
+    ),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write"),
 ) -> None:
     """Sample class-conditional images into a PNG grid."""
@@ -73,15 +74,11 @@ def sample(
         if cfg is not None and cfg < 0:
             raise ValueError(f"--cfg must be >= 0 (1 = no guidance), got {cfg}")
         pipeline = ImagePipeline.load(resolve_model_folder(model))
-        info = pipeline.info
-        cfg = float(info.get("cfg_scale", 2.0)) if cfg is None else cfg
         if class_ is None:
             labels = torch.arange(n) % len(pipeline.class_names)
         else:
             labels = torch.full((n,), pipeline.class_index(class_), dtype=torch.long)
-        params = SamplingParams(
-            temperature=temperature, top_k=top_k if top_k is not None else info.get("top_k"), top_p=top_p
-        )
+        params = pipeline.default_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
         images = pipeline.sample(labels, cfg_scale=cfg, sampling=params, seed=seed)
     except ValueError as err:
         _fail(err)

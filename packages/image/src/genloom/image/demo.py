@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from genloom.core.demo import DemoItem
-from genloom.core.sampling.logits import SamplingParams
 from genloom.image.data import load_dataset
 from genloom.image.grid import save_grid
 from genloom.image.presets import PRESETS_DIR, load_judge
@@ -32,10 +31,7 @@ def run_demo(out_dir: Path, *, device: str = "cpu") -> list[DemoItem]:
         pipeline.generator.to(device)
         per_class = SAMPLES_PER_CLASS
         labels = torch.arange(len(pipeline.class_names)).repeat_interleave(per_class)
-        sampling = SamplingParams(top_k=pipeline.info.get("top_k"))
-        images = pipeline.sample(
-            labels, cfg_scale=float(pipeline.info.get("cfg_scale", 2.0)), sampling=sampling, seed=0
-        )
+        images = pipeline.sample(labels, seed=0)  # the preset's own guidance and filters
         path = save_grid(images, out_dir / f"image_{name}.png", nrow=per_class)
         items.append(
             DemoItem(

@@ -38,12 +38,13 @@ def score_pipeline(
     reference: ImageDataset,
     *,
     samples_per_class: int = 50,
-    cfg_scale: float = 1.0,
+    cfg_scale: float | None = None,
     sampling: SamplingParams | None = None,
     batch_size: int = 100,
     seed: int = 0,
 ) -> GeneratorScore:
-    """Sample `samples_per_class` images per class and judge them against the held-out `reference` images."""
+    """Sample `samples_per_class` images per class and judge them against the held-out `reference` images
+    (`cfg_scale` / `sampling` None: the preset's own)."""
     labels = torch.arange(len(pipeline.class_names)).repeat_interleave(samples_per_class)
     start = time.time()
     images = [

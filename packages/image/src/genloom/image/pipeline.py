@@ -27,7 +27,10 @@ from genloom.image.models.masked_autoregressive import MaskedAutoregressive
 from genloom.image.models.masked_tokens import MaskGIT
 from genloom.image.models.next_scale import NextScaleAR
 from genloom.image.models.raster_ar import RasterAR
+from genloom.image.recipes import sampling_params
 from genloom.image.tokenizers import KLAutoencoder, MultiScaleVQAutoencoder, VQAutoencoder
+
+DEFAULT_CFG_SCALE = 2.0  # for a preset.json that names no cfg_scale
 
 TOKENIZERS = {cls.family: cls for cls in (VQAutoencoder, MultiScaleVQAutoencoder, KLAutoencoder)}
 GENERATORS: dict[str, type[nn.Module]] = {
@@ -110,19 +113,33 @@ class ImagePipeline:
             raise UnknownClassError(f"class {index} is out of range: expected 0..{len(self.class_names) - 1}")
         return index
 
+    @property
+    def default_cfg_scale(self) -> float:
+        """The preset's guidance scale (preset.json `cfg_scale`, chosen when it was trained; else 2.0)."""
+        return float(self.info.get("cfg_scale", DEFAULT_CFG_SCALE))
+
+    def default_sampling(self, **overrides: Any) -> SamplingParams:
+        """The preset's sampling (preset.json `temperature` / `top_k` / `top_p`, as `recipes.sampling_params`
+        reads them), with `overrides` of those fields (None keeps the preset's)."""
+        settings = {**self.info, **{key: value for key, value in overrides.items() if value is not None}}
+        return sampling_params(settings)
+
     @torch.no_grad()
     def sample(
         self,
         labels: torch.Tensor,
         *,
-        cfg_scale: float = 1.0,
+        cfg_scale: float | None = None,
         sampling: SamplingParams | None = None,
         seed: int | None = None,
         fast: bool = False,
     ) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] for the class ids `labels` (B,). `fast` takes the GPU fast path
         where the family has one (ar: the compiled decode step; var, maskgit: CUDA graphs of their passes): same
-        tokens; their images are decoded by the compiled bf16 decoder (`FastDecode`)."""
+        tokens; their images are decoded by the compiled bf16 decoder (`FastDecode`). `cfg_scale` and `sampling`
+        default to the preset's (`default_cfg_scale`, `default_sampling()`)."""
+        cfg_scale = self.default_cfg_scale if cfg_scale is None else cfg_scale
+        sampling = self.default_sampling() if sampling is None else sampling
         if cfg_scale < 0:
             raise ValueError(f"the CFG scale must be >= 0 (1 = no guidance), got {cfg_scale}")
         for label in labels.tolist():
