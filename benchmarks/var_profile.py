@@ -19,6 +19,7 @@ The profiler runs last: once CUPTI has been active, later CUDA graph replays are
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -68,9 +69,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--kernels", default=None, help="write the per-kernel table of one scale loop here")
     parser.add_argument(
-        "--decode-modes",
+        "--decode-variants",
         default="default",
-        help="torch.compile modes of the decode, e.g. default,max-autotune",
+        help="FastDecode variants: default, max-autotune, contiguous, channel-sum-norms, contiguous-channel-sum-norms",
     )
     parser.add_argument(
         "--token-paths", default="graphed,compiled", help="graphed and/or compiled scale passes"
@@ -114,12 +115,19 @@ def main() -> None:
         f_hat = vae.quantize.indices_to_codes(ids)
         rows.append(("decode: ids -> f_hat (code accumulation, eager)", cuda_median(
             lambda: vae.quantize.indices_to_codes(ids), device)))  # fmt: skip
-    for mode in args.decode_modes.split(","):
+    variants = {  # FastDecode options per --decode-variants name (each on a fresh copy of the tokenizer)
+        "default": {},
+        "max-autotune": {"mode": "max-autotune-no-cudagraphs"},
+        "contiguous": {"channels_last": False},
+        "channel-sum-norms": {"channel_sum_norms": True},
+        "contiguous-channel-sum-norms": {"channels_last": False, "channel_sum_norms": True},
+    }
+    for name in args.decode_variants.split(","):
         torch._dynamo.reset()
-        fast_decode = FastDecode.for_tokenizer(vae, mode=None if mode == "default" else mode)
+        fast_decode = FastDecode.for_tokenizer(copy.deepcopy(vae), **variants[name])
         rows.append(
             (
-                f"decode: f_hat -> images, FastDecode mode={mode}",
+                f"decode: f_hat -> images, FastDecode {name}",
                 cuda_median(lambda d=fast_decode: d(f_hat, prepared=True), device),
             )
         )

@@ -138,7 +138,10 @@ def test_maskgit_graphed_passes_give_the_eager_tokens(device: str) -> None:
 
 
 @pytest.mark.gpu
-def test_fast_decode_matches_the_float32_decode_to_bf16_rounding() -> None:
+@pytest.mark.parametrize(
+    "options", [{}, {"channel_sum_norms": True}, {"channels_last": False, "channel_sum_norms": True}]
+)
+def test_fast_decode_matches_the_float32_decode_to_bf16_rounding(options: dict) -> None:
     from genloom.image.fast_decode import FastDecode
     from genloom.image.tokenizers.multiscale_autoencoder import (
         MultiScaleVQAutoencoder,
@@ -152,7 +155,7 @@ def test_fast_decode_matches_the_float32_decode_to_bf16_rounding() -> None:
     ids = torch.randint(0, 64, (3, 1 + 4 + 16), device="cuda")
     with torch.no_grad():
         reference = vae.decode(ids)
-    fast = FastDecode.for_tokenizer(vae)
+    fast = FastDecode.for_tokenizer(vae, **options)
     for _ in range(2):  # the second call reuses the compiled decode
         images = fast(ids)
         assert images.dtype == torch.float32 and images.shape == reference.shape
@@ -199,3 +202,29 @@ def test_thin_convolution_padding_leaves_subclasses_and_the_encoder_alone() -> N
     tokenizer.decoder = torch.nn.Sequential(torch.nn.Conv2d(8, 3, 3))
     FastDecode(tokenizer.decoder, tokenizer)._prepare_module()  # what its first CUDA call does
     assert "forward" not in vars(tokenizer.encoder) and "forward" in vars(tokenizer.decoder[0])
+
+
+def test_group_norm_by_channel_sums_equals_group_norm() -> None:
+    from genloom.image.fast_decode import group_norm_by_channel_sums, sum_group_norms
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 20, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(3, 20, 9, 7) * 3 + 1.5  # an offset mean: E[x^2] - E[x]^2 must still be accurate
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = group_norm_by_channel_sums(x.to(memory_format=layout), norm)
+        torch.testing.assert_close(got, norm(x), rtol=1e-5, atol=1e-5)
+    plain = torch.nn.GroupNorm(2, 4, affine=False)
+    torch.testing.assert_close(
+        group_norm_by_channel_sums(x[:, :4], plain), plain(x[:, :4]), rtol=1e-5, atol=1e-5
+    )
+
+    class Custom(torch.nn.GroupNorm):
+        pass
+
+    net = torch.nn.Sequential(torch.nn.GroupNorm(4, 20), Custom(4, 20), torch.nn.GroupNorm(2, 20))
+    reference = net(x)
+    assert sum_group_norms(net) == 2 and "forward" not in vars(net[1])
+    torch.testing.assert_close(net(x), reference, rtol=1e-5, atol=1e-5)
+    assert set(net.state_dict()) == {f"{i}.{p}" for i in range(3) for p in ("weight", "bias")}
