@@ -60,7 +60,7 @@ def _shipped(
 
 
 # Multi30k De->En models of benchmarks/text_multi30k.py, made presets by genloom.text.preset_export; each is
-# registered only once its folder ships under presets/ (multi30k-ar, multi30k-dat and multi30k-ctc ship; the others not yet)
+# registered only once its folder ships under presets/ (all five ship)
 MULTI30K_PRESETS = {
     "multi30k-ar": "AR encoder-decoder baseline for Multi30k German->English (joint BPE; beam search)",
     "multi30k-dat": "DA-Transformer for Multi30k German->English, distilled from the AR (one decoder pass)",
