@@ -58,6 +58,13 @@ def test_memory_fingerprint_changes_when_weights_or_cache_move_not_when_loaded_i
     lm.setup_cache(2, 8)  # reallocated
     assert memory_fingerprint(lm) != cached
     del old_buffers
+    # weights only (a pass without caches): blind to the cache, still sees the weights move
+    weights_only = memory_fingerprint(lm, caches=False)
+    lm.remove_cache()
+    lm.setup_cache(2, 8)
+    assert memory_fingerprint(lm, caches=False) == weights_only
+    lm.double()
+    assert memory_fingerprint(lm, caches=False) != weights_only
 
 
 @pytest.mark.gpu
