@@ -66,7 +66,12 @@ DECODING = {
     "AR greedy (compiled, CUDA graphs, early exit)": ("ar", {"compiled": True}),
     "AR beam 4": ("ar", {"beam_size": 4}),
     "vanilla NAT": ("nat", {}),
+    "vanilla NAT (graphed pass)": ("nat", {"graphed": True}),
     "CMLM (10 iterations, length beam 3)": ("cmlm", {"iterations": 10, "length_beam": 3}),
+    "CMLM (10 iterations, length beam 3) (graphed pass)": (
+        "cmlm",
+        {"iterations": 10, "length_beam": 3, "graphed": True},
+    ),
     "CTC + GLAT": ("ctc", {}),
     "CTC + GLAT (graphed pass)": ("ctc", {"graphed": True}),
     "DA-Transformer, lookahead": ("dat", {"strategy": "lookahead"}),

@@ -86,6 +86,7 @@ def test_capture_check_finds_host_reads_and_host_copies_on_cpu() -> None:
     from genloom.core.nn.capture_check import CaptureCheckError, check_capturable
 
     x = torch.randn(3, 5, device="meta")
+    constructors = (torch.tensor, torch.as_tensor)
 
     def clean(t: torch.Tensor) -> torch.Tensor:
         width = t.shape[1] + 1  # host arithmetic on shapes is fine
@@ -98,5 +99,13 @@ def test_capture_check_finds_host_reads_and_host_copies_on_cpu() -> None:
         check_capturable(lambda t: t[t > 0], x)  # data-dependent shape
     with pytest.raises(CaptureCheckError, match="host tensor"):
         check_capturable(lambda t: t.index_fill(1, torch.tensor([0, 2]).to(t.device), 0.0), x)
+    # made on the device from host data: no operator sees a CPU tensor on meta, the constructor is refused
+    with pytest.raises(CaptureCheckError, match="copies host data"):
+        check_capturable(lambda t: t.index_fill(1, torch.tensor([0, 2], device=t.device), 0.0), x)
+    with pytest.raises(CaptureCheckError, match="copies host data"):
+        check_capturable(lambda t: t + torch.as_tensor([1.0] * 5, device=t.device), x)
+    host_shape = check_capturable(lambda t: t + torch.as_tensor(t, device=t.device) * torch.tensor(2.0), x)
+    assert host_shape.shape == (3, 5)  # a device tensor re-wrapped, a CPU scalar: no copy of host data
+    assert (torch.tensor, torch.as_tensor) == constructors  # restored after the check
     with pytest.raises(CaptureCheckError, match="meta device"):
         check_capturable(clean, torch.ones(2, 2))

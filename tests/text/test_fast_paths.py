@@ -116,6 +116,120 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
             assert tokens.shape == (2, int(model.graph_size(torch.tensor([8]))))  # fixed width: no read
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("preset", ["text-sort-nat", "text-sort-cmlm"])
+def test_length_predicting_graphed_translation_equals_eager(preset: str, device: str) -> None:
+    # the graphed NAT / CMLM decode at the fixed width max_target_length (not the longest predicted length, a
+    # device read) on the source padded to a multiple of 8, both masked: the eager translations, token for
+    # token, for every batch size / width and (CMLM) every iterations / length-beam setting
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.tasks import Seq2SeqTask
+
+    model, _, _ = load_text_model(preset, device=device)
+    task = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
+    cmlm = preset.endswith("cmlm")
+    settings = (
+        [{"iterations": i, "length_beam": b} for i, b in ((1, 1), (2, 3), (4, 3), (10, 3), (3, 5))]
+        if cmlm
+        else [{}]
+    )
+    widths = set()
+    for batch_size, seed in ((1, 0), (5, 1), (7, 3), (1, 2), (16, 4), (5, 1)):
+        batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
+        source, length = batch.source.to(device), batch.source_length.to(device)
+        widths.add(source.shape[1])
+        for options in settings:
+            eager = model.translate(source, length, **options)
+            fast = model.translate(source, length, graphed=True, **options)
+            assert fast.tokens == eager.tokens
+            assert fast.decoder_passes == eager.decoder_passes == options.get("iterations", 1)
+            if options.get("iterations", 4) >= 2:
+                assert task.accuracy(batch, fast.tokens) >= 0.8
+    assert len(widths) > 1  # unpadded source widths differ between calls (all pad to 8)
+    if device == "cuda":  # one graph per (options, padded shape): batch sizes 1, 5, 7, 16 at width 8
+        assert [len(cache) for cache in model._graph_caches.values()] == [4] * len(settings)
+
+
+@pytest.mark.parametrize("preset", ["text-sort-nat", "text-sort-cmlm"])
+def test_wider_decoder_padding_leaves_real_positions_unchanged(preset: str) -> None:
+    # why the fixed width is safe: decode_logits masks the padding keys of the decoder self-attention, so the
+    # real positions' logits at width max_target_length are those at the longest predicted length
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.seq2seq import encode_source
+    from genloom.text.specials import MASK_ID
+
+    model, _, _ = load_text_model(preset)
+    source = torch.tensor([[5, 7, 6, 0, 0], [6, 5, 8, 7, 9]])
+    length = torch.tensor([3, 5])
+    memory, source_mask = encode_source(model.model, source, length)
+    lengths = model.top_lengths(memory, source_mask, 1)[:, 0]
+    narrow = int(lengths.max())
+    assert narrow < model.fixed_width == model.config.max_target_length
+    outputs = []
+    for width in (narrow, model.fixed_width):
+        if preset.endswith("nat"):
+            inputs = model.copied_source(source, length, lengths, width)
+        else:
+            inputs = model.decoder.embed(torch.full((2, width), MASK_ID))
+        logits, _ = model.decode_logits(inputs, lengths, memory, source_mask)
+        outputs.append(logits[:, :narrow])
+    real = (torch.arange(narrow) < lengths.unsqueeze(1)).unsqueeze(-1)
+    torch.testing.assert_close(outputs[1] * real, outputs[0] * real, rtol=1e-5, atol=1e-5)
+    # without the padding mask the wide padding changes the real positions: the check above is not vacuous
+    unmasked, _ = model.decode_logits(inputs, torch.full_like(lengths, width), memory, source_mask)
+    assert not torch.allclose(unmasked[:, :narrow] * real, outputs[0] * real, atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["text-sort-nat", "text-sort-cmlm"])
+def test_length_predicting_graphed_functions_read_nothing_from_the_device(preset: str) -> None:
+    # the graphed NAT pass and the whole Mask-Predict loop (iterations, per-row re-masking counts, the choice
+    # among the length beam) capture: nothing read back, nothing copied from the host. The eager internals
+    # (width = the longest predicted length) and the former length predictor (index_fill with a host-made
+    # index tensor) fail the same check, so passing it means something
+    from genloom.core.nn.capture_check import CaptureCheckError, check_capturable
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.seq2seq import encode_source
+
+    model, _, _ = load_text_model(preset)
+    model = model.to("meta")
+    source = torch.tensor([[5, 7, 6, 0, 0, 0, 0, 0], [6, 5, 8, 7, 9, 5, 6, 7]], device="meta")
+    length = torch.tensor([3, 8], device="meta")
+    width = model.config.max_target_length
+    if preset == "text-sort-nat":
+        assert check_capturable(model._graphable_pass, source, length).shape == (2, width)
+        eager = functools.partial(model._decode, width=None)
+    else:
+        for iterations, beam in ((1, 1), (4, 3), (10, 3)):
+            decode = functools.partial(model._graphable_mask_predict, iterations=iterations, length_beam=beam)
+            assert check_capturable(decode, source, length).shape == (2, width)
+        eager = functools.partial(model._mask_predict, iterations=4, length_beam=3, width=None)
+    with pytest.raises(CaptureCheckError, match="reads a value"):
+        check_capturable(eager, source, length)
+
+    def former_length_logits(source: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        memory, mask = encode_source(model.model, source, length)
+        pooled = (memory * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        logits = model.length_predictor.proj(pooled.float())
+        return logits.index_fill(1, torch.tensor([0], device=logits.device), float("-inf"))
+
+    with pytest.raises(CaptureCheckError, match="copies host data"):
+        check_capturable(former_length_logits, source, length)
+
+
+def test_length_predictor_excludes_length_zero() -> None:
+    # the capture-safe class-0 mask gives the former index_fill's logits exactly
+    from genloom.text.seq2seq import LengthPredictor, Seq2SeqConfig
+
+    torch.manual_seed(0)
+    predictor = LengthPredictor(Seq2SeqConfig(family="nat", dim=16, max_target_length=10))
+    memory, mask = torch.randn(3, 4, 16), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]).bool()
+    logits = predictor(memory, mask)
+    pooled = (memory * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    former = predictor.proj(pooled).index_fill(1, torch.tensor([0]), float("-inf"))
+    assert torch.equal(logits, former) and logits.shape == (3, 11)
+    assert (logits[:, 0] == float("-inf")).all() and logits[:, 1:].isfinite().all()
+
+
 def test_unknown_dag_strategy_is_refused_before_any_pass() -> None:
     from genloom.text.errors import TextInputError
     from genloom.text.pretrained import load_text_model

@@ -78,6 +78,8 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     on_cpu = bench.decodings("cpu")  # the compiled AR and graphed NAR rows are GPU paths
     assert set(bench.DECODING) - set(on_cpu) == {
         "AR greedy (compiled, CUDA graphs, early exit)",
+        "vanilla NAT (graphed pass)",
+        "CMLM (10 iterations, length beam 3) (graphed pass)",
         "CTC + GLAT (graphed pass)",
         "DA-Transformer, lookahead (graphed pass)",
     }

@@ -69,3 +69,18 @@ def test_shipped_multi30k_preset_keeps_its_test_bleu(name: str, least_bleu: floa
     # test_2016_flickr, all 1,000 sentences on the GPU: AR 33.45, DAT 31.5, CTC 29.96,
     # CMLM 27.08, NAT 18.66 (these 200 on the CPU: 34.0 / 29.9 / 28.4 / 27.6 / 18.0)
     assert bleu >= least_bleu, bleu
+
+
+@pytest.mark.skipif(not SHARED_MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
+@pytest.mark.parametrize("name", ["multi30k-nat", "multi30k-cmlm"])
+def test_shipped_length_predicting_preset_graphed_equals_eager(name: str) -> None:
+    # the graphed path's decoder width is max_target_length (64) instead of the longest predicted length, on
+    # real-size models too: the same translations as the eager path (CPU: the graphed function called directly)
+    from genloom.text.multi30k import load_multi30k
+
+    sources = [de for de, _ in load_multi30k("test", data_dir=SHARED_MULTI30K)[:64]]
+    model, tokenizer, _ = load_text_model(name)
+    options = DECODING.get(name, {})
+    eager, _ = translate_lines(model, tokenizer, sources, batch_size=16, **options)
+    graphed, _ = translate_lines(model, tokenizer, sources, batch_size=16, graphed=True, **options)
+    assert graphed == eager

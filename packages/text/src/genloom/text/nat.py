@@ -162,6 +162,12 @@ class _LengthPredicting(NonAutoregressiveTranslator):
         """[B, beam] most likely target lengths."""
         return self.length_predictor(memory, source_mask).topk(beam, dim=-1).indices
 
+    @property
+    def fixed_width(self) -> int:
+        """The graphed decoder width: the length classifier's largest class (`max_target_length`), which every
+        predicted length fits in, known without reading the lengths back from the device."""
+        return self.config.max_target_length
+
 
 class VanillaNAT(_LengthPredicting):
     """One-pass NAT: length prediction + uniform copy of the source embeddings."""
@@ -176,15 +182,34 @@ class VanillaNAT(_LengthPredicting):
         length_loss = self.length_loss(memory, source_mask, batch.target_length)
         return token_loss + self.config.length_loss_weight * length_loss
 
-    @torch.no_grad()
-    def translate(self, source: Tensor, source_length: Tensor) -> Translation:
-        check_source(source, source_length, self.config)
+    def _decode(self, source: Tensor, source_length: Tensor, width: int | None) -> Tensor:
+        """-> tokens [B, W], PAD beyond each row's predicted length. W is `width`, or (None) the longest
+        predicted length, read from the device. Positions past a row's length are padding keys of the decoder's
+        self-attention (masked), so a wider W leaves the real positions' tokens as they are (only float summation
+        orders change: the tests check the tokens equal)."""
         memory, source_mask = encode_source(self.model, source, source_length)
         length = self.top_lengths(memory, source_mask, 1)[:, 0]
+        width = int(length.max()) if width is None else width
         logits, _ = self.decode_logits(
-            self.copied_source(source, source_length, length), length, memory, source_mask
+            self.copied_source(source, source_length, length, width), length, memory, source_mask
         )
-        tokens = logits.argmax(-1).masked_fill(~padding_mask(length, logits.shape[1]), PAD_ID)
+        return logits.argmax(-1).masked_fill(~padding_mask(length, width), PAD_ID)
+
+    def _graphable_pass(self, source: Tensor, source_length: Tensor) -> Tensor:
+        """The whole pass (length prediction, decoder, argmax) at the fixed width `max_target_length`: shapes
+        fixed by `source`'s shape alone, no host reads."""
+        return self._decode(source, source_length, self.fixed_width)
+
+    @torch.no_grad()
+    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool = False) -> Translation:
+        """Argmax of every position of the predicted length. `graphed` (the GPU fast path) runs the pass at the
+        fixed width `max_target_length` (padding masked) and replays it from a CUDA graph per padded source
+        width; the same tokens as the eager call."""
+        check_source(source, source_length, self.config)
+        if graphed:
+            tokens = self._run_graphable(self._graphable_pass, "nat", source, source_length, True)
+        else:
+            tokens = self._decode(source, source_length, None)
         return Translation(strip_specials(tokens), decoder_passes=1)
 
 
@@ -208,16 +233,14 @@ class CMLM(_LengthPredicting):
         length_loss = self.length_loss(memory, source_mask, batch.target_length)
         return token_loss + self.config.length_loss_weight * length_loss
 
-    @torch.no_grad()
-    def translate(
-        self, source: Tensor, source_length: Tensor, *, iterations: int = 4, length_beam: int = 3
-    ) -> Translation:
-        """Mask-Predict: for each of `length_beam` lengths, start fully masked; at iteration t re-mask the
-        n = T (iterations - t) / iterations least confident tokens; keep the length whose mean token log-prob plus
-        length log-prob is highest."""
-        if iterations < 1 or length_beam < 1:
-            raise TextInputError(f"iterations and length_beam must be >= 1, got {iterations}, {length_beam}")
-        check_source(source, source_length, self.config)
+    def _mask_predict(
+        self, source: Tensor, source_length: Tensor, iterations: int, length_beam: int, width: int | None
+    ) -> Tensor:
+        """Mask-Predict -> the chosen candidate's tokens [B, W] (PAD beyond its length). W is `width`, or (None)
+        the longest of the B x length_beam predicted lengths, read from the device; the decoder masks the
+        padding keys, the sampler never predicts or re-masks padding and the candidate scores sum real
+        positions only, so a wider W gives the same tokens (up to float summation order; tested). With `width` given nothing is read from the device:
+        every iteration, the per-row re-masking counts and the candidate choice are tensor code."""
         batch = source.shape[0]
         memory, source_mask = encode_source(self.model, source, source_length)
         length_log_probs, lengths = (
@@ -226,7 +249,7 @@ class CMLM(_LengthPredicting):
         lengths = lengths.reshape(-1)  # [B * beam]
         memory = memory.repeat_interleave(length_beam, 0)
         source_mask = source_mask.repeat_interleave(length_beam, 0)
-        width = int(lengths.max())
+        width = int(lengths.max()) if width is None else width
         valid = padding_mask(lengths, width)
         tokens = torch.full((lengths.shape[0], width), MASK_ID, device=source.device).masked_fill(
             ~valid, PAD_ID
@@ -241,7 +264,43 @@ class CMLM(_LengthPredicting):
         scores = scores.masked_fill(~valid, 0.0)  # padding was never predicted (its score is +inf)
         mean_score = scores.sum(1) / lengths.float() + length_log_probs.reshape(-1)
         best = mean_score.view(batch, length_beam).argmax(1)
-        chosen = tokens.view(batch, length_beam, width)[torch.arange(batch), best]
+        # gather, not indexing with a host arange (a host-to-device copy)
+        pick = best.view(batch, 1, 1).expand(batch, 1, width)
+        return tokens.view(batch, length_beam, width).gather(1, pick).squeeze(1)
+
+    def _graphable_mask_predict(
+        self, source: Tensor, source_length: Tensor, *, iterations: int, length_beam: int
+    ) -> Tensor:
+        """All of Mask-Predict at the fixed width `max_target_length`: shapes fixed by `source`'s shape (and the
+        options) alone, no host reads."""
+        return self._mask_predict(source, source_length, iterations, length_beam, self.fixed_width)
+
+    @torch.no_grad()
+    def translate(
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        *,
+        iterations: int = 4,
+        length_beam: int = 3,
+        graphed: bool = False,
+    ) -> Translation:
+        """Mask-Predict: for each of `length_beam` lengths, start fully masked; at iteration t re-mask the
+        n = T (iterations - t) / iterations least confident tokens; keep the length whose mean token log-prob plus
+        length log-prob is highest. `graphed` (the GPU fast path) runs all iterations and the choice of length
+        at the fixed width `max_target_length` (padding masked) and replays them from one CUDA graph per padded
+        source width and options; the same tokens as the eager call."""
+        if iterations < 1 or length_beam < 1:
+            raise TextInputError(f"iterations and length_beam must be >= 1, got {iterations}, {length_beam}")
+        check_source(source, source_length, self.config)
+        if graphed:
+            decode = functools.partial(
+                self._graphable_mask_predict, iterations=iterations, length_beam=length_beam
+            )
+            key = ("mask_predict", iterations, length_beam)
+            chosen = self._run_graphable(decode, key, source, source_length, True)
+        else:
+            chosen = self._mask_predict(source, source_length, iterations, length_beam, None)
         return Translation(strip_specials(chosen), decoder_passes=iterations)
 
 

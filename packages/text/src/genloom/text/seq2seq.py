@@ -189,7 +189,9 @@ class LengthPredictor(nn.Module):
         """[B, max_target_length + 1] logits over the target length (length 0 is excluded)."""
         pooled = (memory * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         logits = self.proj(pooled.float())
-        return logits.index_fill(1, torch.tensor([0], device=logits.device), float("-inf"))
+        # class 0 masked by comparison with an on-device arange: no host-to-device copy (CUDA-graph capturable)
+        length_zero = torch.arange(logits.shape[1], device=logits.device) == 0
+        return logits.masked_fill(length_zero, float("-inf"))
 
 
 def build_encoder_decoder(config: Seq2SeqConfig, *, causal: bool) -> EncoderDecoder:

@@ -10,6 +10,7 @@ operator for a tensor arriving from the CPU, so a CPU-only test catches what wou
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,6 +53,40 @@ def _no_autocast() -> Iterator[None]:
         torch.autocast = original  # type: ignore[misc]
 
 
+@contextlib.contextmanager
+def _no_host_data_on_device() -> Iterator[None]:
+    """`torch.tensor(data, device=...)` / `torch.as_tensor(data, device=...)` with host data: a host-to-device copy
+    on CUDA, but on the meta device no operator that the watch sees (the tensor is made there directly): refuse
+    them by name for the check. Data already a tensor (as_tensor of a device tensor) is no copy."""
+    originals = {"tensor": torch.tensor, "as_tensor": torch.as_tensor}
+
+    def guarded(name: str) -> Callable[..., Any]:
+        original = originals[name]
+
+        @functools.wraps(original)
+        def build(data: Any, *args: Any, **kwargs: Any) -> Any:
+            device = kwargs.get("device", args[1] if name == "as_tensor" and len(args) > 1 else None)
+            if (
+                device is not None
+                and torch.device(device).type != "cpu"
+                and not isinstance(data, torch.Tensor)
+            ):
+                raise CaptureCheckError(
+                    f"torch.{name}(..., device={str(device)!r}) copies host data to the device inside the pass"
+                )
+            return original(data, *args, **kwargs)
+
+        return build
+
+    for name in originals:
+        setattr(torch, name, guarded(name))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch, name, original)
+
+
 def check_capturable(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run `fn(*args, **kwargs)` with meta-device tensors (move the module it uses with `.to("meta")` first) and
     raise CaptureCheckError at the first host read or host-to-device copy; returns fn's (meta) result."""
@@ -59,7 +94,7 @@ def check_capturable(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if not leaves or any(t.device.type != "meta" for t in leaves):
         raise CaptureCheckError("check_capturable needs its tensor arguments on the meta device")
     try:
-        with torch.no_grad(), _no_autocast(), _HostTransferWatch():
+        with torch.no_grad(), _no_autocast(), _no_host_data_on_device(), _HostTransferWatch():
             return fn(*args, **kwargs)
     except CaptureCheckError:
         raise
