@@ -128,7 +128,9 @@ class NonAutoregressiveTranslator(nn.Module):
             source = F.pad(source, (0, pad), value=PAD_ID)
         cache = self._graph_caches.get(key)
         if cache is None:
-            cache = self._graph_caches[key] = GraphCache(fn, watch=self)
+            cache = self._graph_caches[key] = GraphCache(
+                fn, watch=self, watch_caches=False
+            )  # no KV cache in a one-pass NAR
         cache.refresh()
         return cache(None, source, source_length)
 
