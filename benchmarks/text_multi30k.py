@@ -154,7 +154,7 @@ def train_model(family: str, pairs: list, vocab: int, args, budget_s: float, tag
     config = text_train_config(
         steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
         precision="bf16" if args.device.startswith("cuda") else "fp32",
-        log_every=args.log_every, check_finite_every=args.log_every,
+        log_every=args.log_every, check_finite_every=args.log_every, ema_decay=args.ema_decay,
     )  # fmt: skip
     start = time.perf_counter()
     losses = train(
@@ -400,6 +400,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-steps", type=int, default=100_000, help="cap on optimizer steps of one training")
     add("--batch-size", type=int, default=256)
     add("--lr", type=float, default=1e-3)
+    add("--ema-decay", type=float, default=None, help="evaluate and keep an exponential moving average of "
+        "the weights (e.g. 0.999; default: the last weights)")  # fmt: skip
     add("--warmup-steps", type=int, default=300)
     add("--dim", type=int, default=128)
     add("--layers", type=int, default=3)

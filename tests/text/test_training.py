@@ -49,6 +49,22 @@ def test_runs_are_reproducible_and_text_defaults_reach_the_core_config() -> None
         text_train_config(steps=0)
 
 
+def test_ema_decay_leaves_the_model_holding_the_averaged_weights() -> None:
+    # replay the run step by step (same seeds, same batches) and average the weights after each step
+    config = text_train_config(steps=6, lr=0.05, warmup_steps=1)
+    raw, averaged = RegressionModel(), RegressionModel()
+    history = []
+    train(raw, _batches, config, on_step=lambda step, loss: history.append(raw.weight.detach().clone()))
+    final_raw = raw.weight.detach().clone()
+    train(averaged, _batches, text_train_config(steps=6, lr=0.05, warmup_steps=1, ema_decay=0.5))
+    # on_step runs before each optimizer step: history[k] holds the weights after k steps
+    expected = history[0].clone()
+    for weights in [*history[1:], final_raw]:
+        expected = 0.5 * expected + 0.5 * weights
+    torch.testing.assert_close(averaged.weight.detach(), expected)
+    assert not torch.allclose(averaged.weight, final_raw)
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
     """Resume from the step-6 checkpoint of a 12-step run: same final weights, glance ratios of steps 6..11."""
     task = Seq2SeqTask(name="sort", num_symbols=5, min_length=2, max_length=4)

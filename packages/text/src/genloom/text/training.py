@@ -123,7 +123,8 @@ def train(
     learning rate (core's `lr_at` with `progress=`) and the glance ratio follow the progress
     max(elapsed / budget, step / config.steps), so `config.steps` becomes a cap. Checkpoints store the
     elapsed seconds: a run resumed from one counts them as spent (the budget and the schedule go on from
-    there; if they already exceed the budget, no step runs). The model is left in eval mode.
+    there; if they already exceed the budget, no step runs). With `config.ema_decay` the model ends holding
+    the exponential moving average of its weights. The model is left in eval mode.
     """
     if time_budget_s is not None and time_budget_s <= 0:
         raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
@@ -180,6 +181,8 @@ def train(
         trainer.fit(resume=config.out_dir is not None)
     except TimeBudgetReached:
         trainer.optimizer.zero_grad(set_to_none=True)
+    if trainer.ema is not None:  # the averaged weights are the ones to evaluate and ship
+        trainer.ema.copy_to(trainer.module)
     model.eval()
     return _mean_losses(step_losses)
 

@@ -31,8 +31,13 @@ class EMA:
     def update(self, module: nn.Module) -> None:
         params = dict(module.named_parameters())
         weight = 1.0 - self.decay
-        for name in self.names:
-            self.shadow[name].lerp_(params[name].detach(), weight)
+        shadows = [self.shadow[name] for name in self.names]
+        current = [params[name].detach() for name in self.names]
+        if any(hasattr(t, "device_mesh") for t in shadows):  # DTensor shards (FSDP2): one lerp each
+            for shadow, value in zip(shadows, current, strict=True):
+                shadow.lerp_(value, weight)
+        else:  # one fused launch per dtype/device group instead of one per parameter
+            torch._foreach_lerp_(shadows, current, weight)
 
     @torch.no_grad()
     def full_state_dict(self) -> dict[str, torch.Tensor]:
