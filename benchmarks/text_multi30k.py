@@ -74,8 +74,13 @@ DECODING = {
     ),
     "CTC + GLAT": ("ctc", {}),
     "CTC + GLAT (graphed pass)": ("ctc", {"graphed": True}),
+    "CTC + GLAT (compiled, graphed pass)": ("ctc", {"graphed": "inductor"}),
     "DA-Transformer, lookahead": ("dat", {"strategy": "lookahead"}),
     "DA-Transformer, lookahead (graphed pass)": ("dat", {"strategy": "lookahead", "graphed": True}),
+    "DA-Transformer, lookahead (compiled, graphed pass)": (
+        "dat",
+        {"strategy": "lookahead", "graphed": "inductor"},
+    ),
     "DA-Transformer, Viterbi": ("dat", {"strategy": "viterbi"}),
     "DA-Transformer, beam 4": ("dat", {"strategy": "beam", "beam_size": 4}),
 }
@@ -102,13 +107,16 @@ def _setup_torch(device: str, threads: int | None = None) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def decodings(device: str, family: str | None = None) -> dict[str, tuple[str, dict]]:
+def decodings(
+    device: str, family: str | None = None, *, compiled_nar: bool = False
+) -> dict[str, tuple[str, dict]]:
     """The table's decodings that run on `device` (compiled AR decoding and the NAR passes replayed from CUDA
-    graphs are GPU paths), of one family or all."""
+    graphs are GPU paths), of one family or all; compiled NAR passes only with --compiled-nar."""
     return {
         name: (fam, options)
         for name, (fam, options) in DECODING.items()
         if (family is None or fam == family)
+        and (compiled_nar or not isinstance(options.get("graphed"), str))
         and (str(device).startswith("cuda") or not (options.get("compiled") or options.get("graphed")))
     }
 
@@ -363,7 +371,7 @@ def speed_from_archive(args) -> None:
         for folder in sorted(Path(tmp).iterdir()):
             model, tokenizer, _ = load_text_model(folder, device=args.device)
             family = model.config.family
-            for label, (_, options) in decodings(args.device, family).items():
+            for label, (_, options) in decodings(args.device, family, compiled_nar=args.compiled_nar).items():
                 name = f"{label} ({folder.name})" if family != "ar" else label
                 rows.append(evaluate(name, model, tokenizer, test, args, options=options, bleu=False))
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -424,6 +432,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=0)
     add("--out-dir", type=Path, default=Path("benchmarks/results"))
     add("--speed-from", type=Path, nargs="+", help="model tars of a training run: measure speed only")
+    add("--compiled-nar", action="store_true", help="also time CTC / DA-Transformer passes compiled by "
+        "inductor before capture (a compile per padded source width and batch size: minutes of warm-up)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         args.ar, args.jobs = plan_jobs(args.families, args.variants)
@@ -582,7 +592,7 @@ def main(argv: list[str] | None = None) -> None:
         _write_json(args.out_dir / "text_multi30k.json", results)
 
     if args.ar:
-        for name in decodings(args.device, "ar"):
+        for name in decodings(args.device, "ar", compiled_nar=args.compiled_nar):
             record(name, ar, ar_stats, "raw")
     del ar
     order = {job: i for i, job in enumerate(args.jobs)}
@@ -592,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         model.to(args.device).eval()
         stats = {k: v for k, v in job.items() if k not in ("family", "label")}
         stats["fp16_bytes"] = archive.add(f"{job['family']}-{job['label']}", model, tokenizer)
-        for name in decodings(args.device, job["family"]):
+        for name in decodings(args.device, job["family"], compiled_nar=args.compiled_nar):
             record(name, model, stats, job["label"])
     results["rows"] = merge_rows(results["rows"], args.rows_from)
     results["presets_fit_5MB"] = {

@@ -238,3 +238,20 @@ def test_unknown_dag_strategy_is_refused_before_any_pass() -> None:
     with pytest.raises(TextInputError, match="unknown DAG decoding strategy 'nope'"):
         model.translate(torch.tensor([[5, 6, 7]]), torch.tensor([3]), strategy="nope", graphed=True)
     assert model._graph_caches == {}  # nothing was run (on a GPU: nothing captured) for the bad call
+
+
+@pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc", "text-sort-nat", "text-sort-cmlm"])
+def test_compiled_graphed_nar_translation_equals_eager(preset: str) -> None:
+    # graphed="<backend>" compiles the pass before capture; dynamo's "eager" backend traces it without code
+    # generation, so the CPU shows the traced functions give the eager translations (inductor: on the GPU)
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.tasks import Seq2SeqTask
+
+    torch._dynamo.reset()
+    model, _, _ = load_text_model(preset)
+    task = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8)
+    for batch_size, seed in ((1, 0), (4, 1)):
+        batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
+        eager = model.translate(batch.source, batch.source_length)
+        fast = model.translate(batch.source, batch.source_length, graphed="eager")
+        assert fast.tokens == eager.tokens

@@ -82,7 +82,15 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
         "CMLM (10 iterations, length beam 3) (graphed pass)",
         "CTC + GLAT (graphed pass)",
         "DA-Transformer, lookahead (graphed pass)",
+        "CTC + GLAT (compiled, graphed pass)",
+        "DA-Transformer, lookahead (compiled, graphed pass)",
     }
+    # the compiled NAR rows (minutes of compiling on a GPU) are timed only when asked
+    assert set(bench.decodings("cuda")) == set(bench.DECODING) - {
+        "CTC + GLAT (compiled, graphed pass)",
+        "DA-Transformer, lookahead (compiled, graphed pass)",
+    }
+    assert set(bench.decodings("cuda", compiled_nar=True)) == set(bench.DECODING)
     for name in on_cpu:  # every family row of the final table, raw and distilled
         assert f"| {name} |" in run.stdout
     results = json.loads((tmp_path / "text_multi30k.json").read_text())

@@ -82,8 +82,25 @@ GRAPH_SOURCE_BUCKET = (
 )
 
 
+def _compiled_per_width(fn: Callable, backend: str, max_width: int) -> Callable:
+    """`fn` through torch.compile (static shapes: one graph per padded source width and batch size, more than
+    dynamo's default recompile limit allows)."""
+    compiled = torch.compile(fn, backend=backend, dynamic=False)
+    limit = max(64, 4 * (max_width // GRAPH_SOURCE_BUCKET + 1))
+
+    def run(source: Tensor, source_length: Tensor) -> Any:
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            return compiled(source, source_length)
+
+    return run
+
+
 class NonAutoregressiveTranslator(nn.Module):
-    """Shared parts: encoder-decoder with a bidirectional decoder, source copying, decoder features."""
+    """Shared parts: encoder-decoder with a bidirectional decoder, source copying, decoder features.
+
+    Every family's `translate(..., graphed=...)`: False decodes eagerly; True replays the decoding from CUDA
+    graphs (one per padded source width); a torch.compile backend name ("inductor") compiles it first, then
+    captures it (fewer, fused kernels; a compile per padded width on first use)."""
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
@@ -116,21 +133,26 @@ class NonAutoregressiveTranslator(nn.Module):
         key: Hashable,
         source: Tensor,
         source_length: Tensor,
-        graphed: bool,
+        graphed: bool | str,
     ) -> Any:
         """`fn(source, source_length)` (a function with no host reads) eagerly, or (graphed) on the source padded
         to a multiple of GRAPH_SOURCE_BUCKET and replayed from a CUDA graph captured once per shape for `key`
-        (on CUDA; plain calls elsewhere). The padding is masked: the outputs are the unpadded call's."""
+        (on CUDA; plain calls elsewhere). The padding is masked: the outputs are the unpadded call's.
+        `graphed` a string: `fn` goes through torch.compile with that backend ("inductor": fused kernels, one
+        compile per padded width) before it is captured."""
         if not graphed:
             return fn(source, source_length)
         pad = -source.shape[1] % GRAPH_SOURCE_BUCKET
         if pad and source.shape[1] + pad <= self.config.max_source_length:
             source = F.pad(source, (0, pad), value=PAD_ID)
-        cache = self._graph_caches.get(key)
+        backend = graphed if isinstance(graphed, str) else None
+        cache = self._graph_caches.get((key, backend))
         if cache is None:
-            cache = self._graph_caches[key] = GraphCache(
-                fn, watch=self, watch_caches=False
-            )  # no KV cache in a one-pass NAR
+            pass_fn = (
+                fn if backend is None else _compiled_per_width(fn, backend, self.config.max_source_length)
+            )
+            # the NAR passes use no KV cache or cached context: the per-call refresh checks the weights only
+            cache = self._graph_caches[(key, backend)] = GraphCache(pass_fn, watch=self, watch_caches=False)
         cache.refresh()
         return cache(None, source, source_length)
 
@@ -203,13 +225,13 @@ class VanillaNAT(_LengthPredicting):
         return self._decode(source, source_length, self.fixed_width)
 
     @torch.no_grad()
-    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool = False) -> Translation:
+    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool | str = False) -> Translation:
         """Argmax of every position of the predicted length. `graphed` (the GPU fast path) runs the pass at the
         fixed width `max_target_length` (padding masked) and replays it from a CUDA graph per padded source
         width; the same tokens as the eager call."""
         check_source(source, source_length, self.config)
         if graphed:
-            tokens = self._run_graphable(self._graphable_pass, "nat", source, source_length, True)
+            tokens = self._run_graphable(self._graphable_pass, "nat", source, source_length, graphed)
         else:
             tokens = self._decode(source, source_length, None)
         return Translation(strip_specials(tokens), decoder_passes=1)
@@ -285,7 +307,7 @@ class CMLM(_LengthPredicting):
         *,
         iterations: int = 4,
         length_beam: int = 3,
-        graphed: bool = False,
+        graphed: bool | str = False,
     ) -> Translation:
         """Mask-Predict: for each of `length_beam` lengths, start fully masked; at iteration t re-mask the
         n = T (iterations - t) / iterations least confident tokens; keep the length whose mean token log-prob plus
@@ -300,7 +322,7 @@ class CMLM(_LengthPredicting):
                 self._graphable_mask_predict, iterations=iterations, length_beam=length_beam
             )
             key = ("mask_predict", iterations, length_beam)
-            chosen = self._run_graphable(decode, key, source, source_length, True)
+            chosen = self._run_graphable(decode, key, source, source_length, graphed)
         else:
             chosen = self._mask_predict(source, source_length, iterations, length_beam, None)
         return Translation(strip_specials(chosen), decoder_passes=iterations)
@@ -357,7 +379,7 @@ class CTCNAT(NonAutoregressiveTranslator):
         return ctc_collapse(logits.argmax(-1), blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
 
     @torch.no_grad()
-    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool = False) -> Translation:
+    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool | str = False) -> Translation:
         """Argmax per frame, then CTC collapse. `graphed` (the GPU fast path) replays both from a CUDA graph
         per padded source width; the same labels as the eager call (the padding is masked)."""
         check_source(source, source_length, self.config)
@@ -461,7 +483,7 @@ class DATransformer(NonAutoregressiveTranslator):
         beam_size: int = 4,
         bigram: Tensor | None = None,
         lm_weight: float = 0.0,
-        graphed: bool = False,
+        graphed: bool | str = False,
     ) -> Translation:
         """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" (beta is
         the length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
