@@ -136,7 +136,7 @@ def translate_all(
     for i in range(0, len(order), batch_size):
         rows = order[i : i + batch_size]
         source, length = pad_sequences([ids[r] for r in rows])
-        result = model.translate(source.to(device), length.to(device), **options)
+        result = model.translate(source, length, **options)  # CPU batch: checked on the host, then moved
         for r, tokens in zip(rows, result.tokens):
             outputs[r] = tokenizer.decode(tokens)
         passes = result.decoder_passes

@@ -255,3 +255,19 @@ def test_compiled_graphed_nar_translation_equals_eager(preset: str) -> None:
         eager = model.translate(batch.source, batch.source_length)
         fast = model.translate(batch.source, batch.source_length, graphed="eager")
         assert fast.tokens == eager.tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["text-sort-ar", "text-sort-dat", "text-sort-cmlm"])
+def test_translators_take_a_cpu_batch_and_decode_on_their_device(preset: str) -> None:
+    # checked on the host (no GPU read before decoding), then moved: the same translations as a GPU batch
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.tasks import Seq2SeqTask
+
+    model, _, _ = load_text_model(preset, device="cuda")
+    batch = Seq2SeqTask(name="sort", num_symbols=9, min_length=2, max_length=8).sample(
+        5, generator=torch.Generator().manual_seed(3)
+    )
+    on_cpu = model.translate(batch.source, batch.source_length)
+    on_gpu = model.translate(batch.source.cuda(), batch.source_length.cuda())
+    assert on_cpu.tokens == on_gpu.tokens

@@ -210,3 +210,17 @@ def test_lm_configs_refuse_unknown_fields() -> None:
     for config_cls in (CausalLMConfig, MDLMConfig):
         with pytest.raises(TextInputError, match=r"unknown .* field\(s\) \['bogus'\]"):
             config_cls.from_dict({"bogus": 1})
+
+
+def test_placed_source_checks_then_moves_only_when_needed() -> None:
+    from genloom.text.pretrained import load_text_model
+    from genloom.text.seq2seq import placed_source
+
+    model, _, _ = load_text_model("text-sort-dat")
+    source, length = torch.tensor([[5, 6, 7]]), torch.tensor([3])
+    placed, placed_length = placed_source(model, source, length)
+    assert placed is source and placed_length is length  # already on the model's device: untouched
+    with pytest.raises(TextInputError, match="maximum"):
+        placed_source(model, torch.full((1, 500), 5), torch.tensor([500]))
+    too_long = torch.full((1, 500), 5)
+    assert placed_source(model, too_long, torch.tensor([500]), checked=True)[0] is too_long  # caller checked

@@ -29,6 +29,7 @@ from genloom.text.seq2seq import (
     build_encoder_decoder,
     check_source,
     padding_mask,
+    placed_source,
     strip_specials,
 )
 from genloom.text.specials import BOS_ID, EOS_ID, MASK_ID, PAD_ID
@@ -103,7 +104,8 @@ class ARTranslator(nn.Module):
         check_source(source, source_length, self.config)
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
-        max_length = self._max_length(source_length, max_length)
+        max_length = self._max_length(source_length, max_length)  # read where the lengths are (CPU: free)
+        source, source_length = placed_source(self, source, source_length, checked=True)
         if draft is not None:
             if beam_size != 1 or draft.config.vocab_size != self.config.vocab_size:
                 raise TextInputError(

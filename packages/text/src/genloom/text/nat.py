@@ -48,6 +48,7 @@ from genloom.text.seq2seq import (
     check_source,
     encode_source,
     padding_mask,
+    placed_source,
     strip_specials,
     uniform_copy_index,
 )
@@ -229,7 +230,7 @@ class VanillaNAT(_LengthPredicting):
         """Argmax of every position of the predicted length. `graphed` (the GPU fast path) runs the pass at the
         fixed width `max_target_length` (padding masked) and replays it from a CUDA graph per padded source
         width; the same tokens as the eager call."""
-        check_source(source, source_length, self.config)
+        source, source_length = placed_source(self, source, source_length)
         if graphed:
             tokens = self._run_graphable(self._graphable_pass, "nat", source, source_length, graphed)
         else:
@@ -316,7 +317,7 @@ class CMLM(_LengthPredicting):
         source width and options; the same tokens as the eager call."""
         if iterations < 1 or length_beam < 1:
             raise TextInputError(f"iterations and length_beam must be >= 1, got {iterations}, {length_beam}")
-        check_source(source, source_length, self.config)
+        source, source_length = placed_source(self, source, source_length)
         if graphed:
             decode = functools.partial(
                 self._graphable_mask_predict, iterations=iterations, length_beam=length_beam
@@ -382,7 +383,7 @@ class CTCNAT(NonAutoregressiveTranslator):
     def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool | str = False) -> Translation:
         """Argmax per frame, then CTC collapse. `graphed` (the GPU fast path) replays both from a CUDA graph
         per padded source width; the same labels as the eager call (the padding is masked)."""
-        check_source(source, source_length, self.config)
+        source, source_length = placed_source(self, source, source_length)
         labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
         return Translation(strip_specials(labels), decoder_passes=1)
 
@@ -492,7 +493,7 @@ class DATransformer(NonAutoregressiveTranslator):
         `graphed` (the GPU fast path) replays the network pass (encoder, vertex states, links) from a CUDA graph
         per padded source width, with greedy / lookahead decoding inside the graph (Viterbi and beam decode
         after it); the same tokens as the eager call."""
-        check_source(source, source_length, self.config)
+        source, source_length = placed_source(self, source, source_length)
         if strategy not in ("greedy", "lookahead", "viterbi", "beam"):
             raise TextInputError(
                 f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi or beam"
