@@ -86,3 +86,25 @@ def test_wheels_install_one_modality_at_a_time(tmp_path: Path) -> None:
     install(next(w for w in wheels if w.name.startswith("genloom_image-")))
     assert can_import("genloom.image")
     assert can_import("genloom.core")
+
+
+def test_entry_points_registered_for_a_pythonpath_only_machine(tmp_path: Path) -> None:
+    # scripts/register_entry_points.py: the GPU machine runs packages/*/src from PYTHONPATH (no install);
+    # its dist-info folders must give importlib.metadata every member's entry points
+    import importlib.metadata as metadata
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "register_entry_points.py"), str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "genloom-text" in result.stdout
+    found = {
+        (ep.group, ep.name, ep.value)
+        for dist in metadata.distributions(path=[str(tmp_path)])
+        for ep in dist.entry_points
+    }
+    for member in MEMBERS:
+        project = tomllib.loads((REPO / "packages" / member / "pyproject.toml").read_text())["project"]
+        for group, entries in project.get("entry-points", {}).items():
+            assert {(group, name, value) for name, value in entries.items()} <= found
+    assert ("console_scripts", "genloom", "genloom.core.cli:main") in found
