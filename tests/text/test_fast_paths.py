@@ -97,17 +97,22 @@ def test_one_pass_nar_graphed_translation_equals_eager(preset: str, device: str)
             assert task.accuracy(batch, fast.tokens) >= 0.8
 
 
+def _on_meta(preset: str) -> tuple:
+    """A shipped preset moved to the meta device, with a two-row source batch there."""
+    from genloom.text.pretrained import load_text_model
+
+    model, _, _ = load_text_model(preset)
+    source = torch.tensor([[5, 7, 6, 0, 0, 0, 0, 0], [6, 5, 8, 7, 9, 5, 6, 7]], device="meta")
+    return model.to("meta"), source, torch.tensor([3, 8], device="meta")
+
+
 @pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc"])
 def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) -> None:
     # a CUDA graph cannot contain a host read (.item(), int(tensor), data-dependent shapes) or a host-to-device
     # copy: on the meta device every such read raises, so the CPU proves the pass capturable
     from genloom.core.nn.capture_check import check_capturable
-    from genloom.text.pretrained import load_text_model
 
-    model, _, _ = load_text_model(preset)
-    model = model.to("meta")
-    source = torch.tensor([[5, 7, 6, 0, 0, 0, 0, 0], [6, 5, 8, 7, 9, 5, 6, 7]], device="meta")
-    length = torch.tensor([3, 8], device="meta")
+    model, source, length = _on_meta(preset)
     check_capturable(model._graphable_pass, source, length)
     if preset == "text-sort-dat":  # lookahead decoding goes inside the graph too
         for beta in (None, 1.0):
@@ -187,13 +192,9 @@ def test_length_predicting_graphed_functions_read_nothing_from_the_device(preset
     # (width = the longest predicted length) and the former length predictor (index_fill with a host-made
     # index tensor) fail the same check, so passing it means something
     from genloom.core.nn.capture_check import CaptureCheckError, check_capturable
-    from genloom.text.pretrained import load_text_model
     from genloom.text.seq2seq import encode_source
 
-    model, _, _ = load_text_model(preset)
-    model = model.to("meta")
-    source = torch.tensor([[5, 7, 6, 0, 0, 0, 0, 0], [6, 5, 8, 7, 9, 5, 6, 7]], device="meta")
-    length = torch.tensor([3, 8], device="meta")
+    model, source, length = _on_meta(preset)
     width = model.config.max_target_length
     if preset == "text-sort-nat":
         assert check_capturable(model._graphable_pass, source, length).shape == (2, width)
