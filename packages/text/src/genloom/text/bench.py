@@ -14,6 +14,7 @@ from genloom.core.bench import BenchTarget, Work, linear_weight_count
 from genloom.core.zoo import list_presets
 from genloom.text.ar import ARTranslator
 from genloom.text.mdlm import MaskedDiffusionLM
+from genloom.text.nat import NonAutoregressiveTranslator
 from genloom.text.pretrained import load_text_model
 
 
@@ -25,8 +26,8 @@ def bench_target(
     name: str, *, device: torch.device, dtype: torch.dtype, fast: bool, random_weights: bool = False
 ) -> BenchTarget | None:
     """The generation of the text preset `name`, or None if it is not one. `fast` (on CUDA) runs the AR
-    translator through the compiled decoder and replays the diffusion LMs' denoiser passes from CUDA graphs;
-    the NAR translators run eagerly."""
+    translator through the compiled decoder (early exit per chunk) and replays the NAR translators' passes
+    (`graphed=True`) and the diffusion LMs' denoiser passes from CUDA graphs."""
     if random_weights:  # only the image package builds official architectures with random weights
         return None
     if name not in _text_preset_names():
@@ -44,11 +45,12 @@ def bench_target(
         def run(batch: int) -> object:
             pick = torch.randint(0, len(symbols), (batch, length), generator=torch.Generator().manual_seed(0))
             source = symbols[pick].to(device)
-            extra = (
-                {"compiled": True}
-                if fast and device.type == "cuda" and isinstance(model, ARTranslator)
-                else {}
-            )
+            extra = {}
+            if fast and device.type == "cuda":  # the compiled AR loop; the NAR passes from CUDA graphs
+                if isinstance(model, ARTranslator):
+                    extra = {"compiled": True}
+                elif isinstance(model, NonAutoregressiveTranslator):
+                    extra = {"graphed": True}
             result = model.translate(source, torch.full((batch,), length, device=device), **extra)
             passes["count"] = result.decoder_passes
             return result
