@@ -222,5 +222,3 @@ def test_placed_source_checks_then_moves_only_when_needed() -> None:
     assert placed is source and placed_length is length  # already on the model's device: untouched
     with pytest.raises(TextInputError, match="maximum"):
         placed_source(model, torch.full((1, 500), 5), torch.tensor([500]))
-    too_long = torch.full((1, 500), 5)
-    assert placed_source(model, too_long, torch.tensor([500]), checked=True)[0] is too_long  # caller checked

@@ -101,11 +101,11 @@ class ARTranslator(nn.Module):
         steps (one host read) it checks whether every sentence has ended, so `decoder_passes` is the
         prefill plus the steps run, rounded up to whole chunks of `exit_every` (at most the padded length
         budget); `exit_every=None` runs the whole budget (on CUDA: one graph, no host read)."""
-        check_source(source, source_length, self.config)
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
-        max_length = self._max_length(source_length, max_length)  # read where the lengths are (CPU: free)
-        source, source_length = placed_source(self, source, source_length, checked=True)
+        placed, placed_length = placed_source(self, source, source_length)
+        max_length = self._max_length(source_length, max_length)  # the lengths as given (CPU: no device read)
+        source, source_length = placed, placed_length
         if draft is not None:
             if beam_size != 1 or draft.config.vocab_size != self.config.vocab_size:
                 raise TextInputError(

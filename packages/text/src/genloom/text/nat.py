@@ -78,9 +78,8 @@ def drop_unfit_rows(batch: Seq2SeqBatch, fits: Tensor) -> Seq2SeqBatch:
     )
 
 
-GRAPH_SOURCE_BUCKET = (
-    8  # graphed one-pass decoding pads sources to a multiple of this (fewer captured shapes)
-)
+# graphed one-pass decoding pads sources to a multiple of this (fewer captured shapes)
+GRAPH_SOURCE_BUCKET = 8
 
 
 def _compiled_per_width(fn: Callable, backend: str, max_width: int) -> Callable:
@@ -264,8 +263,9 @@ class CMLM(_LengthPredicting):
         """Mask-Predict -> the chosen candidate's tokens [B, W] (PAD beyond its length). W is `width`, or (None)
         the longest of the B x length_beam predicted lengths, read from the device; the decoder masks the
         padding keys, the sampler never predicts or re-masks padding and the candidate scores sum real
-        positions only, so a wider W gives the same tokens (up to float summation order; tested). With `width` given nothing is read from the device:
-        every iteration, the per-row re-masking counts and the candidate choice are tensor code."""
+        positions only, so a wider W gives the same tokens (up to float summation order; tested). With `width`
+        given nothing is read from the device: every iteration, the per-row re-masking counts and the
+        candidate choice are tensor code."""
         batch = source.shape[0]
         memory, source_mask = encode_source(self.model, source, source_length)
         length_log_probs, lengths = (

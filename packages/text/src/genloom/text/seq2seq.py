@@ -178,14 +178,11 @@ def check_source(
         )
 
 
-def placed_source(
-    module: nn.Module, source: Tensor, source_length: Tensor, *, checked: bool = False
-) -> tuple[Tensor, Tensor]:
-    """`check_source` (unless already `checked`), then the source on `module`'s device. Translators take the
-    batch on any device: given on the CPU (as a tokenizer makes it), the check reads no GPU value (no device
-    sync before decoding) and the copy to the GPU is issued without waiting."""
-    if not checked:
-        check_source(source, source_length, module.config)
+def placed_source(module: nn.Module, source: Tensor, source_length: Tensor) -> tuple[Tensor, Tensor]:
+    """`check_source`, then the source on `module`'s device. Translators take the batch on any device: given
+    on the CPU (as a tokenizer makes it), the check reads no GPU value (no device sync before decoding) and
+    the copy to the GPU is issued without waiting."""
+    check_source(source, source_length, module.config)
     device = next(module.parameters()).device
     if source.device != device or source_length.device != device:
         source = source.to(device, non_blocking=True)

@@ -74,9 +74,8 @@ class GraphCache:
         self.warmup = warmup
         self.enabled = enabled
         self.watch = watch
-        self.watch_caches = (
-            watch_caches  # False: fn never touches a KV cache or cached context (cheap refresh)
-        )
+        # False: fn never touches a KV cache or cached context, so a refresh looks at the weights only
+        self.watch_caches = watch_caches
         self._fingerprint: tuple = ()
         self._graphs: dict[Hashable, _Captured] = {}
         self._pool = None
