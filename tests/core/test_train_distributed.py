@@ -61,7 +61,7 @@ WORKER = textwrap.dedent(
     class Crash(RuntimeError):
         pass
 
-    def run(strategy, folder, crash_after_calls=None):
+    def run(strategy, folder, crash_after_calls=None, precision="auto"):
         calls = [0]
         def step(model, batch):
             calls[0] += 1
@@ -73,7 +73,7 @@ WORKER = textwrap.dedent(
         model = Net()
         config = TrainConfig(steps=6, lr=1e-2, warmup_steps=2, grad_accum=2, clip_grad_norm=0.5, ema_decay=0.9,
                              weight_decay=0.1, strategy=strategy, out_dir=str(folder), device="cpu", ckpt_every=3, log_every=1,
-                             progress=False, seed=3)
+                             progress=False, seed=3, precision=precision)
         loader = distributed_loader(dataset(), batch_size=4, shuffle=True, seed=5)
         Trainer(model, step, loader, config).fit()
 
@@ -91,6 +91,14 @@ WORKER = textwrap.dedent(
         except Exception:
             report[strategy] = traceback.format_exc()
             barrier()
+
+    # FSDP2 under bf16 autocast: parameters gathered in bf16, float32 master weights and reduction
+    try:
+        run("fsdp2", out / "fsdp2-bf16", precision="bf16")
+        report["fsdp2-bf16"] = "ok"
+    except Exception:
+        report["fsdp2-bf16"] = traceback.format_exc()
+        barrier()
 
     # ordered gather of uneven shards
     local = [i * i for i in shard_indices(11, info.rank, 2)]
@@ -236,6 +244,28 @@ def test_distributed_resume_is_exact(torchrun_job, strategy):
         resumed = load_safetensors(_final(torchrun_job / f"{strategy}-resumed") / name)
         assert straight.keys() == resumed.keys()
         assert all(torch.equal(straight[k], resumed[k]) for k in straight), name
+
+
+def test_fsdp2_under_bf16_gathers_bf16_parameters_and_keeps_float32_masters(torchrun_job):
+    assert _reports(torchrun_job)[0]["fsdp2-bf16"] == "ok", _reports(torchrun_job)[0]["fsdp2-bf16"]
+    full = load_safetensors(_final(torchrun_job / "fsdp2") / "model.safetensors")
+    mixed = load_safetensors(_final(torchrun_job / "fsdp2-bf16") / "model.safetensors")
+    torch.manual_seed(0)
+    initial = _Net().state_dict()
+    for key, value in mixed.items():
+        assert value.dtype == torch.float32, key  # the master weights (and checkpoints) stay float32
+        # trained as far as the float32 run, to bf16 rounding of the steps (lr 1e-2: updates are ~1e-2)
+        torch.testing.assert_close(value, full[key], rtol=0, atol=3e-3, msg=key)
+        assert not torch.equal(value, initial[key]), key
+    assert any(not torch.equal(mixed[k], full[k]) for k in mixed)  # computed in bf16, not float32
+
+
+def test_wrap_model_refuses_a_param_dtype_without_fsdp2():
+    from genloom.core.errors import ConfigError
+    from genloom.core.train.distributed import wrap_model
+
+    with pytest.raises(ConfigError, match="fsdp_param_dtype applies to strategy 'fsdp2' only"):
+        wrap_model(_Net(), strategy="none", device=torch.device("cpu"), fsdp_param_dtype=torch.bfloat16)
 
 
 def test_gather_in_order_and_resumable_sharded_generation(torchrun_job):

@@ -138,9 +138,7 @@ def test_maskgit_graphed_passes_give_the_eager_tokens(device: str) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(
-    "options", [{}, {"channel_sum_norms": True}, {"channels_last": False, "channel_sum_norms": True}]
-)
+@pytest.mark.parametrize("options", [{}, {"channel_sum_norms": False}, {"channels_last": False}])
 def test_fast_decode_matches_the_float32_decode_to_bf16_rounding(options: dict) -> None:
     from genloom.image.fast_decode import FastDecode
     from genloom.image.tokenizers.multiscale_autoencoder import (

@@ -57,9 +57,11 @@ def init_distributed(*, backend: str | None = None) -> DistInfo:
     info = dist_info()
     if info.world_size > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        device_id = None
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+            device_id = torch.device("cuda", info.local_rank)  # binds NCCL to this rank's GPU up front
+        dist.init_process_group(backend=backend, device_id=device_id)
         info = dist_info()
     return info
 
@@ -94,8 +96,15 @@ def wrap_model(
     strategy: str,
     device: torch.device,
     fsdp_units: Callable[[nn.Module], Sequence[nn.Module]] = default_fsdp_units,
+    fsdp_param_dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Return the model to train: as is, in DistributedDataParallel, or sharded in place by FSDP2."""
+    """Return the model to train: as is, in DistributedDataParallel, or sharded in place by FSDP2.
+
+    `fsdp_param_dtype` (FSDP2 only): the dtype parameters are gathered and computed in (bf16 halves the
+    all-gather traffic); the sharded master weights, optimizer state and gradient reduction stay float32.
+    """
+    if fsdp_param_dtype is not None and strategy != "fsdp2":
+        raise ConfigError(f"fsdp_param_dtype applies to strategy 'fsdp2' only, got strategy {strategy!r}")
     if strategy == "none":
         return model
     if strategy == "ddp":
@@ -105,13 +114,14 @@ def wrap_model(
         return DistributedDataParallel(model, device_ids=device_ids)
     if strategy == "fsdp2":
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         # an explicit mesh on the training device: the default would pick CUDA on a GPU host even for CPU runs
         mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+        policy = MixedPrecisionPolicy(param_dtype=fsdp_param_dtype, reduce_dtype=torch.float32)
         for unit in fsdp_units(model):
-            fully_shard(unit, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+            fully_shard(unit, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
         return model
     raise ConfigError(f"unknown distribution strategy {strategy!r}")
 

@@ -182,8 +182,14 @@ class Trainer:
         self.device = self._resolve_device(config.device)
         self.strategy = resolve_strategy(config.strategy, self.info)
         self.module = model.to(self.device)  # the user's module (parameters shared with the wrapper)
+        # under bf16 autocast FSDP2 gathers bf16 parameters (half the traffic); master weights stay float32
+        param_dtype = torch.bfloat16 if self.strategy == "fsdp2" and self.use_bf16 else None
         self.model = wrap_model(
-            self.module, strategy=self.strategy, device=self.device, fsdp_units=fsdp_units
+            self.module,
+            strategy=self.strategy,
+            device=self.device,
+            fsdp_units=fsdp_units,
+            fsdp_param_dtype=param_dtype,
         )
         self.module = unwrap_model(self.model)
         # walking the module tree for its parameters costs ~1 ms of host time per step on a 6-layer model
