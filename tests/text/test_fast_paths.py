@@ -272,3 +272,29 @@ def test_translators_take_a_cpu_batch_and_decode_on_their_device(preset: str) ->
     on_cpu = model.translate(batch.source, batch.source_length)
     on_gpu = model.translate(batch.source.cuda(), batch.source_length.cuda())
     assert on_cpu.tokens == on_gpu.tokens
+
+
+@pytest.mark.parametrize("preset", ["multi30k-dat", "multi30k-ctc"])
+def test_compiled_one_pass_translators_compile_once_for_every_source_width(preset: str) -> None:
+    # the padded source width is symbolic in the compiled pass: sentences of three widths (8 / 16 / 24 after
+    # padding) share one dynamo graph per batch size (a compile takes minutes at real sizes on the GPU), and
+    # each translates as the eager pass does
+    from torch._dynamo.utils import counters
+
+    from genloom.text.cli import translate_lines
+    from genloom.text.pretrained import load_text_model
+
+    torch._dynamo.reset()
+    counters.clear()
+    model, tokenizer, _ = load_text_model(preset)
+    lines = [
+        "Zwei Hunde.",
+        "Zwei Hunde spielen im Schnee und ein Mann schaut ihnen zu.",
+        "Ein Mann mit einem orangefarbenen Hut starrt auf etwas, während zwei Kinder im Park spielen und lachen.",
+    ]
+    widths = {len(tokenizer.encode(line)) // 8 for line in lines}
+    assert len(widths) == 3  # three padded widths
+    eager, _ = translate_lines(model, tokenizer, lines, batch_size=1)
+    compiled, _ = translate_lines(model, tokenizer, lines, batch_size=1, graphed="eager")
+    assert compiled == eager
+    assert counters["stats"]["unique_graphs"] == 1

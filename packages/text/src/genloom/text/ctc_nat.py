@@ -25,6 +25,22 @@ def upsampled_length(source_length: Tensor, ratio: float, *, max_length: int | N
     return length if max_length is None else length.clamp(max=max_length)
 
 
+def upsampled_width(width: int, ratio: float, *, max_length: int | None = None) -> int:
+    """`upsampled_length` of one width, as a host int: what a padded batch of that width decodes into.
+
+    A ratio that is a multiple of 1/1024 (4, 3, 1.5, ...) is applied in integer arithmetic, which stays
+    symbolic when the width is (a pass compiled once for every padded width); float32 products of such a
+    ratio are exact, so the result equals `upsampled_length`'s. Other ratios go through it on the host."""
+    if ratio <= 0:
+        raise TextInputError(f"upsample ratio must be > 0, got {ratio}")
+    scaled = ratio * 1024
+    if scaled.is_integer():
+        length = torch.sym_max(-(-(width * int(scaled)) // 1024), 2)
+    else:
+        length = int(upsampled_length(torch.tensor([int(width)]), ratio)[0])
+    return length if max_length is None else torch.sym_min(length, max_length)
+
+
 def ctc_min_input_length(targets: Tensor, target_length: Tensor) -> Tensor:
     """Frames CTC needs for each target: its length plus one blank between each pair of equal neighbours."""
     positions = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0)

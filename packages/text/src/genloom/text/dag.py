@@ -200,18 +200,19 @@ def dag_lookahead_decode(
     pad: int = 1,
     collapse_repeats: bool = True,
     fixed_width: bool = False,
+    max_vertices: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Greedy (beta=None) or lookahead decoding: from vertex 0, jump to argmax_j links(i, j) + beta * max_v log p(v|j).
 
     Each vertex emits its argmax token; `pad` tokens after the first are dropped, and so are consecutive
     duplicates when `collapse_repeats` (the official post-processing; turn it off where targets repeat tokens). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
     with -1 past the end of each path). `fixed_width` returns N = L columns instead of the longest output (no
-    device read: what a CUDA graph needs).
+    device read: what a CUDA graph needs). `max_vertices` as in `follow_jumps`.
     """
     best_logp, best_token = token_logprobs.max(dim=-1)
     jump_scores = links if beta is None else links + beta * best_logp.unsqueeze(1)
     next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
-    path = follow_jumps(next_vertex, output_length)
+    path = follow_jumps(next_vertex, output_length, max_vertices=max_vertices)
     tokens = _emit_forward(
         path,
         best_token,
@@ -222,18 +223,21 @@ def dag_lookahead_decode(
     return tokens, path
 
 
-def follow_jumps(next_vertex: Tensor, output_length: Tensor) -> Tensor:
+def follow_jumps(next_vertex: Tensor, output_length: Tensor, *, max_vertices: int | None = None) -> Tensor:
     """Vertices visited from vertex 0 by `next_vertex` [B, L] until output_length-1, as [B, L] (-1 padded).
 
     Pointer doubling instead of a walk: with the last vertex made absorbing, the set reached within 2m
     jumps is S_m plus next^m(S_m), so ceil(log2 L) rounds find every visited vertex; since jumps only go
-    forward, the path is those vertices in increasing order.
+    forward, the path is those vertices in increasing order. More rounds change nothing (the path's own
+    vertices jump along the path), so `max_vertices` (a bound on L) sets the round count from a constant:
+    a pass compiled with a symbolic L then serves every L.
     """
     batch, num_vertices = next_vertex.shape
     index = torch.arange(num_vertices, device=next_vertex.device).expand(batch, -1)
     jump = torch.where(index >= (output_length - 1).unsqueeze(1), index, next_vertex)
     reached = (index == 0).long()
-    for _ in range(max(num_vertices - 1, 1).bit_length()):
+    bound = num_vertices if max_vertices is None else max_vertices
+    for _ in range(max(bound - 1, 1).bit_length()):
         reached = reached.scatter_reduce(1, jump, reached, reduce="amax")
         jump = jump.gather(1, jump)
     return compact_tokens(index, reached.bool(), pad=-1, width=num_vertices)

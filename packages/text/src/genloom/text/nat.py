@@ -28,7 +28,13 @@ from genloom.core.nn.cuda_graphs import GraphCache
 from genloom.core.sampling.ctc import ctc_collapse
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
-from genloom.text.ctc_nat import ctc_best_alignment, ctc_min_input_length, ctc_nat_loss, upsampled_length
+from genloom.text.ctc_nat import (
+    ctc_best_alignment,
+    ctc_min_input_length,
+    ctc_nat_loss,
+    upsampled_length,
+    upsampled_width,
+)
 from genloom.text.dag import (
     DagLinkHead,
     dag_best_alignment,
@@ -83,12 +89,14 @@ GRAPH_SOURCE_BUCKET = 8
 
 
 def _compiled_per_width(fn: Callable, backend: str, max_width: int) -> Callable:
-    """`fn` through torch.compile (static shapes: one graph per padded source width and batch size, more than
-    dynamo's default recompile limit allows)."""
-    compiled = torch.compile(fn, backend=backend, dynamic=False)
+    """`fn` through torch.compile with the padded source width symbolic: one compile per batch size serves
+    every width (a compile takes minutes at real sizes; the CUDA graphs are still captured per width). Where
+    the pass specialises on the width anyway, it recompiles per width, within a raised recompile limit."""
+    compiled = torch.compile(fn, backend=backend, dynamic=None)
     limit = max(64, 4 * (max_width // GRAPH_SOURCE_BUCKET + 1))
 
     def run(source: Tensor, source_length: Tensor) -> Any:
+        torch._dynamo.maybe_mark_dynamic(source, 1)
         with torch._dynamo.config.patch(recompile_limit=limit):
             return compiled(source, source_length)
 
@@ -373,7 +381,9 @@ class CTCNAT(NonAutoregressiveTranslator):
         F follows from source's width alone."""
         memory, source_mask = encode_source(self.model, source, source_length)
         frames = self.frame_length(source_length)
-        width = int(self.frame_length(torch.tensor([source.shape[1]])))  # host arithmetic, no device read
+        width = upsampled_width(  # host arithmetic, no device read
+            source.shape[1], self.config.upsample_ratio, max_length=self.config.max_decoder_length
+        )
         logits, _ = self.decode_logits(
             self.copied_source(source, source_length, frames, width), frames, memory, source_mask
         )
@@ -417,7 +427,9 @@ class DATransformer(NonAutoregressiveTranslator):
         the vertex count V follows from source's width alone."""
         memory, source_mask = encode_source(self.model, source, source_length)
         graph = self.graph_size(source_length)
-        width = int(self.graph_size(torch.tensor([source.shape[1]])))  # host arithmetic, no device read
+        width = upsampled_width(  # host arithmetic, no device read
+            source.shape[1] + 2, self.config.upsample_ratio, max_length=self.config.max_decoder_length
+        )
         logits, links = self._forward_graph(
             self.vertex_inputs(source, source_length, graph, width), graph, memory, source_mask
         )
@@ -425,9 +437,16 @@ class DATransformer(NonAutoregressiveTranslator):
         return logits.log_softmax(-1), links, graph
 
     def _graphable_lookahead(
-        self, source: Tensor, source_length: Tensor, *, beta: float | None, collapse_repeats: bool
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        *,
+        beta: float | None,
+        collapse_repeats: bool,
+        max_vertices: int | None = None,
     ) -> Tensor:
-        """The network pass and greedy (beta None) / lookahead decoding: both free of host reads."""
+        """The network pass and greedy (beta None) / lookahead decoding: both free of host reads.
+        `max_vertices` as in `follow_jumps` (compiled passes: no specialisation on the graph size)."""
         log_probs, links, graph = self._graphable_pass(source, source_length)
         tokens, _ = dag_lookahead_decode(
             links,
@@ -437,6 +456,7 @@ class DATransformer(NonAutoregressiveTranslator):
             pad=PAD_ID,
             collapse_repeats=collapse_repeats,
             fixed_width=True,
+            max_vertices=max_vertices,
         )
         return tokens
 
@@ -500,8 +520,12 @@ class DATransformer(NonAutoregressiveTranslator):
             )
         if strategy in ("greedy", "lookahead"):
             step_beta = None if strategy == "greedy" else float(beta)
+            compiled = isinstance(graphed, str)
             decode = functools.partial(
-                self._graphable_lookahead, beta=step_beta, collapse_repeats=collapse_repeats
+                self._graphable_lookahead,
+                beta=step_beta,
+                collapse_repeats=collapse_repeats,
+                max_vertices=self.config.max_decoder_length if compiled else None,
             )
             key = ("lookahead", step_beta, collapse_repeats)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
