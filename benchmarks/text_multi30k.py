@@ -39,6 +39,7 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -68,9 +69,14 @@ DECODING = {
     "vanilla NAT": ("nat", {}),
     "vanilla NAT (graphed pass)": ("nat", {"graphed": True}),
     "CMLM (10 iterations, length beam 3)": ("cmlm", {"iterations": 10, "length_beam": 3}),
+    "vanilla NAT (compiled, graphed pass)": ("nat", {"graphed": "inductor"}),
     "CMLM (10 iterations, length beam 3) (graphed pass)": (
         "cmlm",
         {"iterations": 10, "length_beam": 3, "graphed": True},
+    ),
+    "CMLM (10 iterations, length beam 3) (compiled, graphed pass)": (
+        "cmlm",
+        {"iterations": 10, "length_beam": 3, "graphed": "inductor"},
     ),
     "CTC + GLAT": ("ctc", {}),
     "CTC + GLAT (graphed pass)": ("ctc", {"graphed": True}),
@@ -108,16 +114,19 @@ def _setup_torch(device: str, threads: int | None = None) -> None:
 
 
 def decodings(
-    device: str, family: str | None = None, *, compiled_nar: bool = False
+    device: str, family: str | None = None, *, compiled_nar: bool = False, only: Sequence[str] = ()
 ) -> dict[str, tuple[str, dict]]:
     """The table's decodings that run on `device` (compiled AR decoding and the NAR passes replayed from CUDA
-    graphs are GPU paths), of one family or all; compiled NAR passes only with --compiled-nar."""
+    graphs are GPU paths), of one family or all; compiled NAR passes only with --compiled-nar; with `only`
+    (parts of row names), the rows whose name holds one of them."""
+    parts = [part for part in only if part]
     return {
         name: (fam, options)
         for name, (fam, options) in DECODING.items()
         if (family is None or fam == family)
         and (compiled_nar or not isinstance(options.get("graphed"), str))
         and (str(device).startswith("cuda") or not (options.get("compiled") or options.get("graphed")))
+        and (not parts or any(part in name for part in parts))
     }
 
 
@@ -371,7 +380,8 @@ def speed_from_archive(args) -> None:
         for folder in sorted(Path(tmp).iterdir()):
             model, tokenizer, _ = load_text_model(folder, device=args.device)
             family = model.config.family
-            for label, (_, options) in decodings(args.device, family, compiled_nar=args.compiled_nar).items():
+            rows_wanted = decodings(args.device, family, compiled_nar=args.compiled_nar, only=args.rows)
+            for label, (_, options) in rows_wanted.items():
                 name = f"{label} ({folder.name})" if family != "ar" else label
                 rows.append(evaluate(name, model, tokenizer, test, args, options=options, bleu=False))
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -432,6 +442,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=0)
     add("--out-dir", type=Path, default=Path("benchmarks/results"))
     add("--speed-from", type=Path, nargs="+", help="model tars of a training run: measure speed only")
+    add("--rows", nargs="+", default=[], help="--speed-from: time only the rows whose name holds one of "
+        "these parts (e.g. 'early exit' 'compiled, graphed')")  # fmt: skip
     add("--compiled-nar", action="store_true", help="also time CTC / DA-Transformer passes compiled by "
         "inductor before capture (a compile per padded source width and batch size: minutes of warm-up)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -71,6 +71,14 @@ def test_rows_from_inside_the_out_dir_is_refused(tmp_path):
     assert args.rows_from == [tmp_path / "text_multi30k.json"]
 
 
+COMPILED_NAR_ROWS = {
+    "vanilla NAT (compiled, graphed pass)",
+    "CMLM (10 iterations, length beam 3) (compiled, graphed pass)",
+    "CTC + GLAT (compiled, graphed pass)",
+    "DA-Transformer, lookahead (compiled, graphed pass)",
+}
+
+
 @pytest.mark.skipif(not MULTI30K.exists(), reason="../shared/data/multi30k is absent")
 def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     run = _run("--out-dir", str(tmp_path))
@@ -82,15 +90,17 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
         "CMLM (10 iterations, length beam 3) (graphed pass)",
         "CTC + GLAT (graphed pass)",
         "DA-Transformer, lookahead (graphed pass)",
-        "CTC + GLAT (compiled, graphed pass)",
-        "DA-Transformer, lookahead (compiled, graphed pass)",
+        *COMPILED_NAR_ROWS,
     }
     # the compiled NAR rows (minutes of compiling on a GPU) are timed only when asked
-    assert set(bench.decodings("cuda")) == set(bench.DECODING) - {
-        "CTC + GLAT (compiled, graphed pass)",
+    assert set(bench.decodings("cuda")) == set(bench.DECODING) - COMPILED_NAR_ROWS
+    assert set(bench.decodings("cuda", compiled_nar=True)) == set(bench.DECODING)
+    assert set(
+        bench.decodings("cuda", compiled_nar=True, only=["early exit", "DA-Transformer, lookahead (c"])
+    ) == {
+        "AR greedy (compiled, CUDA graphs, early exit)",
         "DA-Transformer, lookahead (compiled, graphed pass)",
     }
-    assert set(bench.decodings("cuda", compiled_nar=True)) == set(bench.DECODING)
     for name in on_cpu:  # every family row of the final table, raw and distilled
         assert f"| {name} |" in run.stdout
     results = json.loads((tmp_path / "text_multi30k.json").read_text())
