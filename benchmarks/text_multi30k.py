@@ -61,6 +61,8 @@ TEACHER_TAR = "text_multi30k_teacher.tar"  # the reusable teacher bundle (see `w
 NAR_FAMILIES = ("nat", "cmlm", "ctc", "dat")
 VARIANTS = ("raw", "distilled")
 WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, before its budget starts
+LM_LOOKAHEAD = {"strategy": "lookahead", "bigram": "train", "lm_weight": 0.6, "collapse_repeats": True}
+LM_BEAM = {**LM_LOOKAHEAD, "strategy": "beam", "beam_size": 4, "length_alpha": 1.0}
 # decoding options per table row (the row name says which)
 DECODING = {
     "AR greedy (static KV cache)": ("ar", {}),
@@ -89,6 +91,16 @@ DECODING = {
     ),
     "DA-Transformer, Viterbi": ("dat", {"strategy": "viterbi"}),
     "DA-Transformer, beam 4": ("dat", {"strategy": "beam", "beam_size": 4}),
+    # a bigram LM of the training targets ("bigram": "train", built in the model's BPE); weight 0.6, beam 4 and
+    # length_alpha 1.0 chosen on the validation set (multi30k-dat on the CPU, session 6)
+    "DA-Transformer, lookahead + bigram LM": ("dat", {**LM_LOOKAHEAD}),
+    "DA-Transformer, lookahead + bigram LM (graphed pass)": ("dat", {**LM_LOOKAHEAD, "graphed": True}),
+    "DA-Transformer, lookahead + bigram LM (compiled, graphed pass)": (
+        "dat",
+        {**LM_LOOKAHEAD, "graphed": "inductor"},
+    ),
+    "DA-Transformer, beam 4 + bigram LM": ("dat", {**LM_BEAM}),
+    "DA-Transformer, beam 4 + bigram LM (graphed pass)": ("dat", {**LM_BEAM, "graphed": True}),
 }
 
 
@@ -277,11 +289,27 @@ def load_teacher_bundle(path: Path, device: str) -> tuple:
     return ar, tokenizer, targets, info
 
 
+_BIGRAMS: dict[int, torch.Tensor] = {}
+
+
+def train_bigram(tokenizer, vocab_size: int, args) -> torch.Tensor:
+    """Add-k bigram LM [V, V] of the training targets (the English side) in `tokenizer`'s BPE, built once per
+    tokenizer: the table the "+ bigram LM" DA-Transformer rows score jumps with."""
+    if id(tokenizer) not in _BIGRAMS:
+        from genloom.text.dag_beam import bigram_log_probs
+
+        targets = [en for _, en in load_multi30k("train", data_dir=args.data_dir)]
+        _BIGRAMS[id(tokenizer)] = bigram_log_probs(tokenizer.encode_batch(targets), vocab_size)
+    return _BIGRAMS[id(tokenizer)]
+
+
 def evaluate(
     name: str, model, tokenizer, test, args, *, options: dict, bleu: bool = True, batch1: bool = True
 ) -> dict:
     """BLEU over `test` (timed at batch 64) and sentences/s at batch 1 over its first sentences (skipped
     when not `batch1`: a run short of time keeps its BLEU column)."""
+    if options.get("bigram") == "train":
+        options = {**options, "bigram": train_bigram(tokenizer, model.config.vocab_size, args)}
     sources, references = [s for s, _ in test], [t for _, t in test]
     timed64 = sources if bleu else sources[: args.speed_sentences_64]
     # warm-up; graphed passes capture one CUDA graph per padded source width: all of them before timing

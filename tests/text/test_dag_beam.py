@@ -33,6 +33,23 @@ def test_beam_of_one_is_lookahead_decoding(seed) -> None:
     assert torch.equal(beam_path, look_path) and torch.equal(beam_tokens, look_tokens)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lookahead_with_a_bigram_lm_is_a_beam_of_one_with_it(seed) -> None:
+    # each vertex emits one token, so the LM score of a jump depends on its two vertices only: the vectorised
+    # lookahead (one argmax, capturable in a CUDA graph) finds the path beam search of width 1 walks
+    links, logp, length = _graph(seed=seed, vertices=9, vocab=5)
+    bigram = torch.randn(5, 5, generator=torch.Generator().manual_seed(10 + seed)).log_softmax(-1)
+    beam_tokens, beam_path = dag_beam_decode(
+        links, logp, length, beam_size=1, pad=0, bigram=bigram, lm_weight=2.0
+    )
+    look_tokens, look_path = dag_lookahead_decode(
+        links, logp, length, beta=1.0, pad=0, bigram=bigram, lm_weight=2.0
+    )
+    assert torch.equal(beam_path, look_path) and torch.equal(beam_tokens, look_tokens)
+    plain_tokens, plain_path = dag_lookahead_decode(links, logp, length, beta=1.0, pad=0)
+    assert not torch.equal(plain_path, look_path)  # the LM (weight 2) changes some path
+
+
 def _brute_force_best(links, logp, n, alpha=0.0):
     best_logp = logp.max(-1).values
     best, best_path = float("-inf"), None

@@ -76,6 +76,7 @@ COMPILED_NAR_ROWS = {
     "CMLM (10 iterations, length beam 3) (compiled, graphed pass)",
     "CTC + GLAT (compiled, graphed pass)",
     "DA-Transformer, lookahead (compiled, graphed pass)",
+    "DA-Transformer, lookahead + bigram LM (compiled, graphed pass)",
 }
 
 
@@ -90,6 +91,8 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
         "CMLM (10 iterations, length beam 3) (graphed pass)",
         "CTC + GLAT (graphed pass)",
         "DA-Transformer, lookahead (graphed pass)",
+        "DA-Transformer, lookahead + bigram LM (graphed pass)",
+        "DA-Transformer, beam 4 + bigram LM (graphed pass)",
         *COMPILED_NAR_ROWS,
     }
     # the compiled NAR rows (minutes of compiling on a GPU) are timed only when asked

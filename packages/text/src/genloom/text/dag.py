@@ -201,8 +201,13 @@ def dag_lookahead_decode(
     collapse_repeats: bool = True,
     fixed_width: bool = False,
     max_vertices: int | None = None,
+    bigram: Tensor | None = None,
+    lm_weight: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """Greedy (beta=None) or lookahead decoding: from vertex 0, jump to argmax_j links(i, j) + beta * max_v log p(v|j).
+    """Greedy (beta=None) or lookahead decoding: from vertex 0, jump to argmax_j links(i, j) + beta * max_v log p(v|j)
+    (+ lm_weight * log p_LM(token_j | token_i) with a `bigram` table [V, V]: each vertex emits one token, so the
+    language-model score of a jump depends on its two vertices alone and the decoding stays one vectorised
+    argmax, what beam search of width 1 with the same table finds).
 
     Each vertex emits its argmax token; `pad` tokens after the first are dropped, and so are consecutive
     duplicates when `collapse_repeats` (the official post-processing; turn it off where targets repeat tokens). Returns (tokens [B, N] right-padded with `pad`, vertex path [B, L]
@@ -211,6 +216,10 @@ def dag_lookahead_decode(
     """
     best_logp, best_token = token_logprobs.max(dim=-1)
     jump_scores = links if beta is None else links + beta * best_logp.unsqueeze(1)
+    if bigram is not None and lm_weight:
+        # [B, L, L]: log p(token of j | token of i)
+        lm = bigram[best_token.unsqueeze(-1), best_token.unsqueeze(-2)]
+        jump_scores = jump_scores + lm_weight * lm
     next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
     path = follow_jumps(next_vertex, output_length, max_vertices=max_vertices)
     tokens = _emit_forward(

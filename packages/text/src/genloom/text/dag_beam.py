@@ -60,6 +60,8 @@ def dag_beam_decode(
     if bigram is not None and bigram.shape != (vocab, vocab):
         raise TextInputError(f"bigram table must be [{vocab}, {vocab}], got {tuple(bigram.shape)}")
     device, k = links.device, beam_size
+    if bigram is not None:
+        bigram = bigram.to(device)  # once, not per step (a CPU table is ~50 MB at a 3,500-token vocabulary)
     best_logp, best_token = token_logprobs.float().max(dim=-1)  # [B, L]
     links = links.float().masked_fill(~transition_mask(output_length, length), float("-inf"))
     last = (output_length - 1).view(-1, 1)
@@ -77,7 +79,7 @@ def dag_beam_decode(
         cand = cand + beta * best_logp.unsqueeze(1)
         if bigram is not None and lm_weight:
             previous = best_token.gather(1, vertex)  # [B, K]
-            lm = bigram.to(device)[previous].gather(-1, best_token.unsqueeze(1).expand(-1, k, -1))
+            lm = bigram[previous].gather(-1, best_token.unsqueeze(1).expand(-1, k, -1))
             cand = cand + lm_weight * lm
         cand = cand.masked_fill(finished.unsqueeze(-1), float("-inf"))
         stay = torch.where(finished, score, torch.full_like(score, float("-inf")))

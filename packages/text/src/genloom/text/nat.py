@@ -404,6 +404,7 @@ class DATransformer(NonAutoregressiveTranslator):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__(config)
         self.link_head = DagLinkHead(dim=config.dim, num_heads=config.dag_link_heads)
+        self._lm_tables: dict[int, tuple[Tensor, Tensor]] = {}  # id -> (the caller's table, its device copy)
 
     def graph_size(self, source_length: Tensor) -> Tensor:
         """lambda x (source length + bos + eos) vertices."""
@@ -436,6 +437,17 @@ class DATransformer(NonAutoregressiveTranslator):
         logits[..., PAD_ID] = float("-inf")
         return logits.log_softmax(-1), links, graph
 
+    def _table_on(self, device: torch.device, bigram: Tensor) -> Tensor:
+        """A bigram table [V, V] as float32 on `device`, copied once per table: graphs captured with it keep
+        reading that copy, and the next call with the same table finds the same graph."""
+        vocab = self.config.vocab_size
+        if tuple(bigram.shape) != (vocab, vocab):
+            raise TextInputError(f"bigram table must be [{vocab}, {vocab}], got {tuple(bigram.shape)}")
+        held = self._lm_tables.get(id(bigram))
+        if held is None or held[0] is not bigram or held[1].device != device:
+            held = self._lm_tables[id(bigram)] = (bigram, bigram.to(device, torch.float32))
+        return held[1]
+
     def _graphable_lookahead(
         self,
         source: Tensor,
@@ -444,9 +456,12 @@ class DATransformer(NonAutoregressiveTranslator):
         beta: float | None,
         collapse_repeats: bool,
         max_vertices: int | None = None,
+        bigram: Tensor | None = None,
+        lm_weight: float = 0.0,
     ) -> Tensor:
-        """The network pass and greedy (beta None) / lookahead decoding: both free of host reads.
-        `max_vertices` as in `follow_jumps` (compiled passes: no specialisation on the graph size)."""
+        """The network pass and greedy (beta None) / lookahead decoding (optionally with a bigram LM): free of
+        host reads. `max_vertices` as in `follow_jumps` (compiled passes: no specialisation on the graph
+        size)."""
         log_probs, links, graph = self._graphable_pass(source, source_length)
         tokens, _ = dag_lookahead_decode(
             links,
@@ -457,6 +472,8 @@ class DATransformer(NonAutoregressiveTranslator):
             collapse_repeats=collapse_repeats,
             fixed_width=True,
             max_vertices=max_vertices,
+            bigram=bigram,
+            lm_weight=lm_weight,
         )
         return tokens
 
@@ -504,11 +521,14 @@ class DATransformer(NonAutoregressiveTranslator):
         beam_size: int = 4,
         bigram: Tensor | None = None,
         lm_weight: float = 0.0,
+        length_alpha: float = 0.0,
         graphed: bool | str = False,
     ) -> Translation:
         """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" (beta is
         the length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
-        `beam_size`, optional `bigram` LM table scored with `lm_weight`). `collapse_repeats` merges equal
+        `beam_size`, final scores divided by the path's vertex count to the power `length_alpha`). A `bigram`
+        LM table [V, V] (`dag_beam.bigram_log_probs`) scores greedy / lookahead / beam jumps with `lm_weight`
+        (inside the graph for greedy / lookahead). `collapse_repeats` merges equal
         neighbours (the official default, which helps MT but breaks targets with legitimately repeated tokens).
         `graphed` (the GPU fast path) replays the network pass (encoder, vertex states, links) from a CUDA graph
         per padded source width, with greedy / lookahead decoding inside the graph (Viterbi and beam decode
@@ -518,16 +538,23 @@ class DATransformer(NonAutoregressiveTranslator):
             raise TextInputError(
                 f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi or beam"
             )
+        if bigram is not None:
+            bigram = self._table_on(source.device, bigram)
         if strategy in ("greedy", "lookahead"):
             step_beta = None if strategy == "greedy" else float(beta)
             compiled = isinstance(graphed, str)
+            with_lm = bigram is not None and lm_weight != 0
             decode = functools.partial(
                 self._graphable_lookahead,
                 beta=step_beta,
                 collapse_repeats=collapse_repeats,
                 max_vertices=self.config.max_decoder_length if compiled else None,
+                bigram=bigram if with_lm else None,
+                lm_weight=float(lm_weight) if with_lm else 0.0,
             )
-            key = ("lookahead", step_beta, collapse_repeats)
+            # a graph reads the table it was captured with: a new table (or weight) is a new graph
+            lm_key = (id(bigram), float(lm_weight)) if with_lm else None
+            key = ("lookahead", step_beta, collapse_repeats, lm_key)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
             return Translation(strip_specials(tokens), decoder_passes=1)
         log_probs, links, graph = self._run_graphable(
@@ -542,6 +569,7 @@ class DATransformer(NonAutoregressiveTranslator):
                 beta=beta,
                 bigram=bigram,
                 lm_weight=lm_weight,
+                length_alpha=length_alpha,
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
             )
