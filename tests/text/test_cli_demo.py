@@ -99,6 +99,34 @@ def test_translate_command_default_preset_and_bad_input():
     assert unknown.exit_code == 2 and "unknown symbol" in unknown.output
 
 
+def test_bigram_command_and_translate_with_its_lm(tmp_path):
+    import shutil
+
+    folder = tmp_path / "sort-dat"
+    shutil.copytree(load_text_model("text-sort-dat")[2], folder)
+    missing = runner.invoke(app, ["translate", "--model", str(folder), "--lm-weight", "0.5"], input="b a\n")
+    assert missing.exit_code == 2 and "bigram.safetensors is missing" in missing.output
+    not_dat = runner.invoke(
+        app, ["translate", "--model", "text-sort-ar", "--lm-weight", "0.5"], input="b a\n"
+    )
+    assert not_dat.exit_code == 2 and "needs a DA-Transformer" in not_dat.output
+    no_file = runner.invoke(app, ["bigram", "--model", str(folder), "--targets", str(tmp_path / "nope.txt")])
+    assert no_file.exit_code == 2 and "is not a file" in no_file.output
+    targets = tmp_path / "targets.txt"
+    targets.write_text("a b c\na b d\nb c e\n")
+    made = runner.invoke(app, ["bigram", "--model", str(folder), "--targets", str(targets)])
+    assert made.exit_code == 0, made.output
+    assert "distinct bigrams from 3 sentences" in made.stdout and (folder / "bigram.safetensors").is_file()
+    for strategy in ("lookahead", "beam"):
+        options = ["--strategy", strategy, "--beam", "3", "--lm-weight", "0.5"]
+        result = runner.invoke(app, ["translate", "--model", str(folder), *options], input="c a b\ni h g a\n")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines()[:2] == [
+            "a b c",
+            "a g h i",
+        ]  # a weak LM leaves sure outputs as they are
+
+
 def test_generate_train_and_distill_commands(tmp_path):
     result = runner.invoke(app, ["generate", "--num", "3", "--steps", "32"])
     assert result.exit_code == 0, result.output

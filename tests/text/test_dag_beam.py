@@ -112,3 +112,23 @@ def test_shipped_dat_translates_with_beam_search() -> None:
     )
     with pytest.raises(TextInputError, match="beam"):
         model.translate(batch.source, batch.source_length, strategy="nucleus")
+
+
+def test_sparse_bigram_counts_give_the_dense_table() -> None:
+    from genloom.text.dag_beam import bigram_counts, bigram_log_probs_from_counts
+
+    sequences = [[0, 1, 2, 1, 2], [2, 2, 3], [4], []]
+    counts = bigram_counts(sequences, 5)
+    assert sorted(zip(counts["previous"].tolist(), counts["next"].tolist(), counts["count"].tolist())) == [
+        (0, 1, 1), (1, 2, 2), (2, 1, 1), (2, 2, 1), (2, 3, 1)
+    ]  # fmt: skip
+    dense = torch.full((5, 5), 0.1)
+    for seq in sequences:
+        for a, b in zip(seq, seq[1:]):
+            dense[a, b] += 1
+    expected = (dense / dense.sum(-1, keepdim=True)).log()
+    torch.testing.assert_close(bigram_log_probs_from_counts(counts, 5), expected)
+    with pytest.raises(TextInputError, match="token ids must lie in"):
+        bigram_counts([[0, 7]], 5)
+    with pytest.raises(TextInputError, match="lack"):
+        bigram_log_probs_from_counts({"previous": counts["previous"]}, 5)

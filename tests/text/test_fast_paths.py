@@ -298,3 +298,15 @@ def test_compiled_one_pass_translators_compile_once_for_every_source_width(prese
     compiled, _ = translate_lines(model, tokenizer, lines, batch_size=1, graphed="eager")
     assert compiled == eager
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_upsampled_width_is_the_upsampled_length_of_a_width() -> None:
+    # host arithmetic that stays symbolic in a compiled pass (integer maths for multiples of 1/1024), equal to
+    # the tensor computation the decoder lengths use, for integer, dyadic and other ratios
+    from genloom.text.ctc_nat import upsampled_length, upsampled_width
+
+    widths = torch.arange(0, 300)
+    for ratio in (4, 4.0, 3.0, 1.5, 1.1, 2.3, 0.3):
+        expected = upsampled_length(widths, ratio, max_length=200).tolist()
+        got = [upsampled_width(int(w), ratio, max_length=200) for w in widths]
+        assert got == expected and all(type(g) is int for g in got), ratio

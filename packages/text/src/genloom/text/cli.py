@@ -62,8 +62,14 @@ def translate(
     input_file: Path | None = typer.Option(
         None, "--input", help="text file, one sentence a line (default stdin)"
     ),
-    strategy: str = typer.Option("lookahead", help="DA-Transformer decoding: greedy, lookahead or viterbi"),
-    beam: int = typer.Option(1, help="AR beam size"),
+    strategy: str = typer.Option(
+        "lookahead", help="DA-Transformer decoding: greedy, lookahead, viterbi or beam"
+    ),
+    beam: int = typer.Option(1, help="beam size (AR; DA-Transformer with --strategy beam)"),
+    lm_weight: float = typer.Option(
+        0.0, help="DA-Transformer: weight of the model folder's bigram LM (bigram.safetensors) in each jump"
+    ),
+    length_alpha: float = typer.Option(0.0, help="DA-Transformer beam: score / path vertices ** alpha"),
     draft: str | None = typer.Option(
         None, help="AR only: a smaller AR preset / folder for speculative decoding"
     ),
@@ -75,16 +81,23 @@ def translate(
     from genloom.text.pretrained import load_text_model
 
     try:
-        net, tokenizer, _ = load_text_model(model, device=device)
+        net, tokenizer, folder = load_text_model(model, device=device)
         if not hasattr(net, "translate"):
             raise TextInputError(f"model {model!r} is not a translator (it is a {type(net).__name__})")
         text = input_file.read_text(encoding="utf-8") if input_file else sys.stdin.read()
         lines = [line for line in text.splitlines()]
         options = {
-            "dat": {"strategy": strategy},
+            "dat": {"strategy": strategy, "beam_size": beam, "length_alpha": length_alpha},
             "ar": {"beam_size": beam},
             "cmlm": {"iterations": iterations},
         }.get(net.config.family, {})
+        if lm_weight:
+            if net.config.family != "dat":
+                raise TextInputError(
+                    "--lm-weight (a bigram LM scoring DAG jumps) needs a DA-Transformer --model"
+                )
+            options.update(bigram=load_bigram(folder, net.config.vocab_size), lm_weight=lm_weight)
+            options["collapse_repeats"] = True  # the LM scores the tokens as emitted: repeats merged
         if draft is not None:
             if net.config.family != "ar":
                 raise TextInputError("--draft (speculative decoding) needs an AR --model")
@@ -95,6 +108,46 @@ def translate(
     for line in outputs:
         typer.echo(line)
     typer.secho(f"[{net.config.family}: {passes} decoder passes per batch]", err=True, fg=typer.colors.BLUE)
+
+
+def load_bigram(folder: Path, vocab_size: int) -> torch.Tensor:
+    """The bigram LM table of a model folder (`genloom text bigram` writes its counts)."""
+    from genloom.core.io import load_safetensors
+    from genloom.text.dag_beam import BIGRAM_FILE, bigram_log_probs_from_counts
+
+    path = Path(folder) / BIGRAM_FILE
+    if not path.is_file():
+        raise TextInputError(
+            f"{path} is missing: --lm-weight needs the model's bigram counts; write them with "
+            f"`genloom text bigram --model {folder} --targets train.en`"
+        )
+    return bigram_log_probs_from_counts(load_safetensors(path), vocab_size)
+
+
+@app.command()
+def bigram(
+    model: str = typer.Option(..., help="model folder (or preset name) whose tokenizer encodes the targets"),
+    targets: Path = typer.Option(..., help="text file of target-language sentences, one a line"),
+    out: Path | None = typer.Option(None, help="output file (default: <model folder>/bigram.safetensors)"),
+) -> None:
+    """Count the target side's token bigrams in the model's vocabulary (the LM `--lm-weight` reads)."""
+    from genloom.core.io import atomic_save_safetensors
+    from genloom.text.dag_beam import BIGRAM_FILE, bigram_counts
+    from genloom.text.pretrained import load_text_model
+
+    try:
+        net, tokenizer, folder = load_text_model(model)
+        if not targets.is_file():
+            raise TextInputError(f"--targets {targets} is not a file")
+        lines = [line for line in targets.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise TextInputError(f"--targets {targets} holds no sentence")
+        counts = bigram_counts(tokenizer.encode_batch(lines), net.config.vocab_size)
+        path = out or Path(folder) / BIGRAM_FILE
+        atomic_save_safetensors(counts, path)
+    except GenloomError as err:
+        _fail(err)
+    typer.echo(f"{path}: {counts['count'].numel():,} distinct bigrams from {len(lines):,} sentences")
 
 
 @app.command()

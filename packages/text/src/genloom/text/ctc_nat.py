@@ -33,7 +33,7 @@ def upsampled_width(width: int, ratio: float, *, max_length: int | None = None) 
     ratio are exact, so the result equals `upsampled_length`'s. Other ratios go through it on the host."""
     if ratio <= 0:
         raise TextInputError(f"upsample ratio must be > 0, got {ratio}")
-    scaled = ratio * 1024
+    scaled = float(ratio) * 1024
     if scaled.is_integer():
         length = torch.sym_max(-(-(width * int(scaled)) // 1024), 2)
     else:
