@@ -132,3 +132,17 @@ def test_sparse_bigram_counts_give_the_dense_table() -> None:
         bigram_counts([[0, 7]], 5)
     with pytest.raises(TextInputError, match="lack"):
         bigram_log_probs_from_counts({"previous": counts["previous"]}, 5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_width_beam_reads_nothing_and_finds_the_same_tokens(seed) -> None:
+    links, logp, length = _graph(seed=seed, vertices=9, vocab=5)
+    bigram = torch.randn(5, 5, generator=torch.Generator().manual_seed(seed)).log_softmax(-1)
+    options = dict(beam_size=3, pad=0, bigram=bigram, lm_weight=0.5, length_alpha=1.0)
+    tokens, path = dag_beam_decode(links, logp, length, **options)
+    fixed_tokens, fixed_path = dag_beam_decode(links, logp, length, fixed_width=True, **options)
+    assert torch.equal(fixed_path, path) and fixed_tokens.shape == (3, 9)
+    assert (
+        torch.equal(fixed_tokens[:, : tokens.shape[1]], tokens)
+        and (fixed_tokens[:, tokens.shape[1] :] == 0).all()
+    )

@@ -119,6 +119,18 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
             decode = functools.partial(model._graphable_lookahead, beta=beta, collapse_repeats=False)
             tokens = check_capturable(decode, source, length)
             assert tokens.shape == (2, int(model.graph_size(torch.tensor([8]))))  # fixed width: no read
+        # lookahead with a bigram LM, and beam search (with and without one), go inside the graph as well
+        bigram = torch.zeros(model.config.vocab_size, model.config.vocab_size, device="meta")
+        with_lm = functools.partial(
+            model._graphable_lookahead, beta=1.0, collapse_repeats=True, bigram=bigram, lm_weight=0.5
+        )
+        check_capturable(with_lm, source, length)
+        for table in (None, bigram):
+            beam = functools.partial(
+                model._graphable_beam, beam_size=3, beta=1.0, bigram=table, lm_weight=0.5,
+                length_alpha=1.0, collapse_repeats=True,
+            )  # fmt: skip
+            assert check_capturable(beam, source, length).shape == tokens.shape
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

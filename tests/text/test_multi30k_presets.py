@@ -106,3 +106,7 @@ def test_shipped_dat_scores_higher_with_its_bigram_lm() -> None:
     lookahead_lm = bleu(strategy="lookahead", **lm)
     beam_lm = bleu(strategy="beam", beam_size=4, length_alpha=1.0, **lm)
     assert lookahead_lm >= plain + 1.0 and beam_lm >= lookahead_lm + 0.5, (plain, lookahead_lm, beam_lm)
+    # the graphed beam (pass and search in one graph on a GPU: every step run, fixed width) finds the same
+    beam = {"strategy": "beam", "beam_size": 4, "length_alpha": 1.0, **lm}
+    eager = translate_lines(model, tokenizer, sources[:40], **beam)[0]
+    assert translate_lines(model, tokenizer, sources[:40], graphed=True, **beam)[0] == eager

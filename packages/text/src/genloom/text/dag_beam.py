@@ -84,10 +84,13 @@ def dag_beam_decode(
     lm_weight: float = 0.0,
     pad: int = 1,
     collapse_repeats: bool = True,
+    fixed_width: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(tokens [B, N] right-padded with `pad`, best vertex path [B, L] with -1 past its end).
 
-    links [B, L, L] transition log-probs; token_logprobs [B, L, V]; output_length [B] graph sizes."""
+    links [B, L, L] transition log-probs; token_logprobs [B, L, V]; output_length [B] graph sizes.
+    `fixed_width`: no device read at all (all L - 1 steps run, even once every hypothesis has ended, and
+    N = L), so the search can be captured in a CUDA graph with the pass; the same tokens, wider padding."""
     if beam_size < 1:
         raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
     batch, length, _ = links.shape
@@ -108,7 +111,7 @@ def dag_beam_decode(
     visited = torch.ones(batch, k, device=device)
     for step in range(1, length):
         finished = vertex == last
-        if finished.all():
+        if not fixed_width and finished.all():
             break
         cand = score.unsqueeze(-1) + links.gather(1, vertex.unsqueeze(-1).expand(-1, -1, length))
         cand = cand + beta * best_logp.unsqueeze(1)
@@ -131,4 +134,7 @@ def dag_beam_decode(
     )
     best = final.argmax(dim=-1)
     path = paths[torch.arange(batch, device=device), best]
-    return _emit_forward(path, best_token, pad=pad, collapse_repeats=collapse_repeats), path
+    tokens = _emit_forward(
+        path, best_token, pad=pad, collapse_repeats=collapse_repeats, width=length if fixed_width else None
+    )
+    return tokens, path

@@ -477,6 +477,13 @@ class DATransformer(NonAutoregressiveTranslator):
         )
         return tokens
 
+    def _graphable_beam(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
+        """The network pass and beam search over its graph (every step run, fixed output width): free of host
+        reads, so `translate(strategy="beam", graphed=True)` replays both from one CUDA graph."""
+        log_probs, links, graph = self._graphable_pass(source, source_length)
+        tokens, _ = dag_beam_decode(links, log_probs, graph, pad=PAD_ID, fixed_width=True, **options)
+        return tokens
+
     def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
         logits, hidden = self.decode_logits(inputs, graph, memory, source_mask)
         return logits, self.link_head(hidden, graph)
@@ -555,6 +562,20 @@ class DATransformer(NonAutoregressiveTranslator):
             # a graph reads the table it was captured with: a new table (or weight) is a new graph
             lm_key = (id(bigram), float(lm_weight)) if with_lm else None
             key = ("lookahead", step_beta, collapse_repeats, lm_key)
+            tokens = self._run_graphable(decode, key, source, source_length, graphed)
+            return Translation(strip_specials(tokens), decoder_passes=1)
+        if strategy == "beam" and graphed is True:  # the search too: one replay with the pass
+            decode = functools.partial(
+                self._graphable_beam,
+                beam_size=beam_size,
+                beta=float(beta),
+                bigram=bigram if lm_weight else None,
+                lm_weight=float(lm_weight) if bigram is not None else 0.0,
+                length_alpha=float(length_alpha),
+                collapse_repeats=collapse_repeats,
+            )
+            lm_key = (id(bigram), float(lm_weight)) if bigram is not None and lm_weight else None
+            key = ("beam", beam_size, float(beta), float(length_alpha), collapse_repeats, lm_key)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
             return Translation(strip_specials(tokens), decoder_passes=1)
         log_probs, links, graph = self._run_graphable(
