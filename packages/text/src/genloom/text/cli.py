@@ -152,7 +152,7 @@ def bigram(
 
 @app.command()
 def generate(
-    model: str = typer.Option(DEFAULT_GENERATOR, help="MDLM preset name or model folder"),
+    model: str = typer.Option(DEFAULT_GENERATOR, help="MDLM or SEDD preset name or model folder"),
     steps: int = typer.Option(64, help="diffusion steps (steps that reveal nothing are skipped)"),
     num: int = typer.Option(4, help="number of samples"),
     length: int = typer.Option(0, help="tokens per sample (default: the model's maximum)"),
@@ -190,7 +190,7 @@ def generate(
 
 @app.command()
 def train(
-    family: str = typer.Option(..., help="ar, nat, cmlm, ctc, dat, mdlm or diffuseq"),
+    family: str = typer.Option(..., help="ar, nat, cmlm, ctc, dat, mdlm, sedd or diffuseq"),
     data: str = typer.Option(..., help="synthetic task name, a Multi30k folder, or a source<TAB>target file"),
     out: Path = typer.Option(..., help="folder to write the trained model into"),
     steps: int = typer.Option(1000),

@@ -24,6 +24,7 @@ from genloom.text.glat import GlanceSchedule
 from genloom.text.markov import MarkovChainSource
 from genloom.text.mdlm import MaskedDiffusionLM, MDLMConfig
 from genloom.text.pretrained import SymbolTokenizer, build_text_model, load_text_model, save_text_model
+from genloom.text.sedd import ScoreEntropyLM, SEDDConfig
 from genloom.text.seq2seq import FAMILIES, Seq2SeqConfig
 from genloom.text.specials import MASK_ID, NUM_SPECIAL
 from genloom.text.stdlib_corpus import stdlib_docstrings
@@ -105,13 +106,16 @@ def train_family(
     on_progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train `family` on `data`, save it into `out` (model/ + tokenizer/), return measured metrics."""
-    if family == "mdlm":
+    if family in ("mdlm", "sedd"):  # absorbing diffusion LMs: MDLM's ELBO or SEDD's score entropy
         length = 12 if data == "markov" else 64
         sampler, tokenizer, vocab = _mdlm_data(data, vocab_size, length)
-        config = MDLMConfig(
+        config_class, model_class = (
+            (SEDDConfig, ScoreEntropyLM) if family == "sedd" else (MDLMConfig, MaskedDiffusionLM)
+        )
+        config = config_class(
             vocab_size=vocab, mask_id=MASK_ID, dim=dim, n_layers=layers, n_heads=4, max_seq_len=length
         )
-        model = MaskedDiffusionLM(config).to(device)
+        model = model_class(config).to(device)
         train(
             model,
             lambda g: sampler(g, batch_size).to(device),
@@ -124,7 +128,7 @@ def train_family(
         return metrics
     if family not in FAMILIES + ("diffuseq",):
         raise TextInputError(
-            f"unknown family {family!r}; expected one of {', '.join(FAMILIES + ('mdlm', 'diffuseq'))}"
+            f"unknown family {family!r}; expected one of {', '.join(FAMILIES + ('mdlm', 'sedd', 'diffuseq'))}"
         )
     if data in TASK_NAMES:
         task = Seq2SeqTask(name=data, num_symbols=SYNTHETIC_SYMBOLS, min_length=2, max_length=8)
