@@ -55,7 +55,9 @@ def sample(
     class_: str | None = typer.Option(
         None, "--class", help="class id or name (default: cycle over all classes)"
     ),
-    n: int = typer.Option(16, "--n", min=1, help="number of images"),
+    n: int = typer.Option(
+        16, "--n", "--samples", min=1, help="number of images (--samples under torchrun, which takes --n)"
+    ),
     cfg: float | None = typer.Option(
         None, "--cfg", help="guidance scale (1 = off, >= 0; default: the preset's)"
     ),
@@ -66,8 +68,17 @@ def sample(
         None, "--temperature", min=0.0, help="default: the preset's (1.0)"
     ),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write"),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out-dir",
+        help="also write every image as its own PNG here, made in chunks that `torchrun` shares out over its "
+        "processes (one GPU each with --device cuda); chunk c uses seed + c, so the images do not depend on "
+        "the number of processes; a rerun makes only the chunks still missing",
+    ),
+    chunk: int = typer.Option(64, "--chunk", min=1, help="with --out-dir: images per chunk"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (under torchrun: the rank's own GPU)"),
 ) -> None:
-    """Sample class-conditional images into a PNG grid."""
+    """Sample class-conditional images into a PNG grid (and, with --out-dir, one PNG each, sharded)."""
     from genloom.image.pipeline import ImagePipeline
 
     try:
@@ -79,11 +90,39 @@ def sample(
         else:
             labels = torch.full((n,), pipeline.class_index(class_), dtype=torch.long)
         params = pipeline.default_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-        images = pipeline.sample(labels, cfg_scale=cfg, sampling=params, seed=seed)
+        if out_dir is not None:
+            _sample_sharded(pipeline, labels, out_dir, output, chunk=chunk, device=device,
+                            cfg_scale=cfg, sampling=params, seed=seed)  # fmt: skip
+            return
+        images = pipeline.to(device).sample(labels, cfg_scale=cfg, sampling=params, seed=seed)
     except ValueError as err:
         _fail(err)
     save_grid(images, output)
     typer.echo(f"wrote {n} samples to {output}")
+
+
+def _sample_sharded(pipeline, labels: torch.Tensor, out_dir: Path, grid: Path, *, chunk: int, device: str,
+                    seed: int, **options) -> None:  # noqa: ANN001, ANN003  # fmt: skip
+    """`sample --out-dir`: chunks of images through core's `generate_sharded` (every rank a block of chunks,
+    each chunk's PNGs and record written as it finishes); the main rank writes the grid of the first 64."""
+    from genloom.core.train.distributed import generate_sharded, init_distributed
+    from genloom.image.grid import read_images, save_images
+
+    info = init_distributed()
+    if device == "cuda":
+        device = f"cuda:{info.local_rank}"
+    pipeline.to(device)
+    n_chunks = -(-len(labels) // chunk)
+
+    def make(index: int) -> list[str]:
+        rows = labels[index * chunk : (index + 1) * chunk]
+        images = pipeline.sample(rows, seed=seed + index, **options)
+        return save_images(images, out_dir, first_index=index * chunk)
+
+    names = [name for part in generate_sharded(make, n_chunks, out_dir / "chunks") for name in part]
+    if info.is_main:
+        save_grid(read_images([out_dir / name for name in names[:64]]), grid)
+        typer.echo(f"wrote {len(names)} samples to {out_dir} ({info.world_size} process(es)); grid {grid}")
 
 
 @app.command("train-tokenizer")
