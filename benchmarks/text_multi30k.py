@@ -63,6 +63,7 @@ VARIANTS = ("raw", "distilled")
 WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, before its budget starts
 LM_LOOKAHEAD = {"strategy": "lookahead", "bigram": "train", "lm_weight": 0.6, "collapse_repeats": True}
 LM_BEAM = {**LM_LOOKAHEAD, "strategy": "beam", "beam_size": 4, "length_alpha": 1.0}
+LM_VITERBI = {**LM_LOOKAHEAD, "strategy": "joint-viterbi", "lm_weight": 0.5}
 # decoding options per table row (the row name says which)
 DECODING = {
     "AR greedy (static KV cache)": ("ar", {}),
@@ -91,8 +92,8 @@ DECODING = {
     ),
     "DA-Transformer, Viterbi": ("dat", {"strategy": "viterbi"}),
     "DA-Transformer, beam 4": ("dat", {"strategy": "beam", "beam_size": 4}),
-    # a bigram LM of the training targets ("bigram": "train", built in the model's BPE); weight 0.6, beam 4 and
-    # length_alpha 1.0 chosen on the validation set (multi30k-dat on the CPU, session 6)
+    # a bigram LM of the training targets ("bigram": "train", built in the model's BPE); weights 0.6 / 0.5, beam 4
+    # and length_alpha 1.0 / length_beta 1.0 chosen on the validation set (multi30k-dat on the CPU, session 6)
     "DA-Transformer, lookahead + bigram LM": ("dat", {**LM_LOOKAHEAD}),
     "DA-Transformer, lookahead + bigram LM (graphed pass)": ("dat", {**LM_LOOKAHEAD, "graphed": True}),
     "DA-Transformer, lookahead + bigram LM (compiled, graphed pass)": (
@@ -101,6 +102,12 @@ DECODING = {
     ),
     "DA-Transformer, beam 4 + bigram LM": ("dat", {**LM_BEAM}),
     "DA-Transformer, beam 4 + bigram LM (graphed pass)": ("dat", {**LM_BEAM, "graphed": True}),
+    "DA-Transformer, joint Viterbi + bigram LM": ("dat", {**LM_VITERBI}),
+    "DA-Transformer, joint Viterbi + bigram LM (graphed pass)": ("dat", {**LM_VITERBI, "graphed": True}),
+    "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass)": (
+        "dat",
+        {**LM_VITERBI, "graphed": "inductor"},
+    ),
 }
 
 

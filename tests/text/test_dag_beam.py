@@ -146,3 +146,24 @@ def test_fixed_width_beam_reads_nothing_and_finds_the_same_tokens(seed) -> None:
         torch.equal(fixed_tokens[:, : tokens.shape[1]], tokens)
         and (fixed_tokens[:, tokens.shape[1] :] == 0).all()
     )
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_viterbi_with_a_bigram_lm_is_viterbi_on_shifted_links_and_fixed_width_reads_nothing(joint) -> None:
+    from genloom.text.dag import dag_viterbi_decode
+
+    links, logp, length = _graph(seed=3, vertices=9, vocab=5)
+    bigram = torch.randn(5, 5, generator=torch.Generator().manual_seed(4)).log_softmax(-1)
+    options = dict(upsample_scale=1.0, joint=joint, pad=0)
+    tokens, path = dag_viterbi_decode(links, logp, length, bigram=bigram, lm_weight=0.7, **options)
+    best = logp.argmax(-1)
+    shifted = links + 0.7 * bigram[best.unsqueeze(-1), best.unsqueeze(-2)]
+    ref_tokens, ref_path = dag_viterbi_decode(shifted, logp, length, **options)
+    assert torch.equal(tokens, ref_tokens) and torch.equal(path, ref_path)
+    plain_tokens, plain_path = dag_viterbi_decode(links, logp, length, **options)
+    assert not torch.equal(plain_path, path)  # the LM (weight 0.7) changes some path
+    fixed, fixed_path = dag_viterbi_decode(
+        links, logp, length, bigram=bigram, lm_weight=0.7, fixed_width=True, **options
+    )
+    assert torch.equal(fixed_path, path) and fixed.shape[1] == path.shape[1]
+    assert torch.equal(fixed[:, : tokens.shape[1]], tokens) and (fixed[:, tokens.shape[1] :] == 0).all()

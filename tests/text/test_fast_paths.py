@@ -125,6 +125,12 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
             model._graphable_lookahead, beta=1.0, collapse_repeats=True, bigram=bigram, lm_weight=0.5
         )
         check_capturable(with_lm, source, length)
+        for joint in (False, True):
+            viterbi = functools.partial(
+                model._graphable_viterbi, length_beta=1.0, joint=joint, bigram=bigram, lm_weight=0.5,
+                collapse_repeats=True,
+            )  # fmt: skip
+            check_capturable(viterbi, source, length)
         for table in (None, bigram):
             beam = functools.partial(
                 model._graphable_beam, beam_size=3, beta=1.0, bigram=table, lm_weight=0.5,

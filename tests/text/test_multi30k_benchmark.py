@@ -77,6 +77,7 @@ COMPILED_NAR_ROWS = {
     "CTC + GLAT (compiled, graphed pass)",
     "DA-Transformer, lookahead (compiled, graphed pass)",
     "DA-Transformer, lookahead + bigram LM (compiled, graphed pass)",
+    "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass)",
 }
 
 
@@ -93,6 +94,7 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
         "DA-Transformer, lookahead (graphed pass)",
         "DA-Transformer, lookahead + bigram LM (graphed pass)",
         "DA-Transformer, beam 4 + bigram LM (graphed pass)",
+        "DA-Transformer, joint Viterbi + bigram LM (graphed pass)",
         *COMPILED_NAR_ROWS,
     }
     # the compiled NAR rows (minutes of compiling on a GPU) are timed only when asked

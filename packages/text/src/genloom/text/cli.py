@@ -63,7 +63,7 @@ def translate(
         None, "--input", help="text file, one sentence a line (default stdin)"
     ),
     strategy: str = typer.Option(
-        "lookahead", help="DA-Transformer decoding: greedy, lookahead, viterbi or beam"
+        "lookahead", help="DA-Transformer decoding: greedy, lookahead, viterbi, joint-viterbi or beam"
     ),
     beam: int = typer.Option(1, help="beam size (AR; DA-Transformer with --strategy beam)"),
     lm_weight: float = typer.Option(

@@ -277,8 +277,15 @@ def dag_viterbi_decode(
     joint: bool = False,
     pad: int = 1,
     collapse_repeats: bool = True,
+    bigram: Tensor | None = None,
+    lm_weight: float = 0.0,
+    fixed_width: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Length-normalised Viterbi decoding (Shao et al. 2022), as DA-Transformer's `inference_viterbi`.
+
+    A `bigram` table [V, V] adds lm_weight * log p_LM(token_j | token_i) to every transition i -> j (each vertex
+    emits one token, so the LM is exact inside the dynamic programme). `fixed_width` returns N = K columns
+    with no device read (what a CUDA graph needs).
 
     Finds, for every path length k <= 2 * L / upsample_scale, the best path ending at the last vertex
     (score = transitions + the first emitted vertex's token log-prob; `joint=True` adds every vertex's
@@ -289,6 +296,8 @@ def dag_viterbi_decode(
     """
     batch, num_vertices, _ = links.shape
     best_logp, best_token = token_logprobs.max(dim=-1)
+    if bigram is not None and lm_weight:
+        links = links + lm_weight * bigram[best_token.unsqueeze(-1), best_token.unsqueeze(-2)]
     max_steps = max(int(2 * num_vertices / upsample_scale), 1)
     alpha = links[:, 0] + best_logp
     if joint:
@@ -324,4 +333,4 @@ def dag_viterbi_decode(
     is_last = torch.arange(max_steps, device=links.device).unsqueeze(0) == (num_emitted - 1).unsqueeze(1)
     repeat = (tokens == following) if collapse_repeats else torch.zeros_like(on_path)
     keep = on_path & (is_last | (~repeat & (tokens != pad)))
-    return compact_tokens(tokens, keep, pad=pad), path
+    return compact_tokens(tokens, keep, pad=pad, width=max_steps if fixed_width else None), path

@@ -477,6 +477,16 @@ class DATransformer(NonAutoregressiveTranslator):
         )
         return tokens
 
+    def _graphable_viterbi(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
+        """The network pass and (joint) Viterbi decoding over its graph, fixed output width: free of host
+        reads, so `translate(strategy="viterbi" / "joint-viterbi", graphed=True)` is one replay."""
+        log_probs, links, graph = self._graphable_pass(source, source_length)
+        tokens, _ = dag_viterbi_decode(
+            links, log_probs, graph, upsample_scale=self.config.upsample_ratio, pad=PAD_ID, fixed_width=True,
+            **options,
+        )  # fmt: skip
+        return tokens
+
     def _graphable_beam(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
         """The network pass and beam search over its graph (every step run, fixed output width): free of host
         reads, so `translate(strategy="beam", graphed=True)` replays both from one CUDA graph."""
@@ -531,19 +541,20 @@ class DATransformer(NonAutoregressiveTranslator):
         length_alpha: float = 0.0,
         graphed: bool | str = False,
     ) -> Translation:
-        """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" (beta is
-        the length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
+        """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" /
+        "joint-viterbi" (every vertex's token log-prob in the score, the official "jointviterbi"; beta is the
+        length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
         `beam_size`, final scores divided by the path's vertex count to the power `length_alpha`). A `bigram`
-        LM table [V, V] (`dag_beam.bigram_log_probs`) scores greedy / lookahead / beam jumps with `lm_weight`
-        (inside the graph for greedy / lookahead). `collapse_repeats` merges equal
-        neighbours (the official default, which helps MT but breaks targets with legitimately repeated tokens).
-        `graphed` (the GPU fast path) replays the network pass (encoder, vertex states, links) from a CUDA graph
-        per padded source width, with greedy / lookahead decoding inside the graph (Viterbi and beam decode
-        after it); the same tokens as the eager call."""
+        LM table [V, V] (`dag_beam.bigram_log_probs`) scores every jump with `lm_weight`. `collapse_repeats`
+        merges equal neighbours (the official default, which helps MT but breaks targets with legitimately
+        repeated tokens). `graphed=True` (the GPU fast path) replays the network pass (encoder, vertex states,
+        links) and the decoding, any strategy, from one CUDA graph per padded source width; a backend name
+        ("inductor") compiles both first; the same tokens as the eager call."""
         source, source_length = placed_source(self, source, source_length)
-        if strategy not in ("greedy", "lookahead", "viterbi", "beam"):
+        if strategy not in ("greedy", "lookahead", "viterbi", "joint-viterbi", "beam"):
             raise TextInputError(
-                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi or beam"
+                f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi, joint-viterbi "
+                "or beam"
             )
         if bigram is not None:
             bigram = self._table_on(source.device, bigram)
@@ -564,7 +575,20 @@ class DATransformer(NonAutoregressiveTranslator):
             key = ("lookahead", step_beta, collapse_repeats, lm_key)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
             return Translation(strip_specials(tokens), decoder_passes=1)
-        if strategy == "beam" and graphed is True:  # the search too: one replay with the pass
+        if strategy in ("viterbi", "joint-viterbi") and graphed:  # the search too, in one replay
+            decode = functools.partial(
+                self._graphable_viterbi,
+                length_beta=float(beta),
+                joint=strategy == "joint-viterbi",
+                bigram=bigram if lm_weight else None,
+                lm_weight=float(lm_weight) if bigram is not None else 0.0,
+                collapse_repeats=collapse_repeats,
+            )
+            lm_key = (id(bigram), float(lm_weight)) if bigram is not None and lm_weight else None
+            key = (strategy, float(beta), collapse_repeats, lm_key)
+            tokens = self._run_graphable(decode, key, source, source_length, graphed)
+            return Translation(strip_specials(tokens), decoder_passes=1)
+        if strategy == "beam" and graphed:  # the search too: one replay with the pass
             decode = functools.partial(
                 self._graphable_beam,
                 beam_size=beam_size,
@@ -594,14 +618,17 @@ class DATransformer(NonAutoregressiveTranslator):
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
             )
-        else:  # viterbi
+        else:  # viterbi / joint-viterbi
             tokens, _ = dag_viterbi_decode(
                 links,
                 log_probs,
                 graph,
                 length_beta=beta,
                 upsample_scale=self.config.upsample_ratio,
+                joint=strategy == "joint-viterbi",
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
+                bigram=bigram,
+                lm_weight=lm_weight,
             )
         return Translation(strip_specials(tokens), decoder_passes=1)
