@@ -167,3 +167,23 @@ def test_viterbi_with_a_bigram_lm_is_viterbi_on_shifted_links_and_fixed_width_re
     )
     assert torch.equal(fixed_path, path) and fixed.shape[1] == path.shape[1]
     assert torch.equal(fixed[:, : tokens.shape[1]], tokens) and (fixed[:, tokens.shape[1] :] == 0).all()
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 5, 8, 13])
+def test_binary_lifting_follows_backpointers_as_the_walk_back_does(num_steps) -> None:
+    from genloom.text.dag import follow_backpointers
+
+    g = torch.Generator().manual_seed(num_steps)
+    batch, vertices = 6, 7
+    backpointers = [torch.randint(0, vertices, (batch, vertices), generator=g) for _ in range(num_steps - 1)]
+    last = torch.randint(0, vertices, (batch,), generator=g)
+    emitted = torch.randint(1, num_steps + 1, (batch,), generator=g)
+    emitted[0], emitted[-1] = 1, num_steps  # the shortest and the longest path
+    expected = torch.full((batch, num_steps), -1)
+    for b in range(batch):
+        vertex = int(last[b])
+        for step in range(int(emitted[b]) - 1, -1, -1):
+            if step < int(emitted[b]) - 1:
+                vertex = int(backpointers[step][b, vertex])
+            expected[b, step] = vertex
+    assert torch.equal(follow_backpointers(backpointers, last, emitted, num_steps), expected)
