@@ -184,14 +184,17 @@ def test_demo_writes_captioned_text_files(tmp_path):
     assert "-> Two dogs play in the snow." in Path(multi30k.path).read_text()
 
 
+def _train_small(family: str, data: str, out: Path, *options: str):
+    """`genloom text train` of a one-layer, width-32 model; the runner's result (checked to have succeeded)."""
+    args = ["train", "--family", family, "--data", data, "--out", str(out), "--dim", "32", "--layers", "1"]
+    result = runner.invoke(app, [*args, *options])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_sedd_trains_and_samples_through_the_cli(tmp_path):
     out = tmp_path / "markov-sedd"
-    result = runner.invoke(
-        app,
-        ["train", "--family", "sedd", "--data", "markov", "--out", str(out), "--steps", "200", "--dim", "32",
-         "--layers", "1", "--lr", "3e-3"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    result = _train_small("sedd", "markov", out, "--steps", "200", "--lr", "3e-3")
     model, _, _ = load_text_model(out)
     assert type(model).__name__ == "ScoreEntropyLM"
     # 200 CPU steps: below 6, the perplexity of a uniform guess over the chain's 6 states (true: 3.52)
@@ -205,12 +208,7 @@ def test_sedd_trains_and_samples_through_the_cli(tmp_path):
 
 def test_mdlm_recipe_on_stdlib_docstrings(tmp_path):
     out = tmp_path / "stdlib-mdlm"
-    result = runner.invoke(
-        app,
-        ["train", "--family", "mdlm", "--data", "stdlib", "--out", str(out), "--steps", "3", "--dim", "32",
-         "--layers", "1", "--vocab-size", "600"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    _train_small("mdlm", "stdlib", out, "--steps", "3", "--vocab-size", "600")
     model, tokenizer, _ = load_text_model(out)
     assert model.config.max_seq_len == 64 and tokenizer.vocab_size == 600
     sampled = runner.invoke(
