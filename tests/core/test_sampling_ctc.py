@@ -94,3 +94,24 @@ def test_ctc_errors() -> None:
         ctc_prefix_beam_search(torch.zeros(1, 2, 3), blank=3)
     with pytest.raises(SamplingError, match="lengths"):
         ctc_collapse(torch.zeros(2, 3, dtype=torch.long), lengths=torch.tensor([1]))
+
+
+def test_prefix_beam_search_with_a_bigram_lm_adds_its_scores_and_can_change_the_labels() -> None:
+    from genloom.core.sampling.ctc import ctc_prefix_beam_search
+
+    # two frames over {blank 0, 1, 2}: the acoustics prefer label 1 a little, the LM strongly prefers 2 after
+    # the start symbol (context 0 here)
+    frames = torch.tensor([[[0.1, 0.5, 0.4], [0.8, 0.1, 0.1]]]).log()
+    plain = ctc_prefix_beam_search(frames, beam_width=4)[0]
+    assert plain[0][0] == [1]
+    lm = torch.full((3, 3), -5.0)
+    lm[0, 2] = 0.0
+    fused = ctc_prefix_beam_search(frames, beam_width=4, lm=lm, lm_start=0, lm_weight=1.0, length_bonus=0.25)[
+        0
+    ]
+    assert fused[0][0] == [2]
+    scores = {tuple(labels): score for labels, score in plain}
+    expected = scores[(2,)] + 1.0 * 0.0 + 0.25  # CTC log-prob + weighted LM log-prob + bonus per label
+    assert dict((tuple(labels), score) for labels, score in fused)[(2,)] == pytest.approx(expected)
+    with pytest.raises(SamplingError, match="bigram table"):
+        ctc_prefix_beam_search(frames, lm=torch.zeros(2, 2), lm_weight=1.0)

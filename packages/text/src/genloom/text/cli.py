@@ -70,6 +70,7 @@ def translate(
         0.0, help="DA-Transformer: weight of the model folder's bigram LM (bigram.safetensors) in each jump"
     ),
     length_alpha: float = typer.Option(0.0, help="DA-Transformer beam: score / path vertices ** alpha"),
+    length_bonus: float = typer.Option(0.0, help="CTC beam with --lm-weight: score added per label"),
     draft: str | None = typer.Option(
         None, help="AR only: a smaller AR preset / folder for speculative decoding"
     ),
@@ -89,15 +90,17 @@ def translate(
         options = {
             "dat": {"strategy": strategy, "beam_size": beam, "length_alpha": length_alpha},
             "ar": {"beam_size": beam},
+            "ctc": {"beam_size": beam},
             "cmlm": {"iterations": iterations},
         }.get(net.config.family, {})
         if lm_weight:
-            if net.config.family != "dat":
-                raise TextInputError(
-                    "--lm-weight (a bigram LM scoring DAG jumps) needs a DA-Transformer --model"
-                )
+            if net.config.family not in ("dat", "ctc"):
+                raise TextInputError("--lm-weight (a bigram LM) needs a DA-Transformer or CTC --model")
             options.update(bigram=load_bigram(folder, net.config.vocab_size), lm_weight=lm_weight)
-            options["collapse_repeats"] = True  # the LM scores the tokens as emitted: repeats merged
+            if net.config.family == "dat":
+                options["collapse_repeats"] = True  # the LM scores the tokens as emitted: repeats merged
+            else:
+                options["length_bonus"] = length_bonus
         if draft is not None:
             if net.config.family != "ar":
                 raise TextInputError("--draft (speculative decoding) needs an AR --model")

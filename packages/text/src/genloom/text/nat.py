@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.core.nn.cuda_graphs import GraphCache
-from genloom.core.sampling.ctc import ctc_collapse
+from genloom.core.sampling.ctc import ctc_collapse, ctc_prefix_beam_search
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
 from genloom.text.ctc_nat import (
@@ -58,7 +58,7 @@ from genloom.text.seq2seq import (
     strip_specials,
     uniform_copy_index,
 )
-from genloom.text.specials import BLANK_ID, MASK_ID, PAD_ID
+from genloom.text.specials import BLANK_ID, BOS_ID, MASK_ID, PAD_ID
 from genloom.text.tasks import Seq2SeqBatch
 
 
@@ -379,6 +379,11 @@ class CTCNAT(NonAutoregressiveTranslator):
     def _graphable_pass(self, source: Tensor, source_length: Tensor) -> tuple[Tensor, ...]:
         """-> (collapsed labels [B, F] padded with PAD, label counts [B]): argmax per frame, then CTC collapse;
         F follows from source's width alone."""
+        logits, frames = self._graphable_frames(source, source_length)
+        return ctc_collapse(logits.argmax(-1), blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
+
+    def _graphable_frames(self, source: Tensor, source_length: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (frame logits [B, F, V], frames per row [B]); F follows from source's width alone."""
         memory, source_mask = encode_source(self.model, source, source_length)
         frames = self.frame_length(source_length)
         width = upsampled_width(  # host arithmetic, no device read
@@ -387,15 +392,47 @@ class CTCNAT(NonAutoregressiveTranslator):
         logits, _ = self.decode_logits(
             self.copied_source(source, source_length, frames, width), frames, memory, source_mask
         )
-        return ctc_collapse(logits.argmax(-1), blank=BLANK_ID, lengths=frames, pad_value=PAD_ID)
+        return logits, frames
 
     @torch.no_grad()
-    def translate(self, source: Tensor, source_length: Tensor, *, graphed: bool | str = False) -> Translation:
-        """Argmax per frame, then CTC collapse. `graphed` (the GPU fast path) replays both from a CUDA graph
-        per padded source width; the same labels as the eager call (the padding is masked)."""
+    def translate(
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        *,
+        beam_size: int = 1,
+        bigram: Tensor | None = None,
+        lm_weight: float = 0.0,
+        length_bonus: float = 0.0,
+        graphed: bool | str = False,
+    ) -> Translation:
+        """Argmax per frame, then CTC collapse; or (`beam_size` > 1) CTC prefix beam search over the frames'
+        log-probs on the host, with shallow fusion of a `bigram` LM table [V, V] (`lm_weight`) and a
+        `length_bonus` per label. `graphed` (the GPU fast path) replays the network pass (and the greedy
+        collapse) from a CUDA graph per padded source width; the same labels as the eager call."""
         source, source_length = placed_source(self, source, source_length)
-        labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
-        return Translation(strip_specials(labels), decoder_passes=1)
+        if beam_size < 1:
+            raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
+        if beam_size == 1 and not lm_weight:
+            labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
+            return Translation(strip_specials(labels), decoder_passes=1)
+        logits, frames = self._run_graphable(self._graphable_frames, "frames", source, source_length, graphed)
+        hypotheses = ctc_prefix_beam_search(
+            logits.float().log_softmax(-1),
+            beam_width=beam_size,
+            blank=BLANK_ID,
+            lengths=frames,
+            candidates_per_frame=8,
+            lm=bigram,
+            lm_start=BOS_ID,
+            lm_weight=lm_weight,
+            length_bonus=length_bonus,
+        )
+        best = [found[0][0] if found else [] for found in hypotheses]
+        tokens = torch.full((len(best), max(map(len, best), default=0) + 1), PAD_ID, dtype=torch.long)
+        for row, labels in enumerate(best):
+            tokens[row, : len(labels)] = torch.tensor(labels, dtype=torch.long)
+        return Translation(strip_specials(tokens), decoder_passes=1)
 
 
 class DATransformer(NonAutoregressiveTranslator):

@@ -69,9 +69,31 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 def _beam_search_one(
-    frames: list[list[float]], *, beam_width: int, blank: int, candidates_per_frame: int | None
+    frames: list[list[float]],
+    *,
+    beam_width: int,
+    blank: int,
+    candidates_per_frame: int | None,
+    lm: Tensor | None = None,
+    lm_start: int = 0,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
 ) -> list[tuple[list[int], float]]:
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG_INF)}  # prefix -> (blank, non-blank)
+    fused: dict[tuple[int, ...], float] = {(): 0.0}  # prefix -> lm_weight * LM log-prob + bonus * length
+    lm_rows: dict[int, list[float]] = {}  # the LM's rows as Python floats, read as contexts come up
+
+    def extra(prefix: tuple[int, ...]) -> float:
+        if prefix not in fused:
+            step = 0.0
+            if lm is not None and lm_weight:
+                context = prefix[-2] if len(prefix) > 1 else lm_start
+                if context not in lm_rows:
+                    lm_rows[context] = lm[context].tolist()
+                step = lm_weight * lm_rows[context][prefix[-1]]
+            fused[prefix] = extra(prefix[:-1]) + step + length_bonus
+        return fused[prefix]
+
     for frame in frames:
         symbols = range(len(frame))
         if candidates_per_frame is not None and candidates_per_frame < len(frame):
@@ -98,9 +120,9 @@ def _beam_search_one(
                 else:
                     extended[1] = _logaddexp(extended[1], p_total + p)
         scored = [(prefix, entry) for prefix, entry in nxt.items() if _logaddexp(*entry) > _NEG_INF]
-        ranked = sorted(scored, key=lambda item: -_logaddexp(*item[1]))[:beam_width]
+        ranked = sorted(scored, key=lambda item: -(_logaddexp(*item[1]) + extra(item[0])))[:beam_width]
         beams = {prefix: (pb, pnb) for prefix, (pb, pnb) in ranked}
-    results = [(list(prefix), _logaddexp(pb, pnb)) for prefix, (pb, pnb) in beams.items()]
+    results = [(list(prefix), _logaddexp(pb, pnb) + extra(prefix)) for prefix, (pb, pnb) in beams.items()]
     return sorted(results, key=lambda item: -item[1])
 
 
@@ -111,12 +133,19 @@ def ctc_prefix_beam_search(
     blank: int = 0,
     lengths: Tensor | None = None,
     candidates_per_frame: int | None = None,
+    lm: Tensor | None = None,
+    lm_start: int = 0,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
 ) -> list[list[tuple[list[int], float]]]:
     """Prefix beam search over `log_probs` [B, T, V] (log-softmax output).
 
     Returns, per row, up to `beam_width` (labels, log probability) pairs, best first. The log probability
     sums over every alignment of that label sequence (exact when the beam never prunes it).
     `candidates_per_frame` limits the symbols tried per frame to the most likely ones (plus blank).
+    Shallow fusion: with a bigram table `lm` [V, V] of log p(next | previous) (the first label's context is
+    `lm_start`), prefixes rank by that log probability + lm_weight * LM log-prob + length_bonus * labels,
+    and the returned scores are those sums.
     """
     if log_probs.dim() != 3:
         raise SamplingError(f"log_probs must have shape [B, T, V], got {tuple(log_probs.shape)}")
@@ -126,13 +155,20 @@ def ctc_prefix_beam_search(
     if not 0 <= blank < vocab:
         raise SamplingError(f"blank id {blank} is outside the vocabulary of size {vocab}")
     lengths = _check_lengths(lengths, batch, frames, torch.device("cpu"))
+    if lm is not None and tuple(lm.shape) != (vocab, vocab):
+        raise SamplingError(f"lm must be a [{vocab}, {vocab}] bigram table, got {tuple(lm.shape)}")
     table = log_probs.detach().to("cpu", torch.float64)
+    lm_table = None if lm is None else lm.detach().to("cpu", torch.float64)
     return [
         _beam_search_one(
             table[b, : int(lengths[b])].tolist(),
             beam_width=beam_width,
             blank=blank,
             candidates_per_frame=candidates_per_frame,
+            lm=lm_table,
+            lm_start=lm_start,
+            lm_weight=lm_weight,
+            length_bonus=length_bonus,
         )
         for b in range(batch)
     ]
