@@ -187,6 +187,7 @@ def main() -> None:
         atomic_write_json(args.out / "summary.json", summary)
         print(json.dumps(summary, indent=2))
     if dist.is_initialized():
+        barrier()  # every rank past its last collective before any tears the group down (gloo aborted otherwise)
         dist.destroy_process_group()
 
 
