@@ -593,22 +593,22 @@ class DATransformer(NonAutoregressiveTranslator):
                 f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi, joint-viterbi "
                 "or beam"
             )
-        if bigram is not None:
+        with_lm = bigram is not None and lm_weight != 0
+        if with_lm:
             bigram = self._table_on(source.device, bigram)
+        lm = {"bigram": bigram if with_lm else None, "lm_weight": float(lm_weight) if with_lm else 0.0}
+        # a graph reads the table it was captured with: a new table (or weight) is a new graph
+        lm_key = (id(bigram), float(lm_weight)) if with_lm else None
         if strategy in ("greedy", "lookahead"):
             step_beta = None if strategy == "greedy" else float(beta)
             compiled = isinstance(graphed, str)
-            with_lm = bigram is not None and lm_weight != 0
             decode = functools.partial(
                 self._graphable_lookahead,
                 beta=step_beta,
                 collapse_repeats=collapse_repeats,
                 max_vertices=self.config.max_decoder_length if compiled else None,
-                bigram=bigram if with_lm else None,
-                lm_weight=float(lm_weight) if with_lm else 0.0,
+                **lm,
             )
-            # a graph reads the table it was captured with: a new table (or weight) is a new graph
-            lm_key = (id(bigram), float(lm_weight)) if with_lm else None
             key = ("lookahead", step_beta, collapse_repeats, lm_key)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
             return Translation(strip_specials(tokens), decoder_passes=1)
@@ -617,11 +617,9 @@ class DATransformer(NonAutoregressiveTranslator):
                 self._graphable_viterbi,
                 length_beta=float(beta),
                 joint=strategy == "joint-viterbi",
-                bigram=bigram if lm_weight else None,
-                lm_weight=float(lm_weight) if bigram is not None else 0.0,
                 collapse_repeats=collapse_repeats,
+                **lm,
             )
-            lm_key = (id(bigram), float(lm_weight)) if bigram is not None and lm_weight else None
             key = (strategy, float(beta), collapse_repeats, lm_key)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
             return Translation(strip_specials(tokens), decoder_passes=1)
@@ -630,12 +628,10 @@ class DATransformer(NonAutoregressiveTranslator):
                 self._graphable_beam,
                 beam_size=beam_size,
                 beta=float(beta),
-                bigram=bigram if lm_weight else None,
-                lm_weight=float(lm_weight) if bigram is not None else 0.0,
                 length_alpha=float(length_alpha),
                 collapse_repeats=collapse_repeats,
+                **lm,
             )
-            lm_key = (id(bigram), float(lm_weight)) if bigram is not None and lm_weight else None
             key = ("beam", beam_size, float(beta), float(length_alpha), collapse_repeats, lm_key)
             tokens = self._run_graphable(decode, key, source, source_length, graphed)
             return Translation(strip_specials(tokens), decoder_passes=1)
@@ -649,8 +645,7 @@ class DATransformer(NonAutoregressiveTranslator):
                 graph,
                 beam_size=beam_size,
                 beta=beta,
-                bigram=bigram,
-                lm_weight=lm_weight,
+                **lm,
                 length_alpha=length_alpha,
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
@@ -665,7 +660,6 @@ class DATransformer(NonAutoregressiveTranslator):
                 joint=strategy == "joint-viterbi",
                 pad=PAD_ID,
                 collapse_repeats=collapse_repeats,
-                bigram=bigram,
-                lm_weight=lm_weight,
+                **lm,
             )
         return Translation(strip_specials(tokens), decoder_passes=1)
