@@ -89,7 +89,9 @@ def test_one_pass_nar_graphed_translation_equals_eager(preset: str, device: str)
         batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
         source, length = batch.source.to(device), batch.source_length.to(device)
         for options in (
-            ({}, {"strategy": "greedy"}, {"strategy": "viterbi"}) if preset.endswith("dat") else ({},)
+            ({}, {"strategy": "greedy"}, {"strategy": "viterbi"}, {"strategy": "joint-viterbi"})
+            if preset.endswith("dat")
+            else ({},)
         ):
             eager = model.translate(source, length, **options)
             fast = model.translate(source, length, graphed=True, **options)
@@ -292,19 +294,27 @@ def test_translators_take_a_cpu_batch_and_decode_on_their_device(preset: str) ->
     assert on_cpu.tokens == on_gpu.tokens
 
 
-@pytest.mark.parametrize("preset", ["multi30k-dat", "multi30k-ctc"])
-def test_compiled_one_pass_translators_compile_once_for_every_source_width(preset: str) -> None:
+@pytest.mark.parametrize(
+    ("preset", "strategy"),
+    [("multi30k-dat", "lookahead"), ("multi30k-dat", "joint-viterbi"), ("multi30k-ctc", None)],
+)
+def test_compiled_one_pass_translators_compile_once_for_every_source_width(preset: str, strategy) -> None:
     # the padded source width is symbolic in the compiled pass: sentences of three widths (8 / 16 / 24 after
     # padding) share one dynamo graph per batch size (a compile takes minutes at real sizes on the GPU), and
-    # each translates as the eager pass does
+    # each translates as the eager pass does; joint Viterbi with the bigram LM too (its recursion and walk
+    # back are custom ops of symbolic size, the step count integer maths)
     from torch._dynamo.utils import counters
 
-    from genloom.text.cli import translate_lines
+    from genloom.text.cli import load_bigram, translate_lines
     from genloom.text.pretrained import load_text_model
 
     torch._dynamo.reset()
     counters.clear()
-    model, tokenizer, _ = load_text_model(preset)
+    model, tokenizer, folder = load_text_model(preset)
+    options = {}
+    if strategy == "joint-viterbi":
+        bigram = load_bigram(folder, model.config.vocab_size)
+        options = {"strategy": strategy, "bigram": bigram, "lm_weight": 0.5}
     lines = [
         "Zwei Hunde.",
         "Zwei Hunde spielen im Schnee und ein Mann schaut ihnen zu.",
@@ -312,8 +322,8 @@ def test_compiled_one_pass_translators_compile_once_for_every_source_width(prese
     ]
     widths = {len(tokenizer.encode(line)) // 8 for line in lines}
     assert len(widths) == 3  # three padded widths
-    eager, _ = translate_lines(model, tokenizer, lines, batch_size=1)
-    compiled, _ = translate_lines(model, tokenizer, lines, batch_size=1, graphed="eager")
+    eager, _ = translate_lines(model, tokenizer, lines, batch_size=1, **options)
+    compiled, _ = translate_lines(model, tokenizer, lines, batch_size=1, graphed="eager", **options)
     assert compiled == eager
     assert counters["stats"]["unique_graphs"] == 1
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.text.errors import GraphTooSmallError, TextInputError
+from genloom.text.viterbi_ops import viterbi_backtrack, viterbi_forward
 
 NEG_INF = float("-inf")
 
@@ -266,40 +267,12 @@ def _emit_forward(
     return compact_tokens(tokens, keep, pad=pad, width=width)
 
 
-def follow_backpointers(
-    backpointers: list[Tensor], last_vertex: Tensor, num_emitted: Tensor, num_steps: int
-) -> Tensor:
-    """Viterbi's path [B, num_steps] (-1 past each row's `num_emitted` vertices) from its backpointers.
-
-    Position n - 1 holds `last_vertex`, position s < n - 1 holds backpointers[s] applied to position s + 1's
-    vertex. Binary lifting instead of a walk back: tables of the maps composed over 2^r consecutive positions
-    (r < log2 num_steps), then every position at once follows the bits of its distance to n - 1 — about
-    4 log2 K small kernels in place of ~5 per position, which is what a CUDA-graphed decode pays for."""
-    batch, device = last_vertex.shape[0], last_vertex.device
-    if not backpointers:  # one position: the last vertex alone
-        return last_vertex.unsqueeze(1)
-    num_vertices = backpointers[0].shape[-1]
-    identity = torch.arange(num_vertices, device=device).expand(batch, -1)
-    maps = torch.stack([*backpointers, identity])  # [num_steps, B, L]: position s maps s + 1's vertex to s's
-    rounds = max(num_steps - 1, 1).bit_length()
-    tables = [maps]
-    for r in range(1, rounds):
-        half = 2 ** (r - 1)
-        previous = tables[-1]
-        later = torch.cat([previous[half:], identity.expand(half, -1, -1)])[:num_steps]
-        tables.append(previous.gather(-1, later))  # (P_s o P_{s + half})(v) = P_s[P_{s + half}[v]]
-    positions = torch.arange(num_steps, device=device)
-    distance = (num_emitted - 1).unsqueeze(1) - positions  # [B, K]; negative: past the path's end
-    at = (num_emitted - 1).unsqueeze(1).expand(-1, num_steps)
-    vertex = last_vertex.unsqueeze(1).expand(-1, num_steps)
-    rows = torch.arange(batch, device=device).unsqueeze(1)
-    for r, table in enumerate(tables):
-        step_back = (distance >= 0) & (((distance.clamp(min=0) >> r) & 1) == 1)
-        start = (at - 2**r).clamp(min=0)
-        moved = table.reshape(-1)[(start * batch + rows) * num_vertices + vertex]
-        vertex = torch.where(step_back, moved, vertex)
-        at = torch.where(step_back, start, at)
-    return torch.where(distance >= 0, vertex, -1)
+def viterbi_steps(num_vertices: int, upsample_scale: float) -> int:
+    """Path lengths Viterbi considers: 2 K / upsample_scale (at least 1), the official bound. Integer maths for
+    an integral scale, so a symbolic K (a compiled pass) stays symbolic instead of specialising."""
+    if float(upsample_scale).is_integer() and upsample_scale > 0:
+        return torch.sym_max((2 * num_vertices) // int(upsample_scale), 1)
+    return max(int(2 * num_vertices / upsample_scale), 1)
 
 
 @torch.no_grad()
@@ -334,18 +307,14 @@ def dag_viterbi_decode(
     best_logp, best_token = token_logprobs.max(dim=-1)
     if bigram is not None and lm_weight:
         links = links + lm_weight * bigram[best_token.unsqueeze(-1), best_token.unsqueeze(-2)]
-    max_steps = max(int(2 * num_vertices / upsample_scale), 1)
+    max_steps = viterbi_steps(num_vertices, upsample_scale)
     alpha = links[:, 0] + best_logp
     if joint:
         alpha = alpha + best_logp[:, :1]
     # joint: every vertex's token log-prob joins the transition into it once, not at every step
     step_links = links + best_logp.unsqueeze(1) if joint else links
-    scores, backpointers = [alpha], []
-    for _ in range(max_steps - 1):
-        alpha, argbest = (alpha.unsqueeze(-1) + step_links).max(dim=1)
-        scores.append(alpha)
-        backpointers.append(argbest)
-    table = torch.stack(scores, dim=0)  # [K, B, L]
+    # one kernel for the whole recursion and one for the walk back on CUDA (viterbi_ops)
+    table, backpointers = viterbi_forward(step_links.contiguous(), alpha.contiguous(), max_steps)  # [S, B, L]
     into_last = links.gather(2, (output_length - 1).view(batch, 1, 1).expand(-1, num_vertices, 1)).squeeze(-1)
     table = table + into_last.unsqueeze(0)
     best_score, best_vertex = table.max(dim=-1)  # [K, B]
@@ -353,7 +322,7 @@ def dag_viterbi_decode(
     normalised = best_score / steps.to(best_score.dtype) ** length_beta
     num_emitted = normalised.argmax(dim=0) + 1  # [B]
     last_vertex = best_vertex.gather(0, (num_emitted - 1).unsqueeze(0)).squeeze(0)
-    path = follow_backpointers(backpointers, last_vertex, num_emitted, max_steps)
+    path = viterbi_backtrack(backpointers, last_vertex, num_emitted, max_steps)
     # backward emission: keep the last token, drop pads and tokens equal to the next vertex's token
     on_path = path >= 0
     tokens = best_token.gather(1, path.clamp(min=0))

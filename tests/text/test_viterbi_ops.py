@@ -1,0 +1,108 @@
+"""The Viterbi kernels (`genloom.text.viterbi_ops`) against the torch reference: exactly equal scores,
+backpointers (first index on ties) and paths; on the CPU through Triton's interpreter, on a GPU natively."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from genloom.text.viterbi_ops import (
+    follow_backpointers_reference,
+    viterbi_backtrack,
+    viterbi_forward,
+    viterbi_forward_reference,
+)
+
+# (batch, vertices, steps): vertex counts off the tile sizes (32 x 128), several target tiles, one step only
+SHAPES = [(3, 45, 11), (2, 150, 6), (1, 7, 1), (2, 5, 2), (4, 33, 9)]
+
+
+def _inputs(batch: int, vertices: int, seed: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer-valued scores (many ties) with -inf holes, as a forward-only DAG's transitions have."""
+    g = torch.Generator().manual_seed(seed)
+    links = torch.randint(-4, 1, (batch, vertices, vertices), generator=g).float()
+    links[links == -4] = float("-inf")
+    alpha = torch.randint(-3, 1, (batch, vertices), generator=g).float()
+    return links.to(device), alpha.to(device)
+
+
+def test_custom_ops_on_the_cpu_are_the_reference() -> None:
+    links, alpha = _inputs(3, 45, seed=0)
+    scores, backpointers = viterbi_forward(links, alpha, 11)
+    ref_scores, ref_backpointers = viterbi_forward_reference(links, alpha, 11)
+    assert torch.equal(scores, ref_scores) and torch.equal(backpointers, ref_backpointers)
+    assert scores.shape == (11, 3, 45) and backpointers.shape == (10, 3, 45)
+    # the recursion itself, element by element for one row and step
+    expected = (ref_scores[3, 1].unsqueeze(-1) + links[1]).max(dim=0)
+    assert torch.equal(ref_scores[4, 1], expected.values) and torch.equal(
+        ref_backpointers[3, 1], expected.indices
+    )
+    last, emitted = torch.tensor([4, 0, 44]), torch.tensor([11, 1, 5])
+    path = viterbi_backtrack(backpointers, last, emitted, 11)
+    assert torch.equal(path, follow_backpointers_reference(backpointers, last, emitted, 11))
+    assert path[1].tolist() == [0] + [-1] * 10 and path[2, 4] == 44 and (path[2, 5:] == -1).all()
+
+
+INTERPRETED_CHECK = """
+import torch
+import triton.runtime.interpreter as interpreter
+
+# Triton 3.6's interpreter turns scalar arguments into 1-element arrays that numpy >= 2.4 no longer converts
+# with int(): read the element instead (the interpreter only; compiled kernels are unaffected)
+_original = interpreter._patch_lang_tensor
+
+
+def _patched(tensor, scope):
+    _original(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+
+interpreter._patch_lang_tensor = _patched
+
+from genloom.text import viterbi_ops as ops
+
+g = torch.Generator().manual_seed(1)
+for batch, vertices, steps in SHAPES:
+    links = torch.randint(-4, 1, (batch, vertices, vertices), generator=g).float()
+    links[links == -4] = float("-inf")
+    alpha = torch.randint(-3, 1, (batch, vertices), generator=g).float()
+    ref = ops.viterbi_forward_reference(links, alpha, steps)
+    got = ops.viterbi_forward_triton(links, alpha, steps)
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1]), (batch, vertices, steps)
+    last = torch.randint(0, vertices, (batch,), generator=g)
+    emitted = torch.randint(1, steps + 1, (batch,), generator=g)
+    emitted[0] = steps
+    expected = ops.follow_backpointers_reference(ref[1], last, emitted, steps)
+    assert torch.equal(ops.follow_backpointers_triton(ref[1], last, emitted, steps), expected)
+print("kernels equal the reference")
+"""
+
+
+def test_triton_kernels_equal_the_reference_in_the_interpreter() -> None:
+    pytest.importorskip("triton")
+    code = f"SHAPES = {SHAPES!r}\n" + textwrap.dedent(INTERPRETED_CHECK)
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kernels equal the reference" in done.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("batch", "vertices", "steps"), [*SHAPES, (64, 300, 75)])
+def test_cuda_kernels_equal_the_reference(batch: int, vertices: int, steps: int) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    links, alpha = _inputs(batch, vertices, seed=vertices, device="cuda")
+    scores, backpointers = viterbi_forward(links, alpha, steps)
+    ref_scores, ref_backpointers = viterbi_forward_reference(links, alpha, steps)
+    assert torch.equal(scores, ref_scores) and torch.equal(backpointers, ref_backpointers)
+    g = torch.Generator().manual_seed(batch)
+    last = torch.randint(0, vertices, (batch,), generator=g).cuda()
+    emitted = torch.randint(1, steps + 1, (batch,), generator=g).cuda()
+    path = viterbi_backtrack(backpointers, last, emitted, steps)
+    assert torch.equal(path, follow_backpointers_reference(backpointers, last, emitted, steps))
