@@ -54,7 +54,7 @@ import triton.runtime.interpreter as interpreter
 
 # Triton 3.6's interpreter turns scalar arguments into 1-element arrays that numpy >= 2.4 no longer converts
 # with int(): read the element instead (the interpreter only; compiled kernels are unaffected)
-_original = interpreter._patch_lang_tensor
+_original = getattr(interpreter, "_patch_lang_tensor", None)
 
 
 def _patched(tensor, scope):
@@ -62,7 +62,8 @@ def _patched(tensor, scope):
     scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
 
 
-interpreter._patch_lang_tensor = _patched
+if _original is not None:
+    interpreter._patch_lang_tensor = _patched
 
 from genloom.text import viterbi_ops as ops
 
