@@ -65,6 +65,8 @@ WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, b
 LM_LOOKAHEAD = {"strategy": "lookahead", "bigram": "train", "lm_weight": 0.6, "collapse_repeats": True}
 LM_BEAM = {**LM_LOOKAHEAD, "strategy": "beam", "beam_size": 4, "length_alpha": 1.0}
 LM_VITERBI = {**LM_LOOKAHEAD, "strategy": "joint-viterbi", "lm_weight": 0.5}
+# CTC prefix beam search with the LM (weights chosen on the validation set, session 6)
+LM_CTC_BEAM = {"beam_size": 8, "bigram": "train", "lm_weight": 0.5, "length_bonus": 3.0}
 # decoding options per table row (the row name says which)
 DECODING = {
     "AR greedy (static KV cache)": ("ar", {}),
@@ -85,6 +87,8 @@ DECODING = {
     "CTC + GLAT": ("ctc", {}),
     "CTC + GLAT (graphed pass)": ("ctc", {"graphed": True}),
     "CTC + GLAT (compiled, graphed pass)": ("ctc", {"graphed": "inductor"}),
+    "CTC + GLAT, beam 8 + bigram LM": ("ctc", {**LM_CTC_BEAM}),
+    "CTC + GLAT, beam 8 + bigram LM (graphed pass)": ("ctc", {**LM_CTC_BEAM, "graphed": True}),
     "DA-Transformer, lookahead": ("dat", {"strategy": "lookahead"}),
     "DA-Transformer, lookahead (graphed pass)": ("dat", {"strategy": "lookahead", "graphed": True}),
     "DA-Transformer, lookahead (compiled, graphed pass)": (

@@ -115,3 +115,47 @@ def test_prefix_beam_search_with_a_bigram_lm_adds_its_scores_and_can_change_the_
     assert dict((tuple(labels), score) for labels, score in fused)[(2,)] == pytest.approx(expected)
     with pytest.raises(SamplingError, match="bigram table"):
         ctc_prefix_beam_search(frames, lm=torch.zeros(2, 2), lm_weight=1.0)
+
+
+@pytest.mark.parametrize(("vocab", "blank", "candidates"), [(6, 0, 4), (6, 5, 3), (4, 0, 8)])
+def test_batched_beam_search_equals_the_host_prefix_beam_search(
+    vocab: int, blank: int, candidates: int
+) -> None:
+    # float64 on the CPU: the same best prefix and score as the host search, for every row, with and without
+    # the bigram LM and length bonus; small vocabularies make merges (an extension equal to another beam's
+    # prefix) frequent, and some rows end early or have no frame at all
+    from genloom.core.sampling.ctc import ctc_beam_search_batched
+
+    g = torch.Generator().manual_seed(vocab + blank)
+    lm = torch.randn(vocab, vocab, generator=g, dtype=torch.float64).log_softmax(-1)
+    for _ in range(10):
+        log_probs = (torch.randn(5, 12, vocab, generator=g, dtype=torch.float64) * 2).log_softmax(-1)
+        lengths = torch.randint(0, 13, (5,), generator=g)
+        for fusion in ({}, {"lm": lm, "lm_weight": 0.7, "length_bonus": 0.4, "lm_start": 1}):
+            options = dict(
+                beam_width=4, blank=blank, lengths=lengths, candidates_per_frame=candidates, **fusion
+            )
+            expected = ctc_prefix_beam_search(log_probs, **options)
+            labels, counts, scores = ctc_beam_search_batched(log_probs, **options)
+            for row, found in enumerate(expected):
+                best, best_score = found[0]
+                assert labels[row, : counts[row]].tolist() == best
+                assert (labels[row, counts[row] :] == -1).all()
+                assert float(scores[row]) == pytest.approx(best_score, abs=1e-9)
+
+
+def test_batched_beam_search_reads_nothing_from_the_device_and_checks_its_input() -> None:
+    from genloom.core.nn.capture_check import check_capturable
+    from genloom.core.sampling.ctc import ctc_beam_search_batched
+
+    log_probs = torch.empty(2, 7, 9, device="meta")
+    lm = torch.empty(9, 9, device="meta")
+    labels, counts, scores = check_capturable(
+        ctc_beam_search_batched, log_probs, lengths=torch.empty(2, dtype=torch.long, device="meta"), lm=lm,
+        lm_weight=0.5, beam_width=3, candidates_per_frame=4,
+    )  # fmt: skip
+    assert labels.shape == (2, 7) and counts.shape == (2,) and scores.shape == (2,)
+    with pytest.raises(SamplingError, match="bigram table"):
+        ctc_beam_search_batched(torch.zeros(1, 3, 5), lm=torch.zeros(4, 4), lm_weight=1.0)
+    with pytest.raises(SamplingError, match="beam_width"):
+        ctc_beam_search_batched(torch.zeros(1, 3, 5), beam_width=0)

@@ -88,10 +88,16 @@ def test_one_pass_nar_graphed_translation_equals_eager(preset: str, device: str)
     for batch_size, seed in ((1, 0), (5, 1), (1, 2), (5, 1)):
         batch = task.sample(batch_size, generator=torch.Generator().manual_seed(seed))
         source, length = batch.source.to(device), batch.source_length.to(device)
+        vocab = model.config.vocab_size
+        bigram = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed)).log_softmax(-1)
         for options in (
             ({}, {"strategy": "greedy"}, {"strategy": "viterbi"}, {"strategy": "joint-viterbi"})
             if preset.endswith("dat")
-            else ({},)
+            else (
+                {},
+                {"beam_size": 4},
+                {"beam_size": 4, "bigram": bigram, "lm_weight": 0.5, "length_bonus": 1.0},
+            )
         ):
             eager = model.translate(source, length, **options)
             fast = model.translate(source, length, graphed=True, **options)
@@ -116,6 +122,13 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
 
     model, source, length = _on_meta(preset)
     check_capturable(model._graphable_pass, source, length)
+    if preset == "text-sort-ctc":  # the batched prefix beam search, with and without the LM, goes inside too
+        bigram = torch.zeros(model.config.vocab_size, model.config.vocab_size, device="meta")
+        for table in (None, bigram):
+            beam = functools.partial(
+                model._graphable_beam, beam_width=4, lm=table, lm_weight=0.5, length_bonus=1.0
+            )
+            check_capturable(beam, source, length)
     if preset == "text-sort-dat":  # lookahead decoding goes inside the graph too
         for beta in (None, 1.0):
             decode = functools.partial(model._graphable_lookahead, beta=beta, collapse_repeats=False)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.core.nn.cuda_graphs import GraphCache
-from genloom.core.sampling.ctc import ctc_collapse, ctc_prefix_beam_search
+from genloom.core.sampling.ctc import ctc_beam_search_batched, ctc_collapse
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
 from genloom.text.ctc_nat import (
@@ -117,6 +117,7 @@ class NonAutoregressiveTranslator(nn.Module):
         # the one-pass families' GPU fast path: the whole pass (and decoding where it reads nothing back from
         # the device) replayed from CUDA graphs, one GraphCache per function and options, a graph per shape
         self._graph_caches: dict[Hashable, GraphCache] = {}
+        self._lm_tables: dict[int, tuple[Tensor, Tensor]] = {}  # id -> (the caller's table, its device copy)
 
     @property
     def decoder(self) -> nn.Module:
@@ -163,6 +164,17 @@ class NonAutoregressiveTranslator(nn.Module):
             cache = self._graph_caches[(key, backend)] = GraphCache(pass_fn, watch=self, watch_caches=False)
         cache.refresh()
         return cache(None, source, source_length)
+
+    def _table_on(self, device: torch.device, bigram: Tensor) -> Tensor:
+        """A bigram table [V, V] as float32 on `device`, copied once per table: graphs captured with it keep
+        reading that copy, and the next call with the same table finds the same graph."""
+        vocab = self.config.vocab_size
+        if tuple(bigram.shape) != (vocab, vocab):
+            raise TextInputError(f"bigram table must be [{vocab}, {vocab}], got {tuple(bigram.shape)}")
+        held = self._lm_tables.get(id(bigram))
+        if held is None or held[0] is not bigram or held[1].device != device:
+            held = self._lm_tables[id(bigram)] = (bigram, bigram.to(device, torch.float32))
+        return held[1]
 
     def decode_logits(
         self, inputs: Tensor, decoder_length: Tensor, memory: Tensor, source_mask: Tensor
@@ -407,32 +419,43 @@ class CTCNAT(NonAutoregressiveTranslator):
         graphed: bool | str = False,
     ) -> Translation:
         """Argmax per frame, then CTC collapse; or (`beam_size` > 1) CTC prefix beam search over the frames'
-        log-probs on the host, with shallow fusion of a `bigram` LM table [V, V] (`lm_weight`) and a
-        `length_bonus` per label. `graphed` (the GPU fast path) replays the network pass (and the greedy
-        collapse) from a CUDA graph per padded source width; the same labels as the eager call."""
+        log-probs on the model's device (8 candidates a frame), with shallow fusion of a `bigram` LM table
+        [V, V] (`lm_weight`) and a `length_bonus` per label. `graphed` (the GPU fast path) replays the network
+        pass and the collapse or the search from a CUDA graph per padded source width; the same labels as
+        the eager call."""
         source, source_length = placed_source(self, source, source_length)
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
         if beam_size == 1 and not lm_weight:
             labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
             return Translation(strip_specials(labels), decoder_passes=1)
-        logits, frames = self._run_graphable(self._graphable_frames, "frames", source, source_length, graphed)
-        hypotheses = ctc_prefix_beam_search(
-            logits.float().log_softmax(-1),
+        with_lm = bigram is not None and lm_weight != 0
+        search = functools.partial(
+            self._graphable_beam,
             beam_width=beam_size,
-            blank=BLANK_ID,
-            lengths=frames,
-            candidates_per_frame=8,
-            lm=bigram,
-            lm_start=BOS_ID,
-            lm_weight=lm_weight,
-            length_bonus=length_bonus,
+            lm=self._table_on(source.device, bigram) if with_lm else None,
+            lm_weight=float(lm_weight) if with_lm else 0.0,
+            length_bonus=float(length_bonus),
         )
-        best = [found[0][0] if found else [] for found in hypotheses]
-        tokens = torch.full((len(best), max(map(len, best), default=0) + 1), PAD_ID, dtype=torch.long)
-        for row, labels in enumerate(best):
-            tokens[row, : len(labels)] = torch.tensor(labels, dtype=torch.long)
-        return Translation(strip_specials(tokens), decoder_passes=1)
+        key = (
+            "beam",
+            beam_size,
+            id(search.keywords["lm"]),
+            search.keywords["lm_weight"],
+            float(length_bonus),
+        )
+        labels = self._run_graphable(search, key, source, source_length, graphed)
+        return Translation(strip_specials(labels), decoder_passes=1)
+
+    def _graphable_beam(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
+        """The network pass and CTC prefix beam search over its frames (core's batched search, float64 as the
+        host search: the same labels), PAD-padded labels [B, F]: no host read, so one graph replays both."""
+        logits, frames = self._graphable_frames(source, source_length)
+        labels, _, _ = ctc_beam_search_batched(
+            logits.double().log_softmax(-1), blank=BLANK_ID, lengths=frames, candidates_per_frame=8,
+            lm_start=BOS_ID, pad_value=PAD_ID, **options,
+        )  # fmt: skip
+        return labels
 
 
 class DATransformer(NonAutoregressiveTranslator):
@@ -441,7 +464,6 @@ class DATransformer(NonAutoregressiveTranslator):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__(config)
         self.link_head = DagLinkHead(dim=config.dim, num_heads=config.dag_link_heads)
-        self._lm_tables: dict[int, tuple[Tensor, Tensor]] = {}  # id -> (the caller's table, its device copy)
 
     def graph_size(self, source_length: Tensor) -> Tensor:
         """lambda x (source length + bos + eos) vertices."""
@@ -473,17 +495,6 @@ class DATransformer(NonAutoregressiveTranslator):
         )
         logits[..., PAD_ID] = float("-inf")
         return logits.log_softmax(-1), links, graph
-
-    def _table_on(self, device: torch.device, bigram: Tensor) -> Tensor:
-        """A bigram table [V, V] as float32 on `device`, copied once per table: graphs captured with it keep
-        reading that copy, and the next call with the same table finds the same graph."""
-        vocab = self.config.vocab_size
-        if tuple(bigram.shape) != (vocab, vocab):
-            raise TextInputError(f"bigram table must be [{vocab}, {vocab}], got {tuple(bigram.shape)}")
-        held = self._lm_tables.get(id(bigram))
-        if held is None or held[0] is not bigram or held[1].device != device:
-            held = self._lm_tables[id(bigram)] = (bigram, bigram.to(device, torch.float32))
-        return held[1]
 
     def _graphable_lookahead(
         self,

@@ -9,6 +9,7 @@ an unlimited beam it returns the exact most probable label sequence; it runs on 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from .errors import SamplingError
 
-__all__ = ["ctc_collapse", "ctc_greedy_decode", "ctc_prefix_beam_search"]
+__all__ = ["ctc_beam_search_batched", "ctc_collapse", "ctc_greedy_decode", "ctc_prefix_beam_search"]
 
 _NEG_INF = float("-inf")
 
@@ -172,3 +173,126 @@ def ctc_prefix_beam_search(
         )
         for b in range(batch)
     ]
+
+
+_HASH_MODULUS = 2_147_483_647  # 2^31 - 1: a prefix key times a multiplier below 2^22 stays inside int64
+_HASH_MULTIPLIERS = (1_000_003, 2_097_143)
+
+
+def ctc_beam_search_batched(
+    log_probs: Tensor,
+    *,
+    beam_width: int = 8,
+    blank: int = 0,
+    lengths: Tensor | None = None,
+    candidates_per_frame: int = 8,
+    lm: Tensor | None = None,
+    lm_start: int = 0,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
+    pad_value: int = -1,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`ctc_prefix_beam_search` as batched tensor code on `log_probs`' device, for every row at once.
+
+    The same search (prefixes ranked by their blank / non-blank alignment log-probs plus the shallow-fusion
+    terms, the `candidates_per_frame` likeliest symbols of each frame plus blank), with fixed shapes and no
+    host read, so it runs on a GPU and inside a CUDA graph. A prefix reached twice in one frame (one beam's
+    extension by c equals another beam's prefix) is merged as the host search merges it, found by two
+    31-bit rolling keys of the prefix plus its length and last label. Arithmetic in `log_probs`' dtype
+    (float64 gives the host search's scores). Returns (best labels [B, T] padded with `pad_value`, their
+    counts [B], their scores [B])."""
+    if log_probs.dim() != 3:
+        raise SamplingError(f"log_probs must have shape [B, T, V], got {tuple(log_probs.shape)}")
+    if beam_width < 1 or candidates_per_frame < 1:
+        raise SamplingError(
+            f"beam_width and candidates_per_frame must be >= 1, got {beam_width} and {candidates_per_frame}"
+        )
+    batch, frames, vocab = log_probs.shape
+    if not 0 <= blank < vocab:
+        raise SamplingError(f"blank id {blank} is outside the vocabulary of size {vocab}")
+    if lm is not None and tuple(lm.shape) != (vocab, vocab):
+        raise SamplingError(f"lm must be a [{vocab}, {vocab}] bigram table, got {tuple(lm.shape)}")
+    device, dtype = log_probs.device, log_probs.dtype
+    lengths = _check_lengths(lengths, batch, frames, device)
+    width, k = beam_width, min(candidates_per_frame, vocab)
+    fuse_lm = lm is not None and lm_weight != 0
+    lm_table = lm.to(device, dtype) if fuse_lm else None
+    # the beams: labels, their count and last label, two prefix keys, alignment log-probs, fusion terms
+    labels = torch.full((batch, width, max(frames, 1)), pad_value, dtype=torch.long, device=device)
+    count = torch.zeros((batch, width), dtype=torch.long, device=device)
+    last = torch.full((batch, width), -1, dtype=torch.long, device=device)
+    keys = [torch.zeros((batch, width), dtype=torch.long, device=device) for _ in _HASH_MULTIPLIERS]
+    p_blank = torch.full((batch, width), _NEG_INF, dtype=dtype, device=device)
+    p_blank[:, 0] = 0.0  # the empty prefix, every alignment so far blank
+    p_label = torch.full_like(p_blank, _NEG_INF)
+    fused = torch.zeros_like(p_blank)
+    top_p, top_c = log_probs.topk(k, dim=-1)  # [B, T, k], every frame at once
+    blank_p = log_probs[..., blank]
+    for t in range(frames):
+        active = (t < lengths).unsqueeze(1)  # [B, 1]: finished rows keep their beams
+        p_c, symbol = top_p[:, t].unsqueeze(1), top_c[:, t].unsqueeze(1)  # [B, 1, k]
+        labelled = symbol != blank
+        p_total = torch.logaddexp(p_blank, p_label)  # [B, W]
+        alive = p_total > _NEG_INF
+        repeat = labelled & (symbol == last.unsqueeze(-1))  # [B, W, k]: c equals the beam's last label
+        # the same prefix: a blank frame, or the last label repeated without a blank between
+        same_blank = p_total + blank_p[:, t].unsqueeze(1)
+        same_label = torch.where(repeat, p_label.unsqueeze(-1) + p_c, _NEG_INF).logsumexp(-1)
+        # the prefix extended by c (a repeat of the last label only after a blank)
+        from_p = torch.where(repeat, p_blank.unsqueeze(-1), p_total.unsqueeze(-1))
+        extend_label = torch.where(labelled, from_p + p_c, _NEG_INF)  # [B, W, k]
+        extend_keys = [
+            (key.unsqueeze(-1) * m + symbol + 1) % _HASH_MODULUS for key, m in zip(keys, _HASH_MULTIPLIERS)
+        ]
+        # an extension that is another live beam's prefix merges into it
+        match = (
+            alive[:, None, None, :]
+            & ((count + 1)[:, :, None, None] == count[:, None, None, :])
+            & (symbol.unsqueeze(-1) == last[:, None, None, :])
+        )
+        for extend_key, key in zip(extend_keys, keys):
+            match = match & (extend_key.unsqueeze(-1) == key[:, None, None, :])  # [B, W, k, W]
+        merged = torch.where(match, extend_label.unsqueeze(-1), _NEG_INF).flatten(1, 2).logsumexp(1)
+        same_label = torch.logaddexp(same_label, merged)
+        extend_label = torch.where(match.any(-1), _NEG_INF, extend_label)
+        extend_fused = (fused.unsqueeze(-1) + length_bonus).expand(-1, -1, k)
+        if fuse_lm:
+            context = torch.where(count > 0, last, lm_start).unsqueeze(-1).expand(-1, -1, k)
+            extend_fused = extend_fused + lm_weight * lm_table[context, symbol.expand(-1, width, -1)]
+        scores = torch.cat(
+            [torch.logaddexp(same_blank, same_label) + fused, (extend_label + extend_fused).flatten(1)], dim=1
+        )
+        pick = scores.topk(width, dim=1).indices  # [B, W], best first
+        extended = pick >= width
+        source = torch.where(extended, (pick - width) // k, pick)
+        flat = (pick - width).clamp(min=0)  # index into the [W * k] extensions
+        new_symbol = symbol.squeeze(1).gather(1, flat % k)
+        take = functools.partial(torch.gather, dim=1, index=source)  # the picked beams' values
+        new_count = take(count)
+        new_labels = labels.gather(1, source.unsqueeze(-1).expand(-1, -1, labels.shape[-1])).clone()
+        slot = new_count.clamp(max=labels.shape[-1] - 1).unsqueeze(-1)
+        new_labels.scatter_(
+            2, slot, torch.where(extended.unsqueeze(-1), new_symbol.unsqueeze(-1), new_labels.gather(2, slot))
+        )
+        state = {
+            "labels": new_labels,
+            "count": new_count + extended.long(),
+            "last": torch.where(extended, new_symbol, take(last)),
+            "p_blank": torch.where(extended, _NEG_INF, take(same_blank)),
+            "p_label": torch.where(extended, extend_label.flatten(1).gather(1, flat), take(same_label)),
+            "fused": torch.where(extended, extend_fused.flatten(1).gather(1, flat), take(fused)),
+        }
+        keys = [
+            torch.where(active, torch.where(extended, ext.flatten(1).gather(1, flat), take(key)), key)
+            for ext, key in zip(extend_keys, keys)
+        ]
+        labels = torch.where(active.unsqueeze(-1), state["labels"], labels)
+        count = torch.where(active, state["count"], count)
+        last = torch.where(active, state["last"], last)
+        p_blank = torch.where(active, state["p_blank"], p_blank)
+        p_label = torch.where(active, state["p_label"], p_label)
+        fused = torch.where(active, state["fused"], fused)
+    final = torch.logaddexp(p_blank, p_label) + fused
+    best = final.argmax(dim=1, keepdim=True)  # [B, 1]
+    best_labels = labels.gather(1, best.unsqueeze(-1).expand(-1, -1, labels.shape[-1])).squeeze(1)
+    return best_labels[:, :frames], count.gather(1, best).squeeze(1), final.gather(1, best).squeeze(1)
