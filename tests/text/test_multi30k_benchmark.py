@@ -91,6 +91,7 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
         "vanilla NAT (graphed pass)",
         "CMLM (10 iterations, length beam 3) (graphed pass)",
         "CTC + GLAT (graphed pass)",
+        "CTC + GLAT, beam 8 + bigram LM (graphed pass)",
         "DA-Transformer, lookahead (graphed pass)",
         "DA-Transformer, lookahead + bigram LM (graphed pass)",
         "DA-Transformer, beam 4 + bigram LM (graphed pass)",
