@@ -45,3 +45,44 @@ def parity_dir(shared_dir: Path):
         return path
 
     return get
+
+
+# Triton 3.6's interpreter turns scalar kernel arguments into 1-element arrays that numpy >= 2.4 no longer
+# converts with int(): read the element instead (the interpreter only; compiled kernels are unaffected)
+_INTERPRETER_SHIM = """
+import triton.runtime.interpreter as _interpreter
+
+_original_patch = getattr(_interpreter, "_patch_lang_tensor", None)
+
+
+def _patched(tensor, scope):
+    _original_patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+
+if _original_patch is not None:
+    _interpreter._patch_lang_tensor = _patched
+"""
+
+
+@pytest.fixture
+def run_triton_interpreted():
+    """Return a function running Python `code` in a fresh process with TRITON_INTERPRET=1 (Triton kernels on
+    CPU tensors, through numpy) and asserting it exits cleanly; skips without Triton."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+
+    def run(code: str, timeout: float = 300.0) -> str:
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        done = subprocess.run(
+            [sys.executable, "-c", _INTERPRETER_SHIM + code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    return run

@@ -3,9 +3,6 @@ backpointers (first index on ties) and paths; on the CPU through Triton's interp
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -50,20 +47,6 @@ def test_custom_ops_on_the_cpu_are_the_reference() -> None:
 
 INTERPRETED_CHECK = """
 import torch
-import triton.runtime.interpreter as interpreter
-
-# Triton 3.6's interpreter turns scalar arguments into 1-element arrays that numpy >= 2.4 no longer converts
-# with int(): read the element instead (the interpreter only; compiled kernels are unaffected)
-_original = getattr(interpreter, "_patch_lang_tensor", None)
-
-
-def _patched(tensor, scope):
-    _original(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-
-if _original is not None:
-    interpreter._patch_lang_tensor = _patched
 
 from genloom.text import viterbi_ops as ops
 
@@ -84,13 +67,9 @@ print("kernels equal the reference")
 """
 
 
-def test_triton_kernels_equal_the_reference_in_the_interpreter() -> None:
-    pytest.importorskip("triton")
-    code = f"SHAPES = {SHAPES!r}\n" + textwrap.dedent(INTERPRETED_CHECK)
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "kernels equal the reference" in done.stdout
+def test_triton_kernels_equal_the_reference_in_the_interpreter(run_triton_interpreted) -> None:
+    out = run_triton_interpreted(f"SHAPES = {SHAPES!r}\n" + textwrap.dedent(INTERPRETED_CHECK))
+    assert "kernels equal the reference" in out
 
 
 @pytest.mark.gpu

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.core.nn.cuda_graphs import GraphCache
-from genloom.core.sampling.ctc import ctc_beam_search_batched, ctc_collapse
+from genloom.core.sampling.ctc import ctc_collapse
+from genloom.core.sampling.ctc_kernels import ctc_beam_search
 from genloom.core.sampling.logits import SamplingParams
 from genloom.core.sampling.masked import MaskedSampler
 from genloom.text.ctc_nat import (
@@ -448,12 +449,14 @@ class CTCNAT(NonAutoregressiveTranslator):
         return Translation(strip_specials(labels), decoder_passes=1)
 
     def _graphable_beam(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
-        """The network pass and CTC prefix beam search over its frames (core's batched search, float64 as the
-        host search: the same labels), PAD-padded labels [B, F]: no host read, so one graph replays both."""
+        """The network pass and CTC prefix beam search over its frames, PAD-padded labels [B, F]: no host read,
+        so one graph replays both. On CUDA core's Triton kernel searches the float32 log-probs; elsewhere the
+        batched tensor search runs in float64 (the host search's arithmetic: the same labels)."""
         logits, frames = self._graphable_frames(source, source_length)
-        labels, _, _ = ctc_beam_search_batched(
-            logits.double().log_softmax(-1), blank=BLANK_ID, lengths=frames, candidates_per_frame=8,
-            lm_start=BOS_ID, pad_value=PAD_ID, **options,
+        log_probs = logits.float().log_softmax(-1)
+        labels, _, _ = ctc_beam_search(
+            log_probs if log_probs.is_cuda else log_probs.double(), frames, options["lm"], options["beam_width"],
+            BLANK_ID, 8, BOS_ID, options["lm_weight"], options["length_bonus"], PAD_ID,
         )  # fmt: skip
         return labels
 

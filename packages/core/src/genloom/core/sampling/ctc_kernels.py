@@ -1,0 +1,255 @@
+"""CTC prefix beam search with shallow fusion as one Triton kernel per batch row (the GPU path).
+
+`ctc_beam_search_batched` runs the search as tensor code: ~40 small operators a frame, which at batch 1 on a
+GPU cost their launches, not their arithmetic. Here one program per row runs every frame with the beams in
+registers (blank / label log-probs, fusion terms, label counts, last labels, two rolling prefix keys), picks
+the next beams among the W x (k + 1) candidates by W rounds of argmax, records a backpointer per beam and
+frame, and walks back from the best beam at the end. `ctc_beam_search` is a torch custom op: this kernel on
+CUDA for float32 log-probs, `ctc_beam_search_batched` elsewhere; a CUDA graph captures it and torch.compile
+keeps it opaque. The same search; float32 rounding (log-add-exp by another formula) can reorder near-ties.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ctc import ctc_beam_search_batched
+
+try:  # Triton ships with CUDA builds of torch; without it the tensor search runs on CUDA too
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the torch build
+    triton = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _log_add(a, b):
+        """log(exp(a) + exp(b)), -inf when both are."""
+        high = tl.maximum(a, b)
+        low = tl.minimum(a, b)
+        safe = tl.where(high == float("-inf"), 0.0, high)
+        return tl.where(high == float("-inf"), float("-inf"), safe + tl.log(1.0 + tl.exp(low - safe)))
+
+    @triton.jit
+    def _ctc_beam_kernel(
+        top_p, top_c, blank_p, lengths, lm, back_beam, back_label, out_labels, out_count, out_score,
+        frames, vocab, blank, lm_start, lm_weight, length_bonus, pad_value,
+        WIDTH: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr, FUSE_LM: tl.constexpr,
+    ):  # fmt: skip
+        row = tl.program_id(0)
+        beams = tl.arange(0, WIDTH)
+        cols = tl.arange(0, COLS)  # candidate columns: 0..K-1 extensions, K the same prefix, the rest unused
+        flat = tl.arange(0, WIDTH * COLS)
+        neg = float("-inf")
+        p_blank = tl.where(beams == 0, 0.0, neg)
+        p_label = tl.full([WIDTH], neg, tl.float32)
+        fused = tl.zeros([WIDTH], tl.float32)
+        count = tl.zeros([WIDTH], tl.int64)
+        last = tl.full([WIDTH], -1, tl.int64)
+        key1 = tl.zeros([WIDTH], tl.int64)
+        key2 = tl.zeros([WIDTH], tl.int64)
+        n = tl.load(lengths + row)
+        for t in range(0, n):
+            base = (row * frames + t) * K
+            is_ext = cols < K
+            p_c = tl.load(top_p + base + cols, mask=is_ext, other=neg)  # [COLS]
+            symbol = tl.load(top_c + base + cols, mask=is_ext, other=-1)
+            labelled = is_ext & (symbol != blank)
+            p_total = _log_add(p_blank, p_label)  # [W]
+            alive = p_total > neg
+            repeat = labelled[None, :] & (symbol[None, :] == last[:, None])  # [W, COLS]
+            same_blank = p_total + tl.load(blank_p + row * frames + t)
+            same_label = tl.max(
+                tl.where(repeat, p_label[:, None] + p_c[None, :], neg), axis=1
+            )  # one match at most
+            start = tl.where(repeat, p_blank[:, None], p_total[:, None])
+            extend = tl.where(labelled[None, :], start + p_c[None, :], neg)  # [W, COLS]
+            ext1 = (key1[:, None] * 1_000_003 + symbol[None, :] + 1) % 2_147_483_647
+            ext2 = (key2[:, None] * 2_097_143 + symbol[None, :] + 1) % 2_147_483_647
+            match = (
+                alive[None, None, :]
+                & ((count + 1)[:, None, None] == count[None, None, :])
+                & (symbol[None, :, None] == last[None, None, :])
+                & (ext1[:, :, None] == key1[None, None, :])
+                & (ext2[:, :, None] == key2[None, None, :])
+                & labelled[None, :, None]
+            )  # [W, COLS, W]: the extension is that live beam's prefix
+            merged = tl.max(tl.max(tl.where(match, extend[:, :, None], neg), axis=1), axis=0)  # [W]
+            same_label = _log_add(same_label, merged)
+            extend = tl.where(tl.max(match.to(tl.int32), axis=2) > 0, neg, extend)
+            extend_fused = fused[:, None] + length_bonus + tl.zeros([WIDTH, COLS], tl.float32)
+            if FUSE_LM:
+                context = tl.where(count > 0, last, lm_start)
+                lm_score = tl.load(
+                    lm + context[:, None] * vocab + symbol[None, :], mask=labelled[None, :], other=0.0
+                )
+                extend_fused = extend_fused + lm_weight * lm_score
+            # the candidates as one [W, COLS] table: column K holds each beam's same prefix
+            is_same = (cols == K)[None, :]
+            score = tl.where(
+                is_same, _log_add(same_blank, same_label)[:, None] + fused[:, None], extend + extend_fused
+            )
+            score = tl.where(is_ext[None, :] | is_same, score, neg)
+            next_blank = tl.where(is_same, same_blank[:, None], neg)
+            next_label = tl.where(is_same, same_label[:, None], extend)
+            next_fused = tl.where(is_same, fused[:, None], extend_fused)
+            next_count = tl.where(is_same, count[:, None], count[:, None] + 1)
+            next_last = tl.where(is_same, last[:, None], symbol[None, :])
+            next_key1 = tl.where(is_same, key1[:, None], ext1)
+            next_key2 = tl.where(is_same, key2[:, None], ext2)
+            source = beams[:, None] + tl.zeros([WIDTH, COLS], tl.int64)
+            emitted = tl.where(is_same, -1, symbol[None, :] + tl.zeros([WIDTH, COLS], tl.int64))
+            score = tl.reshape(score, [WIDTH * COLS])
+            next_blank = tl.reshape(next_blank, [WIDTH * COLS])
+            next_label = tl.reshape(next_label, [WIDTH * COLS])
+            next_fused = tl.reshape(next_fused, [WIDTH * COLS])
+            next_count = tl.reshape(next_count, [WIDTH * COLS])
+            next_last = tl.reshape(next_last, [WIDTH * COLS])
+            next_key1 = tl.reshape(next_key1, [WIDTH * COLS])
+            next_key2 = tl.reshape(next_key2, [WIDTH * COLS])
+            source = tl.reshape(source, [WIDTH * COLS])
+            emitted = tl.reshape(emitted, [WIDTH * COLS])
+            for i in tl.static_range(WIDTH):  # the W best candidates, best first
+                pick = tl.argmax(score, axis=0, tie_break_left=True)
+                chosen = flat == pick
+                here = beams == i
+                p_blank = tl.where(here, tl.max(tl.where(chosen, next_blank, neg), axis=0), p_blank)
+                p_label = tl.where(here, tl.max(tl.where(chosen, next_label, neg), axis=0), p_label)
+                fused = tl.where(here, tl.max(tl.where(chosen, next_fused, neg), axis=0), fused)
+                count = tl.where(here, tl.sum(tl.where(chosen, next_count, 0), axis=0), count)
+                last = tl.where(here, tl.sum(tl.where(chosen, next_last, 0), axis=0), last)
+                key1 = tl.where(here, tl.sum(tl.where(chosen, next_key1, 0), axis=0), key1)
+                key2 = tl.where(here, tl.sum(tl.where(chosen, next_key2, 0), axis=0), key2)
+                back = (row * frames + t) * WIDTH + i
+                tl.store(back_beam + back, tl.sum(tl.where(chosen, source, 0), axis=0))
+                tl.store(back_label + back, tl.sum(tl.where(chosen, emitted, 0), axis=0))
+                score = tl.where(chosen, neg, score)
+        final = _log_add(p_blank, p_label) + fused
+        best = tl.argmax(final, axis=0, tie_break_left=True)
+        total = tl.sum(tl.where(beams == best, count, 0), axis=0)
+        tl.store(out_count + row, total)
+        tl.store(out_score + row, tl.max(tl.where(beams == best, final, neg), axis=0))
+        span = tl.arange(0, 64)
+        for start in range(0, frames, 64):  # pad first, then the labels from the backpointers
+            tl.store(
+                out_labels + row * frames + start + span,
+                pad_value + tl.zeros([64], tl.int64),
+                mask=start + span < frames,
+            )
+        tl.debug_barrier()
+        beam = best.to(tl.int64)
+        position = total - 1
+        for j in range(0, n):
+            t = n - 1 - j
+            label = tl.load(back_label + (row * frames + t) * WIDTH + beam)
+            tl.store(out_labels + row * frames + position, label, mask=label >= 0)
+            position = tl.where(label >= 0, position - 1, position)
+            beam = tl.load(back_beam + (row * frames + t) * WIDTH + beam)
+
+
+def ctc_beam_search_triton(
+    log_probs: Tensor,
+    lengths: Tensor,
+    lm: Tensor | None,
+    *,
+    beam_width: int,
+    blank: int,
+    candidates_per_frame: int,
+    lm_start: int,
+    lm_weight: float,
+    length_bonus: float,
+    pad_value: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`ctc_beam_search_batched` by the kernel (float32; CUDA, or CPU under TRITON_INTERPRET=1); beam_width a
+    power of two."""
+    batch, frames, vocab = log_probs.shape
+    k = min(candidates_per_frame, vocab)
+    top_p, top_c = log_probs.float().topk(k, dim=-1)
+    blank_p = log_probs[..., blank].float().contiguous()
+    device = log_probs.device
+    fuse = lm is not None and lm_weight != 0
+    table = lm.to(device, torch.float32).contiguous() if fuse else blank_p  # any tensor when unused
+    back_beam = torch.empty((batch, frames, beam_width), dtype=torch.long, device=device)
+    back_label = torch.empty_like(back_beam)
+    labels = torch.empty((batch, frames), dtype=torch.long, device=device)
+    count = torch.empty((batch,), dtype=torch.long, device=device)
+    score = torch.empty((batch,), dtype=torch.float32, device=device)
+    if batch:
+        _ctc_beam_kernel[(batch,)](
+            top_p.contiguous(), top_c.contiguous(), blank_p, lengths.long().contiguous(), table, back_beam,
+            back_label, labels, count, score, frames, vocab, blank, lm_start, float(lm_weight),
+            float(length_bonus), pad_value,
+            WIDTH=beam_width, K=k, COLS=triton.next_power_of_2(k + 1), FUSE_LM=fuse,
+        )  # fmt: skip
+    return labels, count, score
+
+
+@torch.library.custom_op("genloom_core::ctc_beam_search", mutates_args=())
+def ctc_beam_search(
+    log_probs: Tensor,
+    lengths: Tensor,
+    lm: Tensor | None,
+    beam_width: int,
+    blank: int,
+    candidates_per_frame: int,
+    lm_start: int,
+    lm_weight: float,
+    length_bonus: float,
+    pad_value: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(best labels [B, T] padded with `pad_value`, their counts [B], scores [B]) of the CTC prefix beam search
+    with shallow fusion (see `ctc_beam_search_batched`); the Triton kernel on CUDA."""
+    labels, count, score = ctc_beam_search_batched(
+        log_probs, beam_width=beam_width, blank=blank, lengths=lengths, candidates_per_frame=candidates_per_frame,
+        lm=lm, lm_start=lm_start, lm_weight=lm_weight, length_bonus=length_bonus, pad_value=pad_value,
+    )  # fmt: skip
+    return labels.clone(), count.clone(), score.clone()
+
+
+@ctc_beam_search.register_kernel("cuda")
+def _ctc_beam_search_cuda(
+    log_probs,
+    lengths,
+    lm,
+    beam_width,
+    blank,
+    candidates_per_frame,
+    lm_start,
+    lm_weight,
+    length_bonus,
+    pad_value,
+):
+    if triton is None or log_probs.dtype != torch.float32 or beam_width & (beam_width - 1):
+        return ctc_beam_search_batched(
+            log_probs, beam_width=beam_width, blank=blank, lengths=lengths,
+            candidates_per_frame=candidates_per_frame, lm=lm, lm_start=lm_start, lm_weight=lm_weight,
+            length_bonus=length_bonus, pad_value=pad_value,
+        )  # fmt: skip
+    return ctc_beam_search_triton(
+        log_probs, lengths, lm, beam_width=beam_width, blank=blank, candidates_per_frame=candidates_per_frame,
+        lm_start=lm_start, lm_weight=lm_weight, length_bonus=length_bonus, pad_value=pad_value,
+    )  # fmt: skip
+
+
+@ctc_beam_search.register_fake
+def _ctc_beam_search_fake(
+    log_probs,
+    lengths,
+    lm,
+    beam_width,
+    blank,
+    candidates_per_frame,
+    lm_start,
+    lm_weight,
+    length_bonus,
+    pad_value,
+):
+    batch, frames, _ = log_probs.shape
+    return (
+        log_probs.new_empty((batch, frames), dtype=torch.long),
+        log_probs.new_empty((batch,), dtype=torch.long),
+        log_probs.new_empty((batch,)),
+    )
