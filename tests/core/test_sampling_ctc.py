@@ -179,9 +179,8 @@ for batch, frames, vocab, beam, k, blank in [(4, 10, 6, 4, 4, 0), (3, 70, 9, 8, 
             log_probs, beam_width=beam, blank=blank, lengths=lengths, candidates_per_frame=k, **fusion
         )
         labels, counts, scores = ctc_beam_search_triton(
-            log_probs, lengths, fusion.get("lm"), beam_width=beam, blank=blank, candidates_per_frame=k,
-            lm_start=fusion.get("lm_start", 0), lm_weight=fusion.get("lm_weight", 0.0),
-            length_bonus=fusion.get("length_bonus", 0.0), pad_value=-1,
+            log_probs, lengths, fusion.get("lm"), beam, blank, k, fusion.get("lm_start", 0),
+            fusion.get("lm_weight", 0.0), fusion.get("length_bonus", 0.0), -1,
         )
         assert torch.equal(labels, expected[0]) and torch.equal(counts, expected[1])
         assert torch.allclose(scores, expected[2], atol=1e-3), (scores, expected[2])

@@ -151,20 +151,11 @@ if triton is not None:
 
 
 def ctc_beam_search_triton(
-    log_probs: Tensor,
-    lengths: Tensor,
-    lm: Tensor | None,
-    *,
-    beam_width: int,
-    blank: int,
-    candidates_per_frame: int,
-    lm_start: int,
-    lm_weight: float,
-    length_bonus: float,
-    pad_value: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """`ctc_beam_search_batched` by the kernel (float32; CUDA, or CPU under TRITON_INTERPRET=1); beam_width a
-    power of two."""
+    log_probs: Tensor, lengths: Tensor, lm: Tensor | None, beam_width: int, blank: int, candidates_per_frame: int,
+    lm_start: int, lm_weight: float, length_bonus: float, pad_value: int,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """`ctc_beam_search` by the kernel, the op's arguments in its order (float32; CUDA, or CPU under
+    TRITON_INTERPRET=1); beam_width a power of two."""
     batch, frames, vocab = log_probs.shape
     k = min(candidates_per_frame, vocab)
     top_p, top_c = log_probs.float().topk(k, dim=-1)
@@ -187,6 +178,17 @@ def ctc_beam_search_triton(
     return labels, count, score
 
 
+def _tensor_search(
+    log_probs, lengths, lm, beam_width, blank, candidates, lm_start, lm_weight, bonus, pad_value
+):
+    """`ctc_beam_search_batched` with the op's positional arguments, outputs not aliasing anything."""
+    found = ctc_beam_search_batched(
+        log_probs, beam_width=beam_width, blank=blank, lengths=lengths, candidates_per_frame=candidates, lm=lm,
+        lm_start=lm_start, lm_weight=lm_weight, length_bonus=bonus, pad_value=pad_value,
+    )  # fmt: skip
+    return tuple(t.clone() for t in found)
+
+
 @torch.library.custom_op("genloom_core::ctc_beam_search", mutates_args=())
 def ctc_beam_search(
     log_probs: Tensor,
@@ -202,51 +204,31 @@ def ctc_beam_search(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(best labels [B, T] padded with `pad_value`, their counts [B], scores [B]) of the CTC prefix beam search
     with shallow fusion (see `ctc_beam_search_batched`); the Triton kernel on CUDA."""
-    labels, count, score = ctc_beam_search_batched(
-        log_probs, beam_width=beam_width, blank=blank, lengths=lengths, candidates_per_frame=candidates_per_frame,
-        lm=lm, lm_start=lm_start, lm_weight=lm_weight, length_bonus=length_bonus, pad_value=pad_value,
-    )  # fmt: skip
-    return labels.clone(), count.clone(), score.clone()
+    return _tensor_search(
+        log_probs,
+        lengths,
+        lm,
+        beam_width,
+        blank,
+        candidates_per_frame,
+        lm_start,
+        lm_weight,
+        length_bonus,
+        pad_value,
+    )
 
 
 @ctc_beam_search.register_kernel("cuda")
-def _ctc_beam_search_cuda(
-    log_probs,
-    lengths,
-    lm,
-    beam_width,
-    blank,
-    candidates_per_frame,
-    lm_start,
-    lm_weight,
-    length_bonus,
-    pad_value,
-):
-    if triton is None or log_probs.dtype != torch.float32 or beam_width & (beam_width - 1):
-        return ctc_beam_search_batched(
-            log_probs, beam_width=beam_width, blank=blank, lengths=lengths,
-            candidates_per_frame=candidates_per_frame, lm=lm, lm_start=lm_start, lm_weight=lm_weight,
-            length_bonus=length_bonus, pad_value=pad_value,
-        )  # fmt: skip
-    return ctc_beam_search_triton(
-        log_probs, lengths, lm, beam_width=beam_width, blank=blank, candidates_per_frame=candidates_per_frame,
-        lm_start=lm_start, lm_weight=lm_weight, length_bonus=length_bonus, pad_value=pad_value,
-    )  # fmt: skip
+def _ctc_beam_search_cuda(*args):
+    log_probs, beam_width = args[0], args[3]
+    kernel_serves = (
+        triton is not None and log_probs.dtype == torch.float32 and not beam_width & (beam_width - 1)
+    )
+    return (ctc_beam_search_triton if kernel_serves else _tensor_search)(*args)
 
 
 @ctc_beam_search.register_fake
-def _ctc_beam_search_fake(
-    log_probs,
-    lengths,
-    lm,
-    beam_width,
-    blank,
-    candidates_per_frame,
-    lm_start,
-    lm_weight,
-    length_bonus,
-    pad_value,
-):
+def _ctc_beam_search_fake(log_probs, *_):
     batch, frames, _ = log_probs.shape
     return (
         log_probs.new_empty((batch, frames), dtype=torch.long),
