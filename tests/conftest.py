@@ -86,3 +86,25 @@ def run_triton_interpreted():
         return done.stdout
 
     return run
+
+
+@pytest.fixture
+def compile_triton_for_hopper():
+    """Return a function compiling a Triton kernel to a cubin for sm_90 (the H100 / H200 the benchmarks run
+    on) with no GPU present: a kernel that Triton or ptxas rejects fails here, on the CPU. Skips without
+    Triton or its bundled CUDA toolchain."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    def compile_kernel(fn, signature: dict[str, str], constexprs: dict[str, object]) -> bytes:
+        source = ASTSource(
+            fn=fn, signature={**signature, **dict.fromkeys(constexprs, "constexpr")}, constexprs=constexprs
+        )
+        try:
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        except FileNotFoundError as missing:  # no ptxas in this Triton build
+            pytest.skip(f"Triton's CUDA toolchain is absent: {missing}")
+        return compiled.asm["cubin"]
+
+    return compile_kernel

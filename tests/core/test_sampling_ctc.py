@@ -213,3 +213,21 @@ def test_ctc_beam_search_op_on_cuda_equals_the_tensor_search() -> None:
     same = (labels.cpu() == expected[0]).all(1) & (counts.cpu() == expected[1])
     assert same.float().mean() >= 0.95  # float32 rounding on another formula may reorder a near-tie
     assert torch.allclose(scores.cpu()[same], expected[2][same], atol=1e-3)
+
+
+@pytest.mark.parametrize("fuse_lm", [True, False])
+def test_ctc_beam_kernel_compiles_for_hopper(compile_triton_for_hopper, fuse_lm: bool) -> None:
+    from genloom.core.sampling import ctc_kernels
+
+    pointers = dict.fromkeys(["top_p", "blank_p", "lm", "out_score"], "*fp32")
+    pointers |= dict.fromkeys(
+        ["top_c", "lengths", "back_beam", "back_label", "out_labels", "out_count"], "*i64"
+    )
+    scalars = dict.fromkeys(["frames", "vocab", "blank", "lm_start", "pad_value"], "i32")
+    scalars |= {"lm_weight": "fp32", "length_bonus": "fp32"}
+    cubin = compile_triton_for_hopper(
+        ctc_kernels._ctc_beam_kernel,
+        {**pointers, **scalars},
+        {"WIDTH": 8, "K": 8, "COLS": 16, "FUSE_LM": fuse_lm},
+    )
+    assert len(cubin) > 1000

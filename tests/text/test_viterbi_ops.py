@@ -86,3 +86,23 @@ def test_cuda_kernels_equal_the_reference(batch: int, vertices: int, steps: int)
     emitted = torch.randint(1, steps + 1, (batch,), generator=g).cuda()
     path = viterbi_backtrack(backpointers, last, emitted, steps)
     assert torch.equal(path, follow_backpointers_reference(backpointers, last, emitted, steps))
+
+
+@pytest.mark.parametrize("single_tile", [True, False])
+def test_viterbi_kernels_compile_for_hopper(compile_triton_for_hopper, single_tile: bool) -> None:
+    from genloom.text import viterbi_ops as ops
+
+    scalars = dict.fromkeys(["num_vertices", "num_steps", "batch", "stride_b", "stride_u", "stride_v"], "i32")
+    blocks = {"BLOCK_U": 128, "BLOCK_V": 128} if single_tile else {"BLOCK_U": 32, "BLOCK_V": 256}
+    forward = compile_triton_for_hopper(
+        ops._viterbi_forward_kernel,
+        {"links": "*fp32", "scores": "*fp32", "backpointers": "*i64", **scalars},
+        {**blocks, "SINGLE_TILE": single_tile},
+    )
+    backtrack = compile_triton_for_hopper(
+        ops._viterbi_backtrack_kernel,
+        {"backpointers": "*i64", "last_vertex": "*i64", "num_emitted": "*i64", "path": "*i64",
+         **dict.fromkeys(["num_vertices", "num_steps", "batch"], "i32")},
+        {},
+    )  # fmt: skip
+    assert len(forward) > 1000 and len(backtrack) > 1000
