@@ -97,6 +97,24 @@ def test_translate_command_default_preset_and_bad_input():
     assert truncated.exit_code == 0 and truncated.stdout.split() == list("abcdefgh")
     unknown = runner.invoke(app, ["translate"], input="a b z\n")
     assert unknown.exit_code == 2 and "unknown symbol" in unknown.output
+    on_cpu = runner.invoke(app, ["translate", "--fast"], input="b a\n")
+    assert on_cpu.exit_code == 2 and "needs --device cuda" in on_cpu.output
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "model", ["text-sort-ar", "text-sort-dat", "text-sort-ctc", "text-sort-cmlm", "text-sort-nat"]
+)
+def test_translate_fast_on_cuda_prints_the_same_lines(model: str) -> None:
+    lines = "c a b\ni h g a\nb a\n"
+    plain = runner.invoke(app, ["translate", "--model", model, "--device", "cuda"], input=lines)
+    fast = runner.invoke(app, ["translate", "--model", model, "--device", "cuda", "--fast"], input=lines)
+    assert plain.exit_code == 0 and fast.exit_code == 0, fast.output
+    assert fast.stdout == plain.stdout
+    beam = runner.invoke(
+        app, ["translate", "--model", "text-sort-ar", "--fast", "--device", "cuda", "--beam", "2"]
+    )
+    assert beam.exit_code == 2 and "drop --beam" in beam.output
 
 
 def test_bigram_command_and_translate_with_its_lm(tmp_path):

@@ -77,6 +77,10 @@ def translate(
     iterations: int = typer.Option(4, help="CMLM Mask-Predict iterations"),
     truncate: bool = typer.Option(False, help="truncate over-long lines with a warning instead of failing"),
     device: str = typer.Option("cpu"),
+    fast: bool = typer.Option(
+        False,
+        help="CUDA fast path: NAR passes (and their decoding) replayed from CUDA graphs, AR greedy compiled",
+    ),
 ) -> None:
     """Translate each input line with a seq2seq model (any family)."""
     from genloom.text.pretrained import load_text_model
@@ -101,6 +105,14 @@ def translate(
                 options["collapse_repeats"] = True  # the LM scores the tokens as emitted: repeats merged
             else:
                 options["length_bonus"] = length_bonus
+        if fast:
+            if not str(device).startswith("cuda"):
+                raise TextInputError(
+                    f"--fast replays CUDA graphs: it needs --device cuda, got --device {device}"
+                )
+            if net.config.family == "ar" and (beam != 1 or draft is not None):
+                raise TextInputError("--fast runs the AR's greedy decoding: drop --beam / --draft")
+            options["compiled" if net.config.family == "ar" else "graphed"] = True
         if draft is not None:
             if net.config.family != "ar":
                 raise TextInputError("--draft (speculative decoding) needs an AR --model")
