@@ -179,6 +179,22 @@ _HASH_MODULUS = 2_147_483_647  # 2^31 - 1: a prefix key times a multiplier below
 _HASH_MULTIPLIERS = (1_000_003, 2_097_143)
 
 
+def _picked(
+    extension: Tensor,
+    same: Tensor,
+    old: Tensor,
+    *,
+    active: Tensor,
+    extended: Tensor,
+    flat: Tensor,
+    source: Tensor,
+) -> Tensor:
+    """A beam field after a frame's pick [B, W]: the picked extension's value (`extension` [B, W, k] at
+    `flat`) or the source beam's same-prefix value (`same` [B, W] at `source`); `old` in rows past their end."""
+    new = torch.where(extended, extension.flatten(1).gather(1, flat), same.gather(1, source))
+    return torch.where(active, new, old)
+
+
 def ctc_beam_search_batched(
     log_probs: Tensor,
     *,
@@ -267,31 +283,20 @@ def ctc_beam_search_batched(
         source = torch.where(extended, (pick - width) // k, pick)
         flat = (pick - width).clamp(min=0)  # index into the [W * k] extensions
         new_symbol = symbol.squeeze(1).gather(1, flat % k)
-        take = functools.partial(torch.gather, dim=1, index=source)  # the picked beams' values
-        new_count = take(count)
-        new_labels = labels.gather(1, source.unsqueeze(-1).expand(-1, -1, labels.shape[-1])).clone()
-        slot = new_count.clamp(max=labels.shape[-1] - 1).unsqueeze(-1)
+        picked = functools.partial(_picked, active=active, extended=extended, flat=flat, source=source)
+        new_labels = labels.gather(1, source.unsqueeze(-1).expand(-1, -1, labels.shape[-1]))
+        # an extension writes its label after its source beam's labels
+        slot = count.gather(1, source).clamp(max=labels.shape[-1] - 1).unsqueeze(-1)
         new_labels.scatter_(
             2, slot, torch.where(extended.unsqueeze(-1), new_symbol.unsqueeze(-1), new_labels.gather(2, slot))
         )
-        state = {
-            "labels": new_labels,
-            "count": new_count + extended.long(),
-            "last": torch.where(extended, new_symbol, take(last)),
-            "p_blank": torch.where(extended, _NEG_INF, take(same_blank)),
-            "p_label": torch.where(extended, extend_label.flatten(1).gather(1, flat), take(same_label)),
-            "fused": torch.where(extended, extend_fused.flatten(1).gather(1, flat), take(fused)),
-        }
-        keys = [
-            torch.where(active, torch.where(extended, ext.flatten(1).gather(1, flat), take(key)), key)
-            for ext, key in zip(extend_keys, keys)
-        ]
-        labels = torch.where(active.unsqueeze(-1), state["labels"], labels)
-        count = torch.where(active, state["count"], count)
-        last = torch.where(active, state["last"], last)
-        p_blank = torch.where(active, state["p_blank"], p_blank)
-        p_label = torch.where(active, state["p_label"], p_label)
-        fused = torch.where(active, state["fused"], fused)
+        labels = torch.where(active.unsqueeze(-1), new_labels, labels)
+        keys = [picked(extend_key, key, key) for extend_key, key in zip(extend_keys, keys)]
+        count = picked((count + 1).unsqueeze(-1).expand(-1, -1, k), count, count)
+        last = picked(symbol.expand(-1, width, -1), last, last)
+        p_blank = picked(torch.full_like(extend_label, _NEG_INF), same_blank, p_blank)
+        p_label = picked(extend_label, same_label, p_label)
+        fused = picked(extend_fused, fused, fused)
     final = torch.logaddexp(p_blank, p_label) + fused
     best = final.argmax(dim=1, keepdim=True)  # [B, 1]
     best_labels = labels.gather(1, best.unsqueeze(-1).expand(-1, -1, labels.shape[-1])).squeeze(1)
