@@ -126,7 +126,7 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
         bigram = torch.zeros(model.config.vocab_size, model.config.vocab_size, device="meta")
         for table in (None, bigram):
             beam = functools.partial(
-                model._graphable_beam, beam_width=4, lm=table, lm_weight=0.5, length_bonus=1.0
+                model._graphable_beam, beam_size=4, bigram=table, lm_weight=0.5, length_bonus=1.0
             )
             check_capturable(beam, source, length)
     if preset == "text-sort-dat":  # lookahead decoding goes inside the graph too
@@ -149,7 +149,7 @@ def test_one_pass_nar_network_pass_reads_nothing_from_the_device(preset: str) ->
         for table in (None, bigram):
             beam = functools.partial(
                 model._graphable_beam, beam_size=3, beta=1.0, bigram=table, lm_weight=0.5,
-                length_alpha=1.0, collapse_repeats=True,
+                length_alpha=1.0, collapse_repeats=True, fixed_width=True,
             )  # fmt: skip
             assert check_capturable(beam, source, length).shape == tokens.shape
 

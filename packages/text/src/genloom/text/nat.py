@@ -62,6 +62,8 @@ from genloom.text.seq2seq import (
 from genloom.text.specials import BLANK_ID, BOS_ID, MASK_ID, PAD_ID
 from genloom.text.tasks import Seq2SeqBatch
 
+CTC_BEAM_CANDIDATES = 8  # CTC beam search: the likeliest symbols of each frame tried (plus blank)
+
 
 @dataclass(frozen=True)
 class Translation:
@@ -165,6 +167,16 @@ class NonAutoregressiveTranslator(nn.Module):
             cache = self._graph_caches[(key, backend)] = GraphCache(pass_fn, watch=self, watch_caches=False)
         cache.refresh()
         return cache(None, source, source_length)
+
+    def _lm_options(
+        self, device: torch.device, bigram: Tensor | None, lm_weight: float
+    ) -> tuple[dict[str, Any], Hashable]:
+        """({"bigram": the table on `device` or None, "lm_weight"}, its part of a graph key): no LM unless both
+        are given. A graph reads the table it was captured with, so a new table (or weight) is a new graph."""
+        if bigram is None or lm_weight == 0:
+            return {"bigram": None, "lm_weight": 0.0}, None
+        table = self._table_on(device, bigram)
+        return {"bigram": table, "lm_weight": float(lm_weight)}, (id(table), float(lm_weight))
 
     def _table_on(self, device: torch.device, bigram: Tensor) -> Tensor:
         """A bigram table [V, V] as float32 on `device`, copied once per table: graphs captured with it keep
@@ -430,33 +442,32 @@ class CTCNAT(NonAutoregressiveTranslator):
         if beam_size == 1 and not lm_weight:
             labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
             return Translation(strip_specials(labels), decoder_passes=1)
-        with_lm = bigram is not None and lm_weight != 0
+        lm, lm_key = self._lm_options(source.device, bigram, lm_weight)
         search = functools.partial(
-            self._graphable_beam,
-            beam_width=beam_size,
-            lm=self._table_on(source.device, bigram) if with_lm else None,
-            lm_weight=float(lm_weight) if with_lm else 0.0,
-            length_bonus=float(length_bonus),
+            self._graphable_beam, beam_size=beam_size, length_bonus=float(length_bonus), **lm
         )
-        key = (
-            "beam",
-            beam_size,
-            id(search.keywords["lm"]),
-            search.keywords["lm_weight"],
-            float(length_bonus),
-        )
+        key = ("beam", beam_size, float(length_bonus), lm_key)
         labels = self._run_graphable(search, key, source, source_length, graphed)
         return Translation(strip_specials(labels), decoder_passes=1)
 
-    def _graphable_beam(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
+    def _graphable_beam(
+        self,
+        source: Tensor,
+        source_length: Tensor,
+        *,
+        beam_size: int,
+        bigram: Tensor | None,
+        lm_weight: float,
+        length_bonus: float,
+    ) -> Tensor:
         """The network pass and CTC prefix beam search over its frames, PAD-padded labels [B, F]: no host read,
         so one graph replays both. On CUDA core's Triton kernel searches the float32 log-probs; elsewhere the
         batched tensor search runs in float64 (the host search's arithmetic: the same labels)."""
         logits, frames = self._graphable_frames(source, source_length)
         log_probs = logits.float().log_softmax(-1)
         labels, _, _ = ctc_beam_search(
-            log_probs if log_probs.is_cuda else log_probs.double(), frames, options["lm"], options["beam_width"],
-            BLANK_ID, 8, BOS_ID, options["lm_weight"], options["length_bonus"], PAD_ID,
+            log_probs if log_probs.is_cuda else log_probs.double(), frames, bigram, beam_size, BLANK_ID,
+            CTC_BEAM_CANDIDATES, BOS_ID, lm_weight, length_bonus, PAD_ID,
         )  # fmt: skip
         return labels
 
@@ -539,10 +550,11 @@ class DATransformer(NonAutoregressiveTranslator):
         return tokens
 
     def _graphable_beam(self, source: Tensor, source_length: Tensor, **options: Any) -> Tensor:
-        """The network pass and beam search over its graph (every step run, fixed output width): free of host
-        reads, so `translate(strategy="beam", graphed=True)` replays both from one CUDA graph."""
+        """The network pass and beam search over its graph; with `fixed_width=True` (every step run, fixed
+        output width) free of host reads, so `translate(strategy="beam", graphed=True)` replays both from one
+        CUDA graph."""
         log_probs, links, graph = self._graphable_pass(source, source_length)
-        tokens, _ = dag_beam_decode(links, log_probs, graph, pad=PAD_ID, fixed_width=True, **options)
+        tokens, _ = dag_beam_decode(links, log_probs, graph, pad=PAD_ID, **options)
         return tokens
 
     def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
@@ -607,26 +619,30 @@ class DATransformer(NonAutoregressiveTranslator):
                 f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi, joint-viterbi "
                 "or beam"
             )
-        with_lm = bigram is not None and lm_weight != 0
-        if with_lm:
-            bigram = self._table_on(source.device, bigram)
-        lm = {"bigram": bigram if with_lm else None, "lm_weight": float(lm_weight) if with_lm else 0.0}
-        # a graph reads the table it was captured with: a new table (or weight) is a new graph
-        lm_key = (id(bigram), float(lm_weight)) if with_lm else None
+        lm, lm_key = self._lm_options(source.device, bigram, lm_weight)
         if strategy in ("greedy", "lookahead"):
             step_beta = None if strategy == "greedy" else float(beta)
-            compiled = isinstance(graphed, str)
             decode = functools.partial(
                 self._graphable_lookahead,
                 beta=step_beta,
                 collapse_repeats=collapse_repeats,
-                max_vertices=self.config.max_decoder_length if compiled else None,
+                max_vertices=self.config.max_decoder_length if isinstance(graphed, str) else None,
                 **lm,
             )
             key = ("lookahead", step_beta, collapse_repeats, lm_key)
-            tokens = self._run_graphable(decode, key, source, source_length, graphed)
-            return Translation(strip_specials(tokens), decoder_passes=1)
-        if strategy in ("viterbi", "joint-viterbi") and graphed:  # the search too, in one replay
+        elif strategy == "beam":
+            # eager, it stops once every hypothesis ends; graphed, it runs every step and reads nothing back
+            decode = functools.partial(
+                self._graphable_beam,
+                beam_size=beam_size,
+                beta=float(beta),
+                length_alpha=float(length_alpha),
+                collapse_repeats=collapse_repeats,
+                fixed_width=bool(graphed),
+                **lm,
+            )
+            key = ("beam", beam_size, float(beta), float(length_alpha), collapse_repeats, lm_key)
+        else:  # viterbi / joint-viterbi
             decode = functools.partial(
                 self._graphable_viterbi,
                 length_beta=float(beta),
@@ -635,45 +651,5 @@ class DATransformer(NonAutoregressiveTranslator):
                 **lm,
             )
             key = (strategy, float(beta), collapse_repeats, lm_key)
-            tokens = self._run_graphable(decode, key, source, source_length, graphed)
-            return Translation(strip_specials(tokens), decoder_passes=1)
-        if strategy == "beam" and graphed:  # the search too: one replay with the pass
-            decode = functools.partial(
-                self._graphable_beam,
-                beam_size=beam_size,
-                beta=float(beta),
-                length_alpha=float(length_alpha),
-                collapse_repeats=collapse_repeats,
-                **lm,
-            )
-            key = ("beam", beam_size, float(beta), float(length_alpha), collapse_repeats, lm_key)
-            tokens = self._run_graphable(decode, key, source, source_length, graphed)
-            return Translation(strip_specials(tokens), decoder_passes=1)
-        log_probs, links, graph = self._run_graphable(
-            self._graphable_pass, "pass", source, source_length, graphed
-        )
-        if strategy == "beam":
-            tokens, _ = dag_beam_decode(
-                links,
-                log_probs,
-                graph,
-                beam_size=beam_size,
-                beta=beta,
-                **lm,
-                length_alpha=length_alpha,
-                pad=PAD_ID,
-                collapse_repeats=collapse_repeats,
-            )
-        else:  # viterbi / joint-viterbi
-            tokens, _ = dag_viterbi_decode(
-                links,
-                log_probs,
-                graph,
-                length_beta=beta,
-                upsample_scale=self.config.upsample_ratio,
-                joint=strategy == "joint-viterbi",
-                pad=PAD_ID,
-                collapse_repeats=collapse_repeats,
-                **lm,
-            )
+        tokens = self._run_graphable(decode, key, source, source_length, graphed)
         return Translation(strip_specials(tokens), decoder_passes=1)
