@@ -65,9 +65,9 @@ def translate(
     strategy: str = typer.Option(
         "lookahead", help="DA-Transformer decoding: greedy, lookahead, viterbi, joint-viterbi or beam"
     ),
-    beam: int = typer.Option(1, help="beam size (AR; DA-Transformer with --strategy beam)"),
+    beam: int = typer.Option(1, help="beam size (AR, CTC; DA-Transformer with --strategy beam)"),
     lm_weight: float = typer.Option(
-        0.0, help="DA-Transformer: weight of the model folder's bigram LM (bigram.safetensors) in each jump"
+        0.0, help="DA-Transformer / CTC: weight of the model folder's bigram LM (bigram.safetensors)"
     ),
     length_alpha: float = typer.Option(0.0, help="DA-Transformer beam: score / path vertices ** alpha"),
     length_bonus: float = typer.Option(0.0, help="CTC beam with --lm-weight: score added per label"),

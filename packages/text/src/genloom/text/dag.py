@@ -191,6 +191,12 @@ def compact_tokens(tokens: Tensor, keep: Tensor, *, pad: int, width: int | None 
     return out[:, :width]
 
 
+def jump_lm_scores(bigram: Tensor, vertex_token: Tensor) -> Tensor:
+    """[B, L, L]: log p_LM(token of j | token of i) for every jump i -> j, from a bigram table [V, V] and the
+    token each vertex emits [B, L] (one token a vertex: the LM score of a jump depends on its two ends)."""
+    return bigram[vertex_token.unsqueeze(-1), vertex_token.unsqueeze(-2)]
+
+
 @torch.no_grad()
 def dag_lookahead_decode(
     links: Tensor,
@@ -218,9 +224,7 @@ def dag_lookahead_decode(
     best_logp, best_token = token_logprobs.max(dim=-1)
     jump_scores = links if beta is None else links + beta * best_logp.unsqueeze(1)
     if bigram is not None and lm_weight:
-        # [B, L, L]: log p(token of j | token of i)
-        lm = bigram[best_token.unsqueeze(-1), best_token.unsqueeze(-2)]
-        jump_scores = jump_scores + lm_weight * lm
+        jump_scores = jump_scores + lm_weight * jump_lm_scores(bigram, best_token)
     next_vertex = jump_scores.argmax(dim=-1)  # [B, L]
     path = follow_jumps(next_vertex, output_length, max_vertices=max_vertices)
     tokens = _emit_forward(
@@ -306,7 +310,7 @@ def dag_viterbi_decode(
     batch, num_vertices, _ = links.shape
     best_logp, best_token = token_logprobs.max(dim=-1)
     if bigram is not None and lm_weight:
-        links = links + lm_weight * bigram[best_token.unsqueeze(-1), best_token.unsqueeze(-2)]
+        links = links + lm_weight * jump_lm_scores(bigram, best_token)
     max_steps = viterbi_steps(num_vertices, upsample_scale)
     alpha = links[:, 0] + best_logp
     if joint:

@@ -181,12 +181,11 @@ def ctc_beam_search_triton(
 def _tensor_search(
     log_probs, lengths, lm, beam_width, blank, candidates, lm_start, lm_weight, bonus, pad_value
 ):
-    """`ctc_beam_search_batched` with the op's positional arguments, outputs not aliasing anything."""
-    found = ctc_beam_search_batched(
+    """`ctc_beam_search_batched` with the op's positional arguments (its outputs are new tensors)."""
+    return ctc_beam_search_batched(
         log_probs, beam_width=beam_width, blank=blank, lengths=lengths, candidates_per_frame=candidates, lm=lm,
         lm_start=lm_start, lm_weight=lm_weight, length_bonus=bonus, pad_value=pad_value,
     )  # fmt: skip
-    return tuple(t.clone() for t in found)
 
 
 @torch.library.custom_op("genloom_core::ctc_beam_search", mutates_args=())
