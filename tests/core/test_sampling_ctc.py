@@ -228,6 +228,14 @@ def test_ctc_beam_kernel_compiles_for_hopper(compile_triton_for_hopper, fuse_lm:
     cubin = compile_triton_for_hopper(
         ctc_kernels._ctc_beam_kernel,
         {**pointers, **scalars},
-        {"WIDTH": 8, "K": 8, "COLS": 16, "FUSE_LM": fuse_lm},
+        {
+            "WIDTH": 8,
+            "K": 8,
+            "COLS": 16,
+            "FUSE_LM": fuse_lm,
+            "MULT1": 1_000_003,
+            "MULT2": 2_097_143,
+            "MODULUS": 2**31 - 1,
+        },
     )
     assert len(cubin) > 1000

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ctc import ctc_beam_search_batched
+from .ctc import _HASH_MODULUS, _HASH_MULTIPLIERS, ctc_beam_search_batched
 
 try:  # Triton ships with CUDA builds of torch; without it the tensor search runs on CUDA too
     import triton
@@ -38,6 +38,7 @@ if triton is not None:
         top_p, top_c, blank_p, lengths, lm, back_beam, back_label, out_labels, out_count, out_score,
         frames, vocab, blank, lm_start, lm_weight, length_bonus, pad_value,
         WIDTH: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr, FUSE_LM: tl.constexpr,
+        MULT1: tl.constexpr, MULT2: tl.constexpr, MODULUS: tl.constexpr,
     ):  # fmt: skip
         row = tl.program_id(0)
         beams = tl.arange(0, WIDTH)
@@ -67,8 +68,8 @@ if triton is not None:
             )  # one match at most
             start = tl.where(repeat, p_blank[:, None], p_total[:, None])
             extend = tl.where(labelled[None, :], start + p_c[None, :], neg)  # [W, COLS]
-            ext1 = (key1[:, None] * 1_000_003 + symbol[None, :] + 1) % 2_147_483_647
-            ext2 = (key2[:, None] * 2_097_143 + symbol[None, :] + 1) % 2_147_483_647
+            ext1 = (key1[:, None] * MULT1 + symbol[None, :] + 1) % MODULUS  # the tensor search's prefix keys
+            ext2 = (key2[:, None] * MULT2 + symbol[None, :] + 1) % MODULUS
             match = (
                 alive[None, None, :]
                 & ((count + 1)[:, None, None] == count[None, None, :])
@@ -174,6 +175,7 @@ def ctc_beam_search_triton(
             back_label, labels, count, score, frames, vocab, blank, lm_start, float(lm_weight),
             float(length_bonus), pad_value,
             WIDTH=beam_width, K=k, COLS=triton.next_power_of_2(k + 1), FUSE_LM=fuse,
+            MULT1=_HASH_MULTIPLIERS[0], MULT2=_HASH_MULTIPLIERS[1], MODULUS=_HASH_MODULUS,
         )  # fmt: skip
     return labels, count, score
 
