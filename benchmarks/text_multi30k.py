@@ -71,6 +71,7 @@ LM_CTC_BEAM = {"beam_size": 8, "bigram": "train", "lm_weight": 0.5, "length_bonu
 DECODING = {
     "AR greedy (static KV cache)": ("ar", {}),
     "AR greedy (compiled, CUDA graphs, early exit)": ("ar", {"compiled": True}),
+    "AR greedy (compiled, CUDA graphs, early exit, bf16)": ("ar", {"compiled": True, "dtype": "bfloat16"}),
     "AR beam 4": ("ar", {"beam_size": 4}),
     "vanilla NAT": ("nat", {}),
     "vanilla NAT (graphed pass)": ("nat", {"graphed": True}),
@@ -89,6 +90,10 @@ DECODING = {
     "CTC + GLAT (compiled, graphed pass)": ("ctc", {"graphed": "inductor"}),
     "CTC + GLAT, beam 8 + bigram LM": ("ctc", {**LM_CTC_BEAM}),
     "CTC + GLAT, beam 8 + bigram LM (graphed pass)": ("ctc", {**LM_CTC_BEAM, "graphed": True}),
+    "CTC + GLAT, beam 8 + bigram LM (graphed pass, bf16)": (
+        "ctc",
+        {**LM_CTC_BEAM, "graphed": True, "dtype": "bfloat16"},
+    ),
     "DA-Transformer, lookahead": ("dat", {"strategy": "lookahead"}),
     "DA-Transformer, lookahead (graphed pass)": ("dat", {"strategy": "lookahead", "graphed": True}),
     "DA-Transformer, lookahead (compiled, graphed pass)": (
@@ -112,6 +117,10 @@ DECODING = {
     "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass)": (
         "dat",
         {**LM_VITERBI, "graphed": "inductor"},
+    ),
+    "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass, bf16)": (
+        "dat",
+        {**LM_VITERBI, "graphed": "inductor", "dtype": "bfloat16"},
     ),
 }
 
@@ -315,6 +324,13 @@ def train_bigram(tokenizer, vocab_size: int, args) -> torch.Tensor:
     return _BIGRAMS[id(tokenizer)]
 
 
+def cast_copy(model, dtype: torch.dtype):
+    """The model rebuilt from its config and weights in `dtype`, without the original's captured graphs."""
+    fresh = type(model)(model.config).to(next(model.parameters()).device)
+    fresh.load_state_dict(model.state_dict())
+    return fresh.to(dtype).eval()
+
+
 def evaluate(
     name: str, model, tokenizer, test, args, *, options: dict, bleu: bool = True, batch1: bool = True
 ) -> dict:
@@ -322,6 +338,9 @@ def evaluate(
     when not `batch1`: a run short of time keeps its BLEU column)."""
     if options.get("bigram") == "train":
         options = {**options, "bigram": train_bigram(tokenizer, model.config.vocab_size, args)}
+    if "dtype" in options:  # a row of the model in another precision: a cast copy (decoding stays float32)
+        options = dict(options)
+        model = cast_copy(model, getattr(torch, options.pop("dtype")))
     sources, references = [s for s, _ in test], [t for _, t in test]
     timed64 = sources if bleu else sources[: args.speed_sentences_64]
     # warm-up; graphed passes capture a CUDA graph per padded source width and the compiled AR per length

@@ -169,8 +169,9 @@ from genloom.core.sampling.ctc_kernels import ctc_beam_search_triton
 
 g = torch.Generator().manual_seed(1)
 # (batch, frames, vocab, beam, candidates, blank): two pad blocks, a beam of 2, more candidates than symbols,
-# blank last, no frame at all
-for batch, frames, vocab, beam, k, blank in [(4, 10, 6, 4, 4, 0), (3, 70, 9, 8, 8, 8), (2, 15, 5, 2, 8, 0), (1, 0, 5, 4, 4, 0)]:
+# blank last, no frame at all, fewer live candidates than beams
+cases = [(4, 10, 6, 4, 4, 0), (3, 70, 9, 8, 8, 8), (2, 15, 5, 2, 8, 0), (1, 0, 5, 4, 4, 0), (2, 12, 3, 8, 8, 0)]
+for batch, frames, vocab, beam, k, blank in cases:
     log_probs = (torch.randn(batch, frames, vocab, generator=g) * 2).log_softmax(-1)
     lengths = torch.randint(0, frames + 1, (batch,), generator=g)
     lm = torch.randn(vocab, vocab, generator=g).log_softmax(-1)

@@ -79,6 +79,21 @@ def test_save_load_round_trip(tmp_path):
         tokenizer.encode("a b zz")
 
 
+@pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc", "text-sort-ar"])
+def test_translators_loaded_in_bfloat16_still_sort(preset: str) -> None:
+    # bf16 weights and network (the GPU fast path's precision), decoding in float32: the trained task survives
+    model, _, _ = load_text_model(preset, dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    batch = SORT.sample(100, generator=torch.Generator().manual_seed(12))
+    options = {"strategy": "joint-viterbi"} if preset.endswith("dat") else {}
+    assert SORT.accuracy(batch, model.translate(batch.source, batch.source_length, **options).tokens) >= 0.95
+    if preset.endswith("dat"):
+        log_probs, links, _ = model._graphable_pass(batch.source, batch.source_length)
+        assert log_probs.dtype == links.dtype == torch.float32
+    with pytest.raises(TextInputError, match="dtype must be"):
+        load_text_model(preset, dtype=torch.int8)
+
+
 def test_translate_command_default_preset_and_bad_input():
     result = runner.invoke(app, ["translate"], input="c a b\ni h g a\n")
     assert result.exit_code == 0, result.output
@@ -99,6 +114,10 @@ def test_translate_command_default_preset_and_bad_input():
     assert unknown.exit_code == 2 and "unknown symbol" in unknown.output
     on_cpu = runner.invoke(app, ["translate", "--fast"], input="b a\n")
     assert on_cpu.exit_code == 2 and "needs --device cuda" in on_cpu.output
+    half = runner.invoke(app, ["translate", "--dtype", "bfloat16"], input="c a b\n")
+    assert half.exit_code == 0 and half.stdout.split() == ["a", "b", "c"]
+    bad_dtype = runner.invoke(app, ["translate", "--dtype", "int8"], input="b a\n")
+    assert bad_dtype.exit_code == 2 and "--dtype must be float32 or bfloat16" in bad_dtype.output
 
 
 @pytest.mark.gpu

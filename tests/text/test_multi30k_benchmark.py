@@ -78,6 +78,7 @@ COMPILED_NAR_ROWS = {
     "DA-Transformer, lookahead (compiled, graphed pass)",
     "DA-Transformer, lookahead + bigram LM (compiled, graphed pass)",
     "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass)",
+    "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass, bf16)",
 }
 
 
@@ -88,6 +89,8 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     on_cpu = bench.decodings("cpu")  # the compiled AR and graphed NAR rows are GPU paths
     assert set(bench.DECODING) - set(on_cpu) == {
         "AR greedy (compiled, CUDA graphs, early exit)",
+        "AR greedy (compiled, CUDA graphs, early exit, bf16)",
+        "CTC + GLAT, beam 8 + bigram LM (graphed pass, bf16)",
         "vanilla NAT (graphed pass)",
         "CMLM (10 iterations, length beam 3) (graphed pass)",
         "CTC + GLAT (graphed pass)",
@@ -105,6 +108,7 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
         bench.decodings("cuda", compiled_nar=True, only=["early exit", "DA-Transformer, lookahead (c"])
     ) == {
         "AR greedy (compiled, CUDA graphs, early exit)",
+        "AR greedy (compiled, CUDA graphs, early exit, bf16)",
         "DA-Transformer, lookahead (compiled, graphed pass)",
     }
     for name in on_cpu:  # every family row of the final table, raw and distilled
@@ -127,6 +131,10 @@ def test_tiny_pipeline_trains_distils_and_reports_every_family(tmp_path):
     with tarfile.open(tmp_path / "text_multi30k_models_0.tar") as tar:
         tar.extractall(tmp_path / "models", filter="data")
     trained, tokenizer, folder = load_text_model(tmp_path / "models" / "ar")
+    half = bench.cast_copy(trained, torch.bfloat16)  # the bf16 rows' model: a rebuilt, cast copy
+    assert next(trained.parameters()).dtype == torch.float32
+    weights = zip(trained.state_dict().values(), half.state_dict().values(), strict=True)
+    assert all(b.dtype == torch.bfloat16 and torch.equal(a.bfloat16(), b) for a, b in weights)
     config = json.loads((folder / "model" / "config.json").read_text())
     torch.manual_seed(0)
     untrained = build_text_model(config).eval()

@@ -81,12 +81,17 @@ def translate(
         False,
         help="CUDA fast path: NAR passes (and their decoding) replayed from CUDA graphs, AR greedy compiled",
     ),
+    dtype: str = typer.Option(
+        "float32", help="weights and network precision: float32 or bfloat16 (decoding stays float32)"
+    ),
 ) -> None:
     """Translate each input line with a seq2seq model (any family)."""
     from genloom.text.pretrained import load_text_model
 
     try:
-        net, tokenizer, folder = load_text_model(model, device=device)
+        if dtype not in ("float32", "bfloat16"):
+            raise TextInputError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
+        net, tokenizer, folder = load_text_model(model, device=device, dtype=getattr(torch, dtype))
         if not hasattr(net, "translate"):
             raise TextInputError(f"model {model!r} is not a translator (it is a {type(net).__name__})")
         text = input_file.read_text(encoding="utf-8") if input_file else sys.stdin.read()

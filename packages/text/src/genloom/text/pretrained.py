@@ -159,9 +159,16 @@ def resolve_model_folder(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_text_model(
-    name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu"
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, TextTokenizer, Path]:
-    """(model in float32 eval mode, its tokenizer, its folder) from a preset name or folder."""
+    """(model in eval mode, its tokenizer, its folder) from a preset name or folder. `dtype` bfloat16 halves
+    the weights and runs the network in bf16 (SDPA's flash kernels on a GPU); the translators decode its
+    outputs in float32."""
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TextInputError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     folder = resolve_model_folder(name_or_path)
-    model = from_pretrained(folder, device=device, dtype=torch.float32)
+    model = from_pretrained(folder, device=device, dtype=dtype)
     return model, load_tokenizer(folder), folder

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from genloom.core.errors import check_field_names
 from genloom.core.nn import EncoderDecoder, TransformerConfig
@@ -178,11 +179,17 @@ def check_source(
         )
 
 
-def placed_source(module: nn.Module, source: Tensor, source_length: Tensor) -> tuple[Tensor, Tensor]:
+def placed_source(
+    module: nn.Module, source: Tensor, source_length: Tensor, *, pad_to: int = 1
+) -> tuple[Tensor, Tensor]:
     """`check_source`, then the source on `module`'s device. Translators take the batch on any device: given
     on the CPU (as a tokenizer makes it), the check reads no GPU value (no device sync before decoding) and
-    the copy to the GPU is issued without waiting."""
+    the copy to the GPU is issued without waiting. `pad_to` pads the width to a multiple of it with PAD
+    (within the model's maximum) before the copy: the graphed passes' width buckets, padded on the host."""
     check_source(source, source_length, module.config)
+    pad = -source.shape[1] % pad_to
+    if pad and source.shape[1] + pad <= module.config.max_source_length:
+        source = F.pad(source, (0, pad), value=PAD_ID)
     device = next(module.parameters()).device
     if source.device != device or source_length.device != device:
         source = source.to(device, non_blocking=True)
