@@ -94,6 +94,10 @@ DECODING = {
         "ctc",
         {**LM_CTC_BEAM, "graphed": True, "dtype": "bfloat16"},
     ),
+    "CTC + GLAT, beam 8 + bigram LM (compiled, graphed pass, bf16)": (
+        "ctc",
+        {**LM_CTC_BEAM, "graphed": "inductor", "dtype": "bfloat16"},
+    ),
     "DA-Transformer, lookahead": ("dat", {"strategy": "lookahead"}),
     "DA-Transformer, lookahead (graphed pass)": ("dat", {"strategy": "lookahead", "graphed": True}),
     "DA-Transformer, lookahead (compiled, graphed pass)": (

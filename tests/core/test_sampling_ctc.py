@@ -185,6 +185,15 @@ for batch, frames, vocab, beam, k, blank in cases:
         )
         assert torch.equal(labels, expected[0]) and torch.equal(counts, expected[1])
         assert torch.allclose(scores, expected[2], atol=1e-3), (scores, expected[2])
+# the per-frame candidates: torch.topk's values and ids, and the lower id first among equal log-probs
+from genloom.core.sampling.ctc_kernels import frame_candidates
+
+log_probs = torch.randn(2, 5, 300, generator=g).log_softmax(-1)
+log_probs[0, 0, 7] = log_probs[0, 0, 3] = log_probs[0, 0, 250] = 5.0
+top_p, top_c, blank_p = frame_candidates(log_probs, 6, 2)
+expected_p, expected_c = log_probs.topk(6, dim=-1)
+assert torch.equal(top_p, expected_p) and torch.equal(top_c[:, :, 3:], expected_c[:, :, 3:])
+assert top_c[0, 0, :3].tolist() == [3, 7, 250] and torch.equal(blank_p, log_probs[..., 2])
 print("kernel equals the tensor search")
 """
 
@@ -220,12 +229,25 @@ def test_ctc_beam_search_op_on_cuda_equals_the_tensor_search() -> None:
 def test_ctc_beam_kernel_compiles_for_hopper(compile_triton_for_hopper, fuse_lm: bool) -> None:
     from genloom.core.sampling import ctc_kernels
 
-    pointers = dict.fromkeys(["top_p", "blank_p", "lm", "out_score"], "*fp32")
+    pointers = dict.fromkeys(["top_p", "blank_p", "lm", "out_score", "float_scratch"], "*fp32")
     pointers |= dict.fromkeys(
-        ["top_c", "lengths", "back_beam", "back_label", "out_labels", "out_count"], "*i64"
+        ["top_c", "lengths", "back_beam", "back_label", "out_labels", "out_count", "int_scratch"], "*i64"
     )
     scalars = dict.fromkeys(["frames", "vocab", "blank", "lm_start", "pad_value"], "i32")
     scalars |= {"lm_weight": "fp32", "length_bonus": "fp32"}
+    topk = compile_triton_for_hopper(
+        ctc_kernels._frame_topk_kernel,
+        {
+            "log_probs": "*fp32",
+            "top_p": "*fp32",
+            "top_c": "*i64",
+            "blank_p": "*fp32",
+            "vocab": "i32",
+            "blank": "i32",
+        },
+        {"K": 8, "BLOCK": 4096},
+    )
+    assert len(topk) > 1000
     cubin = compile_triton_for_hopper(
         ctc_kernels._ctc_beam_kernel,
         {**pointers, **scalars},

@@ -79,6 +79,7 @@ COMPILED_NAR_ROWS = {
     "DA-Transformer, lookahead + bigram LM (compiled, graphed pass)",
     "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass)",
     "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass, bf16)",
+    "CTC + GLAT, beam 8 + bigram LM (compiled, graphed pass, bf16)",
 }
 
 

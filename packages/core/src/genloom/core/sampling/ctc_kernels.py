@@ -24,11 +24,11 @@ except ImportError:  # pragma: no cover - depends on the torch build
     triton = None
 
 
-KERNEL_WARPS = (
-    8  # warps of the one program per row (H100, batch 1, 48 frames: 581 us at 8, 696 at 4, 721 at 1)
-)
+KERNEL_WARPS = 8  # warps of the one program per row
+TOPK_KERNEL_MAX_VOCAB = 8192  # larger vocabularies take torch.topk (a frame's symbols must fit one program)
 
 if triton is not None:
+    _TAKEN = tl.constexpr(-(2**63))  # a candidate key below every other: the candidate was taken
 
     @triton.jit
     def _log_add(a, b):
@@ -39,28 +39,38 @@ if triton is not None:
         return tl.where(high == float("-inf"), float("-inf"), safe + tl.log(1.0 + tl.exp(low - safe)))
 
     @triton.jit
-    def _pick_float(chosen, values, N: tl.constexpr):
-        """[W] the float field of each new beam's candidate (chosen [W, N] one-hot rows, values [W, COLS])."""
-        flat_values = tl.reshape(values, [N])
-        return tl.max(tl.where(chosen, flat_values[None, :], float("-inf")), axis=1)
-
-    @triton.jit
-    def _pick_int(chosen, values, N: tl.constexpr):
-        """[W] the integer field of each new beam's candidate."""
-        flat_values = tl.reshape(values, [N])
-        return tl.sum(tl.where(chosen, flat_values[None, :], 0), axis=1)
+    def _frame_topk_kernel(
+        log_probs, top_p, top_c, blank_p, vocab, blank, K: tl.constexpr, BLOCK: tl.constexpr
+    ):
+        """One program per (row, frame): its K likeliest symbols, best first (ties: the lower id first), and the
+        blank's log-prob. torch.topk spends ~60 us on 48 frames of 3,500 symbols (radix passes); this ~10."""
+        frame = tl.program_id(0).to(tl.int64)
+        ids = tl.arange(0, BLOCK)
+        inside = ids < vocab
+        values = tl.load(log_probs + frame * vocab + ids, mask=inside, other=float("-inf"))
+        tl.store(blank_p + frame, tl.load(log_probs + frame * vocab + blank))
+        open_ = inside
+        for i in tl.static_range(K):
+            best = tl.max(tl.where(open_, values, float("-inf")), axis=0)
+            at = tl.min(tl.where(open_ & (values == best), ids, BLOCK), axis=0)
+            tl.store(top_p + frame * K + i, best)
+            tl.store(top_c + frame * K + i, at.to(tl.int64))
+            open_ = open_ & (ids != at)
 
     @triton.jit
     def _ctc_beam_kernel(
         top_p, top_c, blank_p, lengths, lm, back_beam, back_label, out_labels, out_count, out_score,
-        frames, vocab, blank, lm_start, lm_weight, length_bonus, pad_value,
+        float_scratch, int_scratch, frames, vocab, blank, lm_start, lm_weight, length_bonus, pad_value,
         WIDTH: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr, FUSE_LM: tl.constexpr,
         MULT1: tl.constexpr, MULT2: tl.constexpr, MODULUS: tl.constexpr,
     ):  # fmt: skip
         row = tl.program_id(0)
         beams = tl.arange(0, WIDTH)
         cols = tl.arange(0, COLS)  # candidate columns: 0..K-1 extensions, K the same prefix, the rest unused
-        flat = tl.arange(0, WIDTH * COLS)
+        cell = beams[:, None] * COLS + cols[None, :]  # [W, COLS]: a candidate's index in the table
+        N: tl.constexpr = WIDTH * COLS
+        floats = float_scratch + row * 3 * N  # this row's candidate fields, written and re-read each frame
+        ints = int_scratch + row * 5 * N
         neg = float("-inf")
         p_blank = tl.where(beams == 0, 0.0, neg)
         p_label = tl.full([WIDTH], neg, tl.float32)
@@ -118,27 +128,41 @@ if triton is not None:
             next_last = tl.where(is_same, last[:, None], symbol[None, :])
             next_key1 = tl.where(is_same, key1[:, None], ext1)
             next_key2 = tl.where(is_same, key2[:, None], ext2)
-            source = beams[:, None] + tl.zeros([WIDTH, COLS], tl.int64)
             emitted = tl.where(is_same, -1, symbol[None, :] + tl.zeros([WIDTH, COLS], tl.int64))
-            # the W best candidates at once: a candidate's rank is the number of candidates ahead of it (a
-            # higher score, or the same score at a lower index: the order of W rounds of leftmost argmax),
-            # and new beam i takes the candidate of rank i (each candidate at most once)
-            score = tl.reshape(score, [WIDTH * COLS])
-            ahead = (score[None, :] > score[:, None]) | (
-                (score[None, :] == score[:, None]) & (flat[None, :] < flat[:, None])
-            )
-            rank = tl.sum(ahead.to(tl.int32), axis=1)  # [W * COLS]
-            chosen = rank[None, :] == beams[:, None]  # [W, W * COLS]: one candidate per new beam
-            p_blank = _pick_float(chosen, next_blank, WIDTH * COLS)
-            p_label = _pick_float(chosen, next_label, WIDTH * COLS)
-            fused = _pick_float(chosen, next_fused, WIDTH * COLS)
-            count = _pick_int(chosen, next_count, WIDTH * COLS)
-            last = _pick_int(chosen, next_last, WIDTH * COLS)
-            key1 = _pick_int(chosen, next_key1, WIDTH * COLS)
-            key2 = _pick_int(chosen, next_key2, WIDTH * COLS)
+            # the W best candidates, best first, each at most once: W rounds of a max over integer keys that
+            # order as (score, lower index first), i.e. leftmost argmax; a taken key drops below all others.
+            # The score's float bits become an order-preserving int32 (negative ones with the magnitude
+            # bits flipped) above the inverted index.
+            bits = score.to(tl.int32, bitcast=True)
+            ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+            keys = tl.reshape((ordered.to(tl.int64) << 32) | (N - 1 - cell).to(tl.int64), [N])
+            picked = tl.zeros([WIDTH], tl.int64)
+            for i in tl.static_range(WIDTH):
+                top = tl.max(keys, axis=0)
+                picked = tl.where(beams == i, N - 1 - (top & 0xFFFFFFFF), picked)
+                keys = tl.where(keys == top, _TAKEN, keys)
+            # each new beam's fields: the candidate table through this row's scratch memory (a gather of
+            # W cells; register tensors cannot be indexed), between barriers so every thread sees the table
+            tl.store(floats + cell, next_blank)
+            tl.store(floats + N + cell, next_label)
+            tl.store(floats + 2 * N + cell, next_fused)
+            tl.store(ints + cell, next_count)
+            tl.store(ints + N + cell, next_last)
+            tl.store(ints + 2 * N + cell, next_key1)
+            tl.store(ints + 3 * N + cell, next_key2)
+            tl.store(ints + 4 * N + cell, emitted)
+            tl.debug_barrier()
+            p_blank = tl.load(floats + picked)
+            p_label = tl.load(floats + N + picked)
+            fused = tl.load(floats + 2 * N + picked)
+            count = tl.load(ints + picked)
+            last = tl.load(ints + N + picked)
+            key1 = tl.load(ints + 2 * N + picked)
+            key2 = tl.load(ints + 3 * N + picked)
             back = (row * frames + t) * WIDTH + beams
-            tl.store(back_beam + back, _pick_int(chosen, source, WIDTH * COLS))
-            tl.store(back_label + back, _pick_int(chosen, emitted, WIDTH * COLS))
+            tl.store(back_beam + back, picked // COLS)
+            tl.store(back_label + back, tl.load(ints + 4 * N + picked))
+            tl.debug_barrier()  # the next frame rewrites the table
         final = _log_add(p_blank, p_label) + fused
         best = tl.argmax(final, axis=0, tie_break_left=True)
         total = tl.sum(tl.where(beams == best, count, 0), axis=0)
@@ -162,6 +186,24 @@ if triton is not None:
             beam = tl.load(back_beam + (row * frames + t) * WIDTH + beam)
 
 
+def frame_candidates(log_probs: Tensor, k: int, blank: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(the k likeliest symbols' log-probs [B, T, k] and ids, best first, the blank's log-probs [B, T]) in float32:
+    one Triton program per frame (ties: the lower id first), torch.topk for vocabularies over
+    TOPK_KERNEL_MAX_VOCAB."""
+    batch, frames, vocab = log_probs.shape
+    if vocab > TOPK_KERNEL_MAX_VOCAB or not batch * frames:
+        top_p, top_c = log_probs.float().topk(k, dim=-1)
+        return top_p, top_c, log_probs[..., blank].float().contiguous()
+    log_probs = log_probs.float().contiguous()
+    top_p = log_probs.new_empty((batch, frames, k))
+    top_c = log_probs.new_empty((batch, frames, k), dtype=torch.long)
+    blank_p = log_probs.new_empty((batch, frames))
+    _frame_topk_kernel[(batch * frames,)](
+        log_probs, top_p, top_c, blank_p, vocab, blank, K=k, BLOCK=triton.next_power_of_2(vocab), num_warps=8,
+    )  # fmt: skip
+    return top_p, top_c, blank_p
+
+
 def ctc_beam_search_triton(
     log_probs: Tensor, lengths: Tensor, lm: Tensor | None, beam_width: int, blank: int, candidates_per_frame: int,
     lm_start: int, lm_weight: float, length_bonus: float, pad_value: int,
@@ -170,9 +212,8 @@ def ctc_beam_search_triton(
     TRITON_INTERPRET=1); beam_width a power of two."""
     batch, frames, vocab = log_probs.shape
     k = min(candidates_per_frame, vocab)
-    top_p, top_c = log_probs.float().topk(k, dim=-1)
-    blank_p = log_probs[..., blank].float().contiguous()
     device = log_probs.device
+    top_p, top_c, blank_p = frame_candidates(log_probs, k, blank)
     fuse = lm is not None and lm_weight != 0
     table = lm.to(device, torch.float32).contiguous() if fuse else blank_p  # any tensor when unused
     back_beam = torch.empty((batch, frames, beam_width), dtype=torch.long, device=device)
@@ -180,12 +221,15 @@ def ctc_beam_search_triton(
     labels = torch.empty((batch, frames), dtype=torch.long, device=device)
     count = torch.empty((batch,), dtype=torch.long, device=device)
     score = torch.empty((batch,), dtype=torch.float32, device=device)
+    columns = triton.next_power_of_2(k + 1)
+    float_scratch = torch.empty((batch, 3, beam_width * columns), dtype=torch.float32, device=device)
+    int_scratch = torch.empty((batch, 5, beam_width * columns), dtype=torch.long, device=device)
     if batch:
         _ctc_beam_kernel[(batch,)](
             top_p.contiguous(), top_c.contiguous(), blank_p, lengths.long().contiguous(), table, back_beam,
-            back_label, labels, count, score, frames, vocab, blank, lm_start, float(lm_weight),
-            float(length_bonus), pad_value,
-            WIDTH=beam_width, K=k, COLS=triton.next_power_of_2(k + 1), FUSE_LM=fuse,
+            back_label, labels, count, score, float_scratch, int_scratch, frames, vocab, blank, lm_start,
+            float(lm_weight), float(length_bonus), pad_value,
+            WIDTH=beam_width, K=k, COLS=columns, FUSE_LM=fuse,
             MULT1=_HASH_MULTIPLIERS[0], MULT2=_HASH_MULTIPLIERS[1], MODULUS=_HASH_MODULUS, num_warps=KERNEL_WARPS,
         )  # fmt: skip
     return labels, count, score
