@@ -2,10 +2,11 @@
 
 `ctc_beam_search_batched` runs the search as tensor code: ~40 small operators a frame, which at batch 1 on a
 GPU cost their launches, not their arithmetic. Here one program per row runs every frame with the beams in
-registers (blank / label log-probs, fusion terms, label counts, last labels, two rolling prefix keys), ranks
-the W x (k + 1) candidates against each other in one comparison table and takes the W best at once (W rounds
-of argmax took 5x longer at batch 1), records a backpointer per beam and frame, and walks back from the best
-beam at the end. `ctc_beam_search` is a torch custom op: this kernel on
+registers (blank / label log-probs, fusion terms, label counts, last labels, two rolling prefix keys), takes
+the W best of the W x (k + 1) candidates by W maxima over integer keys (score bits above the inverted index:
+leftmost-argmax order, each candidate once) and gathers their fields through a per-row scratch table (one-hot
+reductions per field took three quarters of the time at batch 1), records a backpointer per beam and frame,
+and walks back from the best beam at the end. `ctc_beam_search` is a torch custom op: this kernel on
 CUDA for float32 log-probs, `ctc_beam_search_batched` elsewhere; a CUDA graph captures it and torch.compile
 keeps it opaque. The same search; float32 rounding (log-add-exp by another formula) can reorder near-ties.
 """
