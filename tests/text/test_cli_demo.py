@@ -124,10 +124,12 @@ def test_translate_command_default_preset_and_bad_input():
 @pytest.mark.parametrize(
     "model", ["text-sort-ar", "text-sort-dat", "text-sort-ctc", "text-sort-cmlm", "text-sort-nat"]
 )
-def test_translate_fast_on_cuda_prints_the_same_lines(model: str) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_translate_fast_on_cuda_prints_the_same_lines(model: str, dtype: str) -> None:
     lines = "c a b\ni h g a\nb a\n"
-    plain = runner.invoke(app, ["translate", "--model", model, "--device", "cuda"], input=lines)
-    fast = runner.invoke(app, ["translate", "--model", model, "--device", "cuda", "--fast"], input=lines)
+    cuda = ["translate", "--model", model, "--device", "cuda", "--dtype", dtype]
+    plain = runner.invoke(app, cuda, input=lines)
+    fast = runner.invoke(app, [*cuda, "--fast"], input=lines)
     assert plain.exit_code == 0 and fast.exit_code == 0, fast.output
     assert fast.stdout == plain.stdout
     beam = runner.invoke(
