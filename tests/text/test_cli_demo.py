@@ -79,13 +79,25 @@ def test_save_load_round_trip(tmp_path):
         tokenizer.encode("a b zz")
 
 
-@pytest.mark.parametrize("preset", ["text-sort-dat", "text-sort-ctc", "text-sort-ar"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "text-sort-dat",
+        "text-sort-ctc",
+        "text-sort-ar",
+        "text-sort-nat",
+        "text-sort-cmlm",
+        "text-sort-diffuseq",
+    ],
+)
 def test_translators_loaded_in_bfloat16_still_sort(preset: str) -> None:
     # bf16 weights and network (the GPU fast path's precision), decoding in float32: the trained task survives
     model, _, _ = load_text_model(preset, dtype=torch.bfloat16)
     assert next(model.parameters()).dtype == torch.bfloat16
     batch = SORT.sample(100, generator=torch.Generator().manual_seed(12))
     options = {"strategy": "joint-viterbi"} if preset.endswith("dat") else {}
+    if preset.endswith("diffuseq"):
+        options = {"steps": 20, "generator": torch.Generator().manual_seed(0)}
     assert SORT.accuracy(batch, model.translate(batch.source, batch.source_length, **options).tokens) >= 0.95
     if preset.endswith("dat"):
         log_probs, links, _ = model._graphable_pass(batch.source, batch.source_length)

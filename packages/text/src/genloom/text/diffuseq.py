@@ -145,7 +145,8 @@ class DiffuSeq(nn.Module):
 
     def denoise(self, z: Tensor, t: Tensor) -> Tensor:
         """x0-prediction f(z_t, t): [B, L, embed_dim]."""
-        hidden = self.input_proj(z) + self.time_mlp(timestep_embedding(t, self.config.dim)).unsqueeze(1)
+        time = timestep_embedding(t, self.config.dim).to(z.dtype)  # float32 sinusoids -> the weights' dtype
+        hidden = self.input_proj(z) + self.time_mlp(time).unsqueeze(1)
         return self.output_proj(self.backbone.features(embeddings=hidden))
 
     def word_logits(self, z: Tensor) -> Tensor:
@@ -199,7 +200,7 @@ class DiffuSeq(nn.Module):
         b, device = ids.shape[0], ids.device
         noised = self.target_mask(b, device)
         anchor = self.word_embedding(ids)
-        noise = torch.randn(anchor.shape, generator=generator).to(device)
+        noise = torch.randn(anchor.shape, generator=generator).to(device, anchor.dtype)  # the weights' dtype
         z = torch.where(noised, noise, anchor)
         grid = torch.linspace(c.diffusion_steps - 1, 0, steps).round().long().unique_consecutive().tolist()
         alpha_bar = self.alpha_bar.double()
@@ -216,7 +217,7 @@ class DiffuSeq(nn.Module):
             coef_x0 = math.sqrt(a_s) * beta / (1.0 - a_t)
             coef_zt = math.sqrt(a_t / a_s) * (1.0 - a_s) / (1.0 - a_t)
             std = math.sqrt(beta * (1.0 - a_s) / (1.0 - a_t))
-            fresh = torch.randn(z.shape, generator=generator).to(device)
+            fresh = torch.randn(z.shape, generator=generator).to(device, z.dtype)
             z = coef_x0 * x0 + coef_zt * z + std * fresh
             z = torch.where(noised, z, anchor)
         words = self.nearest_words(z)[:, c.max_source_length + 1 :]

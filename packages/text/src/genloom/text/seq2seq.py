@@ -207,7 +207,7 @@ class LengthPredictor(nn.Module):
     def forward(self, memory: Tensor, mask: Tensor) -> Tensor:
         """[B, max_target_length + 1] logits over the target length (length 0 is excluded)."""
         pooled = (memory * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        logits = self.proj(pooled.float())
+        logits = self.proj(pooled.to(self.proj.weight.dtype)).float()
         # class 0 masked by comparison with an on-device arange: no host-to-device copy (CUDA-graph capturable)
         length_zero = torch.arange(logits.shape[1], device=logits.device) == 0
         return logits.masked_fill(length_zero, float("-inf"))
