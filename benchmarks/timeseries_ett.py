@@ -71,6 +71,7 @@ def run_baseline(name: str, data: Path, horizon: int, args: argparse.Namespace) 
             recipe=recipe_name,
             seed=args.seed if run == 0 else None,
             **({"train_epochs": args.epochs} if args.epochs else {}),
+            tslib_loaders=args.tslib_loaders,
         )
         model = build_baseline(name, TSLibConfig.from_dict(fields))
         result = train_supervised(
@@ -220,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         help="iTransformer widths: d_model = d_ff = 128 (default) or the iTransformer repository's scripts",
     )
     parser.add_argument("--itr", type=int, default=1, help="repeat each baseline training N times (TSLib)")
+    parser.add_argument(
+        "--tslib-loaders",
+        action="store_true",
+        help="batch training and validation as TSLib does (drop_last, shuffled validation, mean of batch losses)",
+    )
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")

@@ -81,3 +81,35 @@ def test_protocol_errors_name_the_problem(tmp_path):
         LongTermForecastProtocol(path, seq_len=24, label_len=12, pred_len=12, target="target")
     with pytest.raises(SeriesInputError, match="needs at least 14400 rows"):
         split_borders("ett_hour", 1000, 96)
+
+
+def test_tslib_loaders_drop_partial_batches_and_average_batch_losses(tmp_path):
+    import torch
+
+    from genloom.timeseries.models.config import TSLibConfig
+    from genloom.timeseries.models.official import build_baseline
+    from genloom.timeseries.train import _forward, _loader, batch_mean_mse, evaluate
+
+    proto = LongTermForecastProtocol(
+        _custom_csv(tmp_path), seq_len=24, label_len=12, pred_len=12, target="target"
+    )
+    config = {"seq_len": 24, "label_len": 12, "pred_len": 12, "enc_in": 3, "dec_in": 3, "c_out": 3}
+    model = build_baseline("dlinear", TSLibConfig(**config)).eval()
+    windows = len(proto.dataset("val"))  # 9: one batch of 4 twice, the ninth window dropped
+    kept = sum(len(b[0]) for b in _loader(proto, "val", 4, shuffle=True, drop_last=True))
+    assert (windows, kept) == (9, 8)
+    torch.manual_seed(0)
+    got = batch_mean_mse(model, proto, "val", 4)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        by_hand = [
+            float(((pred - true) ** 2).mean())
+            for pred, true in (
+                _forward(model, b, proto, "cpu")
+                for b in _loader(proto, "val", 4, shuffle=True, drop_last=True)
+            )
+        ]
+    assert got == pytest.approx(np.mean(by_hand), rel=1e-6)
+    assert got != pytest.approx(evaluate(model, proto, "val").mse, rel=1e-4)  # not every window's mean
+    with pytest.raises(SeriesInputError, match="fewer than one batch of 16 windows"):
+        batch_mean_mse(model, proto, "val", 16)

@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from genloom.core.errors import ConfigError
 from genloom.core.train import TrainConfig, Trainer, seed_everything
 from genloom.timeseries.data.protocol import LongTermForecastProtocol, Split, collate_float32
+from genloom.timeseries.errors import SeriesInputError
 from genloom.timeseries.recipes import TrainRecipe
 
 __all__ = [
@@ -157,12 +159,14 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _loader(protocol: LongTermForecastProtocol, split: Split, batch_size: int, shuffle: bool) -> DataLoader:
+def _loader(
+    protocol: LongTermForecastProtocol, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False
+) -> DataLoader:
     return DataLoader(
         protocol.dataset(split),
         batch_size=batch_size,
         shuffle=shuffle,
-        drop_last=False,
+        drop_last=drop_last,
         collate_fn=collate_float32,
     )
 
@@ -198,6 +202,26 @@ def evaluate(
         count += diff.numel()
         windows += diff.shape[0]
     return EvalResult(mse=sq / count, mae=ab / count, n_windows=windows)
+
+
+@torch.no_grad()
+def batch_mean_mse(
+    model: nn.Module,
+    protocol: LongTermForecastProtocol,
+    split: Split,
+    batch_size: int,
+    *,
+    device: str = "cpu",
+) -> float:
+    """TSLib's `vali`: the mean of per-batch MSEs over shuffled batches, the last partial batch dropped."""
+    model.eval()
+    losses = [
+        float(F.mse_loss(*_forward(model, batch, protocol, device)))
+        for batch in _loader(protocol, split, batch_size, shuffle=True, drop_last=True)
+    ]
+    if not losses:
+        raise SeriesInputError(f"the {split} split has fewer than one batch of {batch_size} windows")
+    return float(np.mean(losses))
 
 
 def next_epoch_lr(recipe: TrainRecipe, finished_epochs: int) -> float | None:
@@ -236,7 +260,8 @@ def train_supervised(
     for epoch in range(recipe.train_epochs):
         model.train()
         losses = []
-        for i, batch in enumerate(_loader(protocol, "train", recipe.batch_size, shuffle=True)):
+        batches = _loader(protocol, "train", recipe.batch_size, shuffle=True, drop_last=recipe.tslib_loaders)
+        for i, batch in enumerate(batches):
             if max_batches_per_epoch is not None and i >= max_batches_per_epoch:
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -245,14 +270,17 @@ def train_supervised(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val = evaluate(model, protocol, "val", batch_size=recipe.batch_size, device=device)
-        history.append({"epoch": epoch + 1, "train_mse": float(np.mean(losses)), "val_mse": val.mse})
+        if recipe.tslib_loaders:
+            val_mse = batch_mean_mse(model, protocol, "val", recipe.batch_size, device=device)
+        else:
+            val_mse = evaluate(model, protocol, "val", batch_size=recipe.batch_size, device=device).mse
+        history.append({"epoch": epoch + 1, "train_mse": float(np.mean(losses)), "val_mse": val_mse})
         if log:
             log(
-                f"epoch {epoch + 1}: train {np.mean(losses):.4f} val {val.mse:.4f} ({time.time() - start:.0f}s)"
+                f"epoch {epoch + 1}: train {np.mean(losses):.4f} val {val_mse:.4f} ({time.time() - start:.0f}s)"
             )
-        if val.mse < best_val:
-            best_val, best_state, bad_epochs = val.mse, copy.deepcopy(model.state_dict()), 0
+        if val_mse < best_val:
+            best_val, best_state, bad_epochs = val_mse, copy.deepcopy(model.state_dict()), 0
         else:
             bad_epochs += 1
             if bad_epochs >= recipe.patience:
