@@ -154,16 +154,14 @@ class NonAutoregressiveTranslator(nn.Module):
         source_length: Tensor,
         graphed: bool | str,
     ) -> Any:
-        """`fn(source, source_length)` (a function with no host reads) eagerly, or (graphed) on the source padded
-        to a multiple of GRAPH_SOURCE_BUCKET and replayed from a CUDA graph captured once per shape for `key`
-        (on CUDA; plain calls elsewhere). The padding is masked: the outputs are the unpadded call's.
-        `graphed` a string: `fn` goes through torch.compile with that backend ("inductor": fused kernels, one
-        compile per padded width) before it is captured."""
+        """`fn(source, source_length)` (a function with no host reads) eagerly, or (graphed) replayed from a CUDA
+        graph captured once per shape for `key` (on CUDA; plain calls elsewhere). Graphed callers place the
+        source with `placed_source(..., pad_to=_bucket(graphed))`: padded on the host to a multiple of
+        GRAPH_SOURCE_BUCKET, so a few widths share graphs; the padding is masked, the outputs are the unpadded
+        call's. `graphed` a string: `fn` goes through torch.compile with that backend ("inductor": fused
+        kernels, one compile per padded width) before it is captured."""
         if not graphed:
             return fn(source, source_length)
-        pad = -source.shape[1] % GRAPH_SOURCE_BUCKET  # none after placed_source(pad_to=_bucket(graphed))
-        if pad and source.shape[1] + pad <= self.config.max_source_length:
-            source = F.pad(source, (0, pad), value=PAD_ID)
         backend = graphed if isinstance(graphed, str) else None
         cache = self._graph_caches.get((key, backend))
         if cache is None:
@@ -514,9 +512,8 @@ class DATransformer(NonAutoregressiveTranslator):
         logits, links = self._forward_graph(
             self.vertex_inputs(source, source_length, graph, width), graph, memory, source_mask
         )
-        logits = (
-            logits.float()
-        )  # the decoding runs in float32 (under bf16 autocast the head's output is bf16)
+        # the decoding runs in float32 (a bf16 model's head and link scores come out in bf16)
+        logits = logits.float()
         logits[..., PAD_ID] = float("-inf")
         return logits.log_softmax(-1), links.float(), graph
 
