@@ -106,14 +106,15 @@ def test_bad_input_is_refused() -> None:
 _EOS, _FIRST_EOS = 17, (5, 4, 1, 2, 1)
 
 
-def _passes_with_exit(tokens: torch.Tensor, every: int) -> int:
-    """Forward passes of a run with `exit_every=every` that produced `tokens` [B, budget]: the prefill plus
-    the chunks up to the one holding the last row's first EOS (the whole budget if a row never ends)."""
-    budget, hit = tokens.shape[1], tokens == _EOS
+def _passes_with_exit(tokens: torch.Tensor, every: int, *, eos: int = _EOS, first: int = 1) -> int:
+    """Forward passes of a run with `exit_every=every` that produced `tokens` [B, budget]: the eager prefill
+    (`first=1`; 0 when the first token is a compiled step too) plus the chunks of compiled steps up to the one
+    holding the last row's first EOS (the whole budget if a row never ends)."""
+    budget, hit = tokens.shape[1], tokens == eos
     if not bool(hit.any(1).all()):
         return budget
     last = int(hit.int().argmax(1).max())
-    return min(budget, 1 + every * max(1, -(-last // every)))
+    return min(budget, first + every * max(1, -(-(last + 1 - first) // every)))
 
 
 def _counting_steps(decoder: CompiledDecoder) -> list[int]:
@@ -151,6 +152,40 @@ def test_early_exit_gives_the_eager_greedy_tokens_and_stops_after_the_chunk_wher
     assert (
         early_stats.forward_passes == early_stats.new_tokens == 1 + 4 * chunks == _passes_with_exit(eager, 4)
     )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(temperature=0.0), SamplingParams(temperature=0.9, top_k=6)],
+    ids=["greedy", "top_k"],
+)
+def test_a_one_token_prompt_is_the_first_compiled_step(params: SamplingParams) -> None:
+    """A seq2seq decoder starts from BOS alone: no eager prefill, the first token comes from the compiled step
+    (counted), with the eager loop's tokens and seeded samples, and chunks that count it."""
+    model = _lm(1)
+    prompt = _prompts(4, length=1, seed=3)
+    first_eos = generate(model, prompt, 30, params=SamplingParams(temperature=0.0))[:, :8]
+    eos = int(first_eos[0, 3])  # a token that ends row 0 at its fourth token (or earlier)
+    for exit_every in (None, 3, 5):
+        eager = generate(
+            model, prompt, 30, params=params, eos_id=eos, generator=torch.Generator().manual_seed(11)
+        )
+        decoder = CompiledDecoder(
+            model, params=params, eos_id=eos, backend=CompileCounter(), exit_every=exit_every
+        )
+        calls = _counting_steps(decoder)
+        stats = DecodeStats()
+        got = decoder.generate(prompt, 30, generator=torch.Generator().manual_seed(11), stats=stats)
+        assert torch.equal(got, eager)
+        passes = 30 if exit_every is None else _passes_with_exit(eager, exit_every, eos=eos, first=0)
+        assert len(calls) == stats.forward_passes == stats.new_tokens == passes
+        if exit_every is not None and bool((eager == eos).any(1).all()):
+            assert passes % exit_every == 0 or passes == 30  # whole chunks from token 0 on
+    # with guidance the two prompts differ: the eager prefill stays
+    guided = CompiledDecoder(model, params=params, cfg_scale=2.0, backend=CompileCounter())
+    calls = _counting_steps(guided)
+    guided.generate(prompt, 6, uncond_prompt=torch.zeros_like(prompt))
+    assert len(calls) == 5
 
 
 @pytest.mark.parametrize("exit_every", [1, 3, 7, 40])
@@ -257,6 +292,17 @@ def test_early_exit_loop_graphs_give_the_eager_tokens_on_gpu(params: SamplingPar
         assert stats.forward_passes == _passes_with_exit(eager, 4)
     assert len(early._loops) == 3  # buckets 4, 1 and 8, each captured once and replayed
     assert all(len(loop.graphs) == 8 for loop in early._loops.values())  # 29 steps: 7 chunks of 4, one of 1
+    # a one-token prompt (a seq2seq decoder's BOS): every token from the graphs, the first one included
+    for seed in range(3):
+        prompt = prompts[:2, :1]
+        eager = generate(
+            model, prompt, 30, params=params, eos_id=_EOS, generator=torch.Generator("cuda").manual_seed(seed)
+        )
+        stats = DecodeStats()
+        got = early.generate(prompt, 30, generator=torch.Generator("cuda").manual_seed(seed), stats=stats)
+        assert torch.equal(got, eager)
+        assert stats.forward_passes == _passes_with_exit(eager, 4, first=0)
+    assert max(len(loop.graphs) for loop in early._loops.values()) == 8  # 30 steps from token 0: 8 chunks
 
 
 @pytest.mark.gpu

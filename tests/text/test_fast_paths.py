@@ -48,8 +48,9 @@ def test_ar_translator_compiled_greedy_gives_the_eager_translations() -> None:
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_ar_translator_compiled_greedy_exits_early_per_chunk(device: str) -> None:
     # the compiled AR stops after the first chunk of `exit_every` steps at whose end every sentence has ended:
-    # the eager translations, and decoder_passes = the prefill plus the eager steps rounded up to whole chunks
-    # (this preset's budget is only 9 passes, one default chunk of 8: chunks of 2 show the exit)
+    # the eager translations, and decoder_passes = the eager passes rounded up to whole chunks (the BOS prompt
+    # is the first compiled step: no eager prefill) (this preset's budget is only 9 passes, one default chunk
+    # of 8: chunks of 2 show the exit)
     from genloom.text.ar import COMPILED_EXIT_EVERY
     from genloom.text.pretrained import load_text_model
     from genloom.text.tasks import Seq2SeqTask
@@ -67,8 +68,8 @@ def test_ar_translator_compiled_greedy_exits_early_per_chunk(device: str) -> Non
         for every in (COMPILED_EXIT_EVERY, 2):
             fast = model.translate(source, length, compiled=backend, exit_every=every)
             assert fast.tokens == eager.tokens
-            chunks = max(1, -(-(eager.decoder_passes - 1) // every))
-            assert fast.decoder_passes == min(1 + every * chunks, full.decoder_passes)
+            chunks = -(-eager.decoder_passes // every)
+            assert fast.decoder_passes == min(every * chunks, full.decoder_passes)
             saved.append(full.decoder_passes - fast.decoder_passes)
     assert max(saved) > 0  # some batches stopped before the budget
     if device == "cuda":  # buckets 8, 4 and 1, each captured once per exit setting

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genloom.core.nn.cuda_graphs import GraphCache
 from genloom.core.sampling.autoregressive import DecodeStats, generate
 from genloom.core.sampling.beam import beam_search
 from genloom.core.sampling.compiled import CompiledDecoder
@@ -48,6 +49,8 @@ class ARTranslator(nn.Module):
         self.model = build_encoder_decoder(config, causal=True)
         # greedy fast paths, per (torch.compile backend, exit_every)
         self._compiled: dict[tuple[str, int | None], CompiledDecoder] = {}
+        # ... and their encoder + cross-attention context, replayed from a CUDA graph per batch bucket
+        self._context_graphs: GraphCache | None = None
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
         check_source(batch.source, batch.source_length, self.config, target_length=batch.target_length)
@@ -103,7 +106,9 @@ class ARTranslator(nn.Module):
         budget); `exit_every=None` runs the whole budget (on CUDA: one graph, no host read)."""
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
-        placed, placed_length = placed_source(self, source, source_length)
+        # the compiled path encodes at the model's full source width: padded on the host, before the copy
+        pad_to = self.config.max_source_length if compiled else 1
+        placed, placed_length = placed_source(self, source, source_length, pad_to=pad_to)
         max_length = self._max_length(source_length, max_length)  # the lengths as given (CPU: no device read)
         source, source_length = placed, placed_length
         if draft is not None:
@@ -179,18 +184,29 @@ class ARTranslator(nn.Module):
         batch = source.shape[0]
         rows = runner.bucket(batch)
         width = self.config.max_source_length
-        padded = torch.full((rows, width), PAD_ID, dtype=torch.long, device=source.device)
-        padded[:batch, : source.shape[1]] = source
-        lengths = torch.cat([source_length, source_length[:1].expand(rows - batch)])
-        padded[batch:] = padded[:1]
+        padded, lengths = source, source_length
+        if padded.shape[1] < width:
+            padded = F.pad(padded, (0, width - padded.shape[1]), value=PAD_ID)
+        if rows > batch:  # padding rows repeat the first sentence (computed, then dropped)
+            padded = torch.cat([padded, padded[:1].expand(rows - batch, -1)])
+            lengths = torch.cat([lengths, lengths[:1].expand(rows - batch)])
         steps = min(-(-max_length // 16) * 16, self.config.max_decoder_length - 1)
-        self.model.start_decoding(padded, src_padding_mask=padding_mask(lengths, width))
+        if self._context_graphs is None:
+            self._context_graphs = GraphCache(self._cache_context, watch=self.model.decoder)
+        self._context_graphs.refresh()  # drops the graphs if the decoder's context or cache was reallocated
+        self._context_graphs(rows, padded, lengths)
         # the runner pads the BOS prompts back to `rows` (the context's batch) and waits only for the real rows
         prompt = torch.full((batch, 1), BOS_ID, device=source.device)
         stats = DecodeStats()
         tokens = runner.generate(prompt, steps, stats=stats)[:, :max_length]
         # the decoder's static cache and context stay allocated: captured graphs read them in place
         return Translation(strip_specials(tokens), decoder_passes=stats.forward_passes)
+
+    def _cache_context(self, source: Tensor, source_length: Tensor) -> None:
+        """Encode the padded source and write every decoder layer's cross-attention keys / values in place
+        (`EncoderDecoder.start_decoding`): on CUDA captured once per batch bucket and replayed, so the
+        encoder costs its kernels' time, not one Python launch per kernel."""
+        self.model.start_decoding(source, src_padding_mask=padding_mask(source_length, source.shape[1]))
 
     def _beam(self, source: Tensor, source_length: Tensor, beam: int, max_length: int) -> Translation:
         """The core beam search (`genloom.core.sampling.beam_search`): final scores normalised by length,

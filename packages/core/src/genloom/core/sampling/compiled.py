@@ -8,9 +8,12 @@ finished-rows mask stays on the device. By default the loop runs all `max_new_to
 emitted EOS keep emitting it); with `exit_every=K` it reads one flag (have all rows finished?) back every K
 steps and stops there, so a batch that ends early costs whole chunks of K steps, not the whole budget.
 
-How the steps are launched (`graph`): "loop" (default) captures every step after the first as ONE CUDA
-graph per (batch bucket, lengths, guidance plan) on the second call with those shapes (the first runs step
-by step and compiles the kernels), so a replay has no host work between steps at all (with `exit_every=K`:
+The prompt goes through the model eagerly (a prefill), except a one-token prompt with no guidance on a model
+that is its own step module: that prefill is just the first step, so it runs compiled, inside the graphs.
+
+How the steps are launched (`graph`): "loop" (default) captures every compiled step as ONE CUDA graph per
+(batch bucket, lengths, guidance plan) on the second call with those shapes (the first runs step by step
+and compiles the kernels), so a replay has no host work between steps at all (with `exit_every=K`:
 one graph per chunk of K steps, replayed one after the other with one host read of the finished flag after
 each, through pinned memory); "step" uses `torch.compile(mode="reduce-overhead")`, one CUDA graph per step,
 launched from Python each step; "none" launches the compiled kernels directly.
@@ -53,12 +56,13 @@ class CompiledDecoder:
 
     model: anything `generate` accepts whose `setup_cache` takes `static=True` (core's `Transformer`, image's
     `ClassPrefixLM`, ...). If it has a `decode_module`, one-token steps call that module directly (e.g. the
-    transformer inside an adapter whose prompt handling is not traceable); the prompt always goes through the
-    model itself, eagerly. A step module with `fuse_projections` (core's `Transformer`) has it called once:
+    transformer inside an adapter whose prompt handling is not traceable); the prompt then goes through the
+    model itself, eagerly (as it does with guidance or more than one prompt token; a one-token prompt
+    otherwise runs as the first compiled step). A step module with `fuse_projections` (core's `Transformer`) has it called once:
     SwiGLU's two input GEMMs become one (same outputs and state_dict names, one kernel fewer per layer). `backend`/`mode` go to `torch.compile` (tests use a counting backend on CPU).
 
-    exit_every: None (default) runs every step of the budget. K >= 1 (needs `eos_id`) splits the steps after
-    the first token into chunks of K and stops after the first chunk at whose end every real row (padding
+    exit_every: None (default) runs every step of the budget. K >= 1 (needs `eos_id`) splits the compiled
+    steps into chunks of K and stops after the first chunk at whose end every real row (padding
     rows do not count) has emitted `eos_id`: one device-to-host read per chunk, the same tokens (the
     remaining ones are `eos_id`, as after a row's EOS anyway) and, seeded, the same noise per step. On CUDA
     with `graph="loop"` each chunk is its own captured graph; elsewhere the step loop checks the flag every K
@@ -172,7 +176,7 @@ class CompiledDecoder:
         every token is EOS). `uncond_prompt` [B, T] is required exactly when the decoder has a cfg_scale;
         `guided_steps` limits guidance to the first new tokens (one more compiled graph for the rest).
         On CUDA with `graph="loop"` the first call of a (bucket, lengths) runs step by step (compiling the
-        kernels) and the next ones replay all steps as one captured CUDA graph (or one per chunk of
+        kernels) and the next ones replay all compiled steps as one captured CUDA graph (or one per chunk of
         `exit_every` steps). A `DecodeStats` gets the forward passes run (the prefill included) and the new
         tokens computed per row: `max_new_tokens` each unless the run exited early."""
         check_prompt(self.model, prompt, max_new_tokens)
@@ -197,58 +201,78 @@ class CompiledDecoder:
         self.model.setup_cache(rows.shape[0], cache_len, static=True)
         _mark_static(self._step_module)
 
-        logits = self.model(rows, input_pos=torch.arange(prompt_len, device=device))[:, -1].float()
-        logits = self._guide(logits, guides(0, guided_steps))
-        out = torch.zeros(max_new_tokens, size, dtype=torch.long, device=device)  # time-major: fixed strides
+        # feed[s] is the input token of new token s and feed[s + 1] its output (time-major: fixed strides)
+        feed = torch.zeros(max_new_tokens + 1, size, dtype=torch.long, device=device)
         finished = torch.zeros(size, dtype=torch.bool, device=device)
-        raw = self._draw(batch, size, logits.shape[-1], generator, device)
-        noise = None if raw is None else log_noise(raw)
-        first, finished = finish_rows(
-            sample_with_noise(logits, self.params, noise)[:, None], finished, self.eos_id
-        )
-        out[0] = first[:, 0]
-        positions = torch.arange(prompt_len, prompt_len + max_new_tokens, device=device)
+        first = self._first_step(prompt_len, guided)
+        if first == 0:  # a one-token prompt is just the first step: it runs compiled, inside the graphs
+            feed[0] = rows[:, 0]
+            vocab = self._vocab_size()
+        else:  # the prompt through the model itself, eagerly
+            logits = self.model(rows, input_pos=torch.arange(prompt_len, device=device))[:, -1].float()
+            logits = self._guide(logits, guides(0, guided_steps))
+            vocab = logits.shape[-1]
+            raw = self._draw(batch, size, vocab, generator, device)
+            noise = None if raw is None else log_noise(raw)
+            token, finished = finish_rows(
+                sample_with_noise(logits, self.params, noise)[:, None], finished, self.eos_id
+            )
+            feed[1] = token[:, 0]  # feed[0] stays unread: step 1 is the first compiled one
+        positions = torch.arange(prompt_len - 1, prompt_len - 1 + max_new_tokens, device=device)
         plan = [self._step_plan(step, prompt_len, cache_len, guided_steps) for step in range(max_new_tokens)]
-        chunks = self._chunks(max_new_tokens)
-        key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), logits.shape[-1])
-        if self.graph == "loop" and device.type == "cuda" and max_new_tokens > 1 and key in self._seen:
+        chunks = self._chunks(first, max_new_tokens)
+        key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), vocab, first)
+        if self.graph == "loop" and device.type == "cuda" and chunks and key in self._seen:
             loop = self._loops.get(key)
             if loop is not None and loop.fingerprint != memory_fingerprint(self._step_module):
                 loop = None  # weights, cache or context were reallocated: the capture reads stale memory
             if loop is None:
-                loop = self._loops[key] = _LoopGraph(self, key, out, finished, positions, plan, chunks)
-            out, done = loop.run(out, finished, batch, generator, early=self.exit_every is not None)
+                loop = self._loops[key] = _LoopGraph(self, key, feed, finished, positions, plan, chunks)
+            feed, done = loop.run(feed, finished, batch, generator, early=self.exit_every is not None)
         else:
             self._seen.add(key)
-            done = 1  # new tokens computed so far
+            done = first  # new tokens computed so far
             for index, (start, stop) in enumerate(chunks):
                 if index and self.exit_every is not None and bool(finished[:batch].all()):
                     break  # one host read per chunk
                 for step in range(start, stop):
-                    raw = self._draw(batch, size, logits.shape[-1], generator, device)
+                    raw = self._draw(batch, size, vocab, generator, device)
                     if device.type == "cuda":
                         torch.compiler.cudagraph_mark_step_begin()
                     guide, kv_len = plan[step]
-                    pos = positions[step - 1 : step]
-                    token, finished = self._step(out[step - 1], pos, raw, finished, guide, kv_len)
-                    out[step] = token
+                    pos = positions[step : step + 1]
+                    token, finished = self._step(feed[step], pos, raw, finished, guide, kv_len)
+                    feed[step + 1] = token
                 done = stop
         if stats is not None:
             stats.forward_passes += done
             stats.new_tokens += done
-        tokens = out[:, :batch].T.contiguous()
+        tokens = feed[1:, :batch].T.contiguous()
         if done < max_new_tokens:  # every real row finished: the rest is EOS, as the full loop writes it
             tokens[:, done:] = self.eos_id
         return tokens
 
     # ------------------------------------------------------------------ helpers
-    def _chunks(self, max_new_tokens: int) -> list[tuple[int, int]]:
-        """The steps after the first token as [start, stop) ranges: all of them at once, or `exit_every` each
-        (the last one shorter when they do not divide)."""
-        if max_new_tokens <= 1:
+    def _chunks(self, first: int, max_new_tokens: int) -> list[tuple[int, int]]:
+        """The compiled steps, new tokens `first`.. `max_new_tokens - 1`, as [start, stop) ranges: all of them
+        at once, or `exit_every` each (the last one shorter when they do not divide)."""
+        if max_new_tokens <= first:
             return []
-        every = self.exit_every or max_new_tokens - 1
-        return [(start, min(start + every, max_new_tokens)) for start in range(1, max_new_tokens, every)]
+        every = self.exit_every or max_new_tokens - first
+        return [(start, min(start + every, max_new_tokens)) for start in range(first, max_new_tokens, every)]
+
+    def _first_step(self, prompt_len: int, guided: bool) -> int:
+        """0 when the first new token is computed by the compiled step too (a one-token prompt the step module
+        itself embeds, no guidance: the conditional and unconditional prompts differ), else 1 (an eager
+        prefill computes it)."""
+        return 0 if prompt_len == 1 and not guided and self._step_module is self.model else 1
+
+    def _vocab_size(self) -> int:
+        """The logits' width, for the noise buffers, when no eager prefill has shown it."""
+        vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        if not vocab:
+            raise SamplingError("a compiled first step needs the model's config.vocab_size")
+        return int(vocab)
 
     def _step_plan(
         self, step: int, prompt_len: int, cache_len: int, guided_steps: int | None
@@ -282,32 +306,33 @@ class CompiledDecoder:
 
 
 class _LoopGraph:
-    """Every decode step after the first, captured as ONE CUDA graph (per bucket, lengths and guidance plan),
-    or as one graph per chunk of steps (`exit_every`), the chunks sharing one memory pool.
+    """The compiled decode steps captured as ONE CUDA graph (per bucket, lengths and guidance plan), or as one
+    graph per chunk of steps (`exit_every`), the chunks sharing one memory pool.
 
     The step's compiled kernels replay back to back with no host work between them, so a small model's
-    step costs its kernels' time, not Python's. Inputs live in static buffers: the first token and finished
-    mask (written before each replay), and the noise of every step, drawn before the replay (of the chunk
-    holding the step) with the caller's generator one step at a time, exactly as the eager loop draws it, so
-    the tokens are the same. Chunks pass the tokens and the finished mask on through the same buffers.
+    step costs its kernels' time, not Python's. Inputs live in static buffers: the token feed (its first one
+    or two rows written before each replay: the prompt token, and the eagerly computed first token if any),
+    the finished mask, and the noise of every step, drawn before the replay (of the chunk holding the step)
+    with the caller's generator one step at a time, exactly as the eager loop draws it, so the tokens are the
+    same. Chunks pass the tokens and the finished mask on through the same buffers.
     """
 
     def __init__(
         self,
         decoder: CompiledDecoder,
         key: tuple,
-        out: Tensor,
+        feed: Tensor,
         finished: Tensor,
         positions: Tensor,
         plan: list[tuple[bool, int | None]],
         chunks: list[tuple[int, int]],
     ) -> None:
-        self.out, self.finished, self.positions = out.clone(), finished.clone(), positions.clone()
-        size, vocab = out.shape[1], key[-1]
+        self.feed, self.finished, self.positions = feed.clone(), finished.clone(), positions.clone()
+        self.first = chunks[0][0]
+        steps, size, vocab = feed.shape[0] - 1, feed.shape[1], key[5]
         shape = noise_shape((size, vocab), decoder.params)
-        steps = out.shape[0] - 1
         self.noise = (
-            None if shape is None else torch.ones((steps, *shape), dtype=torch.float32, device=out.device)
+            None if shape is None else torch.ones((steps, *shape), dtype=torch.float32, device=feed.device)
         )
         self.decoder = decoder
         self.chunks = chunks
@@ -318,11 +343,11 @@ class _LoopGraph:
             finished_now = self.finished
             for step in range(start, stop):
                 guide, kv_len = plan[step]
-                raw = None if self.noise is None else self.noise[step - 1]
+                raw = None if self.noise is None else self.noise[step]
                 token, finished_now = decoder._step(
-                    self.out[step - 1], self.positions[step - 1 : step], raw, finished_now, guide, kv_len
+                    self.feed[step], self.positions[step : step + 1], raw, finished_now, guide, kv_len
                 )
-                self.out[step].copy_(token)
+                self.feed[step + 1].copy_(token)
             self.finished.copy_(finished_now)
 
         pool = None if len(chunks) == 1 else torch.cuda.graph_pool_handle()  # chunks run one after another
@@ -340,13 +365,13 @@ class _LoopGraph:
         self.fingerprint = memory_fingerprint(decoder._step_module)  # after setup: the memory the graph uses
 
     def run(
-        self, out: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None, *, early: bool
+        self, feed: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None, *, early: bool
     ) -> tuple[Tensor, int]:
-        """Replay the chunks (all of them, or, `early`, until every real row has finished): (the static
-        output buffer [max_new_tokens, bucket], new tokens computed = 1 + steps replayed)."""
-        self.out[0].copy_(out[0])
+        """Replay the chunks (all of them, or, `early`, until every real row has finished): (the static token
+        feed [max_new_tokens + 1, bucket], new tokens computed = the last step replayed + 1)."""
+        self.feed[: self.first + 1].copy_(feed[: self.first + 1])
         self.finished.copy_(finished)
-        done = 1
+        done = self.first
         for index, ((start, stop), graph) in enumerate(zip(self.chunks, self.graphs, strict=True)):
             if index and early:
                 self.read.synchronize()  # the flag of the previous chunk has arrived
@@ -354,13 +379,13 @@ class _LoopGraph:
                     break
             if self.noise is not None:
                 for step in range(start, stop):
-                    self.noise[step - 1, :batch].exponential_(1.0, generator=generator)
+                    self.noise[step, :batch].exponential_(1.0, generator=generator)
             graph.replay()
             done = stop
             if early and index + 1 < len(self.graphs):
                 self.all_finished.copy_(self.finished[:batch].all(), non_blocking=True)
                 self.read.record()
-        return self.out, done
+        return self.feed, done
 
 
 def _mark_static(module: object) -> None:
