@@ -223,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--itr", type=int, default=1, help="repeat each baseline training N times (TSLib)")
     parser.add_argument(
         "--tslib-loaders",
-        action="store_true",
-        help="batch training and validation as TSLib does (drop_last, shuffled validation, mean of batch losses)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="batch training and validation as TSLib does (drop_last, shuffled validation, mean of batch "
+        "losses; the default); --no-tslib-loaders: every window, exact means",
     )
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--out", type=Path, default=None, help="write the markdown table here")

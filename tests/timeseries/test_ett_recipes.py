@@ -54,7 +54,10 @@ def test_tslib_script_recipes_differ_per_data_set():
         assert (fields["d_model"], fields["d_ff"], fields["e_layers"]) == (128, 128, 2)
         dlinear = ett_config("dlinear", 96, dataset=dataset)
         assert "d_model" not in dlinear and (dlinear["seq_len"], dlinear["label_len"]) == (96, 48)
-    assert ett_train_recipe("patchtst") == TrainRecipe()
+    # the protocol's recipes batch as TSLib's data provider does; a plain TrainRecipe uses every window
+    assert ett_train_recipe("patchtst") == TrainRecipe(tslib_loaders=True)
+    assert not TrainRecipe().tslib_loaders
+    assert not ett_train_recipe("patchtst", tslib_loaders=False).tslib_loaders
     assert (TrainRecipe().batch_size, TrainRecipe().learning_rate, TrainRecipe().train_epochs) == (
         32,
         1e-4,
@@ -92,15 +95,16 @@ def test_patchtst_training_recipes():
     """PatchTST's run_longExp.py: its scripts' 100 epochs, batch 128, lr 1e-4; its defaults patience 100
     and lradj type3. "patchtst-paper" keeps the TSLib loop with batch 128."""
     assert ett_train_recipe("patchtst", recipe="patchtst-paper-training") == TrainRecipe(
-        batch_size=128, learning_rate=1e-4, train_epochs=100, patience=100, lradj="type3", seed=2021
-    )
+        batch_size=128, learning_rate=1e-4, train_epochs=100, patience=100, lradj="type3", seed=2021,
+        tslib_loaders=True,
+    )  # fmt: skip
     assert ett_train_recipe("patchtst", recipe="patchtst-paper", seed=7) == TrainRecipe(
-        batch_size=128, seed=7
+        batch_size=128, seed=7, tslib_loaders=True
     )
     assert ett_train_recipe("patchtst", recipe="patchtst-paper-training", train_epochs=2).train_epochs == 2
     assert (
         ett_train_recipe("dlinear")
-        == TrainRecipe()
+        == TrainRecipe(tslib_loaders=True)
         == ett_train_recipe("itransformer", recipe="itransformer-paper")
     )
     assert set(MODEL_RECIPES["patchtst"]) == {"tslib-script", "patchtst-paper", "patchtst-paper-training"}
