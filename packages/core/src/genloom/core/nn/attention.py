@@ -13,7 +13,9 @@ post-rotation. Cross-attention keys/values can be computed once per source (`cac
 `single_query_attention` writes one-query attention (a decode step) as three reductions (scores over
 head_dim, softmax over keys, weighted sum over keys) that inductor fuses into small kernels. Measured on an
 H100 (LlamaGen-B, 257 cached keys) it cost 10.6 us per layer against 8.7 us for cuDNN's SDPA kernel with its
-mask preparation, so `Attention` uses SDPA (benchmarks/decode_step_profile.py times both).
+mask preparation (benchmarks/decode_step_profile.py times both). A decode step on a KV cache under the causal
+mask (`is_causal` with one query and a cache, as `Transformer` plans it) runs `decode_attention` instead: the
+cache write and the attention over the filled slots as one Triton kernel (the LlamaGen-B step 451 -> 396 us).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from genloom.core.errors import InputError
 
 from .config import TransformerConfig
+from .decode_attention import decode_attention
 from .kv_cache import KVCache
 from .norms import make_norm
 from .rope import apply_rope
@@ -198,7 +201,9 @@ class Attention(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:
         """x [B, L, dim] -> [B, L, dim]. Self-attention: `rope` (cos, sin) [L, D/2], `mask` bool broadcast to
-        [B, H, L, Lk], `input_pos` [L] writes the KV cache (then attends to its first `kv_len` slots).
+        [B, H, L, Lk], `input_pos` [L] writes the KV cache (then attends to its first `kv_len` slots); with
+        the cache, one token and `is_causal` (a decode step: the query sees cache slots 0..input_pos), the
+        cache write and the attention run as `decode_attention` (one Triton kernel on CUDA).
         Cross-attention: `context` [B, Lc, C] with `context_mask` [B, Lc] (True = real token), or the
         context cached by `cache_context`."""
         if self.cross:
@@ -215,6 +220,10 @@ class Attention(nn.Module):
             q = apply_rope(q, cos, sin, self.rope_layout)
             k = apply_rope(k, cos, sin, self.rope_layout)
         if self.kv_cache is not None and input_pos is not None:
+            if is_causal and length == 1 and block_mask is None:  # a decode step: one kernel on CUDA
+                cache = self.kv_cache
+                out = decode_attention(q, k, v, cache.k_cache, cache.v_cache, input_pos, self.scale)
+                return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, length, -1)))
             k, v = self.kv_cache.update(input_pos, k, v)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]

@@ -37,6 +37,10 @@ _KV_BUCKET = 64  # dynamic-mode attention reads ceil(filled / 64) * 64 cache slo
 class Transformer(nn.Module):
     """Token (or embedding) sequence -> logits (or hidden states with `features`)."""
 
+    # a one-token step on the KV cache under the causal mask writes the cache and attends to slots 0..pos in
+    # one kernel (`decode_attention`); False: the cache's index copies, then SDPA under a boolean mask
+    one_query_kernel: bool = True
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         if not isinstance(config, TransformerConfig):
@@ -473,6 +477,9 @@ class Transformer(nn.Module):
         cfg = self.config
         device = input_pos.device
         length = input_pos.shape[0]
+        if cached and length == 1 and cfg.mask == "causal" and mask is None and key_padding_mask is None:
+            if self.one_query_kernel:  # a decode step: Attention runs `decode_attention` (slots 0..pos)
+                return None, True, None
         if cached:
             n_keys = self._cache_len if kv_len is None else kv_len
             key_pos = torch.arange(n_keys, device=device)
