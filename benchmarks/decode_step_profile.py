@@ -24,19 +24,15 @@ over replays):
   per shape, the fastest kept; epilogues fused into Triton GEMMs where they win);
 - `autotune_triton`: max-autotune with Triton GEMMs only (no cuBLAS) and coordinate-descent tuning of every
   generated kernel's launch parameters;
-- `fused_kernels`: `full` with every block's weight products done by the Triton decode kernels
-  (`genloom.core.nn.decode_kernels`, `Block.forward` patched for decode calls of <= 16 rows): attention's
-  input norm + qkv projection, output projection + residual, the MLP's norm + gate/up + SiLU-multiply, down
-  projection + residual: 4 kernels per layer where inductor + cuBLAS launch ~7 (the final norm, head and
-  everything else unchanged). Before timing, its logits (eager and compiled) are compared with the eager
-  `full` step's: the max relative error is printed;
+- `full` runs the decode paths core now takes for a step of a few rows: the weight products as
+  `genloom.core.nn.decode_kernels` (norms, residual adds and SiLU-multiply fused in: 4 kernels a layer,
+  `Block.fused_decode_kernels`) and the attention as `genloom.core.nn.decode_attention` (the cache write and
+  the attention over the filled slots in one kernel, `Transformer.one_query_kernel`); `modules` switches both
+  off (the step as sessions 1-8 ran it), `attention_kernel_only` / `decode_kernels_only` one of them. Each
+  variant's logits are compared with `full`'s before timing (the max relative error is printed);
 - `fused_matmuls_only`: the same weights as `matmuls_only` through the decode kernels the fused step
   launches (per layer norm + qkv, output projection + residual, norm + gate/up with w1 and w3 as one kernel,
-  down projection + residual; the head as norm + product): 4 per layer + 1 kernels, no other work;
-- `fused_attention`: `full` with each layer's one-query attention as `genloom.core.nn.decode_attention` (the
-  cache write and the attention over the filled slots in one Triton kernel, instead of two index copies,
-  SDPA's mask preparation and its flash kernel); its logits are checked against `full`'s the same way;
-- `fused_all`: `fused_kernels` and `fused_attention` together.
+  down projection + residual; the head as norm + product): 4 per layer + 1 kernels, no other work.
 
 The profiler's per-kernel table (`--kernels FILE`, one `full` step outside the graph) is taken after every
 timing: once CUPTI has been active, later graph replays run slower.
@@ -49,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -58,9 +53,6 @@ from genloom.core.bench import measure
 from genloom.core.nn import attention as attention_module
 from genloom.core.nn import decode_kernels
 from genloom.core.nn.block import Block
-from genloom.core.nn.decode_attention import decode_attention
-from genloom.core.nn.norms import RMSNorm
-from genloom.core.nn.rope import apply_rope
 from genloom.core.nn.transformer import Transformer
 from genloom.core.sampling.logits import SamplingParams, sample_with_noise
 from genloom.image.models.raster_ar import RasterAR
@@ -157,146 +149,23 @@ def patched(owner: object, name: str, value: object) -> Iterator[None]:
         setattr(owner, name, original)
 
 
-BLOCK_FORWARD = Block.forward
-BF16_TOLERANCE = 2e-2  # the fused step's logits against full's: max |difference| / max |logit|
+BF16_TOLERANCE = 2e-2  # a variant's logits against full's: max |difference| / max |logit|
 
-
-def fusable(block: Block, x: torch.Tensor) -> bool:
-    """A layer and call the decode kernels cover: eval, <= 16 rows, pre-norm RMSNorms with weights, fused qkv,
-    SwiGLU with its gate fused and no gate/up bias, no AdaLN and no cross-attention."""
-    mlp = block.mlp
-    return (
-        not block.training
-        and x.numel() // x.shape[-1] <= decode_kernels.MAX_ROWS
-        and not block.use_adaln
-        and not hasattr(block, "cross_attn")
-        and all(isinstance(n, RMSNorm) and n.weight is not None for n in (block.attn_norm, block.mlp_norm))
-        and hasattr(block.attn, "wqkv")
-        and mlp.kind == "swiglu"
-        and mlp.gate_fused
-        and mlp.w13.bias is None
-    )
-
-
-def attend_projected(attn: attention_module.Attention, qkv: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
-    """`Attention.forward` (self-attention) from the fused projection `qkv` [B, L, q + 2 kv] up to the output
-    projection, excluded: [B, L, H * D]. kwargs: rope, mask, is_causal, input_pos, kv_len, block_mask."""
-    batch, length, _ = qkv.shape
-    q_size, kv_size = attn.n_heads * attn.head_dim, attn.n_kv_heads * attn.head_dim
-    q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-    q, v = attn._qv_bias(q, v)
-    q = attn._heads(attn._norm_q(q), attn.n_heads)
-    k = attn._heads(attn._norm_k(k, attn.n_kv_heads), attn.n_kv_heads)
-    v = attn._heads(v, attn.n_kv_heads)
-    if attn.l2_qk:
-        q, k = attn._l2(q, k)
-    if kwargs["rope"] is not None:
-        cos, sin = kwargs["rope"]
-        q, k = apply_rope(q, cos, sin, attn.rope_layout), apply_rope(k, cos, sin, attn.rope_layout)
-    if USE_DECODE_ATTENTION and one_query_step(attn, length, **kwargs):
-        out = decode_attention(
-            q, k, v, attn.kv_cache.k_cache, attn.kv_cache.v_cache, kwargs["input_pos"], attn.scale
-        )
-        return out.transpose(1, 2).reshape(batch, length, -1)
-    if attn.kv_cache is not None and kwargs["input_pos"] is not None:
-        k, v = attn.kv_cache.update(kwargs["input_pos"], k, v)
-        if kwargs["kv_len"] is not None:
-            k, v = k[:, :, : kwargs["kv_len"]], v[:, :, : kwargs["kv_len"]]
-    out = attn._attend(
-        q, k, v, mask=kwargs["mask"], is_causal=kwargs["is_causal"], block_mask=kwargs["block_mask"]
-    )
-    return out.transpose(1, 2).reshape(batch, length, -1)
-
-
-ATTENTION_FORWARD = attention_module.Attention.forward
-USE_DECODE_ATTENTION = False  # attend_projected's one-query calls through decode_attention (fused_all)
-
-
-def one_query_step(attn: attention_module.Attention, length: int, **kwargs) -> bool:  # noqa: ANN003
-    """A call `decode_attention` covers: self-attention of one token on a KV cache, all of its filled slots
-    read (no kv_len cut, no block mask: the static decode path's "slots up to pos" mask), no L2 q/k norm."""
-    return (
-        not attn.cross
-        and attn.kv_cache is not None
-        and kwargs["input_pos"] is not None
-        and length == 1
-        and kwargs["kv_len"] is None
-        and kwargs["block_mask"] is None
-        and not attn.l2_qk
-    )
-
-
-def fused_attention_forward(
-    self: attention_module.Attention,
-    x: torch.Tensor,
-    *,
-    rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    input_pos: torch.Tensor | None = None,
-    kv_len: int | None = None,
-    block_mask: object | None = None,
-    context: torch.Tensor | None = None,
-    context_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`Attention.forward` with one-query decode calls as `decode_attention` (one kernel)."""
-    kwargs = dict(
-        rope=rope, mask=mask, is_causal=is_causal, input_pos=input_pos, kv_len=kv_len, block_mask=block_mask
-    )
-    if not one_query_step(self, x.shape[1], **kwargs):
-        return ATTENTION_FORWARD(self, x, **kwargs, context=context, context_mask=context_mask)
-    batch = x.shape[0]
-    q, k, v = self._project_self(x)
-    q = self._heads(self._norm_q(q), self.n_heads)
-    k = self._heads(self._norm_k(k, self.n_kv_heads), self.n_kv_heads)
-    v = self._heads(v, self.n_kv_heads)
-    if rope is not None:
-        cos, sin = rope
-        q, k = apply_rope(q, cos, sin, self.rope_layout), apply_rope(k, cos, sin, self.rope_layout)
-    out = decode_attention(q, k, v, self.kv_cache.k_cache, self.kv_cache.v_cache, input_pos, self.scale)
-    return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, 1, -1)))
+# the decode paths a variant switches off: (class, attribute) -> value
+VARIANT_SWITCHES = {
+    "modules": {(Block, "fused_decode_kernels"): False, (Transformer, "one_query_kernel"): False},
+    "attention_kernel_only": {(Block, "fused_decode_kernels"): False},
+    "decode_kernels_only": {(Transformer, "one_query_kernel"): False},
+}
 
 
 @contextlib.contextmanager
 def variant_patches(name: str) -> Iterator[None]:
-    """The patches of a fused variant: "fused_kernels", "fused_attention" or "fused_all"."""
+    """The switches of variant `name` (none for `full`), restored afterwards."""
     with contextlib.ExitStack() as stack:
-        if name in ("fused_kernels", "fused_all"):
-            stack.enter_context(patched(Block, "forward", fused_block_forward))
-        if name == "fused_attention":
-            stack.enter_context(patched(attention_module.Attention, "forward", fused_attention_forward))
-        if name == "fused_all":
-            stack.enter_context(patched(sys.modules[__name__], "USE_DECODE_ATTENTION", True))
+        for (owner, attribute), value in VARIANT_SWITCHES.get(name, {}).items():
+            stack.enter_context(patched(owner, attribute, value))
         yield
-
-
-def fused_block_forward(
-    self: Block,
-    x: torch.Tensor,
-    *,
-    rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    input_pos: torch.Tensor | None = None,
-    kv_len: int | None = None,
-    block_mask: object | None = None,
-    cond: torch.Tensor | None = None,
-    context: torch.Tensor | None = None,
-    context_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`Block.forward` with the weight products as decode kernels (4 per layer) where `fusable`."""
-    attention = dict(
-        rope=rope, mask=mask, is_causal=is_causal, input_pos=input_pos, kv_len=kv_len, block_mask=block_mask
-    )
-    if not fusable(self, x):
-        return BLOCK_FORWARD(self, x, **attention, cond=cond, context=context, context_mask=context_mask)
-    attn, mlp, kernels = self.attn, self.mlp, decode_kernels
-    qkv = kernels.rms_norm_linear(
-        x, self.attn_norm.weight, self.attn_norm.eps, attn.wqkv.weight, attn.wqkv.bias
-    )
-    x = kernels.linear_residual(attend_projected(attn, qkv, **attention), attn.wo.weight, x, attn.wo.bias)
-    hidden = kernels.rms_norm_swiglu(x, self.mlp_norm.weight, self.mlp_norm.eps, mlp.w13.weight)
-    return kernels.linear_residual(hidden, mlp.w2.weight, x, mlp.w2.bias)
 
 
 def fused_products(transformer: Transformer, rows: int) -> Callable[[], list[torch.Tensor]]:
@@ -323,18 +192,11 @@ def fused_products(transformer: Transformer, rows: int) -> Callable[[], list[tor
     return lambda: [call() for call in calls]
 
 
-def check_fused_logits(
-    transformer: Transformer,
-    token: torch.Tensor,
-    pos: torch.Tensor,
-    compile_,
-    name: str,  # noqa: ANN001
-) -> None:
+def check_logits(
+    transformer: Transformer, token: torch.Tensor, pos: torch.Tensor, compile_, name: str
+) -> None:  # noqa: ANN001
     """Print the max relative error of variant `name`'s step logits (eager and compiled) against the eager
-    `full` step's (same token and position: the cache writes are the same), and how many layers the decode
-    kernels cover."""
-    probe = torch.empty(token.shape[0], 1, transformer.config.dim, device=token.device)
-    covered = f"{sum(fusable(layer, probe) for layer in transformer.layers)} of {len(transformer.layers)}"
+    `full` step's (same token and position: the cache writes are the same)."""
 
     def logits() -> torch.Tensor:
         return transformer(token, input_pos=pos)[:, -1].float()
@@ -344,13 +206,10 @@ def check_fused_logits(
         torch._dynamo.reset()
         outputs = {"eager": logits(), "compiled": compile_(logits)()}
     scale = full.abs().max()
-    for how, fused in outputs.items():
-        error = ((fused - full).abs().max() / scale).item()
+    for how, other in outputs.items():
+        error = ((other - full).abs().max() / scale).item()
         verdict = "within" if error < BF16_TOLERANCE else "ABOVE"
-        print(
-            f"{name} logits ({how}, {covered} layers with fusable blocks) vs full: max rel err {error:.2e}, "
-            f"{verdict} {BF16_TOLERANCE:g}"
-        )
+        print(f"{name} logits ({how}) vs full: max rel err {error:.2e}, {verdict} {BF16_TOLERANCE:g}")
 
 
 def main() -> None:
@@ -407,9 +266,9 @@ def main() -> None:
             results["matmuls_only"] = graph_time(lambda: [m(inputs[id(m)]) for m in linears], device)
         transformer.fuse_projections()
         timed("full", lambda: step(top_k, noise_v))
-        for name in ("fused_kernels", "fused_attention", "fused_all"):
+        for name in VARIANT_SWITCHES:
             if wanted is None or name in wanted:
-                check_fused_logits(transformer, token, pos, compile_, name)
+                check_logits(transformer, token, pos, compile_, name)
             with variant_patches(name):
                 timed(name, lambda: step(top_k, noise_v))
         if wanted is None or "fused_matmuls_only" in wanted:

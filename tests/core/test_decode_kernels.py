@@ -288,6 +288,24 @@ def test_kernel_config_rule_for_llamagen_b() -> None:
     assert configs[("rms_norm_swiglu", 2048, 768)] == dk.KernelConfig(16, 256, 4, 3)  # 128 programs
     assert dk.kernel_config(200, 96, 4) == dk.KernelConfig(16, 32, 4, 4)  # 96 = 3 x 32: no K mask
     assert dk.kernel_config(10, 7, 4).block_k == 16  # below one block: masked
+    # two rows (batch 1 with CFG): the H100 sweep's winners, no-dot blocks of 8 outputs with split-K where
+    # there are few of them; the dot form for the vocabulary head
+    two = {
+        (kernel, n, k): dk.kernel_config(
+            n, k, 2, weight_blocks=2 if kernel == "rms_norm_swiglu" else 1, rows=2
+        )
+        for kernel, n, k in LLAMAGEN_B_PRODUCTS
+    }
+    nodot = dict(block_n=8, block_k=256, num_warps=8, num_stages=1, dot=False)
+    assert two[("rms_norm_linear", 2304, 768)] == dk.KernelConfig(**nodot)  # 288 programs
+    assert two[("rms_norm_swiglu", 2048, 768)] == dk.KernelConfig(**nodot)  # 256 programs
+    assert two[("linear_residual", 768, 768)] == dk.KernelConfig(**nodot, split_k=2)  # 96 x 2
+    assert two[("linear_residual", 768, 2048)] == dk.KernelConfig(**nodot, split_k=8)  # 96 x 8
+    assert two[("rms_norm_linear", 16384, 768)] == dk.KernelConfig(64, 256, 4, 2)  # 2,048 blocks of 8: dot
+    assert dk.kernel_config(768, 768, 2, rows=5) == dk.kernel_config(768, 768, 2)  # > 4 rows: the dot rule
+    assert dk.kernel_config(100, 40, 4, rows=1) == dk.KernelConfig(
+        8, 64, 8, 1, dot=False
+    )  # small K: one step
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -490,3 +508,47 @@ def test_compiled_ops_have_no_graph_breaks_and_replay_in_a_cuda_graph() -> None:
         static_x.copy_(torch.randn_like(x))
         graph.replay()
         assert _rel_err(static_out, run(static_x)) < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- in a Block
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_block_decode_path_gives_the_modules_outputs(monkeypatch, rows: int) -> None:
+    """`Block` decode calls of <= 4 rows through the decode kernels (forced on the CPU, where the ops run their
+    torch references): the modules' logits at every step, the prompt and 5-row calls through the modules."""
+    from genloom.core.nn.block import Block
+    from genloom.core.nn.config import TransformerConfig
+    from genloom.core.nn.transformer import Transformer
+
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50, rope="1d", max_seq_len=32
+    )
+    model = Transformer(config).eval()
+    model.fuse_projections()
+    calls: list[int] = []
+    original = dk.rms_norm_swiglu
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(dk, "rms_norm_swiglu", counted)
+
+    def run(devices: tuple[str, ...], batch: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(Block, "decode_kernel_devices", devices)
+        model.setup_cache(batch, 16, static=True)
+        prompt = torch.arange(3 * batch).reshape(batch, 3) % 50
+        outs = [model(prompt, input_pos=torch.arange(3))[:, -1]]
+        for pos in range(3, 9):
+            token = outs[-1].argmax(-1, keepdim=True)
+            outs.append(model(token, input_pos=torch.tensor([pos]))[:, -1])
+        return outs
+
+    with torch.no_grad():
+        for batch in (rows, 5):
+            kernels, modules = run(("cpu",), batch), run(("cuda",), batch)
+            # 2 layers x 6 one-token steps, plus the prompt's call where its 3 x batch rows are <= 4
+            assert len(calls) == (0 if batch > 4 else 12 + (2 if 3 * batch <= 4 else 0))
+            calls.clear()
+            for a, b in zip(kernels, modules, strict=True):
+                assert torch.allclose(a, b, atol=1e-5)

@@ -117,14 +117,10 @@ class Attention(nn.Module):
         return q, v
 
     def _project_self(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q_size = self.n_heads * self.head_dim
-        kv_size = self.n_kv_heads * self.head_dim
         if hasattr(self, "wqkv"):
-            q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        else:
-            q, k, v = self.wq(x), self.wk(x), self.wv(x)
-        q, v = self._qv_bias(q, v)
-        return q, k, v
+            return self.split_qkv(self.wqkv(x))
+        q, v = self._qv_bias(self.wq(x), self.wv(x))
+        return q, self.wk(x), v
 
     def _project_context(self, context: Tensor) -> tuple[Tensor, Tensor]:
         kv_size = self.n_kv_heads * self.head_dim
@@ -208,8 +204,35 @@ class Attention(nn.Module):
         context cached by `cache_context`."""
         if self.cross:
             return self._cross(x, context, context_mask)
-        batch, length, _ = x.shape
-        q, k, v = self._project_self(x)
+        heads = self.attend_projections(
+            *self._project_self(x),
+            rope=rope, mask=mask, is_causal=is_causal, input_pos=input_pos, kv_len=kv_len, block_mask=block_mask,
+        )  # fmt: skip
+        return self.resid_dropout(self.wo(heads))
+
+    def split_qkv(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v [B, L, H * D] (biases added) from the fused projection's output [B, L, q + 2 kv]."""
+        kv_size = self.n_kv_heads * self.head_dim
+        q, k, v = qkv.split([self.n_heads * self.head_dim, kv_size, kv_size], dim=-1)
+        q, v = self._qv_bias(q, v)
+        return q, k, v
+
+    def attend_projections(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        rope: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        input_pos: Tensor | None = None,
+        kv_len: int | None = None,
+        block_mask: object | None = None,
+    ) -> Tensor:
+        """Self-attention from the projections q, k, v [B, L, * x D] up to the output projection, excluded:
+        [B, L, H * D] (qk-norm, RoPE, the KV cache and the attention, as `forward` runs them)."""
+        batch, length, _ = q.shape
         q = self._heads(self._norm_q(q), self.n_heads)
         k = self._heads(self._norm_k(k, self.n_kv_heads), self.n_kv_heads)
         v = self._heads(v, self.n_kv_heads)
@@ -223,12 +246,12 @@ class Attention(nn.Module):
             if is_causal and length == 1 and block_mask is None:  # a decode step: one kernel on CUDA
                 cache = self.kv_cache
                 out = decode_attention(q, k, v, cache.k_cache, cache.v_cache, input_pos, self.scale)
-                return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, length, -1)))
+                return out.transpose(1, 2).reshape(batch, length, -1)
             k, v = self.kv_cache.update(input_pos, k, v)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         out = self._attend(q, k, v, mask=mask, is_causal=is_causal, block_mask=block_mask)
-        return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, length, -1)))
+        return out.transpose(1, 2).reshape(batch, length, -1)
 
     def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         batch, length, _ = x.shape

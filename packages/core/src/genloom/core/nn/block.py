@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import decode_kernels
 from .attention import Attention
 from .config import TransformerConfig
 from .mlp import MLP
-from .norms import make_norm
+from .norms import RMSNorm, make_norm
 
 __all__ = ["Block", "DropPath", "FinalAdaLN"]
 
@@ -45,7 +46,16 @@ def _modulation(cond: Tensor, proj: nn.Module, n_chunks: int, dim: int) -> Tenso
 
 
 class Block(nn.Module):
-    """Pre-norm transformer layer. `drop_path` is this layer's stochastic-depth rate."""
+    """Pre-norm transformer layer. `drop_path` is this layer's stochastic-depth rate.
+
+    A decode call of at most `decode_kernels.NO_DOT_MAX_ROWS` rows on CUDA, in eval mode, on a layer with
+    RMSNorms, the fused qkv projection and the fused SwiGLU gate (`Transformer.fuse_projections`, which the
+    compiled decoder calls) runs its weight products as `decode_kernels`: the input norm inside the qkv
+    product, the residual adds inside the output and down projections, the norm and SiLU-multiply inside the
+    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules)."""
+
+    fused_decode_kernels: bool = True
+    decode_kernel_devices: tuple[str, ...] = ("cuda",)  # (tests add "cpu": the kernels' torch references run)
 
     def __init__(self, config: TransformerConfig, *, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -88,6 +98,8 @@ class Block(nn.Module):
             kv_len=kv_len,
             block_mask=block_mask,
         )
+        if self._takes_decode_kernels(x):
+            return self._forward_decode_kernels(x, attn_kwargs)
         if not self.use_adaln:
             x = x + self.drop_path(self.attn(self.attn_norm(x), **attn_kwargs))
             x = self._cross(x, context, context_mask)
@@ -100,6 +112,37 @@ class Block(nn.Module):
         shift, scale, gate = (mod[self.chunk_index[f"{k}_mlp"]] for k in ("shift", "scale", "gate"))
         h = self.mlp_norm(x) * (1 + scale) + shift
         return x + self.drop_path(self.mlp(h) * gate)
+
+    def _takes_decode_kernels(self, x: Tensor) -> bool:
+        """Whether this call runs `_forward_decode_kernels` (see the class docstring)."""
+        mlp = self.mlp
+        return (
+            self.fused_decode_kernels
+            and x.device.type in self.decode_kernel_devices
+            and not self.training
+            and x.numel() // x.shape[-1] <= decode_kernels.NO_DOT_MAX_ROWS
+            and not self.use_adaln
+            and not hasattr(self, "cross_attn")
+            and isinstance(self.attn_norm, RMSNorm)
+            and isinstance(self.mlp_norm, RMSNorm)
+            and self.attn_norm.weight is not None
+            and self.mlp_norm.weight is not None
+            and hasattr(self.attn, "wqkv")
+            and mlp.kind == "swiglu"
+            and mlp.gate_fused
+            and mlp.w13.bias is None
+        )
+
+    def _forward_decode_kernels(self, x: Tensor, attn_kwargs: dict) -> Tensor:
+        """`forward` (eval, no AdaLN, no cross-attention) with the weight products as 4 fused kernels."""
+        attn, mlp, kernels = self.attn, self.mlp, decode_kernels
+        norm = self.attn_norm
+        qkv = kernels.rms_norm_linear(x, norm.weight, norm.eps, attn.wqkv.weight, attn.wqkv.bias)
+        heads = attn.attend_projections(*attn.split_qkv(qkv), **attn_kwargs)
+        x = kernels.linear_residual(heads, attn.wo.weight, x, attn.wo.bias)
+        norm = self.mlp_norm
+        hidden = kernels.rms_norm_swiglu(x, norm.weight, norm.eps, mlp.w13.weight)
+        return kernels.linear_residual(hidden, mlp.w2.weight, x, mlp.w2.bias)
 
     def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         if not hasattr(self, "cross_attn"):

@@ -105,6 +105,8 @@ __all__ = [
 
 MAX_ROWS = 16  # rows (M) the kernels take: the dot's padded side
 NO_DOT_MAX_ROWS = 4  # rows the no-dot form takes (a static loop over them per K step)
+NO_DOT_BLOCK_N, NO_DOT_BLOCK_K = 8, 256  # kernel_config's no-dot tile (the H100 sweep's best at 2 rows)
+NO_DOT_MAX_PROGRAMS = 1024  # above this many blocks of 8 outputs (a vocabulary head) the dot form won
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TARGET_PROGRAMS = 128  # about one program per SM of an H100 (132 SMs)
 MAX_STEP_BYTES = 48 * 1024  # bytes a program stages per K step (weight tiles + x padded to 16 rows); the
@@ -143,16 +145,32 @@ class KernelConfig:
             raise InputError(f"KernelConfig: num_stages and split_k must be >= 1, got {self}")
 
 
-def kernel_config(n: int, k: int, element_size: int, *, weight_blocks: int = 1) -> KernelConfig:
-    """The config for a product with `n` outputs (per weight block) and `k` inputs.
+def kernel_config(
+    n: int, k: int, element_size: int, *, weight_blocks: int = 1, rows: int = MAX_ROWS
+) -> KernelConfig:
+    """The config for a product with `n` outputs (per weight block), `k` inputs and `rows` rows of x.
+
+    Up to NO_DOT_MAX_ROWS rows and at most 1,024 blocks of 8 outputs (what the H100 sweep measured,
+    `benchmarks/decode_kernel_sweep.py`, LlamaGen-B at 2 rows, weights not in L2: 0.58-0.70x the compiled
+    torch product for the four block products): the no-dot form, 8 outputs and 256 inputs a step per program,
+    8 warps, 1 stage; products with fewer than TARGET_PROGRAMS such programs (768 outputs: 96) split K over 2-8
+    programs per block (as many 256-wide steps as K has, at most 8: the 768 x 768 output projection 2, the
+    768 x 2048 down projection 8). Wider products (a 16,384-word head, 0.88x) and more rows use the dot form:
 
     block_n: the largest of 64 / 32 / 16 that still gives TARGET_PROGRAMS programs (LlamaGen-B: 16 for the
     2304 qkv and the 2 x 2048 gate/up outputs, 144 and 128 programs; 16 for the 768-output products, only 48
     programs; 64 for a 16,384-word head, 256 programs). block_k: the largest power of two <= 512 that divides
     k (no masks on the K axis) within MAX_STEP_BYTES per step of `weight_blocks` weight tiles and the x tile
     (768 -> 256, 2048 -> 512 in bf16), else the next power of two above k, capped, with masked loads. Four pipeline
-    stages instead of three where there are fewer than TARGET_PROGRAMS programs: more bytes in flight per SM
-    (a 768 x 2048 down projection's 64 kB slab per program is then all requested at once)."""
+    stages instead of three where there are fewer than TARGET_PROGRAMS programs (two for few rows: the sweep's
+    best head config)."""
+    if rows <= NO_DOT_MAX_ROWS and _cdiv(n, NO_DOT_BLOCK_N) <= NO_DOT_MAX_PROGRAMS:
+        block_k = min(NO_DOT_BLOCK_K, max(16, 1 << (k - 1).bit_length()))
+        split_k = 1
+        if _cdiv(n, NO_DOT_BLOCK_N) < TARGET_PROGRAMS:
+            while split_k < 8 and 2 * split_k * block_k <= k:
+                split_k *= 2
+        return KernelConfig(NO_DOT_BLOCK_N, block_k, num_warps=8, num_stages=1, split_k=split_k, dot=False)
     block_n = 64
     while block_n > 16 and _cdiv(n, block_n) < TARGET_PROGRAMS:
         block_n //= 2
@@ -164,7 +182,8 @@ def kernel_config(n: int, k: int, element_size: int, *, weight_blocks: int = 1) 
     else:
         block_k = min(max(16, 1 << (k - 1).bit_length()), fits[0] if fits else 16)
     few_programs = _cdiv(n, block_n) < TARGET_PROGRAMS
-    return KernelConfig(block_n=block_n, block_k=block_k, num_stages=4 if few_programs else 3)
+    stages = 2 if rows <= NO_DOT_MAX_ROWS else 4 if few_programs else 3
+    return KernelConfig(block_n=block_n, block_k=block_k, num_stages=stages)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -643,7 +662,7 @@ def rms_norm_linear_triton(
     _check_rms_norm_linear(x, norm_weight, weight, bias)
     x2d, weight = _rows("rms_norm_linear_triton", x), _unit_stride(weight)
     (rows, k), n = x2d.shape, weight.shape[0]
-    config = config or kernel_config(n, k, x.element_size())
+    config = config or kernel_config(n, k, x.element_size(), rows=x2d.shape[0])
     y = x2d.new_empty((rows, n))
     args = (x2d, norm_weight, weight, weight if bias is None else bias, y, rows, n, k, x2d.stride(0),
             weight.stride(0), float(eps))  # fmt: skip
@@ -669,7 +688,7 @@ def linear_residual_triton(
     (rows, k), n = x2d.shape, weight.shape[0]
     skip = residual.reshape(rows, n)
     skip = skip if skip.stride(-1) == 1 else skip.contiguous()
-    config = config or kernel_config(n, k, x.element_size())
+    config = config or kernel_config(n, k, x.element_size(), rows=x2d.shape[0])
     y = x2d.new_empty((rows, n))
     args = (x2d, weight, weight if bias is None else bias, skip, y, rows, n, k, x2d.stride(0), weight.stride(0),
             skip.stride(0))  # fmt: skip
@@ -693,7 +712,7 @@ def rms_norm_swiglu_triton(
     _check_rms_norm_swiglu(x, norm_weight, gate_up_weight)
     x2d, weight = _rows("rms_norm_swiglu_triton", x), _unit_stride(gate_up_weight)
     (rows, k), hidden = x2d.shape, weight.shape[0] // 2
-    config = config or kernel_config(hidden, k, x.element_size(), weight_blocks=2)
+    config = config or kernel_config(hidden, k, x.element_size(), weight_blocks=2, rows=x2d.shape[0])
     y = x2d.new_empty((rows, hidden))
     args = (x2d, norm_weight, weight, y, rows, hidden, k, x2d.stride(0), weight.stride(0), float(eps))
     _launch(_rms_norm_swiglu_kernel, "rms_norm_swiglu_triton", config, x2d, hidden, 3, args)
