@@ -288,8 +288,8 @@ def test_kernel_config_rule_for_llamagen_b() -> None:
     assert configs[("rms_norm_swiglu", 2048, 768)] == dk.KernelConfig(16, 256, 4, 3)  # 128 programs
     assert dk.kernel_config(200, 96, 4) == dk.KernelConfig(16, 32, 4, 4)  # 96 = 3 x 32: no K mask
     assert dk.kernel_config(10, 7, 4).block_k == 16  # below one block: masked
-    # two rows (batch 1 with CFG): the H100 sweep's winners, no-dot blocks of 8 outputs with split-K where
-    # there are few of them; the dot form for the vocabulary head
+    # two rows (batch 1 with CFG): the H100 sweep's winners (no split-K: compiled ops cannot take it), no-dot
+    # blocks of 8 outputs where there are enough of them; the dot form for 768 outputs and the vocabulary head
     two = {
         (kernel, n, k): dk.kernel_config(
             n, k, 2, weight_blocks=2 if kernel == "rms_norm_swiglu" else 1, rows=2
@@ -299,11 +299,12 @@ def test_kernel_config_rule_for_llamagen_b() -> None:
     nodot = dict(block_n=8, block_k=256, num_warps=8, num_stages=1, dot=False)
     assert two[("rms_norm_linear", 2304, 768)] == dk.KernelConfig(**nodot)  # 288 programs
     assert two[("rms_norm_swiglu", 2048, 768)] == dk.KernelConfig(**nodot)  # 256 programs
-    assert two[("linear_residual", 768, 768)] == dk.KernelConfig(**nodot, split_k=2)  # 96 x 2
-    assert two[("linear_residual", 768, 2048)] == dk.KernelConfig(**nodot, split_k=8)  # 96 x 8
+    assert two[("linear_residual", 768, 768)] == dk.KernelConfig(16, 256, 4, 4)  # 96 blocks of 8: dot
+    assert two[("linear_residual", 768, 2048)] == dk.KernelConfig(16, 512, 4, 4)
     assert two[("rms_norm_linear", 16384, 768)] == dk.KernelConfig(64, 256, 4, 2)  # 2,048 blocks of 8: dot
+    assert all(config.split_k == 1 for config in two.values())
     assert dk.kernel_config(768, 768, 2, rows=5) == dk.kernel_config(768, 768, 2)  # > 4 rows: the dot rule
-    assert dk.kernel_config(100, 40, 4, rows=1) == dk.KernelConfig(
+    assert dk.kernel_config(1024, 40, 4, rows=1) == dk.KernelConfig(
         8, 64, 8, 1, dot=False
     )  # small K: one step
 

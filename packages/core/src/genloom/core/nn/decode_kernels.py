@@ -150,27 +150,25 @@ def kernel_config(
 ) -> KernelConfig:
     """The config for a product with `n` outputs (per weight block), `k` inputs and `rows` rows of x.
 
-    Up to NO_DOT_MAX_ROWS rows and at most 1,024 blocks of 8 outputs (what the H100 sweep measured,
-    `benchmarks/decode_kernel_sweep.py`, LlamaGen-B at 2 rows, weights not in L2: 0.58-0.70x the compiled
-    torch product for the four block products): the no-dot form, 8 outputs and 256 inputs a step per program,
-    8 warps, 1 stage; products with fewer than TARGET_PROGRAMS such programs (768 outputs: 96) split K over 2-8
-    programs per block (as many 256-wide steps as K has, at most 8: the 768 x 768 output projection 2, the
-    768 x 2048 down projection 8). Wider products (a 16,384-word head, 0.88x) and more rows use the dot form:
+    Up to NO_DOT_MAX_ROWS rows and between TARGET_PROGRAMS and NO_DOT_MAX_PROGRAMS blocks of 8 outputs (what
+    the H100 sweep measured, `benchmarks/decode_kernel_sweep.py`, LlamaGen-B at 2 rows, weights not in L2:
+    the qkv and gate/up products at 0.70x / 0.61x the compiled torch product): the no-dot form, 8 outputs and
+    256 inputs a step per program, 8 warps, 1 stage. Everything else takes the dot form below (in the same
+    sweep 0.71x for the 768 x 768 output projection, 0.73x for the 768 x 2048 down projection, 0.88x for a
+    16,384-word head with 2 stages). Never split-K: its arrival counters are module state, which
+    torch.compile cannot trace into the op (split-K configs run through the `*_triton` functions only).
 
     block_n: the largest of 64 / 32 / 16 that still gives TARGET_PROGRAMS programs (LlamaGen-B: 16 for the
     2304 qkv and the 2 x 2048 gate/up outputs, 144 and 128 programs; 16 for the 768-output products, only 48
     programs; 64 for a 16,384-word head, 256 programs). block_k: the largest power of two <= 512 that divides
     k (no masks on the K axis) within MAX_STEP_BYTES per step of `weight_blocks` weight tiles and the x tile
     (768 -> 256, 2048 -> 512 in bf16), else the next power of two above k, capped, with masked loads. Four pipeline
-    stages instead of three where there are fewer than TARGET_PROGRAMS programs (two for few rows: the sweep's
-    best head config)."""
-    if rows <= NO_DOT_MAX_ROWS and _cdiv(n, NO_DOT_BLOCK_N) <= NO_DOT_MAX_PROGRAMS:
+    stages instead of three where there are fewer than TARGET_PROGRAMS programs (two for a few rows and many
+    programs: the sweep's best head config)."""
+    blocks = _cdiv(n, NO_DOT_BLOCK_N)
+    if rows <= NO_DOT_MAX_ROWS and TARGET_PROGRAMS <= blocks <= NO_DOT_MAX_PROGRAMS:
         block_k = min(NO_DOT_BLOCK_K, max(16, 1 << (k - 1).bit_length()))
-        split_k = 1
-        if _cdiv(n, NO_DOT_BLOCK_N) < TARGET_PROGRAMS:
-            while split_k < 8 and 2 * split_k * block_k <= k:
-                split_k *= 2
-        return KernelConfig(NO_DOT_BLOCK_N, block_k, num_warps=8, num_stages=1, split_k=split_k, dot=False)
+        return KernelConfig(NO_DOT_BLOCK_N, block_k, num_warps=8, num_stages=1, dot=False)
     block_n = 64
     while block_n > 16 and _cdiv(n, block_n) < TARGET_PROGRAMS:
         block_n //= 2
@@ -182,7 +180,7 @@ def kernel_config(
     else:
         block_k = min(max(16, 1 << (k - 1).bit_length()), fits[0] if fits else 16)
     few_programs = _cdiv(n, block_n) < TARGET_PROGRAMS
-    stages = 2 if rows <= NO_DOT_MAX_ROWS else 4 if few_programs else 3
+    stages = 4 if few_programs else 2 if rows <= NO_DOT_MAX_ROWS else 3
     return KernelConfig(block_n=block_n, block_k=block_k, num_stages=stages)
 
 
