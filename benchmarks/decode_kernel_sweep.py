@@ -45,7 +45,6 @@ import argparse
 import itertools
 import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from genloom.core.bench import measure, measure_ceilings
 from genloom.core.nn import decode_kernels as dk
 from genloom.core.nn.config import TransformerConfig
 from genloom.core.nn.norms import RMSNorm
@@ -249,36 +249,14 @@ def graph_us(fn: Callable[..., torch.Tensor], ops: Operands, replays: int) -> fl
     with torch.cuda.graph(graph):
         for i in range(ops.calls):
             fn(*ops.copy(i))
-    graph.replay()
-    graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / ops.calls)
+    seconds = measure(graph.replay, warmup=2, iters=replays, device="cuda").median
     del graph
-    return statistics.median(times)
+    return seconds * 1e6 / ops.calls
 
 
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes per second of a large device-to-device copy, counting the bytes read and written."""
-    src = torch.empty(256 * 2**20, dtype=torch.float16, device=device)  # 512 MB
-    dst = torch.empty_like(src)
-    for _ in range(2):
-        dst.copy_(src)
-    times = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    del src, dst
-    return 2 * 256 * 2**20 * 2 / statistics.median(times)
+    return measure_ceilings(device, copy_bytes=512 * 2**20, matmul=1024).memory_bandwidth
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 from collections.abc import Callable, Iterator
 
 import torch
@@ -77,15 +76,7 @@ def graph_time(fn, device: torch.device, replays: int = 50) -> float:  # noqa: A
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    return measure(graph.replay, warmup=0, iters=replays, device=device).median
 
 
 def write_kernel_table(fn, path: str) -> None:  # noqa: ANN001
