@@ -177,4 +177,6 @@ def decode_attention(
     """Write k, v [B, Hkv, 1, D] into the caches [B, Hkv, S, D] at slot `input_pos` [1] and return the
     attention of q [B, H, 1, D] over slots 0..pos: [B, H, 1, D]. One Triton kernel on CUDA."""
     _check(q, k, v, k_cache, v_cache, input_pos)
+    if triton is None or not q.is_cuda:  # the torch ops directly: no custom-op dispatch on the CPU
+        return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, float(scale))
     return _decode_attention_op(q, k, v, k_cache, v_cache, input_pos, float(scale))
