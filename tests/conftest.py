@@ -108,3 +108,22 @@ def compile_triton_for_hopper():
         return compiled.asm["cubin"]
 
     return compile_kernel
+
+
+@pytest.fixture
+def count_calls(monkeypatch: pytest.MonkeyPatch):
+    """Return a function wrapping `owner.name` so that each call appends to a list it returns (the original
+    still runs); undone after the test."""
+
+    def wrap(owner: object, name: str) -> list[int]:
+        calls: list[int] = []
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+        return calls
+
+    return wrap

@@ -134,22 +134,11 @@ def test_kernel_on_cuda_equals_the_reference_and_replays_in_a_graph(dtype: torch
     assert torch.equal(k_cache[:, :, 256:257], k)
 
 
-def _count_calls(monkeypatch) -> list[int]:
-    from genloom.core.nn import attention
-
-    calls: list[int] = []
-    original = attention.decode_attention
-
-    def counted(*args):  # noqa: ANN002, ANN202
-        calls.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(attention, "decode_attention", counted)
-    return calls
-
-
 @pytest.mark.parametrize("static", [True, False])
-def test_transformer_decode_steps_take_it_with_the_masked_sdpa_results(monkeypatch, static: bool) -> None:
+def test_transformer_decode_steps_take_it_with_the_masked_sdpa_results(
+    monkeypatch, count_calls, static: bool
+) -> None:
+    from genloom.core.nn import attention
     from genloom.core.nn.config import TransformerConfig
     from genloom.core.nn.transformer import Transformer
 
@@ -159,7 +148,7 @@ def test_transformer_decode_steps_take_it_with_the_masked_sdpa_results(monkeypat
     )
     model = Transformer(config).eval()
     prompt = torch.randint(0, 50, (3, 6))
-    calls = _count_calls(monkeypatch)
+    calls = count_calls(attention, "decode_attention")
 
     def run(kernel: bool) -> list[torch.Tensor]:
         monkeypatch.setattr(Transformer, "one_query_kernel", kernel)
@@ -178,11 +167,12 @@ def test_transformer_decode_steps_take_it_with_the_masked_sdpa_results(monkeypat
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_other_masks_keep_sdpa(monkeypatch) -> None:
+def test_other_masks_keep_sdpa(count_calls) -> None:
+    from genloom.core.nn import attention
     from genloom.core.nn.config import TransformerConfig
     from genloom.core.nn.transformer import Transformer
 
-    calls = _count_calls(monkeypatch)
+    calls = count_calls(attention, "decode_attention")
     for mask, extra in (("prefix", {"prefix_len": 3}), ("causal", {})):
         config = TransformerConfig(
             dim=32, n_layers=1, n_heads=4, vocab_size=50, mask=mask, max_seq_len=20, **extra

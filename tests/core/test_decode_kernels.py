@@ -513,7 +513,7 @@ def test_compiled_ops_have_no_graph_breaks_and_replay_in_a_cuda_graph() -> None:
 
 # ---------------------------------------------------------------------------------------------- in a Block
 @pytest.mark.parametrize("rows", [1, 2, 4])
-def test_block_decode_path_gives_the_modules_outputs(monkeypatch, rows: int) -> None:
+def test_block_decode_path_gives_the_modules_outputs(monkeypatch, count_calls, rows: int) -> None:
     """`Block` decode calls of <= 4 rows through the decode kernels (forced on the CPU, where the ops run their
     torch references): the modules' logits at every step, the prompt and 5-row calls through the modules."""
     from genloom.core.nn.block import Block
@@ -526,14 +526,7 @@ def test_block_decode_path_gives_the_modules_outputs(monkeypatch, rows: int) -> 
     )
     model = Transformer(config).eval()
     model.fuse_projections()
-    calls: list[int] = []
-    original = dk.rms_norm_swiglu
-
-    def counted(*args):  # noqa: ANN002, ANN202
-        calls.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(dk, "rms_norm_swiglu", counted)
+    calls = count_calls(dk, "rms_norm_swiglu")
 
     def run(devices: tuple[str, ...], batch: int) -> list[torch.Tensor]:
         monkeypatch.setattr(Block, "decode_kernel_devices", devices)
