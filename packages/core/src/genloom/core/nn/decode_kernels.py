@@ -276,6 +276,17 @@ def _unit_stride(weight: Tensor) -> Tensor:
     return weight if weight.stride(-1) == 1 else weight.contiguous()
 
 
+def _prepared(
+    name: str, x: Tensor, weight: Tensor, config: KernelConfig | None, *, weight_blocks: int = 1
+) -> tuple[Tensor, Tensor, tuple[int, int, int], KernelConfig, Tensor]:
+    """A launch's operands: x as [M, K] rows, the weight with unit stride, (M, K, N outputs per weight block),
+    the config (`kernel_config`'s unless given) and the uninitialised output [M, N]."""
+    x2d, weight = _rows(name, x), _unit_stride(weight)
+    (rows, k), n = x2d.shape, weight.shape[0] // weight_blocks
+    config = config or kernel_config(n, k, x.element_size(), weight_blocks=weight_blocks, rows=rows)
+    return x2d, weight, (rows, k, n), config, x2d.new_empty((rows, n))
+
+
 def _triton_serves(x: Tensor) -> bool:
     rows = x.numel() // max(x.shape[-1], 1)
     return triton is not None and x.is_cuda and 0 < rows <= MAX_ROWS
@@ -658,10 +669,7 @@ def rms_norm_linear_triton(
     (4 for a no-dot config)."""
     _require_triton()
     _check_rms_norm_linear(x, norm_weight, weight, bias)
-    x2d, weight = _rows("rms_norm_linear_triton", x), _unit_stride(weight)
-    (rows, k), n = x2d.shape, weight.shape[0]
-    config = config or kernel_config(n, k, x.element_size(), rows=x2d.shape[0])
-    y = x2d.new_empty((rows, n))
+    x2d, weight, (rows, k, n), config, y = _prepared("rms_norm_linear_triton", x, weight, config)
     args = (x2d, norm_weight, weight, weight if bias is None else bias, y, rows, n, k, x2d.stride(0),
             weight.stride(0), float(eps))  # fmt: skip
     _launch(
@@ -682,12 +690,9 @@ def linear_residual_triton(
     (4 for a no-dot config)."""
     _require_triton()
     _check_linear_residual(x, weight, residual, bias)
-    x2d, weight = _rows("linear_residual_triton", x), _unit_stride(weight)
-    (rows, k), n = x2d.shape, weight.shape[0]
+    x2d, weight, (rows, k, n), config, y = _prepared("linear_residual_triton", x, weight, config)
     skip = residual.reshape(rows, n)
     skip = skip if skip.stride(-1) == 1 else skip.contiguous()
-    config = config or kernel_config(n, k, x.element_size(), rows=x2d.shape[0])
-    y = x2d.new_empty((rows, n))
     args = (x2d, weight, weight if bias is None else bias, skip, y, rows, n, k, x2d.stride(0), weight.stride(0),
             skip.stride(0))  # fmt: skip
     _launch(
@@ -708,10 +713,9 @@ def rms_norm_swiglu_triton(
     (4 for a no-dot config)."""
     _require_triton()
     _check_rms_norm_swiglu(x, norm_weight, gate_up_weight)
-    x2d, weight = _rows("rms_norm_swiglu_triton", x), _unit_stride(gate_up_weight)
-    (rows, k), hidden = x2d.shape, weight.shape[0] // 2
-    config = config or kernel_config(hidden, k, x.element_size(), weight_blocks=2, rows=x2d.shape[0])
-    y = x2d.new_empty((rows, hidden))
+    x2d, weight, (rows, k, hidden), config, y = _prepared(
+        "rms_norm_swiglu_triton", x, gate_up_weight, config, weight_blocks=2
+    )
     args = (x2d, norm_weight, weight, y, rows, hidden, k, x2d.stride(0), weight.stride(0), float(eps))
     _launch(_rms_norm_swiglu_kernel, "rms_norm_swiglu_triton", config, x2d, hidden, 3, args)
     return y.view(*x.shape[:-1], hidden)
