@@ -18,9 +18,11 @@ First H100 measurement of the default configs (LlamaGen-B step, 2 rows, bf16, CU
 benchmarks/decode_step_profile.py): the 49 fused kernels of a step took 339 us against 273 us for the 61
 cuBLAS GEMVs of the same weights (`matmuls_only`), ~6.9 us per kernel where cuBLAS takes ~4.5 us per GEMV
 whatever its size (2-7 MB: 0.8-1.6 TB/s of the H100's ~3.3 TB/s); the whole step 495 us fused against 441 us
-with cuBLAS. A kernel has to land near 2.5-3 us for these shapes to be worth it, and which launch shape gets
-there is not known: `KernelConfig` therefore selects among kernel forms, which benchmarks/decode_kernel_sweep.py
-times against cuBLAS per shape.
+with cuBLAS. `KernelConfig` therefore selects among kernel forms, which benchmarks/decode_kernel_sweep.py
+times per shape against the same product compiled from torch ops (H100, 2 rows, weights rotated out of L2):
+the best configs took 0.58-0.70x the compiled products' time for the four block products and 0.88x for the
+head, and with the sweep's configs (`kernel_config`) `Block` runs them for decode calls of <= 4 rows on CUDA:
+the whole step 446 -> 355 us together with `decode_attention` (docs/benchmarks.md, session 9).
 
 Kernel forms (all share the fused prologue / epilogue; `KernelConfig` picks one):
 
@@ -58,8 +60,10 @@ launch, so a call needs no memset kernel (and replays in a CUDA graph); in excha
 not run at once on two streams of one device, and the first split-K call on a device (which allocates the
 buffer) must run outside CUDA graph capture, as the first call of any config must anyway (it compiles).
 
-Configs come from `kernel_config` (a rule by N, K and the element size: dot form, no split-K; M does not
-change it), never from `triton.autotune`, which benchmarks configs at its first call: impossible inside
+Configs come from `kernel_config` (a rule by N, K, the element size and M: the no-dot form for <= 4 rows
+and 128-1,024 blocks of 8 outputs, else the dot form; never split-K, whose counters, module state, cannot be
+traced by torch.compile into the op: split-K configs run through the `*_triton` functions only), never from
+`triton.autotune`, which benchmarks configs at its first call: impossible inside
 CUDA graph capture. Any other `KernelConfig` can be passed to the `*_triton` functions.
 
 Every op is a `torch.library.triton_op` (`genloom_core::rms_norm_linear`, ...): torch.compile traces into it
