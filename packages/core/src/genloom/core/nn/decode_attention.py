@@ -147,6 +147,13 @@ def decode_attention_triton(
     if triton is None:
         raise InputError("decode_attention_triton needs Triton")
     _check(q, k, v, k_cache, v_cache, input_pos)
+    return _launch(q, k, v, k_cache, v_cache, input_pos, scale)
+
+
+def _launch(
+    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
+) -> Tensor:
+    """The kernel launch on checked inputs (the op's path: `decode_attention` checked them)."""
     batch, heads, _, dim = q.shape
     if k_cache.stride(-1) != 1 or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise InputError("decode_attention_triton: the head dimension must be contiguous in every tensor")
@@ -167,7 +174,7 @@ def _decode_attention_op(
     q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
 ) -> Tensor:
     if triton is not None and q.is_cuda:
-        return decode_attention_triton(q, k, v, k_cache, v_cache, input_pos, scale)
+        return _launch(q, k, v, k_cache, v_cache, input_pos, scale)
     return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, scale)
 
 

@@ -673,6 +673,18 @@ def rms_norm_linear_triton(
     (4 for a no-dot config)."""
     _require_triton()
     _check_rms_norm_linear(x, norm_weight, weight, bias)
+    return _rms_norm_linear_launch(x, norm_weight, eps, weight, bias, config)
+
+
+def _rms_norm_linear_launch(
+    x: Tensor,
+    norm_weight: Tensor,
+    eps: float,
+    weight: Tensor,
+    bias: Tensor | None,
+    config: KernelConfig | None,
+) -> Tensor:
+    """The launch of `rms_norm_linear_triton`, on checked inputs (the op's path: its caller checked them)."""
     x2d, weight, (rows, k, n), config, y = _prepared("rms_norm_linear_triton", x, weight, config)
     args = (x2d, norm_weight, weight, weight if bias is None else bias, y, rows, n, k, x2d.stride(0),
             weight.stride(0), float(eps))  # fmt: skip
@@ -694,6 +706,13 @@ def linear_residual_triton(
     (4 for a no-dot config)."""
     _require_triton()
     _check_linear_residual(x, weight, residual, bias)
+    return _linear_residual_launch(x, weight, residual, bias, config)
+
+
+def _linear_residual_launch(
+    x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None, config: KernelConfig | None
+) -> Tensor:
+    """The launch of `linear_residual_triton`, on checked inputs (the op's path: its caller checked them)."""
     x2d, weight, (rows, k, n), config, y = _prepared("linear_residual_triton", x, weight, config)
     skip = residual.reshape(rows, n)
     skip = skip if skip.stride(-1) == 1 else skip.contiguous()
@@ -717,6 +736,13 @@ def rms_norm_swiglu_triton(
     (4 for a no-dot config)."""
     _require_triton()
     _check_rms_norm_swiglu(x, norm_weight, gate_up_weight)
+    return _rms_norm_swiglu_launch(x, norm_weight, eps, gate_up_weight, config)
+
+
+def _rms_norm_swiglu_launch(
+    x: Tensor, norm_weight: Tensor, eps: float, gate_up_weight: Tensor, config: KernelConfig | None
+) -> Tensor:
+    """The launch of `rms_norm_swiglu_triton`, on checked inputs (the op's path: its caller checked them)."""
     x2d, weight, (rows, k, hidden), config, y = _prepared(
         "rms_norm_swiglu_triton", x, gate_up_weight, config, weight_blocks=2
     )
@@ -731,21 +757,21 @@ def _rms_norm_linear_op(
     x: Tensor, norm_weight: Tensor, eps: float, weight: Tensor, bias: Tensor | None
 ) -> Tensor:
     if _triton_serves(x):
-        return rms_norm_linear_triton(x, norm_weight, eps, weight, bias)
+        return _rms_norm_linear_launch(x, norm_weight, eps, weight, bias, None)
     return rms_norm_linear_reference(x, norm_weight, eps, weight, bias)
 
 
 @triton_op("genloom_core::linear_residual", mutates_args=())
 def _linear_residual_op(x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None) -> Tensor:
     if _triton_serves(x):
-        return linear_residual_triton(x, weight, residual, bias)
+        return _linear_residual_launch(x, weight, residual, bias, None)
     return linear_residual_reference(x, weight, residual, bias)
 
 
 @triton_op("genloom_core::rms_norm_swiglu", mutates_args=())
 def _rms_norm_swiglu_op(x: Tensor, norm_weight: Tensor, eps: float, gate_up_weight: Tensor) -> Tensor:
     if _triton_serves(x):
-        return rms_norm_swiglu_triton(x, norm_weight, eps, gate_up_weight)
+        return _rms_norm_swiglu_launch(x, norm_weight, eps, gate_up_weight, None)
     return rms_norm_swiglu_reference(x, norm_weight, eps, gate_up_weight)
 
 
