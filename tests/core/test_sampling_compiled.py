@@ -354,3 +354,27 @@ def test_kv_buckets_read_only_the_filled_cache_and_match_eager() -> None:
     assert torch.equal(fast, eager)
     # positions 5..23 are read in buckets of 8 slots: 8, 16, 24 -> three graphs (the cache holds 48)
     assert counter.frame_count == 3
+
+
+def test_a_one_token_prompt_without_a_known_vocabulary_keeps_the_eager_prefill() -> None:
+    class Wrapped(torch.nn.Module):  # a model with no `config`: the logits' width is unknown before a pass
+        def __init__(self, inner: Transformer) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            return self.inner(*args, **kwargs)
+
+        def setup_cache(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            self.inner.setup_cache(*args, **kwargs)
+
+        def truncate_cache(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            self.inner.truncate_cache(*args, **kwargs)
+
+    model = _lm(1)
+    prompt = _prompts(2, length=1, seed=3)
+    params = SamplingParams(temperature=0.0)
+    decoder = CompiledDecoder(Wrapped(model), params=params, backend=CompileCounter(), cache_step=8)
+    calls = _counting_steps(decoder)
+    assert torch.equal(decoder.generate(prompt, 6), generate(model, prompt, 6, params=params))
+    assert len(calls) == 5  # the first token from the eager prefill

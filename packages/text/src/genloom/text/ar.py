@@ -183,10 +183,7 @@ class ARTranslator(nn.Module):
         runner = self._compiled[key]
         batch = source.shape[0]
         rows = runner.bucket(batch)
-        width = self.config.max_source_length
-        padded, lengths = source, source_length
-        if padded.shape[1] < width:
-            padded = F.pad(padded, (0, width - padded.shape[1]), value=PAD_ID)
+        padded, lengths = source, source_length  # `translate` placed it at the full width (on the host)
         if rows > batch:  # padding rows repeat the first sentence (computed, then dropped)
             padded = torch.cat([padded, padded[:1].expand(rows - batch, -1)])
             lengths = torch.cat([lengths, lengths[:1].expand(rows - batch)])

@@ -263,16 +263,16 @@ class CompiledDecoder:
 
     def _first_step(self, prompt_len: int, guided: bool) -> int:
         """0 when the first new token is computed by the compiled step too (a one-token prompt the step module
-        itself embeds, no guidance: the conditional and unconditional prompts differ), else 1 (an eager
-        prefill computes it)."""
-        return 0 if prompt_len == 1 and not guided and self._step_module is self.model else 1
+        itself embeds, no guidance: the conditional and unconditional prompts differ; a known vocabulary size),
+        else 1 (an eager prefill computes it)."""
+        compiled = prompt_len == 1 and not guided and self._step_module is self.model
+        return 0 if compiled and self._vocab_size() else 1
 
-    def _vocab_size(self) -> int:
-        """The logits' width, for the noise buffers, when no eager prefill has shown it."""
+    def _vocab_size(self) -> int | None:
+        """The logits' width, for the noise buffers, when no eager prefill shows it (None: not known, so the
+        prefill stays eager)."""
         vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
-        if not vocab:
-            raise SamplingError("a compiled first step needs the model's config.vocab_size")
-        return int(vocab)
+        return int(vocab) if vocab else None
 
     def _step_plan(
         self, step: int, prompt_len: int, cache_len: int, guided_steps: int | None
