@@ -113,3 +113,9 @@ def test_tslib_loaders_drop_partial_batches_and_average_batch_losses(tmp_path):
     assert got != pytest.approx(evaluate(model, proto, "val").mse, rel=1e-4)  # not every window's mean
     with pytest.raises(SeriesInputError, match="fewer than one batch of 16 windows"):
         batch_mean_mse(model, proto, "val", 16)
+    from genloom.timeseries.recipes import TrainRecipe
+    from genloom.timeseries.train import train_supervised
+
+    recipe = TrainRecipe(batch_size=128, train_epochs=1, tslib_loaders=True)  # 105 training windows
+    with pytest.raises(SeriesInputError, match="train split has fewer than one batch of 128 windows"):
+        train_supervised(model, proto, recipe, log=None)

@@ -270,6 +270,11 @@ def train_supervised(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+        if not losses:  # TSLib's loaders drop a partial batch: a split smaller than one batch trains nothing
+            raise SeriesInputError(
+                f"the train split has fewer than one batch of {recipe.batch_size} windows "
+                "(a smaller batch_size, or tslib_loaders=False to keep a partial batch)"
+            )
         if recipe.tslib_loaders:
             val_mse = batch_mean_mse(model, protocol, "val", recipe.batch_size, device=device)
         else:
