@@ -46,22 +46,29 @@ def test_reference_writes_the_slot_and_attends_to_the_filled_ones(pos: int) -> N
 KERNEL_CHECK = """
 import torch
 from genloom.core.nn import decode_attention as da
+from genloom.core.nn.rope import rope_1d
 
-da.BLOCK_N = 16  # several loop steps over 37 slots, a partial last one
 for batch, heads, kv_heads, dim, pos in ((2, 4, 2, 48, 0), (2, 4, 2, 48, 15), (2, 4, 2, 48, 36),
                                          (1, 3, 3, 64, 17), (3, 8, 1, 32, 33)):
     g = torch.Generator().manual_seed(pos)
     rand = lambda *s: torch.randn(*s, generator=g)
     q, k, v = rand(batch, heads, 1, dim), rand(batch, kv_heads, 1, dim), rand(batch, kv_heads, 1, dim)
     k_cache, v_cache = rand(batch, kv_heads, 37, dim), rand(batch, kv_heads, 37, dim)
-    ref_k, ref_v = k_cache.clone(), v_cache.clone()
-    want = da.decode_attention_reference(q, k, v, ref_k, ref_v, torch.tensor([pos]), 0.125)
-    got = da.decode_attention_triton(q, k, v, k_cache, v_cache, torch.tensor([pos]), 0.125)
-    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (pos, (got - want).abs().max())
-    assert torch.equal(k_cache, ref_k) and torch.equal(v_cache, ref_v), "cache writes differ"
-    strided = q.transpose(1, 2).contiguous().transpose(1, 2)  # heads not outermost: strides honoured
-    again = da.decode_attention_triton(strided, k, v, k_cache, v_cache, torch.tensor([pos]), 0.125)
-    assert torch.allclose(again, want, rtol=1e-4, atol=1e-5)
+    cos, sin = (t[pos : pos + 1] for t in rope_1d(64, dim))
+    for rope, layout in ((None, "interleaved"), ((cos, sin), "interleaved"), ((cos, sin), "half")):
+        ref_k, ref_v = k_cache.clone(), v_cache.clone()
+        caches = k_cache.clone(), v_cache.clone()
+        want = da.decode_attention_reference(q, k, v, ref_k, ref_v, torch.tensor([pos]), 0.125, rope, layout)
+        # 16 slots a loop step: several steps over 37 slots, a partial last one
+        got = da.decode_attention_triton(q, k, v, *caches, torch.tensor([pos]), 0.125, rope, layout, block_n=16)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (pos, layout, (got - want).abs().max())
+        assert torch.allclose(caches[0], ref_k, atol=1e-6) and torch.equal(caches[1], ref_v), "cache writes differ"
+        strided = q.transpose(1, 2).contiguous().transpose(1, 2)  # heads not outermost: strides honoured
+        again = da.decode_attention_triton(strided, k, v, *caches, torch.tensor([pos]), 0.125, rope, layout)
+        assert torch.allclose(again, want, rtol=1e-4, atol=1e-5)
+    if pos == 17:  # the rotation happened: without it the result differs
+        plain = da.decode_attention_reference(q, k, v, k_cache.clone(), v_cache.clone(), torch.tensor([pos]), 0.125)
+        assert not torch.allclose(plain, want, rtol=1e-2, atol=1e-3)
 print("kernel equals the reference")
 """
 
@@ -73,9 +80,10 @@ def test_kernel_equals_the_reference_in_the_interpreter(run_triton_interpreted) 
 
 
 @pytest.mark.parametrize(
-    ("dtype", "scale"), [("*bf16", "fp32"), ("*fp32", "fp32"), ("*bf16", "fp64")]
+    ("dtype", "scale", "rope"),
+    [("*bf16", "fp32", 1), ("*fp32", "fp32", 0), ("*bf16", "fp64", 0), ("*bf16", "fp32", 2)],
 )  # torch.compile's launcher may pass the float scale as fp64: the loop must keep float32 types
-def test_kernel_compiles_for_hopper(compile_triton_for_hopper, dtype: str, scale: str) -> None:
+def test_kernel_compiles_for_hopper(compile_triton_for_hopper, dtype: str, scale: str, rope: int) -> None:
     from genloom.core.nn import decode_attention as da
 
     pointers = dict.fromkeys(["q_ptr", "k_ptr", "v_ptr", "kc_ptr", "vc_ptr", "out_ptr"], dtype)
@@ -84,8 +92,8 @@ def test_kernel_compiles_for_hopper(compile_triton_for_hopper, dtype: str, scale
     )
     cubin = compile_triton_for_hopper(
         da._decode_attention_kernel,
-        {**pointers, "pos_ptr": "*i64", **strides, "scale": scale},
-        {"GROUP": 1, "D": 64, "BLOCK_D": 64, "BLOCK_N": da.BLOCK_N},
+        {**pointers, "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", **strides, "scale": scale},
+        {"GROUP": 1, "D": 64, "BLOCK_D": 64, "BLOCK_N": da.BLOCK_N, "ROPE": rope},
     )
     assert len(cubin) > 1000
 
@@ -113,12 +121,25 @@ def test_compiles_with_no_graph_break() -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_kernel_on_cuda_equals_the_reference_and_replays_in_a_graph(dtype: torch.dtype) -> None:
+    from genloom.core.nn.rope import rope_1d
+
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    cos, sin = (t[200:201].cuda() for t in rope_1d(257, 64))
+    for layout in ("interleaved", "half"):  # the rotation inside the kernel
+        q, k, v, k_cache, v_cache, pos = _step(batch=2, heads=12, kv_heads=4, dim=64, slots=257, pos=200,
+                                               dtype=dtype, device="cuda")  # fmt: skip
+        ref_k, ref_v = k_cache.clone(), v_cache.clone()
+        want = decode_attention_reference(q, k, v, ref_k, ref_v, pos, 0.125, (cos, sin), layout)
+        got = decode_attention(q, k, v, k_cache, v_cache, pos, 0.125, (cos, sin), layout)
+        assert torch.allclose(got.float(), want.float(), rtol=tol, atol=tol)
+        assert torch.allclose(k_cache.float(), ref_k.float(), rtol=tol, atol=tol) and torch.equal(
+            v_cache, ref_v
+        )
     q, k, v, k_cache, v_cache, pos = _step(batch=2, heads=12, kv_heads=12, dim=64, slots=257, pos=200,
                                            dtype=dtype, device="cuda")  # fmt: skip
     ref_k, ref_v = k_cache.clone(), v_cache.clone()
     want = decode_attention_reference(q, k, v, ref_k, ref_v, pos, 0.125)
     got = decode_attention(q, k, v, k_cache, v_cache, pos, 0.125)
-    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     assert torch.allclose(got.float(), want.float(), rtol=tol, atol=tol)
     assert torch.equal(k_cache, ref_k) and torch.equal(v_cache, ref_v)
     step = torch.compile(lambda p: decode_attention(q, k, v, k_cache, v_cache, p, 0.125), fullgraph=True)

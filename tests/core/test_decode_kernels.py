@@ -546,3 +546,17 @@ def test_block_decode_path_gives_the_modules_outputs(monkeypatch, count_calls, r
             calls.clear()
             for a, b in zip(kernels, modules, strict=True):
                 assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_kernels_launch_only_where_launching_is_cheap(monkeypatch) -> None:
+    """An eager CUDA call keeps the modules (a Triton launch from Python costs more host time than theirs);
+    compiled code, a graph capture and the CPU (torch references) take the kernels."""
+    from genloom.core.nn.triton_launch import launches_cheaply
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert launches_cheaply(torch.device("cpu")) and not launches_cheaply(cuda)
+    traced = torch.compile(lambda x: x + launches_cheaply(cuda), backend="eager", fullgraph=True)
+    assert traced(torch.zeros(())).item() == 1
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert launches_cheaply(cuda)

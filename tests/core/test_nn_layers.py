@@ -458,3 +458,25 @@ def test_attend_all_cached_equals_the_block_causal_mask_for_a_whole_block() -> N
     model.setup_cache(2, 14)
     with pytest.raises(InputError, match="attend_all_cached needs kv_len"):
         model.features(embeddings=x[:, :1], input_pos=torch.arange(0, 1), attend_all_cached=True)
+
+
+def test_a_large_pass_pads_an_odd_vocabulary_head_and_gives_the_same_logits(monkeypatch) -> None:
+    """`vocab_logits` runs a big pass through the head padded to a multiple of 64 (on CUDA; forced here on
+    the CPU): the same logits, the vocabulary's width; a few rows (decode steps) keep the plain head."""
+    from genloom.core.nn import transformer as transformer_module
+
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        dim=32, n_layers=1, n_heads=4, vocab_size=101, output_bias=True, max_seq_len=64
+    )
+    model = Transformer(config).eval()
+    hidden = torch.randn(40, 64, 32)  # 2,560 rows
+    plain = model.output(hidden)
+    monkeypatch.setattr(Transformer, "padded_head_devices", ("cpu",))
+    calls, pad = [], torch.nn.functional.pad
+    monkeypatch.setattr(transformer_module.F, "pad", lambda t, sizes: calls.append(sizes) or pad(t, sizes))
+    padded = model.vocab_logits(hidden)
+    assert padded.shape == (40, 64, 101) and calls == [(0, 27), (0, 0, 0, 27)]  # 101 -> 128 outputs
+    assert torch.allclose(padded, plain, atol=1e-5)
+    calls.clear()
+    assert torch.equal(model.vocab_logits(hidden[:2]), model.output(hidden[:2])) and calls == []  # 128 rows

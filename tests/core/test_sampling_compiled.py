@@ -181,11 +181,30 @@ def test_a_one_token_prompt_is_the_first_compiled_step(params: SamplingParams) -
         assert len(calls) == stats.forward_passes == stats.new_tokens == passes
         if exit_every is not None and bool((eager == eos).any(1).all()):
             assert passes % exit_every == 0 or passes == 30  # whole chunks from token 0 on
-    # with guidance the two prompts differ: the eager prefill stays
-    guided = CompiledDecoder(model, params=params, cfg_scale=2.0, backend=CompileCounter())
-    calls = _counting_steps(guided)
-    guided.generate(prompt, 6, uncond_prompt=torch.zeros_like(prompt))
-    assert len(calls) == 5
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(temperature=0.0), SamplingParams(temperature=0.9, top_k=6)],
+    ids=["greedy", "top_k"],
+)
+def test_a_guided_one_token_prompt_enters_the_first_compiled_step_as_embeddings(
+    params: SamplingParams,
+) -> None:
+    """With CFG the conditional and unconditional prompt rows differ, so the first step takes both rows'
+    embeddings (one eager lookup) instead of the token feed: no eager forward, the eager loop's tokens."""
+    model = _lm(1)
+    prompt, uncond = _prompts(3, length=1, seed=4), torch.full((3, 1), 2)
+    eager = generate(
+        model, prompt, 9, params=params, cfg_scale=2.0, uncond_prompt=uncond,
+        generator=torch.Generator().manual_seed(5),
+    )  # fmt: skip
+    decoder = CompiledDecoder(model, params=params, cfg_scale=2.0, backend=CompileCounter())
+    steps = _counting_steps(decoder)
+    for _ in range(2):
+        got = decoder.generate(prompt, 9, uncond_prompt=uncond, generator=torch.Generator().manual_seed(5))
+        assert torch.equal(got, eager)
+    assert len(steps) == 18  # 9 compiled steps a call: the first token too (an eager prefill would leave 8)
 
 
 @pytest.mark.parametrize("exit_every", [1, 3, 7, 40])
@@ -313,14 +332,24 @@ def test_cuda_graphs_sample_the_eager_tokens_on_gpu(graph: str) -> None:
     params = SamplingParams(temperature=1.0, top_k=9)
     decoder = CompiledDecoder(model, params=params, cfg_scale=2.0, graph=graph)
     for seed in range(3):  # loop graph: the first call runs step by step, the next ones replay the capture
-        eager = generate(
-            model, prompt, 24, params=params, cfg_scale=2.0, uncond_prompt=uncond,
-            generator=torch.Generator("cuda").manual_seed(seed),
-        )  # fmt: skip
-        fast = decoder.generate(
-            prompt, 24, uncond_prompt=uncond, generator=torch.Generator("cuda").manual_seed(seed)
+        eager_gen, fast_gen = (
+            torch.Generator("cuda").manual_seed(seed),
+            torch.Generator("cuda").manual_seed(seed),
         )
+        eager = generate(
+            model, prompt, 24, params=params, cfg_scale=2.0, uncond_prompt=uncond, generator=eager_gen
+        )
+        fast = decoder.generate(prompt, 24, uncond_prompt=uncond, generator=fast_gen)
         assert torch.equal(fast, eager)
+        # the loop graph draws inside the capture: the caller's generator still advances as the eager loop's
+        assert torch.equal(fast_gen.get_state(), eager_gen.get_state())
+    for seed in range(2):  # no generator: the default one, drawn from and advanced the same way
+        torch.cuda.manual_seed(seed)
+        eager = generate(model, prompt, 24, params=params, cfg_scale=2.0, uncond_prompt=uncond)
+        eager_state = torch.cuda.get_rng_state()
+        torch.cuda.manual_seed(seed)
+        assert torch.equal(decoder.generate(prompt, 24, uncond_prompt=uncond), eager)
+        assert torch.equal(torch.cuda.get_rng_state(), eager_state)
     if graph == "loop":
         assert len(decoder._loops) == 1
 
@@ -378,3 +407,23 @@ def test_a_one_token_prompt_without_a_known_vocabulary_keeps_the_eager_prefill()
     calls = _counting_steps(decoder)
     assert torch.equal(decoder.generate(prompt, 6), generate(model, prompt, 6, params=params))
     assert len(calls) == 5  # the first token from the eager prefill
+
+
+def test_a_decoder_compiles_past_dynamos_default_recompile_limit() -> None:
+    """A guided one-token prompt compiles two step variants per batch bucket (the first step's embeddings,
+    then tokens): six buckets are twelve variants, more than dynamo's default limit of 8, which made the
+    ninth fail with FailOnRecompileLimitHit; the decoder raises the limit while it steps, and restores it."""
+    model = _lm()
+    decoder = CompiledDecoder(
+        model, params=SamplingParams(top_k=5), cfg_scale=2.0, cache_step=8, backend=CompileCounter()
+    )
+    limit = torch._dynamo.config.recompile_limit
+    for batch in (1, 2, 3, 5, 9, 17):
+        prompt = _prompts(batch, length=1, seed=batch)
+        eager = generate(model, prompt, 3, params=decoder.params, cfg_scale=2.0,
+                         uncond_prompt=torch.zeros_like(prompt), generator=torch.Generator().manual_seed(batch))  # fmt: skip
+        got = decoder.generate(
+            prompt, 3, uncond_prompt=torch.zeros_like(prompt), generator=torch.Generator().manual_seed(batch)
+        )
+        assert torch.equal(got, eager)
+    assert torch._dynamo.config.recompile_limit == limit

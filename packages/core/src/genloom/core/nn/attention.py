@@ -238,16 +238,23 @@ class Attention(nn.Module):
         v = self._heads(v, self.n_kv_heads)
         if self.l2_qk:
             q, k = self._l2(q, k)
+        cache = self.kv_cache
+        if cache is not None and input_pos is not None and is_causal and length == 1 and block_mask is None:
+            # a decode step: the rotation (this position's angles), the cache write and the attention as one
+            # kernel on CUDA
+            if rope is not None and rope[0].numel() != self.head_dim // 2:  # per-row angles: rotate here
+                q, k = apply_rope(q, *rope, self.rope_layout), apply_rope(k, *rope, self.rope_layout)
+                rope = None
+            out = decode_attention(
+                q, k, v, cache.k_cache, cache.v_cache, input_pos, self.scale, rope, self.rope_layout
+            )
+            return out.transpose(1, 2).reshape(batch, length, -1)
         if rope is not None:
             cos, sin = rope
             q = apply_rope(q, cos, sin, self.rope_layout)
             k = apply_rope(k, cos, sin, self.rope_layout)
-        if self.kv_cache is not None and input_pos is not None:
-            if is_causal and length == 1 and block_mask is None:  # a decode step: one kernel on CUDA
-                cache = self.kv_cache
-                out = decode_attention(q, k, v, cache.k_cache, cache.v_cache, input_pos, self.scale)
-                return out.transpose(1, 2).reshape(batch, length, -1)
-            k, v = self.kv_cache.update(input_pos, k, v)
+        if cache is not None and input_pos is not None:
+            k, v = cache.update(input_pos, k, v)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         out = self._attend(q, k, v, mask=mask, is_causal=is_causal, block_mask=block_mask)

@@ -17,6 +17,7 @@ from .attention import Attention
 from .config import TransformerConfig
 from .mlp import MLP
 from .norms import RMSNorm, make_norm
+from .triton_launch import launches_cheaply
 
 __all__ = ["Block", "DropPath", "FinalAdaLN"]
 
@@ -52,7 +53,9 @@ class Block(nn.Module):
     RMSNorms, the fused qkv projection and the fused SwiGLU gate (`Transformer.fuse_projections`, which the
     compiled decoder calls) runs its weight products as `decode_kernels`: the input norm inside the qkv
     product, the residual adds inside the output and down projections, the norm and SiLU-multiply inside the
-    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules)."""
+    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules). On CUDA only
+    where their launches are cheap (`triton_launch.launches_cheaply`: compiled code or a graph capture): an
+    eager step keeps the modules, whose aten launches cost less host time."""
 
     fused_decode_kernels: bool = True
     decode_kernel_devices: tuple[str, ...] = ("cuda",)  # (tests add "cpu": the kernels' torch references run)
@@ -119,6 +122,7 @@ class Block(nn.Module):
         return (
             self.fused_decode_kernels
             and x.device.type in self.decode_kernel_devices
+            and launches_cheaply(x.device)
             and not self.training
             and x.numel() // x.shape[-1] <= decode_kernels.NO_DOT_MAX_ROWS
             and not self.use_adaln

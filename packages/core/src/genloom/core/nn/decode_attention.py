@@ -9,9 +9,12 @@ group writes, the others use the same values from registers: no race), then runs
 the filled slots 0..pos, reading `pos` from the device (no host read, so a CUDA graph replays it at every
 position), and writes the output. The mask the static decode path builds ("slots up to pos") is implied.
 
-Semantics (`decode_attention`): q [B, H, 1, D] (rotated), k, v [B, Hkv, 1, D] (the step's rotated key and
-value), caches [B, Hkv, S, D], `input_pos` [1] (an integer device tensor, pos < S); H a multiple of Hkv
-(grouped-query attention). Scores and softmax in float32, output in q's dtype. The torch reference
+Semantics (`decode_attention`): q [B, H, 1, D], k, v [B, Hkv, 1, D] (the step's key and value), caches
+[B, Hkv, S, D], `input_pos` [1] (an integer device tensor, pos < S); H a multiple of Hkv (grouped-query
+attention). `rope` (cos, sin) [1, D/2] (this position's rows) rotates q and k first, inside the kernel, as
+`apply_rope` with `rope_layout` does (float32, rounded back to their dtype): one kernel fewer per layer
+than rotating them outside (LlamaGen-B: 1.4 us a layer). Without `rope`, q and k arrive rotated. Scores and
+softmax in float32, output in q's dtype. The torch reference
 (`decode_attention_reference`: `index_copy_` then SDPA under the same mask) runs off CUDA or without Triton
 and is what the tests compare against. Registered as `torch.library.triton_op` with the caches as mutated
 arguments, so torch.compile traces into it and a CUDA graph captures it.
@@ -19,14 +22,15 @@ arguments, so torch.compile traces into it and a CUDA graph captures it.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from genloom.core.errors import InputError
+
+from .rope import apply_rope
+from .triton_launch import launcher
 
 try:  # Triton ships with CUDA builds of torch; without it the op runs its torch reference
     import triton
@@ -36,14 +40,35 @@ except ImportError:  # pragma: no cover - depends on the torch build
 
 __all__ = ["decode_attention", "decode_attention_reference", "decode_attention_triton"]
 
-BLOCK_N = 64  # cache slots per loop step (64 x D bf16 keys: 8 kB for D = 64)
+BLOCK_N = 64  # cache slots per loop step for caches of <= LONG_CACHE slots (64 x D bf16 keys: 8 kB, D = 64)
+LONG_BLOCK_N, LONG_CACHE = 128, 64  # a longer cache: 128 slots a step (H100 sweep below)
 NUM_WARPS = 4
+ROPE_LAYOUTS = {"interleaved": 1, "half": 2}  # the kernel's ROPE constant (0: q and k arrive rotated)
+
+
+def cache_block(slots: int) -> int:
+    """Cache slots per loop step of the kernel for a cache of `slots` slots. H100 sweep
+    (benchmarks/decode_attention_sweep.py, a whole generation's calls in a CUDA graph, rotation inside, 4
+    warps): over 256 slots (LlamaGen-B / -XL, 2 rows) 128 slots a step took 0.87-0.88x the time of 64 (3.89
+    against 4.46 us a call, B), over 64 slots (a text decoder) 64 a step was best (2.76 us; 128: 3.13)."""
+    return LONG_BLOCK_N if slots > LONG_CACHE else BLOCK_N
 
 
 def decode_attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    input_pos: Tensor,
+    scale: float,
+    rope: tuple[Tensor, Tensor] | None = None,
+    rope_layout: str = "interleaved",
 ) -> Tensor:
-    """The same step with torch ops: write the caches at `input_pos`, attend to slots 0..pos with SDPA."""
+    """The same step with torch ops: rotate q and k (`rope`), write the caches at `input_pos`, attend to slots
+    0..pos with SDPA."""
+    if rope is not None:
+        q, k = apply_rope(q, *rope, rope_layout), apply_rope(k, *rope, rope_layout)
     k_cache.index_copy_(2, input_pos, k.to(k_cache.dtype))
     v_cache.index_copy_(2, input_pos, v.to(v_cache.dtype))
     filled = torch.arange(k_cache.shape[2], device=q.device) <= input_pos
@@ -57,7 +82,16 @@ def decode_attention_reference(
     )
 
 
-def _check(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor) -> None:
+def _check(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    input_pos: Tensor,
+    rope: tuple[Tensor, Tensor] | None,
+    rope_layout: str,
+) -> None:
     if q.dim() != 4 or q.shape[2] != 1:
         raise InputError(f"decode_attention: q must be [B, H, 1, D] (one query), got {tuple(q.shape)}")
     batch, heads, _, dim = q.shape
@@ -82,21 +116,39 @@ def _check(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, in
             f"decode_attention: input_pos must be one integer position, got {input_pos.dtype} "
             f"{tuple(input_pos.shape)}"
         )
-
-
-def _launcher(kernel):  # noqa: ANN001, ANN202
-    """`wrap_triton(kernel)` (torch.compile traces the launch); the plain kernel under the interpreter."""
-    return kernel if os.environ.get("TRITON_INTERPRET") == "1" else wrap_triton(kernel)
+    if rope is None:
+        return
+    if rope_layout not in ROPE_LAYOUTS:
+        raise InputError(
+            f"decode_attention: rope_layout must be one of {sorted(ROPE_LAYOUTS)}, got {rope_layout!r}"
+        )
+    for name, table in zip(("cos", "sin"), rope, strict=True):
+        if table.numel() != dim // 2 or table.shape[-1] != dim // 2:
+            raise InputError(
+                f"decode_attention: rope {name} must be this position's row [1, D/2 = {dim // 2}], "
+                f"got {tuple(table.shape)}"
+            )
 
 
 if triton is not None:
 
     @triton.jit
+    def _rotated(ptr, d, in_d, cos, sin, partner, sign, ROPE: tl.constexpr):  # noqa: ANN001, ANN202
+        """x[d] (one head's vector) in its dtype, rotated by the position's angles when ROPE != 0: as
+        `apply_rope`, in float32 and rounded back."""
+        x = tl.load(ptr + d, mask=in_d, other=0.0)
+        if ROPE != 0:
+            mate = tl.load(ptr + partner, mask=in_d, other=0.0).to(tl.float32)
+            x = (x.to(tl.float32) * cos + sign * mate * sin).to(ptr.dtype.element_ty)
+        return x
+
+    @triton.jit
     def _decode_attention_kernel(
-        q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, pos_ptr, out_ptr,
+        q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, pos_ptr, cos_ptr, sin_ptr, out_ptr,
         q_sb, q_sh, k_sb, k_sh, v_sb, v_sh, c_sb, c_sh, c_ss, o_sb, o_sh,
         scale,
         GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+        ROPE: tl.constexpr,
     ):  # fmt: skip
         row = tl.program_id(0)
         head = tl.program_id(1)
@@ -104,9 +156,27 @@ if triton is not None:
         pos = tl.load(pos_ptr).to(tl.int64)
         d = tl.arange(0, BLOCK_D)
         in_d = d < D
-        q = tl.load(q_ptr + row * q_sb + head * q_sh + d, mask=in_d, other=0.0).to(tl.float32)
-        q = (q * scale).to(tl.float32)  # a float argument may arrive as fp64 (inductor's launcher)
-        k_new = tl.load(k_ptr + row * k_sb + kv_head * k_sh + d, mask=in_d, other=0.0)
+        cos = tl.zeros([BLOCK_D], dtype=tl.float32)
+        sin = cos
+        sign = cos
+        partner = d
+        if ROPE != 0:  # channel d pairs with `partner`: (2i, 2i+1) interleaved, (i, i + D/2) half
+            if ROPE == 1:
+                partner = d ^ 1
+                pair = d // 2
+                first = d % 2 == 0
+            else:
+                first = d < D // 2
+                partner = tl.where(first, d + D // 2, d - D // 2)
+                pair = tl.where(first, d, d - D // 2)
+            sign = tl.where(first, -1.0, 1.0)
+            cos = tl.load(cos_ptr + pair, mask=in_d, other=0.0).to(tl.float32)
+            sin = tl.load(sin_ptr + pair, mask=in_d, other=0.0).to(tl.float32)
+        q = _rotated(q_ptr + row * q_sb + head * q_sh, d, in_d, cos, sin, partner, sign, ROPE)
+        q = (q.to(tl.float32) * scale).to(
+            tl.float32
+        )  # a float argument may arrive as fp64 (inductor's launcher)
+        k_new = _rotated(k_ptr + row * k_sb + kv_head * k_sh, d, in_d, cos, sin, partner, sign, ROPE)
         v_new = tl.load(v_ptr + row * v_sb + kv_head * v_sh + d, mask=in_d, other=0.0)
         cache = row * c_sb + kv_head * c_sh
         if head % GROUP == 0:  # one writer per key/value head; every program uses k_new / v_new itself
@@ -141,49 +211,101 @@ if triton is not None:
 
 
 def decode_attention_triton(
-    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    input_pos: Tensor,
+    scale: float,
+    rope: tuple[Tensor, Tensor] | None = None,
+    rope_layout: str = "interleaved",
+    *,
+    block_n: int | None = None,
+    num_warps: int = NUM_WARPS,
 ) -> Tensor:
-    """Launch the kernel directly (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1)."""
+    """Launch the kernel directly (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1); `block_n` cache
+    slots per loop step and `num_warps` for sweeps (benchmarks/decode_attention_sweep.py)."""
     if triton is None:
         raise InputError("decode_attention_triton needs Triton")
-    _check(q, k, v, k_cache, v_cache, input_pos)
-    return _launch(q, k, v, k_cache, v_cache, input_pos, scale)
+    _check(q, k, v, k_cache, v_cache, input_pos, rope, rope_layout)
+    cos, sin = (None, None) if rope is None else rope
+    layout = ROPE_LAYOUTS[rope_layout] if rope is not None else 0
+    return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, layout, block_n, num_warps)
 
 
 def _launch(
-    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    input_pos: Tensor,
+    cos: Tensor | None,
+    sin: Tensor | None,
+    scale: float,
+    layout: int,
+    block_n: int | None = None,
+    num_warps: int = NUM_WARPS,
 ) -> Tensor:
     """The kernel launch on checked inputs (the op's path: `decode_attention` checked them)."""
+    block_n = block_n or cache_block(k_cache.shape[2])
     batch, heads, _, dim = q.shape
     if k_cache.stride(-1) != 1 or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise InputError("decode_attention_triton: the head dimension must be contiguous in every tensor")
+    if cos is not None and (not cos.is_contiguous() or not sin.is_contiguous()):
+        cos, sin = cos.contiguous(), sin.contiguous()
     out = torch.empty((batch, heads, 1, dim), dtype=q.dtype, device=q.device)
-    _launcher(_decode_attention_kernel)[(batch, heads)](
-        q, k, v, k_cache, v_cache, input_pos, out,
+    launcher(_decode_attention_kernel)[(batch, heads)](
+        q, k, v, k_cache, v_cache, input_pos, q if cos is None else cos, q if sin is None else sin, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
         float(scale),
-        GROUP=heads // k_cache.shape[1], D=dim, BLOCK_D=triton.next_power_of_2(dim), BLOCK_N=BLOCK_N,
-        num_warps=NUM_WARPS,
+        GROUP=heads // k_cache.shape[1], D=dim, BLOCK_D=triton.next_power_of_2(dim), BLOCK_N=block_n,
+        ROPE=layout, num_warps=num_warps,
     )  # fmt: skip
     return out
 
 
 @triton_op("genloom_core::decode_attention", mutates_args={"k_cache", "v_cache"})
 def _decode_attention_op(
-    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    input_pos: Tensor,
+    cos: Tensor | None,
+    sin: Tensor | None,
+    scale: float,
+    layout: int,
 ) -> Tensor:
     if triton is not None and q.is_cuda:
-        return _launch(q, k, v, k_cache, v_cache, input_pos, scale)
-    return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, scale)
+        return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, layout)
+    rope = None if cos is None else (cos, sin)
+    name = next((n for n, code in ROPE_LAYOUTS.items() if code == layout), "interleaved")
+    return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, scale, rope, name)
 
 
 def decode_attention(
-    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, input_pos: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    input_pos: Tensor,
+    scale: float,
+    rope: tuple[Tensor, Tensor] | None = None,
+    rope_layout: str = "interleaved",
 ) -> Tensor:
     """Write k, v [B, Hkv, 1, D] into the caches [B, Hkv, S, D] at slot `input_pos` [1] and return the
-    attention of q [B, H, 1, D] over slots 0..pos: [B, H, 1, D]. One Triton kernel on CUDA."""
-    _check(q, k, v, k_cache, v_cache, input_pos)
+    attention of q [B, H, 1, D] over slots 0..pos: [B, H, 1, D]; `rope` (cos, sin) [1, D/2] rotates q and k
+    first (`rope_layout` as `apply_rope`). One Triton kernel on CUDA."""
+    _check(q, k, v, k_cache, v_cache, input_pos, rope, rope_layout)
     if triton is None or not q.is_cuda:  # the torch ops directly: no custom-op dispatch on the CPU
-        return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, float(scale))
-    return _decode_attention_op(q, k, v, k_cache, v_cache, input_pos, float(scale))
+        return decode_attention_reference(
+            q, k, v, k_cache, v_cache, input_pos, float(scale), rope, rope_layout
+        )
+    cos, sin = (None, None) if rope is None else rope
+    layout = ROPE_LAYOUTS[rope_layout] if rope is not None else 0
+    return _decode_attention_op(q, k, v, k_cache, v_cache, input_pos, cos, sin, float(scale), layout)

@@ -75,15 +75,16 @@ directly (CUDA, or CPU tensors under TRITON_INTERPRET=1).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from genloom.core.errors import InputError
+
+from .triton_launch import launcher
 
 try:  # Triton ships with CUDA builds of torch; without it every op runs its torch reference
     import triton
@@ -296,12 +297,6 @@ def _triton_serves(x: Tensor) -> bool:
     return triton is not None and x.is_cuda and 0 < rows <= MAX_ROWS
 
 
-def _launcher(kernel):  # noqa: ANN001, ANN202
-    """`wrap_triton(kernel)` (so torch.compile traces the launch); the plain kernel under the interpreter,
-    whose kernels are not JIT functions."""
-    return kernel if os.environ.get("TRITON_INTERPRET") == "1" else wrap_triton(kernel)
-
-
 def _block_m(config: KernelConfig, name: str, rows: int) -> int:
     """The rows' side of a program's tile: 16 for the dot, the rows rounded up to a power of two (1 / 2 /
     4) for the no-dot form."""
@@ -354,7 +349,7 @@ def _launch(
         workspace, counters = _split_k_buffers(config, x2d, grid_n, block_m, parts)
     else:  # unused (the split-K code is compiled out); any pointers
         workspace, counters = x2d, x2d
-    _launcher(kernel)[(grid_n, config.split_k)](
+    launcher(kernel)[(grid_n, config.split_k)](
         *args,
         workspace,
         counters,

@@ -18,6 +18,7 @@ data-dependent Python branching (for torch.compile / CUDA graphs).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genloom.core.errors import ConfigError, InputError
@@ -28,18 +29,25 @@ from .kv_cache import KVCache
 from .masks import block_ids_from_sizes, flex_mask_mod, structure_mask
 from .norms import make_norm
 from .rope import rope_tables_for
+from .triton_launch import launches_cheaply
 
 __all__ = ["Transformer"]
 
 _KV_BUCKET = 64  # dynamic-mode attention reads ceil(filled / 64) * 64 cache slots
+VOCAB_ALIGNMENT = 64  # `vocab_logits` pads a head of another size to a multiple of this ...
+PADDED_HEAD_MIN_ROWS = 2048  # ... for a pass of at least this many rows (not a decode step)
 
 
 class Transformer(nn.Module):
     """Token (or embedding) sequence -> logits (or hidden states with `features`)."""
 
     # a one-token step on the KV cache under the causal mask writes the cache and attends to slots 0..pos in
-    # one kernel (`decode_attention`); False: the cache's index copies, then SDPA under a boolean mask
+    # one kernel (`decode_attention`; on CUDA only in compiled code or a graph capture, where its launch is
+    # cheap); False: the cache's index copies, then SDPA under a boolean mask
     one_query_kernel: bool = True
+    padded_head_devices: tuple[str, ...] = (
+        "cuda",
+    )  # where `vocab_logits` pads an odd-sized head (tests: cpu)
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -311,7 +319,23 @@ class Transformer(nn.Module):
             kv_len=kv_len,
             attend_all_cached=attend_all_cached,
         )
-        return self.output(hidden).float()
+        return self.vocab_logits(hidden).float()
+
+    def vocab_logits(self, hidden: Tensor) -> Tensor:
+        """The output head on hidden states [..., dim] -> [..., vocab] in the weights' dtype. A large pass on
+        CUDA whose vocabulary is not a multiple of 64 (MDLM's 50,258) runs the product on the weight padded
+        to one (then slices): with rows of an odd number of bf16 elements cuBLAS falls back to a 2-element-
+        aligned sm80 kernel (H100, MDLM OWT-small pass at batch 64: 21.3 ms for the head's 5 TFLOP); the
+        padded copy costs one read of the weight."""
+        output = self.output
+        vocab = output.weight.shape[0]
+        rows = hidden.numel() // hidden.shape[-1]
+        padded = hidden.device.type in self.padded_head_devices and rows >= PADDED_HEAD_MIN_ROWS
+        if not padded or vocab % VOCAB_ALIGNMENT == 0:
+            return output(hidden)
+        pad = -vocab % VOCAB_ALIGNMENT
+        bias = None if output.bias is None else F.pad(output.bias, (0, pad))
+        return F.linear(hidden, F.pad(output.weight, (0, 0, 0, pad)), bias)[..., :vocab]
 
     def features(
         self,
@@ -478,7 +502,7 @@ class Transformer(nn.Module):
         device = input_pos.device
         length = input_pos.shape[0]
         if cached and length == 1 and cfg.mask == "causal" and mask is None and key_padding_mask is None:
-            if self.one_query_kernel:  # a decode step: Attention runs `decode_attention` (slots 0..pos)
+            if self.one_query_kernel and launches_cheaply(device):  # Attention runs `decode_attention`
                 return None, True, None
         if cached:
             n_keys = self._cache_len if kv_len is None else kv_len

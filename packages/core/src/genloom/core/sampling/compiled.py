@@ -34,6 +34,7 @@ contexts). Calling `generate` again with the same bucket and lengths compiles no
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,9 @@ from .logits import SamplingParams, log_noise, noise_shape, sample_with_noise
 __all__ = ["CompiledDecoder", "DEFAULT_BATCH_BUCKETS"]
 
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+COMPILE_VARIANTS = (
+    256  # recompile limit while a decoder steps (buckets x guidance x cache reads x first step)
+)
 
 
 class CompiledDecoder:
@@ -56,9 +60,11 @@ class CompiledDecoder:
 
     model: anything `generate` accepts whose `setup_cache` takes `static=True` (core's `Transformer`, image's
     `ClassPrefixLM`, ...). If it has a `decode_module`, one-token steps call that module directly (e.g. the
-    transformer inside an adapter whose prompt handling is not traceable); the prompt then goes through the
-    model itself, eagerly (as it does with guidance or more than one prompt token; a one-token prompt
-    otherwise runs as the first compiled step). A step module with `fuse_projections` (core's `Transformer`) has it called once:
+    transformer inside an adapter whose prompt handling is not traceable). A one-token prompt runs as the
+    first compiled step: as a token (no guidance, the model is its own step module), or as embeddings [N, 1,
+    dim] looked up eagerly (`model.prompt_embeddings`, or the step module's `embed`) and fed to the step module
+    (`embeddings=`: the guided prompt's conditional and unconditional rows differ, an adapter's class ids are
+    not tokens). A longer prompt, or one without such embeddings, goes through the model itself, eagerly. A step module with `fuse_projections` (core's `Transformer`) has it called once:
     SwiGLU's two input GEMMs become one (same outputs and state_dict names, one kernel fewer per layer). `backend`/`mode` go to `torch.compile` (tests use a counting backend on CPU).
 
     exit_every: None (default) runs every step of the budget. K >= 1 (needs `eos_id`) splits the compiled
@@ -134,12 +140,17 @@ class CompiledDecoder:
         finished: Tensor,
         guide: bool,
         kv_len: int | None,
+        embeddings: Tensor | None = None,
     ):
-        """token [N] (N = bucket), input_pos [1], raw Exp(1) noise -> (next ids [N], finished [N])."""
-        token = token[:, None]
-        feed = torch.cat([token, token]) if self.cfg_scale is not None else token
+        """token [N] (N = bucket), input_pos [1], raw Exp(1) noise -> (next ids [N], finished [N]).
+        `embeddings` [rows, 1, dim] (the first step of an embedded prompt) replace the token feed."""
         extra = {} if kv_len is None else {"kv_len": kv_len}
-        logits = self._step_module(feed, input_pos=input_pos, **extra)[:, -1].float()
+        if embeddings is not None:
+            logits = self._step_module(embeddings=embeddings, input_pos=input_pos, **extra)[:, -1].float()
+        else:
+            token = token[:, None]
+            feed = torch.cat([token, token]) if self.cfg_scale is not None else token
+            logits = self._step_module(feed, input_pos=input_pos, **extra)[:, -1].float()
         logits = self._guide(logits, guide)
         noise = None if raw_noise is None else log_noise(raw_noise)  # as `draw_noise` does: bit-identical
         next_token = sample_with_noise(logits, self.params, noise)
@@ -204,9 +215,13 @@ class CompiledDecoder:
         # feed[s] is the input token of new token s and feed[s + 1] its output (time-major: fixed strides)
         feed = torch.zeros(max_new_tokens + 1, size, dtype=torch.long, device=device)
         finished = torch.zeros(size, dtype=torch.bool, device=device)
-        first = self._first_step(prompt_len, guided)
-        if first == 0:  # a one-token prompt is just the first step: it runs compiled, inside the graphs
+        first, entry = self._first_step(prompt_len, guided)
+        embeddings = None
+        if entry == "token":  # a one-token prompt is just the first step: it runs compiled, inside the graphs
             feed[0] = rows[:, 0]
+            vocab = self._vocab_size()
+        elif entry == "embeddings":  # the same, fed as its embeddings (one eager lookup)
+            embeddings = self._prompt_embedder()(rows)
             vocab = self._vocab_size()
         else:  # the prompt through the model itself, eagerly
             logits = self.model(rows, input_pos=torch.arange(prompt_len, device=device))[:, -1].float()
@@ -221,29 +236,35 @@ class CompiledDecoder:
         positions = torch.arange(prompt_len - 1, prompt_len - 1 + max_new_tokens, device=device)
         plan = [self._step_plan(step, prompt_len, cache_len, guided_steps) for step in range(max_new_tokens)]
         chunks = self._chunks(first, max_new_tokens)
-        key = (size, prompt_len, max_new_tokens, cache_len, tuple(plan), vocab, first)
-        if self.graph == "loop" and device.type == "cuda" and chunks and key in self._seen:
-            loop = self._loops.get(key)
-            if loop is not None and loop.fingerprint != memory_fingerprint(self._step_module):
-                loop = None  # weights, cache or context were reallocated: the capture reads stale memory
-            if loop is None:
-                loop = self._loops[key] = _LoopGraph(self, key, feed, finished, positions, plan, chunks)
-            feed, done = loop.run(feed, finished, batch, generator, early=self.exit_every is not None)
-        else:
-            self._seen.add(key)
-            done = first  # new tokens computed so far
-            for index, (start, stop) in enumerate(chunks):
-                if index and self.exit_every is not None and bool(finished[:batch].all()):
-                    break  # one host read per chunk
-                for step in range(start, stop):
-                    raw = self._draw(batch, size, vocab, generator, device)
-                    if device.type == "cuda":
-                        torch.compiler.cudagraph_mark_step_begin()
-                    guide, kv_len = plan[step]
-                    pos = positions[step : step + 1]
-                    token, finished = self._step(feed[step], pos, raw, finished, guide, kv_len)
-                    feed[step + 1] = token
-                done = stop
+        key = (size, batch, prompt_len, max_new_tokens, cache_len, tuple(plan), vocab, entry)
+        with self._compile_budget():  # one decoder's variants: see `_compile_budget`
+            if self.graph == "loop" and device.type == "cuda" and chunks and key in self._seen:
+                loop = self._loops.get(key)
+                if loop is not None and loop.fingerprint != memory_fingerprint(self._step_module):
+                    loop = None  # weights, cache or context were reallocated: the capture reads stale memory
+                if loop is None:
+                    loop = self._loops[key] = _LoopGraph(
+                        self, vocab, feed, finished, positions, plan, chunks, embeddings, batch
+                    )
+                feed, done = loop.run(
+                    feed, finished, batch, generator, embeddings, early=self.exit_every is not None
+                )
+            else:
+                self._seen.add(key)
+                done = first  # new tokens computed so far
+                for index, (start, stop) in enumerate(chunks):
+                    if index and self.exit_every is not None and bool(finished[:batch].all()):
+                        break  # one host read per chunk
+                    for step in range(start, stop):
+                        raw = self._draw(batch, size, vocab, generator, device)
+                        if device.type == "cuda":
+                            torch.compiler.cudagraph_mark_step_begin()
+                        guide, kv_len = plan[step]
+                        pos = positions[step : step + 1]
+                        fed = embeddings if step == 0 else None
+                        token, finished = self._step(feed[step], pos, raw, finished, guide, kv_len, fed)
+                        feed[step + 1] = token
+                    done = stop
         if stats is not None:
             stats.forward_passes += done
             stats.new_tokens += done
@@ -253,6 +274,15 @@ class CompiledDecoder:
         return tokens
 
     # ------------------------------------------------------------------ helpers
+    def _compile_budget(self) -> contextlib.AbstractContextManager:
+        """Raise dynamo's recompile limit (8 per function) while this decoder steps: its compiled step has one
+        variant per batch bucket, guidance setting, cache-read length and first-step input (a one-token
+        prompt's embeddings), and every decoder in the process shares the function's count; a few buckets
+        of a guided one-token prompt exceeded 8 and failed (FailOnRecompileLimitHit). Each variant compiles
+        once; the limit only has to stay finite."""
+        limit = max(torch._dynamo.config.recompile_limit, COMPILE_VARIANTS)
+        return torch._dynamo.config.patch(recompile_limit=limit)
+
     def _chunks(self, first: int, max_new_tokens: int) -> list[tuple[int, int]]:
         """The compiled steps, new tokens `first`.. `max_new_tokens - 1`, as [start, stop) ranges: all of them
         at once, or `exit_every` each (the last one shorter when they do not divide)."""
@@ -261,12 +291,27 @@ class CompiledDecoder:
         every = self.exit_every or max_new_tokens - first
         return [(start, min(start + every, max_new_tokens)) for start in range(first, max_new_tokens, every)]
 
-    def _first_step(self, prompt_len: int, guided: bool) -> int:
-        """0 when the first new token is computed by the compiled step too (a one-token prompt the step module
-        itself embeds, no guidance: the conditional and unconditional prompts differ; a known vocabulary size),
-        else 1 (an eager prefill computes it)."""
-        compiled = prompt_len == 1 and not guided and self._step_module is self.model
-        return 0 if compiled and self._vocab_size() else 1
+    def _first_step(self, prompt_len: int, guided: bool) -> tuple[int, str]:
+        """(the first new token the compiled steps compute, how the prompt enters): (0, "token") for a
+        one-token prompt the step module itself embeds with no guidance (the conditional and unconditional
+        prompts differ); (0, "embeddings") for another one-token prompt whose embeddings are known; (1,
+        "eager") otherwise, or when the vocabulary size (for the noise buffers) is unknown: an eager prefill
+        computes the first token."""
+        if prompt_len != 1 or not self._vocab_size():
+            return 1, "eager"
+        if not guided and self._step_module is self.model:
+            return 0, "token"
+        return (0, "embeddings") if self._prompt_embedder() is not None else (1, "eager")
+
+    def _prompt_embedder(self) -> Callable[[Tensor], Tensor] | None:
+        """Prompt ids [N, T] -> the step module's input embeddings [N, T, dim]: the model's own
+        `prompt_embeddings` (an adapter whose prompt ids are not all tokens), else the step module's `embed`
+        when the model is its own step module; None when neither exists."""
+        own = getattr(self.model, "prompt_embeddings", None)
+        if callable(own):
+            return own
+        embed = getattr(self._step_module, "embed", None)
+        return embed if self._step_module is self.model and callable(embed) else None
 
     def _vocab_size(self) -> int | None:
         """The logits' width, for the noise buffers, when no eager prefill shows it (None: not known, so the
@@ -306,34 +351,40 @@ class CompiledDecoder:
 
 
 class _LoopGraph:
-    """The compiled decode steps captured as ONE CUDA graph (per bucket, lengths and guidance plan), or as one
-    graph per chunk of steps (`exit_every`), the chunks sharing one memory pool.
+    """The compiled decode steps captured as ONE CUDA graph (per bucket, real rows, lengths and guidance plan),
+    or as one graph per chunk of steps (`exit_every`), the chunks sharing one memory pool.
 
     The step's compiled kernels replay back to back with no host work between them, so a small model's
     step costs its kernels' time, not Python's. Inputs live in static buffers: the token feed (its first one
     or two rows written before each replay: the prompt token, and the eagerly computed first token if any),
-    the finished mask, and the noise of every step, drawn before the replay (of the chunk holding the step)
-    with the caller's generator one step at a time, exactly as the eager loop draws it, so the tokens are the
-    same. Chunks pass the tokens and the finished mask on through the same buffers.
+    the prompt's embeddings (when it enters that way) and the finished mask. Each step's noise is drawn
+    INSIDE the graph, into one reused buffer, from a generator registered with the graph
+    (`CUDAGraph.register_generator_state`): its state is set to the caller's generator before the replays and
+    handed back after them, so the draws (Philox offsets relative to that state, the real rows only, one step
+    at a time) are the eager loop's and the caller's generator advances as it would there: the same tokens,
+    and no host launch per step (LlamaGen-B: 255 draws, ~4 ms of host time a generation). Chunks pass the
+    tokens and the finished mask on through the same buffers.
     """
 
     def __init__(
         self,
         decoder: CompiledDecoder,
-        key: tuple,
+        vocab: int,
         feed: Tensor,
         finished: Tensor,
         positions: Tensor,
         plan: list[tuple[bool, int | None]],
         chunks: list[tuple[int, int]],
+        embeddings: Tensor | None,
+        batch: int,
     ) -> None:
         self.feed, self.finished, self.positions = feed.clone(), finished.clone(), positions.clone()
+        self.embeddings = None if embeddings is None else embeddings.clone()  # the prompt's, step 0's input
         self.first = chunks[0][0]
-        steps, size, vocab = feed.shape[0] - 1, feed.shape[1], key[5]
+        size = feed.shape[1]
         shape = noise_shape((size, vocab), decoder.params)
-        self.noise = (
-            None if shape is None else torch.ones((steps, *shape), dtype=torch.float32, device=feed.device)
-        )
+        self.noise = None if shape is None else torch.ones(shape, dtype=torch.float32, device=feed.device)
+        self.generator = None if shape is None else torch.Generator(device=feed.device)
         self.decoder = decoder
         self.chunks = chunks
         self.all_finished = torch.zeros((), dtype=torch.bool, pin_memory=True)  # read by the host per chunk
@@ -343,9 +394,17 @@ class _LoopGraph:
             finished_now = self.finished
             for step in range(start, stop):
                 guide, kv_len = plan[step]
-                raw = None if self.noise is None else self.noise[step]
+                if self.noise is not None:  # as `CompiledDecoder._draw`: the real rows only
+                    self.noise[:batch].exponential_(1.0, generator=self.generator)
+                fed = self.embeddings if step == 0 else None
                 token, finished_now = decoder._step(
-                    self.feed[step], self.positions[step : step + 1], raw, finished_now, guide, kv_len
+                    self.feed[step],
+                    self.positions[step : step + 1],
+                    self.noise,
+                    finished_now,
+                    guide,
+                    kv_len,
+                    fed,
                 )
                 self.feed[step + 1].copy_(token)
             self.finished.copy_(finished_now)
@@ -359,32 +418,48 @@ class _LoopGraph:
                 body(start, stop)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
+            if self.generator is not None:
+                graph.register_generator_state(self.generator)
             with torch.cuda.graph(graph, pool=pool):
                 body(start, stop)
             self.graphs.append(graph)
         self.fingerprint = memory_fingerprint(decoder._step_module)  # after setup: the memory the graph uses
 
     def run(
-        self, feed: Tensor, finished: Tensor, batch: int, generator: torch.Generator | None, *, early: bool
+        self,
+        feed: Tensor,
+        finished: Tensor,
+        batch: int,
+        generator: torch.Generator | None,
+        embeddings: Tensor | None,
+        *,
+        early: bool,
     ) -> tuple[Tensor, int]:
         """Replay the chunks (all of them, or, `early`, until every real row has finished): (the static token
         feed [max_new_tokens + 1, bucket], new tokens computed = the last step replayed + 1)."""
         self.feed[: self.first + 1].copy_(feed[: self.first + 1])
+        if self.embeddings is not None:
+            self.embeddings.copy_(embeddings)
         self.finished.copy_(finished)
+        source = None
+        if self.generator is not None:  # the graph draws from the caller's generator's state
+            index = self.feed.device.index
+            index = torch.cuda.current_device() if index is None else index
+            source = generator if generator is not None else torch.cuda.default_generators[index]
+            self.generator.set_state(source.get_state())
         done = self.first
-        for index, ((start, stop), graph) in enumerate(zip(self.chunks, self.graphs, strict=True)):
+        for index, ((_, stop), graph) in enumerate(zip(self.chunks, self.graphs, strict=True)):
             if index and early:
                 self.read.synchronize()  # the flag of the previous chunk has arrived
                 if bool(self.all_finished):
                     break
-            if self.noise is not None:
-                for step in range(start, stop):
-                    self.noise[step, :batch].exponential_(1.0, generator=generator)
             graph.replay()
             done = stop
             if early and index + 1 < len(self.graphs):
                 self.all_finished.copy_(self.finished[:batch].all(), non_blocking=True)
                 self.read.record()
+        if source is not None:  # advanced by the draws of the chunks replayed, as the eager loop's would be
+            source.set_state(self.generator.get_state())
         return self.feed, done
 
 

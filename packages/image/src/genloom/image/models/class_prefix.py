@@ -54,11 +54,16 @@ class ClassPrefixLM:
     def remove_cache(self) -> None:
         self.model.transformer.remove_cache()
 
-    def __call__(self, tokens: Tensor, *, input_pos: Tensor) -> Tensor:
+    def prompt_embeddings(self, tokens: Tensor) -> Tensor:
+        """Ids [B, T] (tokens and class ids) -> the transformer's input embeddings [B, T, dim]: class ids
+        through the class table, tokens through the token table (core's `CompiledDecoder` feeds a one-token
+        class prompt this way as its first compiled step)."""
         is_class = tokens >= self.vocab_size
-        if not bool(is_class.any()):  # the decoding steps: image tokens only
-            return self.model.transformer(tokens, input_pos=input_pos)
         token_emb = self.model.transformer.embed(tokens.clamp_max(self.vocab_size - 1))
         class_emb = self.model.cls_embedding(torch.where(is_class, tokens - self.vocab_size, 0).flatten())
-        x = torch.where(is_class.unsqueeze(-1), class_emb.view_as(token_emb), token_emb)
-        return self.model.transformer(embeddings=x, input_pos=input_pos)
+        return torch.where(is_class.unsqueeze(-1), class_emb.view_as(token_emb), token_emb)
+
+    def __call__(self, tokens: Tensor, *, input_pos: Tensor) -> Tensor:
+        if not bool((tokens >= self.vocab_size).any()):  # the decoding steps: image tokens only
+            return self.model.transformer(tokens, input_pos=input_pos)
+        return self.model.transformer(embeddings=self.prompt_embeddings(tokens), input_pos=input_pos)
