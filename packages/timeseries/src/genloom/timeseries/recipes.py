@@ -21,10 +21,11 @@ from genloom.timeseries.errors import SeriesInputError
 class TrainRecipe:
     """TSLib `exp_long_term_forecasting` defaults: Adam, MSE loss, lr halved every epoch after the first
     (lradj type1), early stopping on the validation loss with patience 3, seed 2021. `seed=None` leaves
-    the random state as it is (TSLib seeds once per process; its `--itr` repeats continue the stream).
-    `tslib_loaders=True` batches as TSLib's data provider does: training and validation drop their last
-    partial batch, validation is shuffled and its loss is the mean of per-batch losses (default: every window,
-    exact means; the test split is scored over every window either way)."""
+    the random state as it is (TSLib seeds once per process, before building the model; its `--itr`
+    repeats continue the stream). `tslib_loaders=True` batches as TSLib's data provider does: training and
+    validation drop their last partial batch, validation is shuffled and its loss is the mean of per-batch
+    losses, and the random stream advances as TSLib's per-epoch test pass advances it (default: every
+    window, exact means; the test split is scored over every window either way)."""
 
     learning_rate: float = 1e-4
     batch_size: int = 32

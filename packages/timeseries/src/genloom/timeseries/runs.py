@@ -8,6 +8,7 @@ model.safetensors with official keys), so `load_official` reads them back; the s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from genloom.timeseries.models.config import TSLibConfig
 from genloom.timeseries.models.official import BASELINES, build_baseline
 from genloom.timeseries.pretrained import save_forecaster
 from genloom.timeseries.recipes import ett_config, ett_train_recipe, recipe_dataset
-from genloom.timeseries.train import evaluate, train_supervised
+from genloom.timeseries.train import evaluate, seed_everything, train_supervised
 
 OFFICIAL_NAMES = {
     "dlinear": "DLinear",
@@ -63,9 +64,11 @@ def train_to_folder(
         dataset = recipe_dataset(data, default="ETTh1")
         fields = ett_config(name, horizon, dataset=dataset, n_channels=len(protocol.columns))
         config = TSLibConfig.from_dict(fields)
-        net = build_baseline(name, config)
         recipe = ett_train_recipe(name, **({"train_epochs": epochs} if epochs else {}))
-        train_supervised(net, protocol, recipe, device=device, log=log)
+        if recipe.seed is not None:  # as TSLib's run.py: seeded once, before the model is built
+            seed_everything(recipe.seed)
+        net = build_baseline(name, config)
+        train_supervised(net, protocol, replace(recipe, seed=None), device=device, log=log)
         result = evaluate(net, protocol, "test", device=device)
         mse, mae, fields = result.mse, result.mae, config.to_dict()
     elif name == "gpht":

@@ -246,8 +246,10 @@ def train_supervised(
     log: Callable[[str], None] | None = print,
 ) -> TrainResult:
     """Train with early stopping on validation MSE; the model ends with its best-validation weights.
-    Seeds with `recipe.seed` first unless it is None (then the random stream continues, as in TSLib's
-    `--itr` repeats)."""
+    Seeds with `recipe.seed` first unless it is None (then the random stream continues). TSLib's run.py
+    seeds once per process before it builds the model, and its `--itr` repeats continue the stream: to
+    follow it, call `seed_everything(seed)`, build the model, then train with `seed=None` (the benchmark
+    does; with `tslib_loaders` its CPU runs then equal TSLib's to float precision, docs/timeseries.md)."""
     if recipe.seed is not None:
         seed_everything(recipe.seed)
     model.to(device)
@@ -277,6 +279,11 @@ def train_supervised(
             )
         if recipe.tslib_loaders:
             val_mse = batch_mean_mse(model, protocol, "val", recipe.batch_size, device=device)
+            # TSLib's loop also scores the test split after every epoch (only to print it). Opening that
+            # loader's iterator draws its base seed from the global torch RNG, so open it too: the later
+            # epochs then shuffle as TSLib's do, and a run seeded as TSLib's run.py seeds (once, before
+            # the model is built) is that run, batch for batch.
+            iter(_loader(protocol, "test", recipe.batch_size, shuffle=False))
         else:
             val_mse = evaluate(model, protocol, "val", batch_size=recipe.batch_size, device=device).mse
         history.append({"epoch": epoch + 1, "train_mse": float(np.mean(losses)), "val_mse": val_mse})
