@@ -560,3 +560,18 @@ def test_kernels_launch_only_where_launching_is_cheap(monkeypatch) -> None:
     assert traced(torch.zeros(())).item() == 1
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert launches_cheaply(cuda)
+
+
+def test_int8_or_other_dtype_linears_keep_the_modules(monkeypatch) -> None:
+    """The kernels take float weights of x's dtype: a block with int8 weight-only linears (or weights of
+    another dtype) keeps its modules instead of failing inside the kernels' input checks."""
+    from genloom.core.nn.quantize import quantize_int8_weight_only
+
+    monkeypatch.setattr(Block, "decode_kernel_devices", ("cpu",))
+    block, x = _block(), torch.randn(2, 1, 64)
+    assert block._takes_decode_kernels(x)
+    assert not block._takes_decode_kernels(x.double())  # float32 weights, float64 x
+    quantize_int8_weight_only(block)
+    assert not block._takes_decode_kernels(x)
+    with torch.no_grad():
+        assert block(x).shape == (2, 1, 64)

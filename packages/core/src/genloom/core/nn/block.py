@@ -135,6 +135,10 @@ class Block(nn.Module):
             and mlp.kind == "swiglu"
             and mlp.gate_fused
             and mlp.w13.bias is None
+            and all(  # plain float linears of x's dtype (an int8 weight-only layer keeps its module)
+                type(linear) is nn.Linear and linear.weight.dtype == x.dtype
+                for linear in (self.attn.wqkv, self.attn.wo, mlp.w13, mlp.w2)
+            )
         )
 
     def _forward_decode_kernels(self, x: Tensor, attn_kwargs: dict) -> Tensor:
