@@ -53,8 +53,7 @@ class Block(nn.Module):
     RMSNorms, the fused qkv projection and the fused SwiGLU gate (`Transformer.fuse_projections`, which the
     compiled decoder calls) runs its weight products as `decode_kernels`: the input norm inside the qkv
     product, the residual adds inside the output and down projections, the norm and SiLU-multiply inside the
-    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules); a call of up to
-    `decode_kernels.MAX_ROWS` rows, the output and down projections only. On CUDA only
+    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules). On CUDA only
     where their launches are cheap (`triton_launch.launches_cheaply`: compiled code or a graph capture): an
     eager step keeps the modules, whose aten launches cost less host time."""
 
@@ -125,7 +124,7 @@ class Block(nn.Module):
             and x.device.type in self.decode_kernel_devices
             and launches_cheaply(x.device)
             and not self.training
-            and x.numel() // x.shape[-1] <= decode_kernels.MAX_ROWS
+            and x.numel() // x.shape[-1] <= decode_kernels.NO_DOT_MAX_ROWS
             and not self.use_adaln
             and not hasattr(self, "cross_attn")
             and isinstance(self.attn_norm, RMSNorm)
@@ -143,25 +142,14 @@ class Block(nn.Module):
         )
 
     def _forward_decode_kernels(self, x: Tensor, attn_kwargs: dict) -> Tensor:
-        """`forward` (eval, no AdaLN, no cross-attention) with the weight products as 4 fused kernels; above
-        NO_DOT_MAX_ROWS rows (up to MAX_ROWS) only the output and down projections with their residual adds
-        (H100 sweep at 16 rows, LlamaGen-B: 0.66x the compiled torch product for both, while norm + qkv and
-        norm + gate/up took 1.07x / 1.22x without split-K: those keep the modules)."""
+        """`forward` (eval, no AdaLN, no cross-attention) with the weight products as 4 fused kernels."""
         attn, mlp, kernels = self.attn, self.mlp, decode_kernels
-        few = x.numel() // x.shape[-1] <= decode_kernels.NO_DOT_MAX_ROWS
         norm = self.attn_norm
-        if few:
-            qkv = kernels.rms_norm_linear(x, norm.weight, norm.eps, attn.wqkv.weight, attn.wqkv.bias)
-        else:
-            qkv = attn.wqkv(norm(x))
+        qkv = kernels.rms_norm_linear(x, norm.weight, norm.eps, attn.wqkv.weight, attn.wqkv.bias)
         heads = attn.attend_projections(*attn.split_qkv(qkv), **attn_kwargs)
         x = kernels.linear_residual(heads, attn.wo.weight, x, attn.wo.bias)
         norm = self.mlp_norm
-        hidden = (
-            kernels.rms_norm_swiglu(x, norm.weight, norm.eps, mlp.w13.weight)
-            if few
-            else mlp.fused_swiglu_hidden(norm(x))
-        )
+        hidden = kernels.rms_norm_swiglu(x, norm.weight, norm.eps, mlp.w13.weight)
         return kernels.linear_residual(hidden, mlp.w2.weight, x, mlp.w2.bias)
 
     def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:

@@ -60,14 +60,10 @@ class MLP(nn.Module):
         self.register_state_dict_post_hook(_split_gate)
         self.register_load_state_dict_pre_hook(_merge_gate)
 
-    def fused_swiglu_hidden(self, x: Tensor) -> Tensor:
-        """`silu(w1 x) * w3 x` of a fused SwiGLU (`w13`): the activations the down projection `w2` takes."""
-        gate, up = self.w13(x).chunk(2, dim=-1)
-        return F.silu(gate) * up
-
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "swiglu" and self.gate_fused:
-            out = self.w2(self.fused_swiglu_hidden(x))
+            gate, up = self.w13(x).chunk(2, dim=-1)
+            out = self.w2(F.silu(gate) * up)
         elif self.kind == "swiglu":
             out = self.w2(F.silu(self.w1(x)) * self.w3(x))
         else:
