@@ -229,9 +229,17 @@ def decode_attention_triton(
     if triton is None:
         raise InputError("decode_attention_triton needs Triton")
     _check(q, k, v, k_cache, v_cache, input_pos, rope, rope_layout)
-    cos, sin = (None, None) if rope is None else rope
-    layout = ROPE_LAYOUTS[rope_layout] if rope is not None else 0
+    cos, sin, layout = _rope_arguments(rope, rope_layout)
     return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, layout, block_n, num_warps)
+
+
+def _rope_arguments(
+    rope: tuple[Tensor, Tensor] | None, rope_layout: str
+) -> tuple[Tensor | None, Tensor | None, int]:
+    """(cos, sin, the kernel's ROPE code) of a checked `rope` / `rope_layout` (None, None, 0: no rotation)."""
+    if rope is None:
+        return None, None, 0
+    return rope[0], rope[1], ROPE_LAYOUTS[rope_layout]
 
 
 def _launch(
@@ -306,6 +314,5 @@ def decode_attention(
         return decode_attention_reference(
             q, k, v, k_cache, v_cache, input_pos, float(scale), rope, rope_layout
         )
-    cos, sin = (None, None) if rope is None else rope
-    layout = ROPE_LAYOUTS[rope_layout] if rope is not None else 0
+    cos, sin, layout = _rope_arguments(rope, rope_layout)
     return _decode_attention_op(q, k, v, k_cache, v_cache, input_pos, cos, sin, float(scale), layout)
