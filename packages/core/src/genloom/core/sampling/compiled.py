@@ -50,9 +50,8 @@ from .logits import SamplingParams, log_noise, noise_shape, sample_with_noise
 __all__ = ["CompiledDecoder", "DEFAULT_BATCH_BUCKETS"]
 
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-COMPILE_VARIANTS = (
-    256  # recompile limit while a decoder steps (buckets x guidance x cache reads x first step)
-)
+# dynamo's recompile limit while a decoder steps (its variants: buckets x guidance x cache reads x first step)
+COMPILE_VARIANTS = 256
 
 
 class CompiledDecoder:
