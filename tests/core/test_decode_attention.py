@@ -206,3 +206,22 @@ def test_other_masks_keep_sdpa(count_calls) -> None:
             kwargs = {"key_padding_mask": padding} if mask == "causal" else {}
             model(torch.randint(0, 50, (2, 1)), input_pos=torch.tensor([4]), **kwargs)
     assert calls == []  # a prefix mask and a key padding mask are planned as SDPA masks
+
+
+def test_the_op_rotates_as_the_reference_and_traces_with_its_layout_argument() -> None:
+    """The registered op (what CUDA calls go through; off CUDA it runs the reference) takes the rotation and
+    its layout by name, eagerly and inside a full-graph compile."""
+    from genloom.core.nn import decode_attention as da
+    from genloom.core.nn.rope import rope_1d
+
+    q, k, v, k_cache, v_cache, pos = _step(batch=2, heads=4, kv_heads=2, dim=32, slots=16, pos=5)
+    cos, sin = (t[5:6] for t in rope_1d(16, 32))
+    want = decode_attention_reference(q, k, v, k_cache.clone(), v_cache.clone(), pos, 0.2, (cos, sin), "half")
+    plain = decode_attention_reference(q, k, v, k_cache.clone(), v_cache.clone(), pos, 0.2)
+    op = torch.ops.genloom_core.decode_attention
+    got = op(q, k, v, k_cache.clone(), v_cache.clone(), pos, cos, sin, 0.2, "half")
+    traced = torch.compile(
+        lambda kc, vc: da._decode_attention_op(q, k, v, kc, vc, pos, cos, sin, 0.2, "half"), fullgraph=True
+    )(k_cache.clone(), v_cache.clone())
+    assert torch.allclose(got, want) and torch.allclose(traced, want)
+    assert not torch.allclose(want, plain, atol=1e-3)  # the rotation took effect

@@ -229,17 +229,8 @@ def decode_attention_triton(
     if triton is None:
         raise InputError("decode_attention_triton needs Triton")
     _check(q, k, v, k_cache, v_cache, input_pos, rope, rope_layout)
-    cos, sin, layout = _rope_arguments(rope, rope_layout)
-    return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, layout, block_n, num_warps)
-
-
-def _rope_arguments(
-    rope: tuple[Tensor, Tensor] | None, rope_layout: str
-) -> tuple[Tensor | None, Tensor | None, int]:
-    """(cos, sin, the kernel's ROPE code) of a checked `rope` / `rope_layout` (None, None, 0: no rotation)."""
-    if rope is None:
-        return None, None, 0
-    return rope[0], rope[1], ROPE_LAYOUTS[rope_layout]
+    cos, sin = (None, None) if rope is None else rope
+    return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, rope_layout, block_n, num_warps)
 
 
 def _launch(
@@ -252,12 +243,13 @@ def _launch(
     cos: Tensor | None,
     sin: Tensor | None,
     scale: float,
-    layout: int,
+    rope_layout: str,
     block_n: int | None = None,
     num_warps: int = NUM_WARPS,
 ) -> Tensor:
     """The kernel launch on checked inputs (the op's path: `decode_attention` checked them)."""
     block_n = block_n or cache_block(k_cache.shape[2])
+    layout = 0 if cos is None else ROPE_LAYOUTS[rope_layout]
     batch, heads, _, dim = q.shape
     if k_cache.stride(-1) != 1 or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise InputError("decode_attention_triton: the head dimension must be contiguous in every tensor")
@@ -286,13 +278,12 @@ def _decode_attention_op(
     cos: Tensor | None,
     sin: Tensor | None,
     scale: float,
-    layout: int,
+    rope_layout: str,
 ) -> Tensor:
     if triton is not None and q.is_cuda:
-        return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, layout)
+        return _launch(q, k, v, k_cache, v_cache, input_pos, cos, sin, scale, rope_layout)
     rope = None if cos is None else (cos, sin)
-    name = next((n for n, code in ROPE_LAYOUTS.items() if code == layout), "interleaved")
-    return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, scale, rope, name)
+    return decode_attention_reference(q, k, v, k_cache, v_cache, input_pos, scale, rope, rope_layout)
 
 
 def decode_attention(
@@ -314,5 +305,5 @@ def decode_attention(
         return decode_attention_reference(
             q, k, v, k_cache, v_cache, input_pos, float(scale), rope, rope_layout
         )
-    cos, sin, layout = _rope_arguments(rope, rope_layout)
-    return _decode_attention_op(q, k, v, k_cache, v_cache, input_pos, cos, sin, float(scale), layout)
+    cos, sin = (None, None) if rope is None else rope
+    return _decode_attention_op(q, k, v, k_cache, v_cache, input_pos, cos, sin, float(scale), rope_layout)

@@ -45,9 +45,8 @@ class Transformer(nn.Module):
     # one kernel (`decode_attention`; on CUDA only in compiled code or a graph capture, where its launch is
     # cheap); False: the cache's index copies, then SDPA under a boolean mask
     one_query_kernel: bool = True
-    padded_head_devices: tuple[str, ...] = (
-        "cuda",
-    )  # where `vocab_logits` pads an odd-sized head (tests: cpu)
+    # where `vocab_logits` pads an odd-sized head for a large pass (tests add "cpu")
+    padded_head_devices: tuple[str, ...] = ("cuda",)
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
