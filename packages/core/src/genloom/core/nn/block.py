@@ -121,10 +121,10 @@ class Block(nn.Module):
         mlp = self.mlp
         return (
             self.fused_decode_kernels
-            and x.device.type in self.decode_kernel_devices
-            and launches_cheaply(x.device)
             and not self.training
+            and x.device.type in self.decode_kernel_devices
             and x.numel() // x.shape[-1] <= decode_kernels.NO_DOT_MAX_ROWS
+            and launches_cheaply(x.device)
             and not self.use_adaln
             and not hasattr(self, "cross_attn")
             and isinstance(self.attn_norm, RMSNorm)
