@@ -147,6 +147,7 @@ VARIANT_SWITCHES = {
     "modules": {(Block, "fused_decode_kernels"): False, (Transformer, "one_query_kernel"): False},
     "attention_kernel_only": {(Block, "fused_decode_kernels"): False},
     "decode_kernels_only": {(Transformer, "one_query_kernel"): False},
+    "five_kernels": {(Block, "fused_decode_layer"): False},  # the session-10 step: no `decode_layer`
 }
 
 

@@ -528,6 +528,8 @@ def test_block_decode_path_gives_the_modules_outputs(monkeypatch, count_calls, r
     model.fuse_projections()
     calls = count_calls(dk, "rms_norm_swiglu")
 
+    monkeypatch.setattr(Block, "fused_decode_layer", False)  # the four kernels (test_decode_layer: the one)
+
     def run(devices: tuple[str, ...], batch: int) -> list[torch.Tensor]:
         monkeypatch.setattr(Block, "decode_kernel_devices", devices)
         model.setup_cache(batch, 16, static=True)

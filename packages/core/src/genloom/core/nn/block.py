@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import decode_kernels
+from . import decode_kernels, decode_layer
 from .attention import Attention
 from .config import TransformerConfig
 from .mlp import MLP
@@ -55,9 +55,16 @@ class Block(nn.Module):
     product, the residual adds inside the output and down projections, the norm and SiLU-multiply inside the
     gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules). On CUDA only
     where their launches are cheap (`triton_launch.launches_cheaply`: compiled code or a graph capture): an
-    eager step keeps the modules, whose aten launches cost less host time."""
+    eager step keeps the modules, whose aten launches cost less host time.
+
+    With `fused_decode_layer = True` (off by default), a call that is also a one-token step on the static
+    KV cache under the causal mask (no biases, no qk-norm; RoPE rows of this position or none) with at most
+    `decode_layer.MAX_ROWS` rows runs the whole layer as ONE persistent kernel with grid barriers
+    (`decode_layer`) instead of the four kernels and `decode_attention`. On an H100 it is slower (LlamaGen-B
+    layer 28.8 against 21.8 us, docs/benchmarks.md session 11), hence off."""
 
     fused_decode_kernels: bool = True
+    fused_decode_layer: bool = False
     decode_kernel_devices: tuple[str, ...] = ("cuda",)  # (tests add "cpu": the kernels' torch references run)
 
     def __init__(self, config: TransformerConfig, *, drop_path: float = 0.0) -> None:
@@ -102,6 +109,8 @@ class Block(nn.Module):
             block_mask=block_mask,
         )
         if self._takes_decode_kernels(x):
+            if self._takes_decode_layer(x, attn_kwargs):
+                return self._forward_decode_layer(x, attn_kwargs)
             return self._forward_decode_kernels(x, attn_kwargs)
         if not self.use_adaln:
             x = x + self.drop_path(self.attn(self.attn_norm(x), **attn_kwargs))
@@ -140,6 +149,43 @@ class Block(nn.Module):
                 for linear in (self.attn.wqkv, self.attn.wo, mlp.w13, mlp.w2)
             )
         )
+
+    def _takes_decode_layer(self, x: Tensor, attn_kwargs: dict) -> bool:
+        """Whether a call that takes the decode kernels can run as one `decode_layer` launch: a one-token
+        step on the static cache under the causal mask, with nothing the kernel does not do."""
+        attn, rope = self.attn, attn_kwargs["rope"]
+        return (
+            self.fused_decode_layer
+            and x.dim() == 3
+            and x.shape[1] == 1
+            and x.shape[0] <= decode_layer.MAX_ROWS
+            and attn.kv_cache is not None
+            and attn_kwargs["input_pos"] is not None
+            and attn_kwargs["is_causal"]
+            and attn_kwargs["mask"] is None
+            and attn_kwargs["block_mask"] is None
+            and (rope is None or rope[0].numel() == attn.head_dim // 2)
+            and attn.wqkv.bias is None
+            and attn.wo.bias is None
+            and self.mlp.w2.bias is None
+            and not attn.l2_qk
+            and not hasattr(attn, "q_norm")
+            and not hasattr(attn, "q_bias")
+            and attn.kv_cache.k_cache.dtype == x.dtype
+        )
+
+    def _forward_decode_layer(self, x: Tensor, attn_kwargs: dict) -> Tensor:
+        """`forward` of a decode step as one `decode_layer` launch (see the class docstring)."""
+        attn, mlp, cache = self.attn, self.mlp, self.attn.kv_cache
+        weights = (
+            self.attn_norm.weight, attn.wqkv.weight, attn.wo.weight, self.mlp_norm.weight, mlp.w13.weight,
+            mlp.w2.weight,
+        )  # fmt: skip
+        return decode_layer.decode_layer(
+            x, weights, cache.k_cache, cache.v_cache, attn_kwargs["input_pos"], attn_kwargs["rope"], cache.sync,
+            eps=(self.attn_norm.eps, self.mlp_norm.eps), scale=attn.scale, n_heads=attn.n_heads,
+            rope_layout=attn.rope_layout,
+        )  # fmt: skip
 
     def _forward_decode_kernels(self, x: Tensor, attn_kwargs: dict) -> Tensor:
         """`forward` (eval, no AdaLN, no cross-attention) with the weight products as 4 fused kernels."""

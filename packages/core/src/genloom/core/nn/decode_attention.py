@@ -133,27 +133,27 @@ def _check(
 if triton is not None:
 
     @triton.jit
-    def _rotated(ptr, d, in_d, cos, sin, partner, sign, ROPE: tl.constexpr):  # noqa: ANN001, ANN202
+    def _rotated(ptr, d, in_d, cos, sin, partner, sign, ROPE: tl.constexpr, CACHE: tl.constexpr):  # noqa: ANN001, ANN202
         """x[d] (one head's vector) in its dtype, rotated by the position's angles when ROPE != 0: as
-        `apply_rope`, in float32 and rounded back."""
-        x = tl.load(ptr + d, mask=in_d, other=0.0)
+        `apply_rope`, in float32 and rounded back. CACHE: the loads' cache modifier."""
+        x = tl.load(ptr + d, mask=in_d, other=0.0, cache_modifier=CACHE)
         if ROPE != 0:
-            mate = tl.load(ptr + partner, mask=in_d, other=0.0).to(tl.float32)
+            mate = tl.load(ptr + partner, mask=in_d, other=0.0, cache_modifier=CACHE).to(tl.float32)
             x = (x.to(tl.float32) * cos + sign * mate * sin).to(ptr.dtype.element_ty)
         return x
 
     @triton.jit
-    def _decode_attention_kernel(
-        q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, pos_ptr, cos_ptr, sin_ptr, out_ptr,
-        q_sb, q_sh, k_sb, k_sh, v_sb, v_sh, c_sb, c_sh, c_ss, o_sb, o_sh,
-        scale,
-        GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-        ROPE: tl.constexpr,
+    def attend_one_query(
+        q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, cache, pos, cos_ptr, sin_ptr, out_ptr, c_ss, scale, write,
+        D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, ROPE: tl.constexpr,
+        CACHE: tl.constexpr,
     ):  # fmt: skip
-        row = tl.program_id(0)
-        head = tl.program_id(1)
-        kv_head = head // GROUP
-        pos = tl.load(pos_ptr).to(tl.int64)
+        """One (row, query head) of a decode step: q, k, v at q_ptr / k_ptr / v_ptr (D values each, k and v
+        of the head's key/value group), the group's cache at kc_ptr / vc_ptr + `cache` (slot stride c_ss),
+        position `pos` (int64): rotate q and k (ROPE), write k and v into slot pos when `write`, attend to
+        slots 0..pos (online softmax in float32; slot pos from registers) and store the output at out_ptr.
+        Shared by `decode_attention`'s kernel and `decode_layer`'s (CACHE: the cache modifier of the q / k /
+        v loads, ".cg" where other programs of the same launch wrote them)."""
         d = tl.arange(0, BLOCK_D)
         in_d = d < D
         cos = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -172,14 +172,13 @@ if triton is not None:
             sign = tl.where(first, -1.0, 1.0)
             cos = tl.load(cos_ptr + pair, mask=in_d, other=0.0).to(tl.float32)
             sin = tl.load(sin_ptr + pair, mask=in_d, other=0.0).to(tl.float32)
-        q = _rotated(q_ptr + row * q_sb + head * q_sh, d, in_d, cos, sin, partner, sign, ROPE)
+        q = _rotated(q_ptr, d, in_d, cos, sin, partner, sign, ROPE, CACHE)
         q = (q.to(tl.float32) * scale).to(
             tl.float32
         )  # a float argument may arrive as fp64 (inductor's launcher)
-        k_new = _rotated(k_ptr + row * k_sb + kv_head * k_sh, d, in_d, cos, sin, partner, sign, ROPE)
-        v_new = tl.load(v_ptr + row * v_sb + kv_head * v_sh + d, mask=in_d, other=0.0)
-        cache = row * c_sb + kv_head * c_sh
-        if head % GROUP == 0:  # one writer per key/value head; every program uses k_new / v_new itself
+        k_new = _rotated(k_ptr, d, in_d, cos, sin, partner, sign, ROPE, CACHE)
+        v_new = tl.load(v_ptr + d, mask=in_d, other=0.0, cache_modifier=CACHE)
+        if write:  # one writer per key/value head; every program uses k_new / v_new itself
             tl.store(kc_ptr + cache + pos * c_ss + d, k_new.to(kc_ptr.dtype.element_ty), mask=in_d)
             tl.store(vc_ptr + cache + pos * c_ss + d, v_new.to(vc_ptr.dtype.element_ty), mask=in_d)
         m_i = tl.zeros([1], dtype=tl.float32) - float("inf")
@@ -207,7 +206,25 @@ if triton is not None:
         l_i = l_i * alpha + p
         acc = acc * alpha + p * v_new.to(tl.float32)
         out = acc / l_i
-        tl.store(out_ptr + row * o_sb + head * o_sh + d, out.to(out_ptr.dtype.element_ty), mask=in_d)
+        tl.store(out_ptr + d, out.to(out_ptr.dtype.element_ty), mask=in_d)
+
+    @triton.jit
+    def _decode_attention_kernel(
+        q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, pos_ptr, cos_ptr, sin_ptr, out_ptr,
+        q_sb, q_sh, k_sb, k_sh, v_sb, v_sh, c_sb, c_sh, c_ss, o_sb, o_sh,
+        scale,
+        GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+        ROPE: tl.constexpr,
+    ):  # fmt: skip
+        row = tl.program_id(0)
+        head = tl.program_id(1)
+        kv_head = head // GROUP
+        attend_one_query(
+            q_ptr + row * q_sb + head * q_sh, k_ptr + row * k_sb + kv_head * k_sh,
+            v_ptr + row * v_sb + kv_head * v_sh, kc_ptr, vc_ptr, row * c_sb + kv_head * c_sh,
+            tl.load(pos_ptr).to(tl.int64), cos_ptr, sin_ptr, out_ptr + row * o_sb + head * o_sh, c_ss, scale,
+            head % GROUP == 0, D, BLOCK_D, BLOCK_N, ROPE, "",
+        )  # fmt: skip
 
 
 def decode_attention_triton(

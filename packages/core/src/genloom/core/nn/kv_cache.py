@@ -34,6 +34,8 @@ class KVCache(nn.Module):
         shape = (batch_size, n_kv_heads, max_seq_len, head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # the grid-barrier counters of this layer's `decode_layer` launches (zero between launches)
+        self.register_buffer("sync", torch.zeros(2, dtype=torch.int32, device=device), persistent=False)
 
     @property
     def batch_size(self) -> int:
