@@ -1,6 +1,7 @@
 """A decode step's layers as one persistent kernel each (`decode_layer`) against five kernels each, on the GPU.
 
-    python benchmarks/decode_layer_sweep.py [--device cuda] [--sizes B XL] [--rows 2] [--replays 30]
+    python benchmarks/decode_layer_sweep.py [--device cuda] [--sizes B XL] [--rows 2] [--replays 30] \
+        [--layer-configs N] [--breakdown]
 
 Why: a LlamaGen-B step ran five kernels a layer at 4-6 us each (~24 us a layer against ~4.7 us of weight
 bytes at the copy bandwidth, docs/benchmarks.md session 10). For each size, all the layers of a step (12 for
@@ -105,12 +106,60 @@ def graph_time(fn: Callable[[], torch.Tensor], device: torch.device, replays: in
     return statistics.median(times)
 
 
+def breakdown(size: str, rows: int, device: torch.device, replays: int) -> None:
+    """Where a fused launch's time goes: each stage launched alone (no barrier), four grid barriers alone
+    (both polling forms), an empty launch of the same grid; us per layer over the stack."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def barriers_only(sync, POLL: tl.constexpr):
+        for b in tl.static_range(4):
+            dl._arrive(sync)
+            dl._wait(sync, (b + 1) * tl.num_programs(0), POLL)
+        dl._leave(sync)
+
+    @triton.jit
+    def empty(sync):
+        pass
+
+    stack = layers(size, rows, device, torch.bfloat16)
+    x = torch.randn(rows, 1, SIZES[size][1], device=device, dtype=torch.bfloat16)
+    pos = torch.tensor([POSITION], device=device)
+    cos, sin = (t.to(device) for t in rope_1d(SLOTS, HEAD_DIM))
+    programs = dl._programs(device)
+
+    def launch(layer: dict, stage: int) -> torch.Tensor:
+        return dl._launch(
+            x, layer["weights"], *layer["caches"], pos, cos[POSITION : POSITION + 1], sin[POSITION : POSITION + 1],
+            layer["sync"], (1e-5, 1e-5), HEAD_DIM**-0.5, layer["heads"], "interleaved", None, (stage,),
+        )  # fmt: skip
+
+    timings = {
+        f"stage {stage} alone": lambda s=stage: [launch(layer, s) for layer in stack] for stage in range(1, 6)
+    }
+    for poll in (0, 1):
+        timings[f"4 barriers alone, poll {poll}"] = lambda p=poll: [
+            barriers_only[(programs,)](layer["sync"], POLL=p, num_warps=dl.NUM_WARPS) for layer in stack
+        ]
+    timings["empty launch"] = lambda: [
+        empty[(programs,)](layer["sync"], num_warps=dl.NUM_WARPS) for layer in stack
+    ]
+    print(f"\n| size | {programs} programs x {dl.NUM_WARPS} warps | us per layer |\n| --- | --- | ---: |")
+    for name, fn in timings.items():
+        print(f"| {size} | {name} | {graph_time(fn, device, replays) * 1e6 / len(stack):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--sizes", nargs="+", default=["B", "XL"])
     parser.add_argument("--rows", type=int, default=2)
     parser.add_argument("--replays", type=int, default=30)
+    parser.add_argument(
+        "--layer-configs", type=int, default=len(CONFIGS), help="decode_layer configs to time"
+    )
+    parser.add_argument("--breakdown", action="store_true", help="also time the fused launch's parts (CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
@@ -129,7 +178,8 @@ def main() -> None:
             floor = per_layer / copy_rate * 1e6 if copy_rate else float("nan")
             reference = step(stack, five_kernels, x, pos, rope).float()
             scale = reference.abs().max()
-            variants = [("five_kernels", None)] + [(f"layer {t} x {w} warps", (t, w)) for t, w in CONFIGS]
+            configs = CONFIGS[: args.layer_configs]
+            variants = [("five_kernels", None)] + [(f"layer {t} x {w} warps", (t, w)) for t, w in configs]
             for name, config in variants:
                 if config is not None:
                     dl.TILE_ELEMENTS, dl.NUM_WARPS = config
@@ -142,6 +192,9 @@ def main() -> None:
                     f"| {size} | {args.rows} | {name} | {us:.2f} | {floor:.2f} | {us / floor:.2f}x | {diff:.1e} |"
                 )
             dl.TILE_ELEMENTS, dl.NUM_WARPS = CONFIGS[0]
+        if args.breakdown and on_cuda:
+            for size in args.sizes:
+                breakdown(size, args.rows, device, args.replays)
 
 
 if __name__ == "__main__":
