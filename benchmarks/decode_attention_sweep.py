@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
+from genloom.core.bench import graph_time
 from genloom.core.nn import decode_attention as da
 from genloom.core.nn.rope import rope_1d
 
@@ -58,23 +58,6 @@ def generation(shape: tuple[int, ...], device: torch.device, block_n: int, warps
     return run
 
 
-def graph_us(run, calls: int, replays: int) -> float:  # noqa: ANN001
-    run()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -93,7 +76,9 @@ def main() -> None:
                 if device.type != "cuda":
                     continue
                 try:
-                    results[name][f"{block_n}x{warps}"] = graph_us(run, shape[4], args.replays)
+                    results[name][f"{block_n}x{warps}"] = (
+                        graph_time(run, device, args.replays) * 1e6 / shape[4]
+                    )
                 except Exception as exc:  # noqa: BLE001 - a config that fails to compile is skipped
                     print(f"{name} {block_n}x{warps}: {type(exc).__name__}", flush=True)
         if not results[name]:

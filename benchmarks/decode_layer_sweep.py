@@ -18,12 +18,11 @@ the measured copy bandwidth), the ratio; and each variant's output against the f
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Callable
 
 import torch
 
-from genloom.core.bench import measure_ceilings
+from genloom.core.bench import graph_time, measure_ceilings
 from genloom.core.nn import decode_attention as da
 from genloom.core.nn import decode_kernels as dk
 from genloom.core.nn import decode_layer as dl
@@ -84,26 +83,6 @@ def step(stack: list[dict], run: Callable, x: torch.Tensor, pos: torch.Tensor, r
     for layer in stack:
         x = run(layer, x, pos, rope)
     return x
-
-
-def graph_time(fn: Callable[[], torch.Tensor], device: torch.device, replays: int) -> float:
-    """Median seconds of one replay of `fn` captured as a CUDA graph (events)."""
-    fn()
-    torch.cuda.synchronize(device)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    for _ in range(3):
-        graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def breakdown(size: str, rows: int, device: torch.device, replays: int) -> None:
@@ -185,8 +164,9 @@ def main() -> None:
                     dl.TILE_ELEMENTS, dl.NUM_WARPS = config
                 run = five_kernels if config is None else one_kernel
                 diff = ((step(stack, run, x, pos, rope).float() - reference).abs().max() / scale).item()
-                seconds = graph_time(lambda r=run, a=(stack, x, pos, rope): step(a[0], r, *a[1:]), device,
-                                     args.replays) if on_cuda else 0  # fmt: skip
+                seconds = graph_time(
+                    lambda r=run, a=(stack, x, pos, rope): step(a[0], r, *a[1:]), device, args.replays
+                )
                 us = seconds * 1e6 / len(stack)
                 print(
                     f"| {size} | {args.rows} | {name} | {us:.2f} | {floor:.2f} | {us / floor:.2f}x | {diff:.1e} |"

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from genloom.core.bench import measure
+from genloom.core.bench import graph_time
 from genloom.core.nn import attention as attention_module
 from genloom.core.nn import decode_kernels
 from genloom.core.nn.block import Block
@@ -64,19 +64,6 @@ def build(size: str, device: torch.device, dtype: torch.dtype) -> RasterAR:
     torch.manual_seed(0)
     grid, vocab = ((4, 4), 512) if size == "tiny" else ((16, 16), 16384)
     return random_llamagen(*SIZES[size], grid=grid, vocab_size=vocab).to(device, dtype).eval()
-
-
-def graph_time(fn, device: torch.device, replays: int = 50) -> float:  # noqa: ANN001
-    """Median seconds of one replay of `fn` captured as a CUDA graph (plain calls off CUDA, to check)."""
-    for _ in range(3):
-        fn()
-    if device.type != "cuda":
-        return measure(fn, warmup=0, iters=5, device=device).median
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return measure(graph.replay, warmup=0, iters=replays, device=device).median
 
 
 def write_kernel_table(fn, path: str) -> None:  # noqa: ANN001

@@ -93,6 +93,21 @@ def measure(
     return Timing(statistics.median(times), statistics.fmean(times), min(times), iters)
 
 
+def graph_time(fn: Callable[[], object], device: torch.device | str, replays: int = 50) -> float:
+    """Median seconds of one replay of `fn` captured as a CUDA graph (after 3 plain calls, which compile
+    what needs compiling, and 3 untimed replays); off CUDA, of a plain call (to check a script)."""
+    device = torch.device(device)
+    for _ in range(3):
+        fn()
+    if device.type != "cuda":
+        return measure(fn, warmup=0, iters=5, device=device).median
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return measure(graph.replay, warmup=3, iters=replays, device=device).median
+
+
 def measure_ceilings(
     device: torch.device | str = "cuda", *, copy_bytes: int = 1 << 30, matmul: int = 8192
 ) -> DeviceSpec:
