@@ -309,6 +309,49 @@ def test_kernel_config_rule_for_llamagen_b() -> None:
     )  # small K: one step
 
 
+def test_kernel_config_splits_k_only_where_the_caller_holds_counters() -> None:
+    """`split=True` (counters given): few outputs over >= 2 K steps take the no-dot split-K form, the
+    sweep's winners for LlamaGen-B's two residual products; nothing else changes."""
+    split = dict(block_n=8, block_k=256, num_warps=8, num_stages=1, dot=False)
+    assert dk.kernel_config(768, 768, 2, rows=2, split=True) == dk.KernelConfig(**split, split_k=2)  # 3 steps
+    assert dk.kernel_config(768, 2048, 2, rows=2, split=True) == dk.KernelConfig(**split, split_k=8)
+    # many outputs (XL's 1,280: 160 blocks of 8, no-dot unsplit), many rows, one K step: unchanged
+    for n, k, rows in ((2304, 768, 2), (1280, 3584, 2), (768, 768, 16), (768, 200, 2)):
+        assert dk.kernel_config(n, k, 2, rows=rows, split=True) == dk.kernel_config(n, k, 2, rows=rows)
+
+
+SPLIT_COUNTERS_CHECK = """
+import torch
+from genloom.core.nn import decode_kernels as dk
+
+for rows, n, k in ((2, 24, 600), (1, 40, 2048), (4, 8, 520)):
+    g = torch.Generator().manual_seed(n)
+    x, w, r = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(rows, n, generator=g)
+    counters = torch.zeros(16, dtype=torch.int32)
+    config = dk.kernel_config(n, k, 4, rows=rows, split=True)
+    assert config.split_k > 1 and not config.dot, config
+    got = dk._linear_residual_launch(x, w, r, None, None, counters)
+    want = dk.linear_residual_reference(x, w, r)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (rows, n, k, (got - want).abs().max())
+    assert int(counters.abs().sum()) == 0  # every n-block's last program set its counter back
+print("split-K with the caller's counters equals the reference")
+"""
+
+
+def test_split_k_with_the_callers_counters_in_the_interpreter(run_triton_interpreted) -> None:
+    out = run_triton_interpreted(SPLIT_COUNTERS_CHECK)
+    assert "split-K with the caller's counters equals the reference" in out
+
+
+def test_split_counters_are_checked_and_the_cpu_op_ignores_them() -> None:
+    x, _, weight, residual = _operands()
+    counters = torch.zeros(4, dtype=torch.int32)
+    assert torch.equal(dk.linear_residual(x, weight, residual, counters=counters), residual + x @ weight.T)
+    config = dk.KernelConfig(8, 16, split_k=2, dot=False)
+    with pytest.raises(InputError, match="int32 counters for 3 blocks"):
+        dk._split_k_buffers(config, x, 3, 2, 1, torch.zeros(2, dtype=torch.int32))
+
+
 # ---------------------------------------------------------------------------------------------- checks
 def _operands(rows: int = 2, n: int = 24, k: int = 32, dtype: torch.dtype = torch.float32):
     x = torch.randn(rows, k, dtype=dtype)
@@ -509,6 +552,25 @@ def test_compiled_ops_have_no_graph_breaks_and_replay_in_a_cuda_graph() -> None:
         static_x.copy_(torch.randn_like(x))
         graph.replay()
         assert _rel_err(static_out, run(static_x)) < 1e-3
+
+
+@pytest.mark.gpu
+def test_compiled_split_k_product_with_counters_replays_in_a_cuda_graph() -> None:
+    """The output projection with the caller's counters (split K) compiled and captured: the reference, the
+    counters zero after every replay."""
+    x = torch.randn(2, 1, 768, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(768, 2048, device="cuda", dtype=torch.bfloat16) / 45
+    hidden = torch.randn(2, 1, 2048, device="cuda", dtype=torch.bfloat16)
+    counters = torch.zeros(1024, dtype=torch.int32, device="cuda")
+    compiled = torch.compile(lambda h, r: dk.linear_residual(h, weight, r, None, counters), fullgraph=True)
+    want = dk.linear_residual_reference(hidden, weight, x)
+    assert _rel_err(compiled(hidden, x), want) < 2e-2
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = compiled(hidden, x)
+    for _ in range(3):
+        graph.replay()
+        assert _rel_err(out, want) < 2e-2 and int(counters.abs().sum()) == 0
 
 
 # ---------------------------------------------------------------------------------------------- in a Block

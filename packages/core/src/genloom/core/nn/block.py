@@ -53,7 +53,9 @@ class Block(nn.Module):
     RMSNorms, the fused qkv projection and the fused SwiGLU gate (`Transformer.fuse_projections`, which the
     compiled decoder calls) runs its weight products as `decode_kernels`: the input norm inside the qkv
     product, the residual adds inside the output and down projections, the norm and SiLU-multiply inside the
-    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules). On CUDA only
+    gate/up product: 4 kernels a layer (`fused_decode_kernels = False` keeps the modules); with a KV cache,
+    the two residual products of few outputs split K over more programs, counting arrivals in the cache's
+    `sync` counters (`split_k_products = False`: no split). On CUDA only
     where their launches are cheap (`triton_launch.launches_cheaply`: compiled code or a graph capture): an
     eager step keeps the modules, whose aten launches cost less host time.
 
@@ -65,6 +67,7 @@ class Block(nn.Module):
 
     fused_decode_kernels: bool = True
     fused_decode_layer: bool = False
+    split_k_products: bool = True
     decode_kernel_devices: tuple[str, ...] = ("cuda",)  # (tests add "cpu": the kernels' torch references run)
 
     def __init__(self, config: TransformerConfig, *, drop_path: float = 0.0) -> None:
@@ -193,10 +196,19 @@ class Block(nn.Module):
         norm = self.attn_norm
         qkv = kernels.rms_norm_linear(x, norm.weight, norm.eps, attn.wqkv.weight, attn.wqkv.bias)
         heads = attn.attend_projections(*attn.split_qkv(qkv), **attn_kwargs)
-        x = kernels.linear_residual(heads, attn.wo.weight, x, attn.wo.bias)
+        counters = self._split_counters(x)
+        x = kernels.linear_residual(heads, attn.wo.weight, x, attn.wo.bias, counters)
         norm = self.mlp_norm
         hidden = kernels.rms_norm_swiglu(x, norm.weight, norm.eps, mlp.w13.weight)
-        return kernels.linear_residual(hidden, mlp.w2.weight, x, mlp.w2.bias)
+        return kernels.linear_residual(hidden, mlp.w2.weight, x, mlp.w2.bias, counters)
+
+    def _split_counters(self, x: Tensor) -> Tensor | None:
+        """The KV cache's arrival counters, which let the two residual products split K (`split_k_products`;
+        none without a cache on x's device)."""
+        cache = self.attn.kv_cache
+        if not self.split_k_products or cache is None or cache.sync.device != x.device:
+            return None
+        return cache.sync
 
     def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         if not hasattr(self, "cross_attn"):

@@ -61,8 +61,9 @@ not run at once on two streams of one device, and the first split-K call on a de
 buffer) must run outside CUDA graph capture, as the first call of any config must anyway (it compiles).
 
 Configs come from `kernel_config` (a rule by N, K, the element size and M: the no-dot form for <= 4 rows
-and 128-1,024 blocks of 8 outputs, else the dot form; never split-K, whose counters, module state, cannot be
-traced by torch.compile into the op: split-K configs run through the `*_triton` functions only), never from
+and 128-1,024 blocks of 8 outputs, else the dot form; split-K only where the caller hands the op its
+arrival counters as an argument, which torch.compile traces as a mutated input: `linear_residual(...,
+counters=KVCache.sync)`; the device-wide buffer above, module state, could not be traced), never from
 `triton.autotune`, which benchmarks configs at its first call: impossible inside
 CUDA graph capture. Any other `KernelConfig` can be passed to the `*_triton` functions.
 
@@ -151,7 +152,7 @@ class KernelConfig:
 
 
 def kernel_config(
-    n: int, k: int, element_size: int, *, weight_blocks: int = 1, rows: int = MAX_ROWS
+    n: int, k: int, element_size: int, *, weight_blocks: int = 1, rows: int = MAX_ROWS, split: bool = False
 ) -> KernelConfig:
     """The config for a product with `n` outputs (per weight block), `k` inputs and `rows` rows of x.
 
@@ -160,8 +161,10 @@ def kernel_config(
     the qkv and gate/up products at 0.70x / 0.61x the compiled torch product): the no-dot form, 8 outputs and
     256 inputs a step per program, 8 warps, 1 stage. Everything else takes the dot form below (in the same
     sweep 0.71x for the 768 x 768 output projection, 0.73x for the 768 x 2048 down projection, 0.88x for a
-    16,384-word head with 2 stages). Never split-K: its arrival counters are module state, which
-    torch.compile cannot trace into the op (split-K configs run through the `*_triton` functions only).
+    16,384-word head with 2 stages). With `split` (the caller holds arrival counters, `linear_residual`'s
+    `counters`), a product of fewer than TARGET_PROGRAMS blocks of 8 outputs over at least two K steps takes
+    the no-dot form with K split into the largest power of two <= its steps (LlamaGen-B's 768-output
+    products: 2 over K = 768, 8 over K = 2048, the sweep's best at 3.69 / 4.39 us against 3.95 / 5.51).
 
     block_n: the largest of 64 / 32 / 16 that still gives TARGET_PROGRAMS programs (LlamaGen-B: 16 for the
     2304 qkv and the 2 x 2048 gate/up outputs, 144 and 128 programs; 16 for the 768-output products, only 48
@@ -171,6 +174,12 @@ def kernel_config(
     stages instead of three where there are fewer than TARGET_PROGRAMS programs (two for a few rows and many
     programs: the sweep's best head config)."""
     blocks = _cdiv(n, NO_DOT_BLOCK_N)
+    steps = _cdiv(k, NO_DOT_BLOCK_K)
+    if split and rows <= NO_DOT_MAX_ROWS and weight_blocks == 1 and blocks < TARGET_PROGRAMS and steps >= 2:
+        # few outputs (LlamaGen-B's 768-output products): the no-dot form with K split over more programs,
+        # one split per K step up to a power of two (the sweep's best: split 2 over K = 768, 8 over 2048)
+        return KernelConfig(NO_DOT_BLOCK_N, NO_DOT_BLOCK_K, num_warps=8, num_stages=1,
+                            split_k=1 << (steps.bit_length() - 1), dot=False)  # fmt: skip
     if rows <= NO_DOT_MAX_ROWS and TARGET_PROGRAMS <= blocks <= NO_DOT_MAX_PROGRAMS:
         block_k = min(NO_DOT_BLOCK_K, max(16, 1 << (k - 1).bit_length()))
         return KernelConfig(NO_DOT_BLOCK_N, block_k, num_warps=8, num_stages=1, dot=False)
@@ -282,13 +291,16 @@ def _unit_stride(weight: Tensor) -> Tensor:
 
 
 def _prepared(
-    name: str, x: Tensor, weight: Tensor, config: KernelConfig | None, *, weight_blocks: int = 1
-) -> tuple[Tensor, Tensor, tuple[int, int, int], KernelConfig, Tensor]:
+    name: str, x: Tensor, weight: Tensor, config: KernelConfig | None, *, weight_blocks: int = 1,
+    split: bool = False,
+) -> tuple[Tensor, Tensor, tuple[int, int, int], KernelConfig, Tensor]:  # fmt: skip
     """A launch's operands: x as [M, K] rows, the weight with unit stride, (M, K, N outputs per weight block),
-    the config (`kernel_config`'s unless given) and the uninitialised output [M, N]."""
+    the config (`kernel_config`'s unless given; `split`: split-K allowed) and the uninitialised output [M, N]."""
     x2d, weight = _rows(name, x), _unit_stride(weight)
     (rows, k), n = x2d.shape, weight.shape[0] // weight_blocks
-    config = config or kernel_config(n, k, x.element_size(), weight_blocks=weight_blocks, rows=rows)
+    config = config or kernel_config(
+        n, k, x.element_size(), weight_blocks=weight_blocks, rows=rows, split=split
+    )
     return x2d, weight, (rows, k, n), config, x2d.new_empty((rows, n))
 
 
@@ -314,14 +326,20 @@ _COUNTERS: dict[torch.device, Tensor] = {}
 
 
 def _split_k_buffers(
-    config: KernelConfig, x: Tensor, grid_n: int, block_m: int, parts: int
+    config: KernelConfig, x: Tensor, grid_n: int, block_m: int, parts: int, counters: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """(workspace, counters) of a launch: `parts` float32 tiles [BLOCK_N, BLOCK_M] (products; sums of
     squares for a norm) per (split, n-block), uninitialised; the device's int32 arrival counters, which every
     launch leaves zero (kept for the process: a captured CUDA graph holds their address)."""
     if grid_n > COUNTER_SLOTS:
         raise InputError(f"split-K takes at most {COUNTER_SLOTS} blocks of outputs, got {grid_n}")
-    counters = _COUNTERS.get(x.device)
+    if counters is not None:  # the caller's zeroed counters (an op argument, which torch.compile traces)
+        if counters.numel() < grid_n or counters.dtype != torch.int32:
+            raise InputError(
+                f"split-K needs int32 counters for {grid_n} blocks, got {counters.dtype} {tuple(counters.shape)}"
+            )
+    else:
+        counters = _COUNTERS.get(x.device)
     if counters is None:
         counters = _COUNTERS.setdefault(
             x.device, torch.zeros(COUNTER_SLOTS, dtype=torch.int32, device=x.device)
@@ -339,14 +357,15 @@ def _launch(
     n: int,
     parts: int,
     args: tuple,
+    counters: Tensor | None = None,
     **constexprs: object,
 ) -> None:
     """Launch `kernel` over (n-blocks, splits) with `args` (the kernel's arguments before its workspace and
-    counters) and the config's constexprs."""
+    counters) and the config's constexprs; split-K counts arrivals in `counters` (else the device's)."""
     (rows, k), grid_n = x2d.shape, triton.cdiv(n, config.block_n)
     block_m = _block_m(config, name, rows)
     if config.split_k > 1:
-        workspace, counters = _split_k_buffers(config, x2d, grid_n, block_m, parts)
+        workspace, counters = _split_k_buffers(config, x2d, grid_n, block_m, parts, counters)
     else:  # unused (the split-K code is compiled out); any pointers
         workspace, counters = x2d, x2d
     launcher(kernel)[(grid_n, config.split_k)](
@@ -705,17 +724,26 @@ def linear_residual_triton(
 
 
 def _linear_residual_launch(
-    x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None, config: KernelConfig | None
+    x: Tensor,
+    weight: Tensor,
+    residual: Tensor,
+    bias: Tensor | None,
+    config: KernelConfig | None,
+    counters: Tensor | None = None,
 ) -> Tensor:
-    """The launch of `linear_residual_triton`, on checked inputs (the op's path: its caller checked them)."""
-    x2d, weight, (rows, k, n), config, y = _prepared("linear_residual_triton", x, weight, config)
+    """The launch of `linear_residual_triton`, on checked inputs (the op's path: its caller checked them);
+    with `counters` the default config may split K (`kernel_config(split=True)`)."""
+    x2d, weight, (rows, k, n), config, y = _prepared(
+        "linear_residual_triton", x, weight, config, split=counters is not None
+    )
     skip = residual.reshape(rows, n)
     skip = skip if skip.stride(-1) == 1 else skip.contiguous()
     args = (x2d, weight, weight if bias is None else bias, skip, y, rows, n, k, x2d.stride(0), weight.stride(0),
             skip.stride(0))  # fmt: skip
     _launch(
-        _linear_residual_kernel, "linear_residual_triton", config, x2d, n, 1, args, HAS_BIAS=bias is not None
-    )
+        _linear_residual_kernel, "linear_residual_triton", config, x2d, n, 1, args, counters,
+        HAS_BIAS=bias is not None,
+    )  # fmt: skip
     return y.view(*x.shape[:-1], n)
 
 
@@ -756,10 +784,12 @@ def _rms_norm_linear_op(
     return rms_norm_linear_reference(x, norm_weight, eps, weight, bias)
 
 
-@triton_op("genloom_core::linear_residual", mutates_args=())
-def _linear_residual_op(x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None) -> Tensor:
+@triton_op("genloom_core::linear_residual", mutates_args={"counters"})
+def _linear_residual_op(
+    x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None, counters: Tensor | None
+) -> Tensor:
     if _triton_serves(x):
-        return _linear_residual_launch(x, weight, residual, bias, None)
+        return _linear_residual_launch(x, weight, residual, bias, None, counters)
     return linear_residual_reference(x, weight, residual, bias)
 
 
@@ -779,11 +809,15 @@ def rms_norm_linear(
     return _rms_norm_linear_op(x, norm_weight, float(eps), weight, bias)
 
 
-def linear_residual(x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None = None) -> Tensor:
+def linear_residual(
+    x: Tensor, weight: Tensor, residual: Tensor, bias: Tensor | None = None, counters: Tensor | None = None
+) -> Tensor:
     """`residual + F.linear(x, weight, bias)`: x [..., K], weight [N, K], residual [..., N] -> [..., N].
-    One Triton kernel for CUDA inputs of <= 16 rows, torch otherwise."""
+    One Triton kernel for CUDA inputs of <= 16 rows, torch otherwise. `counters`: zeroed int32 arrival
+    counters (one per block of 8 outputs; left zero), which let a product of few outputs split its K over
+    more programs (`kernel_config(split=True)`; `KVCache.sync` holds a layer's)."""
     _check_linear_residual(x, weight, residual, bias)
-    return _linear_residual_op(x, weight, residual, bias)
+    return _linear_residual_op(x, weight, residual, bias, counters)
 
 
 def rms_norm_swiglu(x: Tensor, norm_weight: Tensor, eps: float, gate_up_weight: Tensor) -> Tensor:

@@ -16,6 +16,8 @@ from genloom.core.errors import InputError
 
 __all__ = ["KVCache"]
 
+SYNC_SLOTS = 1024  # counters a launch may use: split-K's one per block of 8 outputs (8,192 outputs)
+
 
 class KVCache(nn.Module):
     """Per-layer key/value cache; buffers are non-persistent (never part of a checkpoint)."""
@@ -34,8 +36,11 @@ class KVCache(nn.Module):
         shape = (batch_size, n_kv_heads, max_seq_len, head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        # the grid-barrier counters of this layer's `decode_layer` launches (zero between launches)
-        self.register_buffer("sync", torch.zeros(2, dtype=torch.int32, device=device), persistent=False)
+        # arrival counters of this layer's decode kernels (split-K products, `decode_layer`'s grid barriers),
+        # zero between launches
+        self.register_buffer(
+            "sync", torch.zeros(SYNC_SLOTS, dtype=torch.int32, device=device), persistent=False
+        )
 
     @property
     def batch_size(self) -> int:
