@@ -25,12 +25,17 @@ time), with the next chunk's load issued before the current one is used (two chu
 Scratch activations written inside the launch are read with `.cg` (from L2, past the SM's L1).
 
 The barrier: a program's threads finish their stores (`debug_barrier`), one thread adds 1 to the layer's
-arrival counter with release semantics at GPU scope, the program issues its prefetch, then spins on a
-volatile read of the counter until it reaches b * P for barrier b and acquires. The counter only grows
-within a launch; after its last barrier each program adds 1 to an exit counter, and the last one sets both
-back to 0, so every launch finds them zero (no memset kernel; a CUDA graph replays it). The counters are
-`Block.decode_sync`, an int32 [2] buffer per layer, passed to the op as a mutated argument so torch.compile
-traces it. Two launches of one layer must not run at once on two streams.
+arrival counter with release semantics at GPU scope, the program issues its prefetch, then one thread per
+program polls the counter (a relaxed atomic read; every thread polling by volatile loads flooded the
+counter's L2 slice: 2.2 against 1.1 us a barrier on an H100) until it reaches b * P for barrier b, and
+acquires. The counter only grows within a launch; after its last barrier each program adds 1 to an exit
+counter, and the last one sets both back to 0, so every launch finds them zero (no memset kernel; a CUDA
+graph replays it). The counters are the first two of the layer's KV-cache counters (`KVCache.sync`, int32,
+zero between launches), passed to the op as a mutated argument so torch.compile traces them. Two launches of
+one layer must not run at once on two streams.
+
+Measured (docs/benchmarks.md, session 11): slower than the five kernels it replaces (LlamaGen-B 28.0 against
+21.6 us a layer; XL 50.2 against 37.8), so `Block` takes it only when asked (`fused_decode_layer`).
 
 Numerics: the rounding points of the eager modules (qkv, the attention output, each residual product and the
 SwiGLU's gate / up rounded to the activation dtype); summation order differs from cuBLAS (bf16 tolerance;
@@ -542,7 +547,7 @@ def decode_layer(
     """One decode step x [B, 1, D] -> [B, 1, D] through a pre-norm layer (RMSNorm, fused qkv, causal
     attention on the static cache [B, Hkv, S, Dh] at slot `input_pos`, RoPE rows `rope` (cos, sin) [1, Dh/2]
     or None, fused SwiGLU, no biases), writing the step's keys and values into the caches. `weights`:
-    `WEIGHT_ORDER`; `eps`: the two norms'; `sync`: int32 [2] zeros (left zero). One Triton launch on
+    `WEIGHT_ORDER`; `eps`: the two norms'; `sync`: int32 zeros, >= 2 (left zero). One Triton launch on
     CUDA for <= MAX_ROWS rows, the torch reference otherwise."""
     _check(x, weights, k_cache, v_cache, input_pos, rope, n_heads, rope_layout)
     cos, sin = (None, None) if rope is None else rope
