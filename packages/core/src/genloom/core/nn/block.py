@@ -63,7 +63,7 @@ class Block(nn.Module):
     KV cache under the causal mask (no biases, no qk-norm; RoPE rows of this position or none) with at most
     `decode_layer.MAX_ROWS` rows runs the whole layer as ONE persistent kernel with grid barriers
     (`decode_layer`) instead of the four kernels and `decode_attention`. On an H100 it is slower (LlamaGen-B
-    layer 28.8 against 21.8 us, docs/benchmarks.md session 11), hence off."""
+    layer 28.0 against 21.6 us, docs/benchmarks.md session 11), hence off."""
 
     fused_decode_kernels: bool = True
     fused_decode_layer: bool = False
