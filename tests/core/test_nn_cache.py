@@ -191,3 +191,16 @@ def test_encoder_decoder_cached_decoding_equals_teacher_forcing() -> None:
     assert (full3[1] - full[1]).abs().max() > 1e-4
     rebuilt = EncoderDecoder.from_dict(model.to_dict())
     assert rebuilt.to_dict() == model.to_dict()
+
+
+def test_cache_state_stays_out_of_checkpoints() -> None:
+    """Keys, values and the decode kernels' arrival counters (`KVCache.sync`, zero) are run state: a model's
+    state_dict is the same with and without a cache, so checkpoints do not change."""
+    model = Transformer(
+        TransformerConfig(dim=32, n_layers=2, n_heads=4, vocab_size=20, rope="1d", max_seq_len=16)
+    )
+    before = set(model.state_dict())
+    model.setup_cache(2, 16)
+    assert set(model.state_dict()) == before
+    cache = model.layers[0].attn.kv_cache
+    assert cache.sync.dtype == torch.int32 and not cache.sync.any()
