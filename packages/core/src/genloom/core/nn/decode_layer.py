@@ -39,8 +39,8 @@ Measured (docs/benchmarks.md, session 11): slower than the five kernels it repla
 
 Numerics: the rounding points of the eager modules (qkv, the attention output, each residual product and the
 SwiGLU's gate / up rounded to the activation dtype); summation order differs from cuBLAS (bf16 tolerance;
-float32 to rounding). Without Triton, off CUDA, or under TRITON_INTERPRET=1 with `stage` set, the same math
-runs as the torch reference or stage by stage (one launch per stage, no barrier: how the CPU tests run the
+float32 to rounding). Without Triton or off CUDA the same math runs as the torch reference; `staged=True`
+runs it stage by stage (one launch per stage, no barrier: how the CPU tests run the
 kernel's code through Triton's interpreter, which runs programs one after another and so cannot spin).
 """
 
