@@ -81,7 +81,7 @@ for rows, dim, heads, kv_heads, head_dim, hidden, programs, pos, layout in cases
     kw = dict(eps=(1e-5, 1e-6), scale=head_dim**-0.5, n_heads=heads, rope_layout=layout or "half")
     want = dl.decode_layer_reference(x, weights, *ref_caches, torch.tensor([pos]), rope, **kw)
     sync = torch.zeros(2, dtype=torch.int32)
-    got = dl.decode_layer_triton(x, weights, *caches, torch.tensor([pos]), rope, sync, programs=programs,
+    got = dl.decode_layer(x, weights, *caches, torch.tensor([pos]), rope, sync, programs=programs,
                                  staged=True, **kw)
     err = (got - want).abs().max().item()
     assert err < 1e-5, (rows, dim, programs, err)

@@ -66,7 +66,7 @@ try:  # Triton ships with CUDA builds of torch; without it the op runs its torch
 except ImportError:  # pragma: no cover - depends on the torch build
     triton = None
 
-__all__ = ["MAX_ROWS", "WEIGHT_ORDER", "decode_layer", "decode_layer_reference", "decode_layer_triton"]
+__all__ = ["MAX_ROWS", "WEIGHT_ORDER", "decode_layer", "decode_layer_reference"]
 
 MAX_ROWS = 4  # rows (batch x CFG) a launch takes: the GEMVs loop over rows one at a time
 TILE_ELEMENTS = 8192  # weight elements a program loads per chunk (16 kB in bf16; two chunks in flight)
@@ -414,9 +414,9 @@ def _launch(
     attn_norm, wqkv, wo, mlp_norm, w13, w2 = (w.contiguous() for w in weights)
     batch, _, dim = x.shape
     if batch > MAX_ROWS:
-        raise InputError(f"decode_layer_triton takes at most {MAX_ROWS} rows, got {batch}")
+        raise InputError(f"decode_layer: the kernel takes at most {MAX_ROWS} rows, got {batch}")
     if k_cache.stride(-1) != 1:
-        raise InputError("decode_layer_triton: the caches' head dimension must be contiguous")
+        raise InputError("decode_layer: the caches' head dimension must be contiguous")
     kv_heads, head_dim = k_cache.shape[1], k_cache.shape[3]
     hidden = w13.shape[0] // 2
     programs = programs or _programs(x.device)
@@ -445,47 +445,6 @@ def _launch(
             ROPE=layout, STAGE=stage, num_warps=NUM_WARPS, num_stages=1,
         )  # fmt: skip
     return y.view(batch, 1, dim)
-
-
-def decode_layer_triton(
-    x: Tensor,
-    weights: tuple[Tensor, ...],
-    k_cache: Tensor,
-    v_cache: Tensor,
-    input_pos: Tensor,
-    rope: tuple[Tensor, Tensor] | None,
-    sync: Tensor,
-    *,
-    eps: tuple[float, float],
-    scale: float,
-    n_heads: int,
-    rope_layout: str = "interleaved",
-    programs: int | None = None,
-    staged: bool = False,
-) -> Tensor:
-    """Launch the kernel directly: fused with barriers (CUDA), or `staged` (one launch per stage, no
-    barrier: CUDA, or CPU tensors under TRITON_INTERPRET=1). `programs` defaults to the SM count."""
-    if triton is None:
-        raise InputError("decode_layer_triton needs Triton")
-    _check(x, weights, k_cache, v_cache, input_pos, rope, n_heads, rope_layout)
-    cos, sin = (None, None) if rope is None else rope
-    stages = (1, 2, 3, 4, 5) if staged else (0,)
-    return _launch(
-        x,
-        weights,
-        k_cache,
-        v_cache,
-        input_pos,
-        cos,
-        sin,
-        sync,
-        eps,
-        scale,
-        n_heads,
-        rope_layout,
-        programs,
-        stages,
-    )
 
 
 @triton_op("genloom_core::decode_layer", mutates_args={"k_cache", "v_cache", "sync"})
@@ -543,14 +502,28 @@ def decode_layer(
     scale: float,
     n_heads: int,
     rope_layout: str = "interleaved",
+    programs: int | None = None,
+    staged: bool = False,
 ) -> Tensor:
     """One decode step x [B, 1, D] -> [B, 1, D] through a pre-norm layer (RMSNorm, fused qkv, causal
     attention on the static cache [B, Hkv, S, Dh] at slot `input_pos`, RoPE rows `rope` (cos, sin) [1, Dh/2]
     or None, fused SwiGLU, no biases), writing the step's keys and values into the caches. `weights`:
     `WEIGHT_ORDER`; `eps`: the two norms'; `sync`: int32 zeros, >= 2 (left zero). One Triton launch on
-    CUDA for <= MAX_ROWS rows, the torch reference otherwise."""
+    CUDA for <= MAX_ROWS rows, the torch reference otherwise.
+
+    `programs` (default: PROGRAMS_PER_SM per SM) or `staged` launch the kernel directly, not through the op:
+    `staged` runs one launch per stage with no barrier (CUDA, or CPU tensors under TRITON_INTERPRET=1, how
+    the CPU tests run the kernel)."""
     _check(x, weights, k_cache, v_cache, input_pos, rope, n_heads, rope_layout)
     cos, sin = (None, None) if rope is None else rope
+    if staged or programs is not None:
+        if triton is None:
+            raise InputError("decode_layer: a direct launch (programs / staged) needs Triton")
+        stages = (1, 2, 3, 4, 5) if staged else (0,)
+        return _launch(
+            x, weights, k_cache, v_cache, input_pos, cos, sin, sync, eps, scale, n_heads, rope_layout, programs,
+            stages,
+        )  # fmt: skip
     if triton is None or not x.is_cuda:  # the torch ops directly: no custom-op dispatch on the CPU
         return decode_layer_reference(
             x, weights, k_cache, v_cache, input_pos, rope, eps=eps, scale=scale, n_heads=n_heads,
