@@ -331,7 +331,9 @@ def pass_models(
     def decoder_pass(target: int) -> Callable:
         inputs = torch.randn(batch, target, s_dim, device=device, dtype=args.dtype)
         full = torch.full((batch,), target, device=device)
-        return lambda m: m.decode_logits(inputs, full, memory, source_mask)[0]
+        # the network's pass: logits in the model's dtype (a decoder casts them to float32 inside its own
+        # first kernel, compiled with it)
+        return lambda m: m.decode_logits(inputs, full, memory, source_mask, float32=False)[0]
 
     return {
         # the pass as MaskGIT's graphed sampler replays it (`forward` adds range checks: two host reads)

@@ -34,6 +34,21 @@ def test_replays_follow_new_inputs_and_in_place_state() -> None:
     assert len(cache) == 0
 
 
+def test_host_inputs_without_a_cuda_device_just_call() -> None:
+    cache = GraphCache(lambda x: x + 1, device="cpu")
+    assert torch.equal(cache("k", torch.zeros(2)), torch.ones(2)) and len(cache) == 0
+
+
+@pytest.mark.gpu
+def test_host_inputs_are_copied_into_the_graph_on_its_device() -> None:
+    cache = GraphCache(lambda x: (x * 2).sum(1), warmup=1, device="cuda")
+    for seed in range(3):
+        x = torch.randint(0, 100, (1, 9), generator=torch.Generator().manual_seed(seed))  # on the host
+        out = cache("a", x)
+        assert out.is_cuda and torch.equal(out.cpu(), (x * 2).sum(1))
+    assert len(cache) == 1
+
+
 def test_memory_fingerprint_changes_when_weights_or_cache_move_not_when_loaded_in_place() -> None:
     from torch import nn
 

@@ -105,12 +105,18 @@ def _compiled_per_width(fn: Callable, backend: str, max_width: int) -> Callable:
     compiled = torch.compile(fn, backend=backend, dynamic=None)
     limit = max(64, 4 * (max_width // GRAPH_SOURCE_BUCKET + 1))
 
-    def run(source: Tensor, source_length: Tensor) -> Any:
-        torch._dynamo.maybe_mark_dynamic(source, 1)
+    def run(packed: Tensor) -> Any:
+        torch._dynamo.maybe_mark_dynamic(packed, 1)
         with torch._dynamo.config.patch(recompile_limit=limit):
-            return compiled(source, source_length)
+            return compiled(packed)
 
     return run
+
+
+def _unpacking(fn: Callable[[Tensor, Tensor], Any]) -> Callable[[Tensor], Any]:
+    """`fn(source, source_length)` as a function of one packed tensor [B, S + 1] (the lengths its last column):
+    a graphed pass then takes its input in one host-to-device copy."""
+    return lambda packed: fn(packed[:, :-1], packed[:, -1])
 
 
 class NonAutoregressiveTranslator(nn.Module):
@@ -160,18 +166,22 @@ class NonAutoregressiveTranslator(nn.Module):
         GRAPH_SOURCE_BUCKET, so a few widths share graphs; the padding is masked, the outputs are the unpadded
         call's. `graphed` a string: `fn` goes through torch.compile with that backend ("inductor": fused
         kernels, one compile per padded width) before it is captured."""
+        device = next(self.parameters()).device
         if not graphed:
-            return fn(source, source_length)
+            return fn(source.to(device), source_length.to(device))
         backend = graphed if isinstance(graphed, str) else None
         cache = self._graph_caches.get((key, backend))
         if cache is None:
-            pass_fn = (
-                fn if backend is None else _compiled_per_width(fn, backend, self.config.max_source_length)
-            )
-            # the NAR passes use no KV cache or cached context: the per-call refresh checks the weights only
-            cache = self._graph_caches[(key, backend)] = GraphCache(pass_fn, watch=self, watch_caches=False)
+            pass_fn = _unpacking(fn)
+            if backend is not None:
+                pass_fn = _compiled_per_width(pass_fn, backend, self.config.max_source_length)
+            # the NAR passes use no KV cache or cached context: the per-call refresh checks the weights only;
+            # a host batch goes into the graph's input in one copy
+            cache = GraphCache(pass_fn, watch=self, watch_caches=False, device=device)
+            self._graph_caches[(key, backend)] = cache
         cache.refresh()
-        return cache(None, source, source_length)
+        packed = torch.cat([source, source_length.to(source.device).unsqueeze(1)], 1)
+        return cache(None, packed if device.type == "cuda" else packed.to(device))
 
     def _lm_options(
         self, device: torch.device, bigram: Tensor | None, lm_weight: float
@@ -195,16 +205,25 @@ class NonAutoregressiveTranslator(nn.Module):
         return held[1]
 
     def decode_logits(
-        self, inputs: Tensor, decoder_length: Tensor, memory: Tensor, source_mask: Tensor
+        self,
+        inputs: Tensor,
+        decoder_length: Tensor,
+        memory: Tensor,
+        source_mask: Tensor,
+        *,
+        float32: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        """-> (logits [B, L, V] float32, final hidden states [B, L, D])."""
+        """-> (logits [B, L, V], float32 or with `float32=False` in the model's dtype (a compiled consumer then
+        fuses the cast into its own first kernel instead of a separate pass over the logits), final hidden
+        states [B, L, D])."""
         hidden = self.decoder.features(
             embeddings=inputs,
             key_padding_mask=padding_mask(decoder_length, inputs.shape[1]),
             context=memory,
             context_mask=source_mask,
         )
-        return self.decoder.output(hidden).float(), hidden
+        logits = self.decoder.output(hidden)
+        return logits.float() if float32 else logits, hidden
 
     def _check_target(self, batch: Seq2SeqBatch) -> None:
         check_source(batch.source, batch.source_length, self.config, target_length=batch.target_length)
@@ -267,7 +286,9 @@ class VanillaNAT(_LengthPredicting):
         """Argmax of every position of the predicted length. `graphed` (the GPU fast path) runs the pass at the
         fixed width `max_target_length` (padding masked) and replays it from a CUDA graph per padded source
         width; the same tokens as the eager call."""
-        source, source_length = placed_source(self, source, source_length, pad_to=_bucket(graphed))
+        source, source_length = placed_source(
+            self, source, source_length, pad_to=_bucket(graphed), to_device=not graphed
+        )
         if graphed:
             tokens = self._run_graphable(self._graphable_pass, "nat", source, source_length, graphed)
         else:
@@ -355,7 +376,9 @@ class CMLM(_LengthPredicting):
         source width and options; the same tokens as the eager call."""
         if iterations < 1 or length_beam < 1:
             raise TextInputError(f"iterations and length_beam must be >= 1, got {iterations}, {length_beam}")
-        source, source_length = placed_source(self, source, source_length, pad_to=_bucket(graphed))
+        source, source_length = placed_source(
+            self, source, source_length, pad_to=_bucket(graphed), to_device=not graphed
+        )
         if graphed:
             decode = functools.partial(
                 self._graphable_mask_predict, iterations=iterations, length_beam=length_beam
@@ -441,13 +464,15 @@ class CTCNAT(NonAutoregressiveTranslator):
         [V, V] (`lm_weight`) and a `length_bonus` per label. `graphed` (the GPU fast path) replays the network
         pass and the collapse or the search from a CUDA graph per padded source width; the same labels as
         the eager call."""
-        source, source_length = placed_source(self, source, source_length, pad_to=_bucket(graphed))
+        source, source_length = placed_source(
+            self, source, source_length, pad_to=_bucket(graphed), to_device=not graphed
+        )
         if beam_size < 1:
             raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
         if beam_size == 1 and not lm_weight:
             labels, _ = self._run_graphable(self._graphable_pass, "ctc", source, source_length, graphed)
             return Translation(strip_specials(labels), decoder_passes=1)
-        lm, lm_key = self._lm_options(source.device, bigram, lm_weight)
+        lm, lm_key = self._lm_options(next(self.parameters()).device, bigram, lm_weight)
         search = functools.partial(
             self._graphable_beam, beam_size=beam_size, length_bonus=float(length_bonus), **lm
         )
@@ -510,7 +535,7 @@ class DATransformer(NonAutoregressiveTranslator):
             source.shape[1] + 2, self.config.upsample_ratio, max_length=self.config.max_decoder_length
         )
         logits, links = self._forward_graph(
-            self.vertex_inputs(source, source_length, graph, width), graph, memory, source_mask
+            self.vertex_inputs(source, source_length, graph, width), graph, memory, source_mask, float32=False
         )
         # the decoding runs in float32 (a bf16 model's head and link scores come out in bf16)
         logits = logits.float()
@@ -564,8 +589,10 @@ class DATransformer(NonAutoregressiveTranslator):
         tokens, _ = dag_beam_decode(links, log_probs, graph, pad=PAD_ID, **options)
         return tokens
 
-    def _forward_graph(self, inputs, graph, memory, source_mask) -> tuple[Tensor, Tensor]:
-        logits, hidden = self.decode_logits(inputs, graph, memory, source_mask)
+    def _forward_graph(
+        self, inputs, graph, memory, source_mask, *, float32: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        logits, hidden = self.decode_logits(inputs, graph, memory, source_mask, float32=float32)
         return logits, self.link_head(hidden, graph)
 
     def loss(self, batch: Seq2SeqBatch, *, glance_ratio: float = 0.0) -> Tensor:
@@ -620,13 +647,15 @@ class DATransformer(NonAutoregressiveTranslator):
         repeated tokens). `graphed=True` (the GPU fast path) replays the network pass (encoder, vertex states,
         links) and the decoding, any strategy, from one CUDA graph per padded source width; a backend name
         ("inductor") compiles both first; the same tokens as the eager call."""
-        source, source_length = placed_source(self, source, source_length, pad_to=_bucket(graphed))
+        source, source_length = placed_source(
+            self, source, source_length, pad_to=_bucket(graphed), to_device=not graphed
+        )
         if strategy not in ("greedy", "lookahead", "viterbi", "joint-viterbi", "beam"):
             raise TextInputError(
                 f"unknown DAG decoding strategy {strategy!r}; use greedy, lookahead, viterbi, joint-viterbi "
                 "or beam"
             )
-        lm, lm_key = self._lm_options(source.device, bigram, lm_weight)
+        lm, lm_key = self._lm_options(next(self.parameters()).device, bigram, lm_weight)
         if strategy in ("greedy", "lookahead"):
             step_beta = None if strategy == "greedy" else float(beta)
             decode = functools.partial(

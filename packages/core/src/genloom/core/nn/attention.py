@@ -16,6 +16,9 @@ H100 (LlamaGen-B, 257 cached keys) it cost 10.6 us per layer against 8.7 us for 
 mask preparation (benchmarks/decode_step_profile.py times both). A decode step on a KV cache under the causal
 mask (`is_causal` with one query and a cache, as `Transformer` plans it) runs `decode_attention` instead: the
 cache write and the attention over the filled slots as one Triton kernel (the LlamaGen-B step 451 -> 396 us).
+A key-padding mask (`KeyPadding`: a translator's source, padded sequences of a bidirectional model) runs
+`padded_attention`: on CUDA in bf16 / fp16 without autograd one Triton kernel that reads one flag per key
+instead of SDPA's dense [B, 1, Lq, Lk] mask; elsewhere SDPA with that dense mask.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .config import TransformerConfig
 from .decode_attention import decode_attention
 from .kv_cache import KVCache
 from .norms import make_norm
+from .padded_attention import KeyPadding, padded_attention
 from .rope import apply_rope
 
 __all__ = ["Attention", "flex_attention_fn", "single_query_attention"]
@@ -70,6 +74,10 @@ def single_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
 
 class Attention(nn.Module):
     """Self-attention (`cross=False`) or cross-attention over a context of width `config.context_size`."""
+
+    # a `KeyPadding` mask runs `padded_attention` (one Triton kernel on CUDA in bf16 / fp16 without
+    # autograd); False: SDPA with the dense mask everywhere (benchmarks compare the two)
+    padded_kernel: bool = True
 
     def __init__(self, config: TransformerConfig, *, cross: bool = False) -> None:
         super().__init__()
@@ -188,7 +196,7 @@ class Attention(nn.Module):
         x: Tensor,
         *,
         rope: tuple[Tensor, Tensor] | None = None,
-        mask: Tensor | None = None,
+        mask: Tensor | KeyPadding | None = None,
         is_causal: bool = False,
         input_pos: Tensor | None = None,
         kv_len: int | None = None,
@@ -197,7 +205,7 @@ class Attention(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:
         """x [B, L, dim] -> [B, L, dim]. Self-attention: `rope` (cos, sin) [L, D/2], `mask` bool broadcast to
-        [B, H, L, Lk], `input_pos` [L] writes the KV cache (then attends to its first `kv_len` slots); with
+        [B, H, L, Lk] or a `KeyPadding` over the L keys, `input_pos` [L] writes the KV cache (then attends to its first `kv_len` slots); with
         the cache, one token and `is_causal` (a decode step: the query sees cache slots 0..input_pos), the
         cache write and the attention run as `decode_attention` (one Triton kernel on CUDA).
         Cross-attention: `context` [B, Lc, C] with `context_mask` [B, Lc] (True = real token), or the
@@ -283,18 +291,29 @@ class Attention(nn.Module):
         )
         if self.l2_qk:
             q = F.normalize(q, dim=-1) * self.scale_mul.clamp_max(_MAX_LOG_SCALE).exp()
-        mask = None if context_mask is None else context_mask[:, None, None, :].to(torch.bool)
+        mask = None if context_mask is None else KeyPadding(context_mask.to(torch.bool))
         out = self._attend(q, k, v, mask=mask, is_causal=False, block_mask=None)
         return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(batch, length, -1)))
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool, block_mask
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        mask: Tensor | KeyPadding | None,
+        is_causal: bool,
+        block_mask,
     ) -> Tensor:
         gqa = self.n_heads != self.n_kv_heads
         if block_mask is not None:
             flex = flex_attention_fn(q.device)
             return flex(q, k, v, block_mask=block_mask, scale=self.scale, enable_gqa=gqa)
         dropout = self.attn_dropout if self.training else 0.0
+        if isinstance(mask, KeyPadding):
+            if self.padded_kernel and dropout == 0.0 and not is_causal:
+                return padded_attention(q, k, v, mask, self.scale)
+            mask = mask.dense(q.shape[2])
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, scale=self.scale, enable_gqa=gqa
         )

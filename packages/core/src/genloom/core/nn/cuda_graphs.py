@@ -11,7 +11,9 @@ Give `watch=` the module whose weights (and KV cache, cross-attention context) t
 `refresh()` once per generation: moving or casting the module, or reallocating its cache, replaces those
 tensors, which `refresh` notices (`memory_fingerprint`) and answers by dropping the stale graphs.
 Outputs are the graph's own memory and are overwritten by the next replay of the same key: use or clone them
-first. Off CUDA the function is simply called.
+first. Off CUDA the function is simply called. Given a CUDA `device`, inputs may also arrive as host tensors:
+each is copied straight into the graph's input buffer (one host-to-device copy, no device-side copy after
+it), what a batch-1 pass whose inputs a tokenizer just made on the CPU needs.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ class GraphCache:
         enabled: bool = True,
         watch: nn.Module | None = None,
         watch_caches: bool = True,
+        device: torch.device | str | None = None,
     ) -> None:
         self.fn = fn
+        # where host inputs go: a CUDA device replays host inputs from graphs there; None calls fn on them
+        self.device = None if device is None else torch.device(device)
         self.warmup = warmup
         self.enabled = enabled
         self.watch = watch
@@ -97,7 +102,10 @@ class GraphCache:
             self._fingerprint = fingerprint
 
     def __call__(self, key: Hashable, *args: Tensor) -> Any:
-        if not (self.enabled and args and all(isinstance(a, Tensor) and a.is_cuda for a in args)):
+        if not (self.enabled and args and all(isinstance(a, Tensor) for a in args)):
+            return self.fn(*args)
+        on_host = self.device is not None and self.device.type == "cuda" and not any(a.is_cuda for a in args)
+        if not (on_host or all(a.is_cuda for a in args)):
             return self.fn(*args)
         signature = (key, *((tuple(a.shape), a.dtype) for a in args))
         captured = self._graphs.get(signature)
@@ -105,12 +113,12 @@ class GraphCache:
             captured = self._capture(args)
             self._graphs[signature] = captured
         for static, arg in zip(captured.inputs, args, strict=True):
-            static.copy_(arg)
+            static.copy_(arg)  # a host tensor: the host-to-device copy itself
         captured.graph.replay()
         return captured.outputs
 
     def _capture(self, args: tuple[Tensor, ...]) -> _Captured:
-        inputs = [a.clone() for a in args]
+        inputs = [a.to(self.device).clone() if not a.is_cuda else a.clone() for a in args]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture: lazy init, cuBLAS handles, autotuning

@@ -28,6 +28,7 @@ from .config import TransformerConfig
 from .kv_cache import KVCache
 from .masks import block_ids_from_sizes, flex_mask_mod, structure_mask
 from .norms import make_norm
+from .padded_attention import KeyPadding
 from .rope import rope_tables_for
 from .triton_launch import launches_cheaply
 
@@ -495,8 +496,9 @@ class Transformer(nn.Module):
         mask: Tensor | None,
         key_padding_mask: Tensor | None,
         batch: int,
-    ) -> tuple[Tensor | None, bool, object | None]:
-        """(bool mask [B|1, 1, L, Lk] or None, is_causal, FlexAttention block mask or None)."""
+    ) -> tuple[Tensor | KeyPadding | None, bool, object | None]:
+        """(bool mask [B|1, 1, L, Lk], a `KeyPadding` (a bidirectional pass with a key-padding mask only) or
+        None, is_causal, FlexAttention block mask or None)."""
         cfg = self.config
         device = input_pos.device
         length = input_pos.shape[0]
@@ -518,6 +520,19 @@ class Transformer(nn.Module):
         ):
             raise InputError(
                 f"mask must be a bool tensor [..., {length}, {full_keys}], got {mask.dtype} {tuple(mask.shape)}"
+            )
+        if (
+            key_padding_mask is not None
+            and mask is None
+            and not cached
+            and default_pos
+            and cfg.mask == "bidirectional"
+            and cfg.attn_impl != "flex"
+        ):  # the padding alone: a query sees the valid keys and itself (no empty rows), one flag per key
+            return (
+                KeyPadding(key_padding_mask.to(device=device, dtype=torch.bool), self_diagonal=True),
+                False,
+                None,
             )
         structured = cfg.mask != "bidirectional" or key_padding_mask is not None
         if cfg.attn_impl == "flex" and not cached and mask is None and default_pos and structured:
