@@ -63,6 +63,17 @@ for batch, vertices, steps in SHAPES:
     emitted[0] = steps
     expected = ops.follow_backpointers_reference(ref[1], last, emitted, steps)
     assert torch.equal(ops.follow_backpointers_triton(ref[1], last, emitted, steps), expected)
+# a padded graph (every link touching a vertex past the row's size -inf): rows that fit the register tile take
+# it, the 150-vertex row the tiled loop, one launch; the same tables
+links = torch.randint(-4, 1, (3, 150, 150), generator=g).float()
+sizes = torch.tensor([100, 150, 128])
+outside = torch.arange(150) >= sizes[:, None]  # [B, K]
+links = links.masked_fill(outside[:, :, None] | outside[:, None, :], float("-inf"))
+links[links == -4] = float("-inf")
+alpha = torch.randint(-3, 1, (3, 150), generator=g).float().masked_fill(outside, float("-inf"))
+ref = ops.viterbi_forward_reference(links, alpha, 40)
+got = ops.viterbi_forward_triton(links, alpha, 40, sizes)
+assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
 print("kernels equal the reference")
 """
 
@@ -78,7 +89,14 @@ def test_cuda_kernels_equal_the_reference(batch: int, vertices: int, steps: int)
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     links, alpha = _inputs(batch, vertices, seed=vertices, device="cuda")
+    sizes = torch.randint(1, vertices + 1, (batch,), device="cuda")
+    sizes[0] = min(vertices, 120)  # at least one row that fits the register tile
+    outside = torch.arange(vertices, device="cuda") >= sizes[:, None]
+    links = links.masked_fill(outside[:, :, None] | outside[:, None, :], float("-inf"))
+    alpha = alpha.masked_fill(outside, float("-inf"))
+    sized = viterbi_forward(links, alpha, steps, sizes)  # a padded graph: rows that fit run in registers
     scores, backpointers = viterbi_forward(links, alpha, steps)
+    assert torch.equal(sized[0], scores) and torch.equal(sized[1], backpointers)
     ref_scores, ref_backpointers = viterbi_forward_reference(links, alpha, steps)
     assert torch.equal(scores, ref_scores) and torch.equal(backpointers, ref_backpointers)
     g = torch.Generator().manual_seed(batch)
@@ -96,8 +114,13 @@ def test_viterbi_kernels_compile_for_hopper(compile_triton_for_hopper, single_ti
     blocks = {"BLOCK_U": 128, "BLOCK_V": 128} if single_tile else {"BLOCK_U": 32, "BLOCK_V": 256}
     forward = compile_triton_for_hopper(
         ops._viterbi_forward_kernel,
-        {"links": "*fp32", "scores": "*fp32", "backpointers": "*i64", **scalars},
-        {**blocks, "SINGLE_TILE": single_tile},
+        {"links": "*fp32", "scores": "*fp32", "backpointers": "*i64", "graph_sizes": "*i64", **scalars},
+        {
+            **blocks,
+            "SINGLE_TILE": single_tile,
+            "SIZED": not single_tile,
+            "REGISTER_BLOCK": ops.SINGLE_TILE_MAX,
+        },
     )
     backtrack = compile_triton_for_hopper(
         ops._viterbi_backtrack_kernel,

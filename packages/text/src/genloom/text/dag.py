@@ -293,12 +293,14 @@ def dag_viterbi_decode(
     bigram: Tensor | None = None,
     lm_weight: float = 0.0,
     fixed_width: bool = False,
+    graph_masked: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Length-normalised Viterbi decoding (Shao et al. 2022), as DA-Transformer's `inference_viterbi`.
 
     A `bigram` table [V, V] adds lm_weight * log p_LM(token_j | token_i) to every transition i -> j (each vertex
     emits one token, so the LM is exact inside the dynamic programme). `fixed_width` returns N = K columns
-    with no device read (what a CUDA graph needs).
+    with no device read (what a CUDA graph needs). `graph_masked`: the links into and out of every vertex past
+    a row's `output_length` are -inf (as `LinkHead` makes them), so the recursion may skip those vertices.
 
     Finds, for every path length k <= 2 * L / upsample_scale, the best path ending at the last vertex
     (score = transitions + the first emitted vertex's token log-prob; `joint=True` adds every vertex's
@@ -318,7 +320,9 @@ def dag_viterbi_decode(
     # joint: every vertex's token log-prob joins the transition into it once, not at every step
     step_links = links + best_logp.unsqueeze(1) if joint else links
     # one kernel for the whole recursion and one for the walk back on CUDA (viterbi_ops)
-    table, backpointers = viterbi_forward(step_links.contiguous(), alpha.contiguous(), max_steps)  # [S, B, L]
+    # [S, B, L]; with the graph masked, its sizes let a long padded graph's short rows run in registers
+    sizes = output_length if graph_masked else None
+    table, backpointers = viterbi_forward(step_links.contiguous(), alpha.contiguous(), max_steps, sizes)
     into_last = links.gather(2, (output_length - 1).view(batch, 1, 1).expand(-1, num_vertices, 1)).squeeze(-1)
     table = table + into_last.unsqueeze(0)
     best_score, best_vertex = table.max(dim=-1)  # [K, B]

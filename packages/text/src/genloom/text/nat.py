@@ -577,7 +577,7 @@ class DATransformer(NonAutoregressiveTranslator):
         log_probs, links, graph = self._graphable_pass(source, source_length)
         tokens, _ = dag_viterbi_decode(
             links, log_probs, graph, upsample_scale=self.config.upsample_ratio, pad=PAD_ID, fixed_width=True,
-            **options,
+            graph_masked=True, **options,
         )  # fmt: skip
         return tokens
 

@@ -85,6 +85,7 @@ if triton is not None:
         links,
         scores,
         backpointers,
+        graph_sizes,
         num_vertices,
         num_steps,
         batch,
@@ -94,14 +95,45 @@ if triton is not None:
         BLOCK_U: tl.constexpr,
         BLOCK_V: tl.constexpr,
         SINGLE_TILE: tl.constexpr,
+        SIZED: tl.constexpr,
+        REGISTER_BLOCK: tl.constexpr,
     ):
         """One program per batch row: every step s reads scores[s - 1] and writes scores[s], backpointers[s - 1]
         (in the tiled loop the barrier makes a step's writes visible to the whole program before the next step
-        reads them)."""
+        reads them). SIZED: a row whose graph (`graph_sizes`) fits REGISTER_BLOCK vertices runs the register
+        recursion on them even when the padded width does not, and writes the rest as the recursion would
+        find it: no path (-inf), first index 0."""
         row = tl.program_id(0)
         u_offsets = tl.arange(0, BLOCK_U)
         v_offsets = tl.arange(0, BLOCK_V)
         row_links = links + row * stride_b
+        if SIZED:
+            size = tl.load(graph_sizes + row)
+            if size <= REGISTER_BLOCK:
+                vertex = tl.arange(0, REGISTER_BLOCK)
+                in_graph = vertex < size
+                tile = tl.load(  # [v, u], as below
+                    row_links + vertex[:, None] * stride_v + vertex[None, :] * stride_u,
+                    mask=in_graph[:, None] & in_graph[None, :],
+                    other=float("-inf"),
+                )
+                alpha = tl.load(scores + row * num_vertices + vertex, mask=in_graph, other=float("-inf"))
+                for step in range(1, num_steps):
+                    best, best_u = tl.max(
+                        alpha[None, :] + tile, axis=1, return_indices=True, return_indices_tie_break_left=True
+                    )
+                    current = scores + (step * batch + row) * num_vertices
+                    pointers = backpointers + ((step - 1) * batch + row) * num_vertices
+                    tl.store(current + vertex, best, mask=vertex < num_vertices)
+                    tl.store(pointers + vertex, best_u.to(tl.int64), mask=vertex < num_vertices)
+                    for start in range(REGISTER_BLOCK, num_vertices, BLOCK_V):  # vertices past the graph
+                        v = start + v_offsets
+                        tl.store(
+                            current + v, tl.full([BLOCK_V], float("-inf"), tl.float32), mask=v < num_vertices
+                        )
+                        tl.store(pointers + v, tl.zeros([BLOCK_V], tl.int64), mask=v < num_vertices)
+                    alpha = best
+                return
         if SINGLE_TILE:
             # the whole [K, K] matrix fits one tile: loaded once, transposed ([v, u]: the max runs along a row),
             # held in registers with alpha for every step; the scores and backpointers are only written
@@ -169,13 +201,21 @@ if triton is not None:
 
 
 @torch.library.custom_op("genloom_text::viterbi_forward", mutates_args=())
-def viterbi_forward(step_links: Tensor, alpha: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
-    """step_links [B, K, K], alpha [B, K] -> (scores [num_steps, B, K], backpointers [num_steps - 1, B, K])."""
+def viterbi_forward(
+    step_links: Tensor, alpha: Tensor, num_steps: int, graph_sizes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """step_links [B, K, K], alpha [B, K] -> (scores [num_steps, B, K], backpointers [num_steps - 1, B, K]).
+    `graph_sizes` [B] (optional): each row's vertex count n, when every link into or out of a vertex >= n and
+    alpha there are -inf (a padded DAG): the kernel may then skip those vertices (same results)."""
     return viterbi_forward_reference(step_links, alpha, num_steps)
 
 
-def viterbi_forward_triton(step_links: Tensor, alpha: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
-    """`viterbi_forward_reference` by the Triton kernel (float32; CUDA, or CPU under TRITON_INTERPRET=1)."""
+def viterbi_forward_triton(
+    step_links: Tensor, alpha: Tensor, num_steps: int, graph_sizes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`viterbi_forward_reference` by the Triton kernel (float32; CUDA, or CPU under TRITON_INTERPRET=1). With
+    `graph_sizes`, a padded width over SINGLE_TILE_MAX still runs the register recursion for the rows whose
+    graph fits it (a long padded batch-1 source: ~0.65 us a step on an H100 instead of several)."""
     batch, num_vertices = alpha.shape
     scores = torch.empty((num_steps, batch, num_vertices), dtype=alpha.dtype, device=alpha.device)
     scores[0].copy_(alpha)
@@ -183,23 +223,29 @@ def viterbi_forward_triton(step_links: Tensor, alpha: Tensor, num_steps: int) ->
     if num_steps > 1 and batch > 0:
         width = triton.next_power_of_2(num_vertices)
         single = width <= SINGLE_TILE_MAX
+        sized = graph_sizes is not None and not single
         _viterbi_forward_kernel[(batch,)](
-            step_links, scores, backpointers, num_vertices, num_steps, batch, *step_links.stride(),
+            step_links, scores, backpointers, graph_sizes.contiguous() if sized else scores, num_vertices,
+            num_steps, batch, *step_links.stride(),
             BLOCK_U=width if single else FORWARD_BLOCK_U, BLOCK_V=width if single else min(FORWARD_MAX_BLOCK_V, width),
-            SINGLE_TILE=single, num_warps=8,
+            SINGLE_TILE=single, SIZED=sized, REGISTER_BLOCK=SINGLE_TILE_MAX, num_warps=8,
         )  # fmt: skip
     return scores, backpointers
 
 
 @viterbi_forward.register_kernel("cuda")
-def _viterbi_forward_cuda(step_links: Tensor, alpha: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+def _viterbi_forward_cuda(
+    step_links: Tensor, alpha: Tensor, num_steps: int, graph_sizes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     if triton is None or step_links.dtype != torch.float32 or alpha.dtype != torch.float32:
         return viterbi_forward_reference(step_links, alpha, num_steps)
-    return viterbi_forward_triton(step_links, alpha, num_steps)
+    return viterbi_forward_triton(step_links, alpha, num_steps, graph_sizes)
 
 
 @viterbi_forward.register_fake
-def _viterbi_forward_fake(step_links: Tensor, alpha: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+def _viterbi_forward_fake(
+    step_links: Tensor, alpha: Tensor, num_steps: int, graph_sizes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     batch, num_vertices = alpha.shape
     return (
         alpha.new_empty((num_steps, batch, num_vertices)),
