@@ -81,6 +81,37 @@ def follow_backpointers_reference(
 if triton is not None:
 
     @triton.jit
+    def _register_recursion(
+        row_links, scores, backpointers, row, size, num_vertices, num_steps, batch, stride_u, stride_v,
+        BLOCK: tl.constexpr, TAIL_BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """The recursion over a row's first `size` <= BLOCK vertices with the [size, size] matrix loaded once,
+        transposed ([v, u]: the max runs along a row), held in registers with alpha for every step; vertices
+        from BLOCK to num_vertices (a padded width past the tile) are written as holding no path: -inf, 0."""
+        vertex = tl.arange(0, BLOCK)
+        in_graph = vertex < size
+        tile = tl.load(
+            row_links + vertex[:, None] * stride_v + vertex[None, :] * stride_u,
+            mask=in_graph[:, None] & in_graph[None, :],
+            other=float("-inf"),
+        )
+        alpha = tl.load(scores + row * num_vertices + vertex, mask=in_graph, other=float("-inf"))
+        tail = tl.arange(0, TAIL_BLOCK)
+        for step in range(1, num_steps):
+            best, best_u = tl.max(
+                alpha[None, :] + tile, axis=1, return_indices=True, return_indices_tie_break_left=True
+            )
+            current = scores + (step * batch + row) * num_vertices
+            pointers = backpointers + ((step - 1) * batch + row) * num_vertices
+            tl.store(current + vertex, best, mask=vertex < num_vertices)
+            tl.store(pointers + vertex, best_u.to(tl.int64), mask=vertex < num_vertices)
+            for start in range(BLOCK, num_vertices, TAIL_BLOCK):
+                v = start + tail
+                tl.store(current + v, tl.full([TAIL_BLOCK], float("-inf"), tl.float32), mask=v < num_vertices)
+                tl.store(pointers + v, tl.zeros([TAIL_BLOCK], tl.int64), mask=v < num_vertices)
+            alpha = best  # v of this step is u of the next
+
+    @triton.jit
     def _viterbi_forward_kernel(
         links,
         scores,
@@ -110,49 +141,16 @@ if triton is not None:
         if SIZED:
             size = tl.load(graph_sizes + row)
             if size <= REGISTER_BLOCK:
-                vertex = tl.arange(0, REGISTER_BLOCK)
-                in_graph = vertex < size
-                tile = tl.load(  # [v, u], as below
-                    row_links + vertex[:, None] * stride_v + vertex[None, :] * stride_u,
-                    mask=in_graph[:, None] & in_graph[None, :],
-                    other=float("-inf"),
-                )
-                alpha = tl.load(scores + row * num_vertices + vertex, mask=in_graph, other=float("-inf"))
-                for step in range(1, num_steps):
-                    best, best_u = tl.max(
-                        alpha[None, :] + tile, axis=1, return_indices=True, return_indices_tie_break_left=True
-                    )
-                    current = scores + (step * batch + row) * num_vertices
-                    pointers = backpointers + ((step - 1) * batch + row) * num_vertices
-                    tl.store(current + vertex, best, mask=vertex < num_vertices)
-                    tl.store(pointers + vertex, best_u.to(tl.int64), mask=vertex < num_vertices)
-                    for start in range(REGISTER_BLOCK, num_vertices, BLOCK_V):  # vertices past the graph
-                        v = start + v_offsets
-                        tl.store(
-                            current + v, tl.full([BLOCK_V], float("-inf"), tl.float32), mask=v < num_vertices
-                        )
-                        tl.store(pointers + v, tl.zeros([BLOCK_V], tl.int64), mask=v < num_vertices)
-                    alpha = best
+                _register_recursion(
+                    row_links, scores, backpointers, row, size, num_vertices, num_steps, batch, stride_u,
+                    stride_v, REGISTER_BLOCK, BLOCK_V,
+                )  # fmt: skip
                 return
-        if SINGLE_TILE:
-            # the whole [K, K] matrix fits one tile: loaded once, transposed ([v, u]: the max runs along a row),
-            # held in registers with alpha for every step; the scores and backpointers are only written
-            u_in = u_offsets < num_vertices
-            v_in = v_offsets < num_vertices
-            tile = tl.load(
-                row_links + v_offsets[:, None] * stride_v + u_offsets[None, :] * stride_u,
-                mask=v_in[:, None] & u_in[None, :],
-                other=float("-inf"),
-            )
-            alpha = tl.load(scores + row * num_vertices + u_offsets, mask=u_in, other=float("-inf"))
-            for step in range(1, num_steps):
-                best, best_u = tl.max(
-                    alpha[None, :] + tile, axis=1, return_indices=True, return_indices_tie_break_left=True
-                )
-                tl.store(scores + (step * batch + row) * num_vertices + v_offsets, best, mask=v_in)
-                pointers = backpointers + ((step - 1) * batch + row) * num_vertices + v_offsets
-                tl.store(pointers, best_u.to(tl.int64), mask=v_in)
-                alpha = best  # v of this step is u of the next (BLOCK_U == BLOCK_V)
+        if SINGLE_TILE:  # the whole [K, K] matrix fits one tile (BLOCK_U == BLOCK_V)
+            _register_recursion(
+                row_links, scores, backpointers, row, num_vertices, num_vertices, num_steps, batch, stride_u,
+                stride_v, BLOCK_U, BLOCK_V,
+            )  # fmt: skip
             return
         for step in range(1, num_steps):
             previous = scores + ((step - 1) * batch + row) * num_vertices
