@@ -65,14 +65,18 @@ for batch, vertices, steps in SHAPES:
     assert torch.equal(ops.follow_backpointers_triton(ref[1], last, emitted, steps), expected)
 # a padded graph (every link touching a vertex past the row's size -inf): rows that fit the register tile take
 # it, the 150-vertex row the tiled loop, one launch; the same tables
-links = torch.randint(-4, 1, (3, 150, 150), generator=g).float()
-sizes = torch.tensor([100, 150, 128])
+links = torch.randint(-4, 1, (4, 150, 150), generator=g).float()
+sizes = torch.tensor([100, 150, 128, 40])
 outside = torch.arange(150) >= sizes[:, None]  # [B, K]
 links = links.masked_fill(outside[:, :, None] | outside[:, None, :], float("-inf"))
 links[links == -4] = float("-inf")
-alpha = torch.randint(-3, 1, (3, 150), generator=g).float().masked_fill(outside, float("-inf"))
+alpha = torch.randint(-3, 1, (4, 150), generator=g).float().masked_fill(outside, float("-inf"))
 ref = ops.viterbi_forward_reference(links, alpha, 40)
 got = ops.viterbi_forward_triton(links, alpha, 40, sizes)
+assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+# a padded width within the 128 tile: the 40-vertex rows take the 64 tile
+ref = ops.viterbi_forward_reference(links[:, :100, :100], alpha[:, :100], 30)
+got = ops.viterbi_forward_triton(links[:, :100, :100].contiguous(), alpha[:, :100].contiguous(), 30, sizes.clamp(max=100))
 assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
 print("kernels equal the reference")
 """
@@ -118,8 +122,9 @@ def test_viterbi_kernels_compile_for_hopper(compile_triton_for_hopper, single_ti
         {
             **blocks,
             "SINGLE_TILE": single_tile,
-            "SIZED": not single_tile,
+            "SIZED": True,
             "REGISTER_BLOCK": ops.SINGLE_TILE_MAX,
+            "SMALL_BLOCK": ops.SMALL_TILE_MAX,
         },
     )
     backtrack = compile_triton_for_hopper(
