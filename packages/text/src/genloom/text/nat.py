@@ -163,9 +163,10 @@ class NonAutoregressiveTranslator(nn.Module):
     ) -> Any:
         """`fn(source, source_length)` (a function with no host reads) eagerly, or (graphed) replayed from a CUDA
         graph captured once per shape for `key` (on CUDA; plain calls elsewhere). Graphed callers place the
-        source with `placed_source(..., pad_to=_bucket(graphed))`: padded on the host to a multiple of
-        GRAPH_SOURCE_BUCKET, so a few widths share graphs; the padding is masked, the outputs are the unpadded
-        call's. `graphed` a string: `fn` goes through torch.compile with that backend ("inductor": fused
+        source with `placed_source(..., pad_to=_bucket(graphed), to_device=False)`: padded on the host to a
+        multiple of GRAPH_SOURCE_BUCKET, so a few widths share graphs (the padding is masked, the outputs are
+        the unpadded call's), and left there: it goes into the graph's input packed with its lengths as a last
+        column, in one host-to-device copy. `graphed` a string: `fn` goes through torch.compile with that backend ("inductor": fused
         kernels, one compile per padded width) before it is captured. `device`: the weights' device, when the
         caller has it already (finding it walks the module: ~5 us of a batch-1 call's host time)."""
         device = next(self.parameters()).device if device is None else device
