@@ -3,8 +3,9 @@
 Text models attend with a per-row key-padding mask: a translator's source, a DA-Transformer's graph
 vertices past the row's graph size. Given as a dense boolean mask, SDPA's cuDNN kernel reads it as a bias of
 [B, 1, Lq, Lk] once per head, after a kernel that expands it (H100, bf16, DA-Transformer's decoder self-
-attention at batch 64, 8 heads x 64, 528 vertices: 232 us a layer against 149 for flash attention with no
-mask), and at batch 1 a tiny attention costs ~8 us in three kernels. `KeyPadding` keeps the mask as what it
+attention at batch 64, 8 heads x 64, 528 vertices: 232-262 us a layer, against 169 for this kernel and 149 for
+flash attention with no mask), and at batch 1 a tiny attention costs ~8.5 us in three kernels (this one
+2.6-3.6; `benchmarks/padded_attention.py`). `KeyPadding` keeps the mask as what it
 is, one bool per key (and optionally "a query sees itself", which keeps padded query rows defined), and
 `padded_attention` runs it as a flash-attention forward that reads the key flags per key block: online
 softmax in float32, one program per block of queries of one (batch row, head).
