@@ -147,6 +147,29 @@ def test_bad_inputs_give_clear_errors():
         tiny_config("dat", dag_vertex_inputs="random")
 
 
+def test_host_batch_checks_match_the_tensor_checks():
+    # a small host batch is checked in Python, a large one (or a GPU one) by tensor reductions: same verdicts
+    from genloom.text.seq2seq import HOST_CHECK_MAX, check_source
+
+    config = tiny_config("dat")
+    width = min(5, config.max_source_length)
+    for rows in (2, HOST_CHECK_MAX // width + 1):
+        source, length = torch.full((rows, width), 6), torch.full((rows,), width)
+        check_source(source, length, config)
+        too_big = source.clone()
+        too_big[-1, 1] = config.vocab_size
+        with pytest.raises(TextInputError, match=rf"got 6\.\.{config.vocab_size}$"):
+            check_source(too_big, length, config)
+        negative = source.clone()
+        negative[0, 0] = -3
+        with pytest.raises(TextInputError, match=r"got -3\.\.6$"):
+            check_source(negative, length, config)
+        empty = length.clone()
+        empty[1] = 0
+        with pytest.raises(TextInputError, match=r"empty source sentence in rows \[1\]"):
+            check_source(source, empty, config)
+
+
 def test_dat_with_official_mask_vertex_inputs_trains():
     torch.manual_seed(0)
     model = DATransformer(tiny_config("dat", dag_vertex_inputs="mask"))
