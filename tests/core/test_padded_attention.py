@@ -7,6 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from genloom.core.nn import Transformer, TransformerConfig
+from genloom.core.nn import attention as attention_module
 from genloom.core.nn.attention import Attention
 from genloom.core.nn.padded_attention import (
     KeyPadding,
@@ -53,30 +54,54 @@ def test_the_op_counts_the_flops_sdpa_would() -> None:
     )  # q k^T and p v: 2 B H Lq Lk D each, as SDPA
 
 
-def test_transformer_with_key_padding_equals_the_dense_mask() -> None:
-    # a bidirectional pass with a key-padding mask now plans a KeyPadding; on the CPU it is the same SDPA call
+def _bidirectional(layers: int = 2) -> Transformer:
     torch.manual_seed(0)
-    model = Transformer(
-        TransformerConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=16, mask="bidirectional")
-    ).eval()
+    config = TransformerConfig(
+        dim=32, n_layers=layers, n_heads=4, vocab_size=50, max_seq_len=16, mask="bidirectional"
+    )
+    return Transformer(config).eval()
+
+
+@pytest.mark.parametrize("kernel_runs", [True, False])
+def test_transformer_with_key_padding_equals_the_dense_mask(monkeypatch, kernel_runs: bool) -> None:
+    # where the kernel would run (faked here: the CPU then falls back inside padded_attention) the layers get a
+    # KeyPadding, elsewhere the dense mask built once; either way the dense-mask results
+    monkeypatch.setattr("genloom.core.nn.transformer.kernel_runs_on", lambda x: kernel_runs)
+    model = _bidirectional()
     tokens = torch.randint(0, 50, (3, 11))
     valid = torch.arange(11)[None, :] < torch.tensor([[11], [6], [1]])
     dense = (valid[:, None, None, :] | torch.eye(11, dtype=torch.bool)).expand(3, 1, 11, 11)
+    plan = model._plan_attention(
+        torch.arange(11), True, False, None, None, None, valid, 3, padded=kernel_runs
+    )
+    assert isinstance(plan[0], KeyPadding) == kernel_runs
+    assert torch.equal(plan[0].dense(11) if kernel_runs else plan[0], dense)
     with torch.no_grad():
         planned = model.features(tokens, key_padding_mask=valid)
         explicit = model.features(tokens, mask=dense)
     assert torch.equal(planned, explicit)
 
 
-def test_padded_kernel_flag_keeps_the_dense_path(monkeypatch) -> None:
-    calls = []
-    monkeypatch.setattr("genloom.core.nn.attention.padded_attention", lambda *a: calls.append(1))
-    model = Transformer(
-        TransformerConfig(dim=32, n_layers=1, n_heads=4, vocab_size=50, max_seq_len=16, mask="bidirectional")
-    ).eval()
+def test_padded_kernel_flag_keeps_the_dense_path(monkeypatch, count_calls) -> None:
+    monkeypatch.setattr("genloom.core.nn.transformer.kernel_runs_on", lambda x: True)
+    calls = count_calls(attention_module, "padded_attention")
+    model = _bidirectional(layers=1)
     valid = torch.ones(1, 5, dtype=torch.bool)
-    monkeypatch.setattr(Attention, "padded_kernel", False)
-    model.features(torch.zeros(1, 5, dtype=torch.long), key_padding_mask=valid)
+    with torch.no_grad():
+        model.features(torch.zeros(1, 5, dtype=torch.long), key_padding_mask=valid)
+        assert len(calls) == 1  # the planned KeyPadding reaches the padded path
+        monkeypatch.setattr(Attention, "padded_kernel", False)
+        model.features(torch.zeros(1, 5, dtype=torch.long), key_padding_mask=valid)
+    assert len(calls) == 1  # switched off: the dense mask, planned once
+
+
+def test_training_plans_the_dense_mask_once(monkeypatch, count_calls) -> None:
+    # with autograd recording through the layers the kernel will not run: the planner builds the dense mask for
+    # all layers instead of handing each a KeyPadding to expand
+    monkeypatch.setattr("genloom.core.nn.transformer.kernel_runs_on", lambda x: True)
+    calls = count_calls(attention_module, "padded_attention")
+    model = _bidirectional().train()
+    model.features(torch.zeros(1, 5, dtype=torch.long), key_padding_mask=torch.ones(1, 5, dtype=torch.bool))
     assert not calls
 
 

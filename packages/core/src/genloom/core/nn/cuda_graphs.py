@@ -118,7 +118,7 @@ class GraphCache:
         return captured.outputs
 
     def _capture(self, args: tuple[Tensor, ...]) -> _Captured:
-        inputs = [a.to(self.device).clone() if not a.is_cuda else a.clone() for a in args]
+        inputs = [a.clone() if a.is_cuda else a.to(self.device) for a in args]  # own buffers either way
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture: lazy init, cuBLAS handles, autotuning

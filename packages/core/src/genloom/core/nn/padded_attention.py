@@ -31,7 +31,14 @@ try:  # Triton ships with CUDA builds of torch; without it SDPA runs on CUDA too
 except ImportError:  # pragma: no cover - depends on the torch build
     triton = None
 
-__all__ = ["KeyPadding", "kernel_serves", "launch_shape", "padded_attention", "padded_attention_reference"]
+__all__ = [
+    "KeyPadding",
+    "kernel_runs_on",
+    "kernel_serves",
+    "launch_shape",
+    "padded_attention",
+    "padded_attention_reference",
+]
 
 KERNEL_DTYPES = (torch.bfloat16, torch.float16)
 MAX_HEAD_DIM = 128
@@ -55,16 +62,26 @@ class KeyPadding:
         return mask
 
 
+def kernel_runs_on(x: Tensor) -> bool:
+    """Whether the kernel can take attention computed from `x`: Triton, CUDA, bf16 / fp16, no autograd graph
+    being recorded through it. A planner asks this once per pass (`Transformer`), to build the dense mask
+    once instead of once per layer where the kernel will not run."""
+    return (
+        triton is not None
+        and x.is_cuda
+        and x.dtype in KERNEL_DTYPES
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )
+
+
 def kernel_serves(q: Tensor, k: Tensor) -> bool:
     """Whether `padded_attention` runs the Triton kernel for these tensors (else SDPA with the dense mask)."""
     return (
-        triton is not None
-        and q.is_cuda
-        and q.dtype in KERNEL_DTYPES
+        kernel_runs_on(q)
         and k.dtype == q.dtype
         and q.shape[-1] <= MAX_HEAD_DIM
         and q.shape[1] % k.shape[1] == 0
-        and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
+        and not (torch.is_grad_enabled() and k.requires_grad)
     )
 
 

@@ -23,12 +23,13 @@ from torch import Tensor, nn
 
 from genloom.core.errors import ConfigError, InputError
 
+from .attention import Attention
 from .block import Block, FinalAdaLN, init_adaln_zero
 from .config import TransformerConfig
 from .kv_cache import KVCache
 from .masks import block_ids_from_sizes, flex_mask_mod, structure_mask
 from .norms import make_norm
-from .padded_attention import KeyPadding
+from .padded_attention import KeyPadding, kernel_runs_on
 from .rope import rope_tables_for
 from .triton_launch import launches_cheaply
 
@@ -414,8 +415,15 @@ class Transformer(nn.Module):
         if attend_all_cached:
             attn_mask, is_causal, block_mask = None, False, None
         else:
+            # a key-padding mask stays one flag per key where the padded-attention kernel will take it; else
+            # the dense mask is built here, once for every layer
+            padded = (
+                Attention.padded_kernel
+                and kernel_runs_on(x)
+                and not (self.training and torch.is_grad_enabled())
+            )
             attn_mask, is_causal, block_mask = self._plan_attention(
-                input_pos, default_pos, cached, kv_len, filled, mask, key_padding_mask, batch
+                input_pos, default_pos, cached, kv_len, filled, mask, key_padding_mask, batch, padded=padded
             )
         for layer in self.layers:
             x = layer(
@@ -496,9 +504,11 @@ class Transformer(nn.Module):
         mask: Tensor | None,
         key_padding_mask: Tensor | None,
         batch: int,
+        *,
+        padded: bool = False,
     ) -> tuple[Tensor | KeyPadding | None, bool, object | None]:
-        """(bool mask [B|1, 1, L, Lk], a `KeyPadding` (a bidirectional pass with a key-padding mask only) or
-        None, is_causal, FlexAttention block mask or None)."""
+        """(bool mask [B|1, 1, L, Lk], a `KeyPadding` (a bidirectional pass with a key-padding mask only, when
+        `padded`: the padded-attention kernel will take it) or None, is_causal, FlexAttention block mask or None)."""
         cfg = self.config
         device = input_pos.device
         length = input_pos.shape[0]
@@ -522,7 +532,8 @@ class Transformer(nn.Module):
                 f"mask must be a bool tensor [..., {length}, {full_keys}], got {mask.dtype} {tuple(mask.shape)}"
             )
         if (
-            key_padding_mask is not None
+            padded
+            and key_padding_mask is not None
             and mask is None
             and not cached
             and default_pos
