@@ -45,6 +45,24 @@ def test_cpu_takes_sdpa_with_the_dense_mask() -> None:
     assert torch.allclose(got.double(), _by_hand(q, k, v, padding, 0.25), atol=1e-5)
 
 
+def test_bad_shapes_are_refused_before_any_launch() -> None:
+    from genloom.core.errors import InputError
+
+    q, k = torch.randn(2, 4, 6, 16), torch.randn(2, 2, 5, 16)
+    with pytest.raises(InputError, match=r"padding.valid must be \[2 or 1, 5\]"):
+        padded_attention(q, k, k, KeyPadding(torch.ones(2, 6, dtype=torch.bool)), 0.25)
+    with pytest.raises(InputError, match="k must be"):
+        padded_attention(
+            q,
+            torch.randn(2, 3, 5, 16),
+            torch.randn(2, 3, 5, 16),
+            KeyPadding(torch.ones(2, 5, dtype=torch.bool)),
+            0.25,
+        )
+    with pytest.raises(InputError, match="k, v"):
+        padded_attention(q, k, k[:, :, :4], KeyPadding(torch.ones(2, 5, dtype=torch.bool)), 0.25)
+
+
 def test_the_op_counts_the_flops_sdpa_would() -> None:
     q, k, v = torch.randn(2, 7, 4, 16), torch.randn(2, 5, 2, 16), torch.randn(2, 5, 2, 16)
     with FlopCounterMode(display=False) as counter:

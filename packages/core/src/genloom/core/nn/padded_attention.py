@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
+from genloom.core.errors import InputError
+
 try:  # Triton ships with CUDA builds of torch; without it SDPA runs on CUDA too
     import triton
     import triton.language as tl
@@ -93,9 +95,29 @@ def padded_attention_reference(q: Tensor, k: Tensor, v: Tensor, padding: KeyPadd
     )
 
 
+def _check(q: Tensor, k: Tensor, v: Tensor, padding: KeyPadding) -> None:
+    """Shape errors before any launch: the kernel indexes k, v and the key flags by q's batch and k's length."""
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+        raise InputError(
+            f"padded_attention: q must be [B, H, Lq, D] and k, v [B, Hkv, Lk, D] alike, got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    batch, heads, _, dim = q.shape
+    if k.shape[0] != batch or k.shape[3] != dim or heads % k.shape[1] != 0:
+        raise InputError(
+            f"padded_attention: k must be ({batch}, a divisor of {heads}, Lk, {dim}), got {tuple(k.shape)}"
+        )
+    valid = padding.valid
+    if valid.dim() != 2 or valid.shape[0] not in (1, batch) or valid.shape[1] != k.shape[2]:
+        raise InputError(
+            f"padding.valid must be [{batch} or 1, {k.shape[2]}] (one flag per key), got {tuple(valid.shape)}"
+        )
+
+
 def padded_attention(q: Tensor, k: Tensor, v: Tensor, padding: KeyPadding, scale: float) -> Tensor:
     """Attention of q [B, H, Lq, D] over k / v [B, Hkv, Lk, D] under `padding`: the Triton kernel where
-    `kernel_serves`, else `padded_attention_reference`."""
+    `kernel_serves`, else `padded_attention_reference`. Mismatched shapes raise InputError."""
+    _check(q, k, v, padding)
     if not kernel_serves(q, k):
         return padded_attention_reference(q, k, v, padding, scale)
     valid = padding.valid.to(torch.bool).expand(q.shape[0], -1)
