@@ -315,8 +315,11 @@ def test_kernel_config_splits_k_only_where_the_caller_holds_counters() -> None:
     split = dict(block_n=8, block_k=256, num_warps=8, num_stages=1, dot=False)
     assert dk.kernel_config(768, 768, 2, rows=2, split=True) == dk.KernelConfig(**split, split_k=2)  # 3 steps
     assert dk.kernel_config(768, 2048, 2, rows=2, split=True) == dk.KernelConfig(**split, split_k=8)
-    # many outputs (XL's 1,280: 160 blocks of 8, no-dot unsplit), many rows, one K step: unchanged
-    for n, k, rows in ((2304, 768, 2), (1280, 3584, 2), (768, 768, 16), (768, 200, 2)):
+    # LlamaGen-XL's 1,280 outputs (160 blocks of 8): split too, 4 over 5 steps of 256, 8 over 14
+    assert dk.kernel_config(1280, 1280, 2, rows=2, split=True) == dk.KernelConfig(**split, split_k=4)
+    assert dk.kernel_config(1280, 3584, 2, rows=2, split=True) == dk.KernelConfig(**split, split_k=8)
+    # many outputs (4,096 and more: 512 blocks of 8), many rows, one K step: unchanged
+    for n, k, rows in ((4096, 768, 2), (768, 768, 16), (768, 200, 2)):
         assert dk.kernel_config(n, k, 2, rows=rows, split=True) == dk.kernel_config(n, k, 2, rows=rows)
 
 

@@ -115,6 +115,9 @@ NO_DOT_BLOCK_N, NO_DOT_BLOCK_K = 8, 256  # kernel_config's no-dot tile (the H100
 NO_DOT_MAX_PROGRAMS = 1024  # above this many blocks of 8 outputs (a vocabulary head) the dot form won
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TARGET_PROGRAMS = 128  # about one program per SM of an H100 (132 SMs)
+SPLIT_MAX_BLOCKS = (
+    4 * TARGET_PROGRAMS
+)  # split-K below this many blocks of 8 outputs (LlamaGen-B / XL residuals)
 MAX_STEP_BYTES = 48 * 1024  # bytes a program stages per K step (weight tiles + x padded to 16 rows); the
 # pipeline holds num_stages - 1 steps in shared memory: <= 144 kB of an H100 SM's 227 kB
 BLOCK_K_CHOICES = (512, 256, 128, 64, 32, 16)
@@ -162,9 +165,11 @@ def kernel_config(
     256 inputs a step per program, 8 warps, 1 stage. Everything else takes the dot form below (in the same
     sweep 0.71x for the 768 x 768 output projection, 0.73x for the 768 x 2048 down projection, 0.88x for a
     16,384-word head with 2 stages). With `split` (the caller holds arrival counters, `linear_residual`'s
-    `counters`), a product of fewer than TARGET_PROGRAMS blocks of 8 outputs over at least two K steps takes
+    `counters`), a product of fewer than SPLIT_MAX_BLOCKS blocks of 8 outputs over at least two K steps takes
     the no-dot form with K split into the largest power of two <= its steps (LlamaGen-B's 768-output
-    products: 2 over K = 768, 8 over K = 2048, the sweep's best at 3.69 / 4.39 us against 3.95 / 5.51).
+    products: 2 over K = 768, 8 over K = 2048, the sweep's best at 3.69 / 4.39 us against 3.95 / 5.51;
+    LlamaGen-XL's 1,280-output products: 4 over K = 1,280, 8 over K = 3,584, 4.57 / ~6.7 us in the session-13
+    sweep, against 8.20 / 10.53 for the compiled torch products).
 
     block_n: the largest of 64 / 32 / 16 that still gives TARGET_PROGRAMS programs (LlamaGen-B: 16 for the
     2304 qkv and the 2 x 2048 gate/up outputs, 144 and 128 programs; 16 for the 768-output products, only 48
@@ -175,9 +180,10 @@ def kernel_config(
     programs: the sweep's best head config)."""
     blocks = _cdiv(n, NO_DOT_BLOCK_N)
     steps = _cdiv(k, NO_DOT_BLOCK_K)
-    if split and rows <= NO_DOT_MAX_ROWS and weight_blocks == 1 and blocks < TARGET_PROGRAMS and steps >= 2:
-        # few outputs (LlamaGen-B's 768-output products): the no-dot form with K split over more programs,
-        # one split per K step up to a power of two (the sweep's best: split 2 over K = 768, 8 over 2048)
+    if split and rows <= NO_DOT_MAX_ROWS and weight_blocks == 1 and blocks < SPLIT_MAX_BLOCKS and steps >= 2:
+        # few outputs (LlamaGen-B's 768, XL's 1,280-output products): the no-dot form with K split over more
+        # programs, one split per K step up to a power of two (the sweeps' best: B split 2 over K = 768, 8 over
+        # 2,048; XL 4-8 over K = 1,280 and 8 over 3,584)
         return KernelConfig(NO_DOT_BLOCK_N, NO_DOT_BLOCK_K, num_warps=8, num_stages=1,
                             split_k=1 << (steps.bit_length() - 1), dot=False)  # fmt: skip
     if rows <= NO_DOT_MAX_ROWS and TARGET_PROGRAMS <= blocks <= NO_DOT_MAX_PROGRAMS:

@@ -4,6 +4,11 @@ timm/VAR/MAR names; "gelu_tanh" is the tanh approximation VAR uses).
 `fuse_gate()` turns SwiGLU's two input projections into one (`w13`, rows [w1; w3]): one GEMM instead of two,
 which matters where a step is bound by its kernel count (one-token decode steps on a GPU). The module's
 `state_dict` keeps the `w1` / `w3` names and a `w1` / `w3` checkpoint still loads, so files do not change.
+
+A GELU layer's up-projection runs as one Triton GEMM with the bias and the GELU in its epilogue
+(`linear_gelu`) where that kernel serves (CUDA, bf16 / fp16, no autograd, passes of at least 16,384 rows):
+the activations are written once instead of written, read and written again by a separate GELU kernel. `MLP.fused_gelu_kernel = False` keeps
+the two kernels.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import linear_gelu as fused
 from .config import TransformerConfig
 
 __all__ = ["MLP"]
@@ -19,6 +25,8 @@ __all__ = ["MLP"]
 
 class MLP(nn.Module):
     """The block's feed-forward layer; dropout applies to its output (the residual branch)."""
+
+    fused_gelu_kernel: bool = True  # GELU layers: the up-projection + GELU as one kernel where it serves
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -67,8 +75,16 @@ class MLP(nn.Module):
         elif self.kind == "swiglu":
             out = self.w2(F.silu(self.w1(x)) * self.w3(x))
         else:
-            out = self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+            out = self.fc2(self._up_projection(x))
         return self.dropout(out)
+
+    def _up_projection(self, x: Tensor) -> Tensor:
+        """gelu(fc1 x): one fused kernel where it serves (a plain Linear's weight in x's dtype on CUDA, no
+        autograd), else the Linear and the GELU."""
+        fc1 = self.fc1
+        if self.fused_gelu_kernel and type(fc1) is nn.Linear and fused.kernel_serves(x, fc1.weight):
+            return fused.linear_gelu(x, fc1.weight, fc1.bias, self.approximate)
+        return F.gelu(fc1(x), approximate=self.approximate)
 
 
 def _split_gate(module: MLP, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -1,0 +1,303 @@
+"""`gelu(x @ W^T + b)` as one Triton GEMM with the bias and the GELU in its epilogue (inference on CUDA).
+
+A GELU feed-forward layer's up-projection writes [rows, 4 x dim] activations that a separate GELU kernel reads
+back and writes again: at batch 64 the DA-Transformer decoder's 33,792 x 2,048 activations cost ~100 us a
+layer in the GELU kernel beside ~100 us of matrix product (H100, bf16), about a tenth of the pass. cuBLAS's
+epilogues have only the tanh approximation of GELU, and these models use the exact one (erf); so the layer
+needs its own GEMM to keep the activation in registers between the product and the GELU: `linear_gelu` is
+that GEMM, a tiled `tl.dot` (wgmma on Hopper) with float32 accumulation whose epilogue adds the bias, applies
+GELU (exact, or the tanh form for VAR / MDLM's "gelu_tanh") on the float32 sums and rounds once. It runs as a
+persistent kernel (one program per SM striding over the output tiles) whose tiles arrive by TMA, with the
+tile and K loops pipelined as one so that the next tile's loads overlap this tile's epilogue; a form with
+pointer loads, one program per tile, stays for comparison (`GemmConfig.tma`). H100, bf16, against cuBLAS's
+product + the GELU kernel (`benchmarks/linear_gelu.py`): MDLM's layer at batch 64 570 us against 851, MaskGIT's
+196 / 230, a batch-1 translation's ~9.7 / ~15 us; DA-Transformer's and CMLM's decoders at batch 64 equal
+(218 / 220, 32 / 32).
+
+The kernel serves bf16 / fp16 tensors on CUDA without autograd (sampling, translation, benchmarks);
+training, float32 and the CPU take `F.gelu(F.linear(...))` (`linear_gelu_reference`). The op counts the
+FLOPs torch counts for the linear (2 M N K), so FlopCounterMode sees the same pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
+
+from genloom.core.errors import InputError
+
+try:  # Triton ships with CUDA builds of torch; without it the reference runs on CUDA too
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the torch build
+    triton = None
+
+__all__ = ["GemmConfig", "gemm_config", "kernel_serves", "linear_gelu", "linear_gelu_reference"]
+
+KERNEL_DTYPES = (torch.bfloat16, torch.float16)
+APPROXIMATIONS = ("none", "tanh")
+MIN_ROWS = 16_384  # the layer takes the kernel from this many rows (passes at batch 64; see kernel_serves)
+WIDE_TILE_OUTPUTS = 150_000_000  # outputs from which 128 x 256 tiles beat 128 x 128 (gemm_config)
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """A launch of the GEMM: output tile BLOCK_M x BLOCK_N, BLOCK_K inputs a step, GROUP_M row blocks swept
+    per column block (L2 reuse of the weight tiles), warps and pipeline stages."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int = 8
+    num_warps: int = 8
+    num_stages: int = 3
+    tma: bool = False  # the persistent TMA form (Hopper), else one program per tile with pointer loads
+    flatten: bool = True  # TMA form: the tile and K loops pipelined as one
+
+
+def gemm_config(m: int, n: int, k: int) -> GemmConfig:
+    """The launch for [m, k] x [k, n], the fastest of an H100 sweep (`benchmarks/linear_gelu.py --sweep`,
+    bf16, session 13): the persistent TMA form everywhere; 64 x 32 tiles for short inputs (a batch-1
+    sentence: 16-72 rows, 9.6-9.7 us against 14.5-16.4 for cuBLAS + the GELU kernel), 128 x 128 x 128 for the
+    passes (DA-T / CMLM / MaskGIT at batch 64), 128 x 256 x 64 once the output passes WIDE_TILE_OUTPUTS
+    elements (MDLM at batch 64: 570 us against 633 for 128 x 128)."""
+    if m <= 128:
+        return GemmConfig(64, 32, 64, group_m=1, num_warps=4, num_stages=3, tma=True)
+    if m * n >= WIDE_TILE_OUTPUTS:
+        return GemmConfig(128, 256, 64, group_m=8, num_warps=8, num_stages=3, tma=True)
+    return GemmConfig(128, 128, 128, group_m=8, num_warps=8, num_stages=3, tma=True)
+
+
+def linear_gelu_reference(
+    x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str = "none"
+) -> Tensor:
+    """`F.gelu(F.linear(x, weight, bias), approximate=approximate)`: the modules' own computation."""
+    return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+
+
+def kernel_serves(x: Tensor, weight: Tensor) -> bool:
+    """Whether `linear_gelu` runs the Triton kernel for x and the weight (else the reference): Triton, CUDA,
+    bf16 / fp16 alike, no autograd graph being recorded through them, rows of x, the weight and the output
+    of 16-byte multiples (what TMA reads and writes), and at least MIN_ROWS rows: on an H100 the whole
+    passes were faster with it from there (MaskGIT, DA-Transformer at batch 64), but CMLM's pass at 4,096 rows
+    was 4% slower and a batch-1 translation's graph replayed in the same time either way."""
+    return (
+        triton is not None
+        and x.is_cuda
+        and x.dtype in KERNEL_DTYPES
+        and weight.dtype == x.dtype
+        and x.shape[-1] % 8 == 0
+        and weight.shape[0] % 8 == 0
+        and x.numel() >= MIN_ROWS * x.shape[-1]
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    )
+
+
+def _check(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str) -> None:
+    """Shape and option errors before any launch."""
+    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        raise InputError(
+            f"linear_gelu: x must be [..., K] and weight [N, K] with the same K, got {tuple(x.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise InputError(f"linear_gelu: bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
+    if approximate not in APPROXIMATIONS:
+        raise InputError(f"linear_gelu: approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
+
+
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None = None, approximate: str = "none") -> Tensor:
+    """GELU of the linear map of x [..., K] by weight [N, K] (+ bias [N]) -> [..., N]: the Triton kernel where
+    `kernel_serves`, else `linear_gelu_reference`. Mismatched shapes raise InputError."""
+    _check(x, weight, bias, approximate)
+    if not kernel_serves(x, weight) or (bias is not None and bias.dtype != x.dtype):
+        return linear_gelu_reference(x, weight, bias, approximate)
+    rows = x.reshape(-1, x.shape[-1])
+    out = fused_linear_gelu(rows, weight, bias, approximate == "tanh")
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+if triton is not None:
+
+    @triton.jit
+    def _product(a, w_rows, acc, IEEE: tl.constexpr):
+        """acc [BLOCK_M, BLOCK_N] += a [BLOCK_M, BLOCK_K] @ w_rows [BLOCK_N, BLOCK_K]^T; float32 operands
+        exactly (the interpreter's tests: no TF32)."""
+        if IEEE:
+            return tl.dot(a, tl.trans(w_rows), acc, input_precision="ieee")
+        return tl.dot(a, tl.trans(w_rows), acc)
+
+    @triton.jit
+    def _bias_gelu(acc, b, outs, HAS_BIAS: tl.constexpr, TANH: tl.constexpr):
+        """The epilogue on the float32 sums: + bias[outs], then GELU, exact (erf) or the tanh form."""
+        if HAS_BIAS:
+            acc += tl.load(b + outs).to(tl.float32)[None, :]
+        if TANH:  # 0.5 v (1 + tanh(u)) = v sigmoid(2u), u = sqrt(2 / pi) (v + 0.044715 v^3)
+            inner = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
+            return acc * tl.sigmoid(2.0 * inner)
+        return 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+
+    @triton.jit
+    def _tile_of(tile, grid_m, grid_n, GROUP_M: tl.constexpr):
+        """(row block, column block) of output tile `tile`: GROUP_M row blocks swept down each column block, so
+        that tiles in flight together share weight tiles in L2."""
+        per_group = GROUP_M * grid_n
+        first_m = (tile // per_group) * GROUP_M
+        group_rows = tl.minimum(grid_m - first_m, GROUP_M)
+        return first_m + (tile % per_group) % group_rows, (tile % per_group) // group_rows
+
+    @triton.jit
+    def _linear_gelu_tma_kernel(
+        x_desc, w_desc, b, y_desc,
+        M, N, K,
+        HAS_BIAS: tl.constexpr, TANH: tl.constexpr, IEEE: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+        STAGES: tl.constexpr, PROGRAMS: tl.constexpr, FLATTEN: tl.constexpr,
+    ):  # fmt: skip
+        """Persistent form (Hopper): PROGRAMS programs stride over the output tiles; x and w tiles arrive by
+        TMA (tensor descriptors: out-of-range rows / columns / K read as zeros, stores clipped), and with
+        FLATTEN the tile and K loops are pipelined as one, so the next tile's loads overlap this one's
+        epilogue."""
+        grid_m = tl.cdiv(M, BLOCK_M)
+        grid_n = tl.cdiv(N, BLOCK_N)
+        k_steps = tl.cdiv(K, BLOCK_K)
+        for tile in tl.range(tl.program_id(0), grid_m * grid_n, PROGRAMS, flatten=FLATTEN, num_stages=STAGES):
+            pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP_M)
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for step in range(k_steps):
+                a = x_desc.load([pid_m * BLOCK_M, step * BLOCK_K])
+                w_rows = w_desc.load([pid_n * BLOCK_N, step * BLOCK_K])
+                acc = _product(a, w_rows, acc, IEEE)
+            outs = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            acc = _bias_gelu(acc, b, outs % N, HAS_BIAS, TANH)
+            y_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(y_desc.dtype))
+
+    @triton.jit
+    def _linear_gelu_kernel(
+        x, w, b, y,
+        M, N, K,
+        stride_xm, stride_wn, stride_ym,
+        HAS_BIAS: tl.constexpr, TANH: tl.constexpr, IEEE: tl.constexpr, EVEN_K: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+        STAGES: tl.constexpr,
+    ):  # fmt: skip
+        """One program: the [BLOCK_M, BLOCK_N] output tile of y = gelu(x @ w^T + b), float32 accumulation.
+        Programs sweep GROUP_M row blocks down each column block so that concurrent programs share weight
+        tiles in L2; out-of-range rows / columns are read at a clamped index and never stored."""
+        pid_m, pid_n = _tile_of(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        outs = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows_read = rows % M
+        outs_read = outs % N
+        steps = tl.arange(0, BLOCK_K)
+        x_tile = x + rows_read[:, None] * stride_xm + steps[None, :]  # [BLOCK_M, BLOCK_K]
+        w_tile = w + outs_read[:, None] * stride_wn + steps[None, :]  # [BLOCK_N, BLOCK_K], rows of w
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for start in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+            if EVEN_K:
+                a = tl.load(x_tile)
+                bt = tl.load(w_tile)
+            else:
+                inside = start + steps < K
+                a = tl.load(x_tile, mask=inside[None, :], other=0.0)
+                bt = tl.load(w_tile, mask=inside[None, :], other=0.0)
+            acc = _product(a, bt, acc, IEEE)
+            x_tile += BLOCK_K
+            w_tile += BLOCK_K
+        acc = _bias_gelu(acc, b, outs_read, HAS_BIAS, TANH)
+        tl.store(
+            y + rows[:, None] * stride_ym + outs[None, :],
+            acc.to(y.dtype.element_ty),
+            mask=(rows < M)[:, None] & (outs < N)[None, :],
+        )
+
+
+def linear_gelu_triton(
+    x: Tensor, weight: Tensor, bias: Tensor | None, tanh: bool, config: GemmConfig | None = None
+) -> Tensor:
+    """The kernel's launch (CUDA, or CPU under TRITON_INTERPRET=1): x [M, K], weight [N, K] -> [M, N] in x's
+    dtype; `config` overrides `gemm_config`'s (the benchmark's sweep). Rows that TMA cannot address (not
+    16-byte multiples; `kernel_serves` keeps them off CUDA) take the pointer form."""
+    x, weight = (_aligned_rows(t) for t in (x, weight))
+    (m, k), n = x.shape, weight.shape[0]
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    if k == 0:
+        return linear_gelu_reference(x, weight, bias, "tanh" if tanh else "none")
+    config = config or gemm_config(m, n, k)
+    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
+    if config.tma and (n * x.element_size()) % 16 == 0 and (k * x.element_size()) % 16 == 0:
+        return _launch_tma(x, weight, bias, tanh, config, out, tiles)
+    _linear_gelu_kernel[(tiles,)](
+        x, weight, weight if bias is None else bias, out,
+        m, n, k,
+        x.stride(0), weight.stride(0), out.stride(0),
+        HAS_BIAS=bias is not None, TANH=tanh, IEEE=x.dtype == torch.float32, EVEN_K=k % config.block_k == 0,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        STAGES=config.num_stages, num_warps=config.num_warps,
+    )  # fmt: skip
+    return out
+
+
+def _aligned_rows(t: Tensor) -> Tensor:
+    """t itself if its rows are contiguous and start on 16 bytes (TMA's rule), else a fresh copy."""
+    row_bytes = t.stride(0) * t.element_size()
+    if t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and (t.shape[0] == 1 or row_bytes % 16 == 0):
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+@functools.cache
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _launch_tma(
+    x: Tensor, weight: Tensor, bias: Tensor | None, tanh: bool, config: GemmConfig, out: Tensor, tiles: int
+) -> Tensor:
+    """The persistent TMA form: one program per SM at most (the device's count; 4 under the interpreter)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    sms = _multiprocessors(x.device.index if x.device.index is not None else 0) if x.is_cuda else 4
+    programs = min(sms, tiles)
+    (m, k), n = x.shape, weight.shape[0]
+    _linear_gelu_tma_kernel[(programs,)](
+        TensorDescriptor.from_tensor(x, [config.block_m, config.block_k]),
+        TensorDescriptor.from_tensor(weight, [config.block_n, config.block_k]),
+        weight if bias is None else bias,
+        TensorDescriptor.from_tensor(out, [config.block_m, config.block_n]),
+        m, n, k,
+        HAS_BIAS=bias is not None, TANH=tanh, IEEE=x.dtype == torch.float32,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        STAGES=config.num_stages, PROGRAMS=programs, FLATTEN=config.flatten, num_warps=config.num_warps,
+    )  # fmt: skip
+    return out
+
+
+@torch.library.custom_op("genloom::linear_gelu", mutates_args=())
+def fused_linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None, tanh: bool) -> Tensor:
+    """x [M, K], weight [N, K], bias [N] or None -> gelu(x @ weight^T + bias) [M, N] (an op torch.compile
+    keeps whole and a CUDA graph captures)."""
+    return linear_gelu_reference(x, weight, bias, "tanh" if tanh else "none")
+
+
+@fused_linear_gelu.register_kernel("cuda")
+def _fused_linear_gelu_cuda(x: Tensor, weight: Tensor, bias: Tensor | None, tanh: bool) -> Tensor:
+    return linear_gelu_triton(x, weight, bias, tanh)
+
+
+@fused_linear_gelu.register_fake
+def _fused_linear_gelu_fake(x: Tensor, weight: Tensor, bias: Tensor | None, tanh: bool) -> Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+@register_flop_formula(torch.ops.genloom.linear_gelu)
+def _linear_gelu_flops(x_shape, w_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """What FlopCounterMode counts for the linear: 2 M N K (the bias and the GELU are not counted)."""
+    return 2 * x_shape[0] * w_shape[0] * x_shape[1]

@@ -1,0 +1,155 @@
+"""`genloom.core.nn.linear_gelu`: a GELU layer's up-projection as one Triton GEMM on CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from genloom.core.errors import InputError
+from genloom.core.nn import linear_gelu as lg
+from genloom.core.nn.config import TransformerConfig
+from genloom.core.nn.mlp import MLP
+
+
+def test_cpu_takes_the_modules_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, weight, bias = torch.randn(3, 5, 8, generator=g), torch.randn(12, 8, generator=g), torch.randn(12)
+    got = lg.linear_gelu(x, weight, bias, "tanh")
+    assert got.shape == (3, 5, 12)
+    assert torch.equal(got, F.gelu(x @ weight.T + bias, approximate="tanh"))
+    assert torch.equal(lg.linear_gelu(x, weight), F.gelu(x @ weight.T))
+
+
+def test_bad_input_is_refused_before_any_launch() -> None:
+    x, weight = torch.randn(4, 8), torch.randn(6, 8)
+    with pytest.raises(InputError, match=r"same K, got \(4, 7\) and \(6, 8\)"):
+        lg.linear_gelu(x[:, :7], weight)
+    with pytest.raises(InputError, match=r"bias must be \[6\], got \(5,\)"):
+        lg.linear_gelu(x, weight, torch.zeros(5))
+    with pytest.raises(InputError, match="approximate must be one of"):
+        lg.linear_gelu(x, weight, None, "sigmoid")
+
+
+def test_the_op_counts_the_linears_flops() -> None:
+    with FlopCounterMode(display=False) as counter:
+        lg.fused_linear_gelu(torch.randn(7, 16), torch.randn(24, 16), torch.zeros(24), False)
+    assert counter.get_total_flops() == 2 * 7 * 24 * 16
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "want"),
+    [
+        (33792, 2048, (128, 128, 128)),
+        (65536, 3072, (128, 256, 64)),
+        (72, 512, (64, 32, 64)),
+        (5, 512, (64, 32, 64)),
+    ],
+)
+def test_gemm_config_tiles(rows: int, n: int, want: tuple) -> None:
+    config = lg.gemm_config(rows, n, 512)
+    assert (config.block_m, config.block_n, config.block_k) == want and config.tma
+
+
+def test_mlp_takes_the_fused_kernel_only_where_it_serves(monkeypatch, count_calls) -> None:
+    calls = count_calls(lg, "linear_gelu")
+    torch.manual_seed(0)
+    mlp = MLP(
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=8, mlp="gelu", mlp_bias=True)
+    ).eval()
+    x = torch.randn(2, 3, 16)
+    with torch.no_grad():
+        want = mlp(x)
+        assert not calls  # the CPU: the Linear and the GELU
+        monkeypatch.setattr(lg, "kernel_serves", lambda x, w: True)  # as on CUDA; falls back inside on CPU
+        assert torch.equal(mlp(x), want) and len(calls) == 1
+        monkeypatch.setattr(MLP, "fused_gelu_kernel", False)
+        mlp(x)
+    assert len(calls) == 1  # switched off
+
+
+KERNEL_CHECK = """
+import torch
+from genloom.core.nn.linear_gelu import GemmConfig, linear_gelu_reference, linear_gelu_triton
+
+for seed, (m, n, k, bias, tanh, config) in enumerate((
+        (37, 50, 24, True, False, None), (130, 70, 96, False, True, GemmConfig(64, 32, 32, group_m=2, num_warps=4)),
+        (5, 16, 8, True, True, None), (200, 33, 40, True, False, GemmConfig(32, 16, 16, group_m=3, num_warps=4)))):
+    g = torch.Generator().manual_seed(seed)
+    x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) / k ** 0.5
+    b = torch.randn(n, generator=g) if bias else None
+    got = linear_gelu_triton(x, w, b, tanh, config)
+    want = linear_gelu_reference(x, w, b, "tanh" if tanh else "none")
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-5, (seed, (got - want).abs().max())
+    for flatten in (True, False):  # the persistent TMA form (4 programs here), loops flattened or not
+        tma = GemmConfig(32, 16, 16, group_m=2, num_warps=4, tma=True, flatten=flatten)
+        got = linear_gelu_triton(x[:, :8 * (k // 8)], w[: 8 * (n // 8), : 8 * (k // 8)], None if b is None
+                                 else b[: 8 * (n // 8)], tanh, tma)
+        want = linear_gelu_reference(x[:, :8 * (k // 8)], w[: 8 * (n // 8), : 8 * (k // 8)], None if b is None
+                                     else b[: 8 * (n // 8)], "tanh" if tanh else "none")
+        assert (got - want).abs().max() < 1e-5, ("tma", seed, flatten, (got - want).abs().max())
+offset = torch.randn(40 * 24 + 1)[1:].view(40, 24)  # rows not on 16 bytes: copied for TMA
+w = torch.randn(16, 24)
+assert (linear_gelu_triton(offset, w, None, False) - linear_gelu_reference(offset, w, None)).abs().max() < 1e-5
+print("kernel equals the reference")
+"""
+
+
+def test_kernel_equals_the_reference_in_the_interpreter(run_triton_interpreted) -> None:
+    # partial row, column and K blocks, grouped row order, with and without bias, exact and tanh GELU; float32
+    assert "kernel equals the reference" in run_triton_interpreted(KERNEL_CHECK)
+
+
+@pytest.mark.parametrize(("dtype", "tanh", "rows"), [("bf16", False, 33792), ("fp16", True, 72)])
+def test_kernels_compile_for_hopper(compile_triton_for_hopper, dtype: str, tanh: bool, rows: int) -> None:
+    config = lg.gemm_config(rows, 2048, 512)
+    tile = {"BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k,
+            "GROUP_M": config.group_m, "STAGES": config.num_stages}  # fmt: skip
+    descriptors = {
+        "x_desc": f"tensordesc<{dtype}[{config.block_m}, {config.block_k}]>",
+        "w_desc": f"tensordesc<{dtype}[{config.block_n}, {config.block_k}]>",
+        "y_desc": f"tensordesc<{dtype}[{config.block_m}, {config.block_n}]>",
+    }
+    persistent = compile_triton_for_hopper(
+        lg._linear_gelu_tma_kernel,
+        {**descriptors, "b": f"*{dtype}", **dict.fromkeys(["M", "N", "K"], "i32")},
+        {"HAS_BIAS": True, "TANH": tanh, "IEEE": False, **tile, "PROGRAMS": 132, "FLATTEN": True},
+    )
+    pointers = compile_triton_for_hopper(
+        lg._linear_gelu_kernel,
+        {
+            **dict.fromkeys(["x", "w", "b", "y"], f"*{dtype}"),
+            **dict.fromkeys(["M", "N", "K"], "i32"),
+            **dict.fromkeys(["stride_xm", "stride_wn", "stride_ym"], "i32"),
+        },  # fmt: skip
+        {"HAS_BIAS": True, "TANH": tanh, "IEEE": False, "EVEN_K": True, **tile},
+    )
+    assert len(persistent) > 1000 and len(pointers) > 1000
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("rows", "k", "n", "approximate"), [(33800, 512, 2048, "none"), (72, 128, 512, "tanh")]
+)
+def test_kernel_on_cuda_matches_the_modules_and_replays_in_a_graph(rows, k, n, approximate) -> None:  # noqa: ANN001
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(rows, k, generator=g, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(n, k, generator=g, device="cuda", dtype=torch.bfloat16) / k**0.5
+    bias = 0.1 * torch.randn(n, generator=g, device="cuda", dtype=torch.bfloat16)
+    exact = F.gelu(x.double() @ weight.double().T + bias.double(), approximate=approximate)
+    modules = lg.linear_gelu_reference(x, weight, bias, approximate)
+    tanh = approximate == "tanh"
+    with torch.no_grad():
+        assert lg.kernel_serves(x, weight) == (rows >= lg.MIN_ROWS)
+        got = lg.fused_linear_gelu(x, weight, bias, tanh)  # the kernel, whatever the rows
+        # as close to the float64 layer as the modules' bf16 (rounded once instead of twice)
+        assert (got.double() - exact).abs().max() <= (modules.double() - exact).abs().max() + 1e-3
+        compiled = torch.compile(lambda: lg.linear_gelu(x, weight, bias, approximate), fullgraph=True)
+        compiled()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = compiled()
+        x.mul_(-1.0)  # the graph reads x from the device
+        graph.replay()
+        assert torch.equal(out, compiled())  # the same code outside the graph, on the new x
