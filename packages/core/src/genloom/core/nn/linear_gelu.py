@@ -10,9 +10,10 @@ GELU (exact, or the tanh form for VAR / MDLM's "gelu_tanh") on the float32 sums 
 persistent kernel (one program per SM striding over the output tiles) whose tiles arrive by TMA, with the
 tile and K loops pipelined as one so that the next tile's loads overlap this tile's epilogue; a form with
 pointer loads, one program per tile, stays for comparison (`GemmConfig.tma`). H100, bf16, against cuBLAS's
-product + the GELU kernel (`benchmarks/linear_gelu.py`): MDLM's layer at batch 64 570 us against 851, MaskGIT's
-196 / 230, a batch-1 translation's ~9.7 / ~15 us; DA-Transformer's and CMLM's decoders at batch 64 equal
-(218 / 220, 32 / 32).
+product + the GELU kernel (`benchmarks/linear_gelu.py`): MDLM's layer at batch 64 573 us against 858, MaskGIT's
+197 / 234; DA-Transformer's and CMLM's decoders at batch 64 and a batch-1 translation about equal (225 / 223,
+35 / 36, 10.5 / 10.7). The GEMM itself runs at about half of cuBLAS's rate at these shapes (its epilogue is not
+overlapped with the next tile's products), so it pays only where the GELU kernel was slow.
 
 The kernel serves bf16 / fp16 tensors on CUDA without autograd (sampling, translation, benchmarks);
 training, float32 and the CPU take `F.gelu(F.linear(...))` (`linear_gelu_reference`). The op counts the
@@ -63,7 +64,7 @@ class GemmConfig:
 def gemm_config(m: int, n: int, k: int) -> GemmConfig:
     """The launch for [m, k] x [k, n], the fastest of an H100 sweep (`benchmarks/linear_gelu.py --sweep`,
     bf16, session 13): the persistent TMA form everywhere; 64 x 32 tiles for short inputs (a batch-1
-    sentence: 16-72 rows, 9.6-9.7 us against 14.5-16.4 for cuBLAS + the GELU kernel), 128 x 128 x 128 for the
+    sentence: 16-72 rows), 128 x 128 x 128 for the
     passes (DA-T / CMLM / MaskGIT at batch 64), 128 x 256 x 64 once the output passes WIDE_TILE_OUTPUTS
     elements (MDLM at batch 64: 570 us against 633 for 128 x 128)."""
     if m <= 128:
