@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from genloom.core.bench import graph_time, measure_ceilings
+from genloom.core.bench import finish_kernel_table, graph_time, kernel_row, measure_ceilings
 from genloom.core.nn import linear_gelu as lg
 
 SHAPES = {  # name: (rows, inputs, outputs, GELU approximation)
@@ -136,21 +135,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.sweep and device.type == "cuda":
             row["fastest_launches"] = sweep(x, weight, bias, shape[3] == "tanh", device, args.replays)
         rows.append(row)
-        print(
-            f"| {name} | {ours:.1f} | {torch_ops:.1f} | {product:.1f} | {floor:.1f} | {ours / floor:.1f}x |",
-            flush=True,
-        )
+        print(kernel_row(name, ours, (torch_ops, product), floor), flush=True)
         if "fastest_launches" in row:
             print(
                 f"  fastest (block_m/n/k/group/warps/stages/tma/flatten: us): {row['fastest_launches']}",
                 flush=True,
             )
-    if spec:
-        print(f"\n{spec.name}: bf16 matmul {spec.bf16_flops / 1e12:.0f} TFLOP/s")
-    if args.out:
-        args.out.write_text(
-            json.dumps({"device": spec.name if spec else str(device), "rows": rows}, indent=1)
-        )
+    finish_kernel_table(rows, spec, device, args.out)
     return rows
 
 

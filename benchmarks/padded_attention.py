@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from genloom.core.bench import graph_time, measure_ceilings
+from genloom.core.bench import finish_kernel_table, graph_time, kernel_row, measure_ceilings
 from genloom.core.nn import padded_attention as pa
 
 SHAPES = {  # name: (batch, heads, queries, keys, head dim, a query sees itself)
@@ -126,16 +125,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.sweep and device.type == "cuda":
             row["fastest_launches"] = sweep(q, k, v, padding, device, args.replays)
         rows.append(row)
-        print(
-            f"| {name} | {ours:.1f} | {sdpa:.1f} | {flash:.1f} | {floor:.1f} | {ours / floor:.1f}x |",
-            flush=True,
-        )
-    if spec:
-        print(f"\n{spec.name}: bf16 matmul {spec.bf16_flops / 1e12:.0f} TFLOP/s")
-    if args.out:
-        args.out.write_text(
-            json.dumps({"device": spec.name if spec else str(device), "rows": rows}, indent=1)
-        )
+        print(kernel_row(name, ours, (sdpa, flash), floor), flush=True)
+    finish_kernel_table(rows, spec, device, args.out)
     return rows
 
 

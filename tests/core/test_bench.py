@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -110,3 +111,13 @@ def test_bench_command_refuses_unknown_presets_and_bad_options():
     assert result.exit_code != 0 and "no installed package can benchmark" in str(result.exception)
     result = runner.invoke(app, ["bench", "x", "--device", "cpu", "--dtype", "int3"])
     assert "--dtype must be one of" in str(result.exception)
+
+
+def test_kernel_table_row_and_json(tmp_path, capsys) -> None:
+    from genloom.core.bench import finish_kernel_table, kernel_row
+
+    assert kernel_row("dat", 150.0, (300.0, 75.25), 50.0) == "| dat | 150.0 | 300.0 | 75.2 | 50.0 | 3.0x |"
+    out = tmp_path / "table.json"
+    finish_kernel_table([{"name": "dat", "ours_us": 150.0}], None, torch.device("cpu"), out)
+    assert json.loads(out.read_text()) == {"device": "cpu", "rows": [{"name": "dat", "ours_us": 150.0}]}
+    assert capsys.readouterr().out == ""  # no device spec: no matmul-rate line

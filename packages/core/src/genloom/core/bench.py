@@ -8,10 +8,12 @@ a `DeviceSpec` (datasheet peaks of common GPUs, or your own), and `format_table`
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -142,6 +144,23 @@ def _time_matmul(device: torch.device, n: int) -> float:
 def floor_seconds(*, spec: DeviceSpec, flops: float = 0.0, bytes_moved: float = 0.0) -> float:
     """The fastest the hardware could possibly do it: max(FLOPs / peak, bytes / bandwidth)."""
     return max(flops / spec.bf16_flops, bytes_moved / spec.memory_bandwidth)
+
+
+def kernel_row(name: str, ours_us: float, references_us: Sequence[float], floor_us: float) -> str:
+    """One markdown row of a kernel benchmark (`benchmarks/linear_gelu.py`, `padded_attention.py`): our time,
+    the references' times, the FLOP floor and ours over it, all in us."""
+    cells = " | ".join(f"{t:.1f}" for t in (ours_us, *references_us, floor_us))
+    return f"| {name} | {cells} | {ours_us / floor_us:.1f}x |"
+
+
+def finish_kernel_table(
+    rows: list[dict], spec: DeviceSpec | None, device: torch.device, out: Path | None
+) -> None:
+    """After a kernel benchmark's rows: print the matmul rate the floors came from, write the rows as JSON."""
+    if spec:
+        print(f"\n{spec.name}: bf16 matmul {spec.bf16_flops / 1e12:.0f} TFLOP/s")
+    if out:
+        out.write_text(json.dumps({"device": spec.name if spec else str(device), "rows": rows}, indent=1))
 
 
 @dataclass(frozen=True)
