@@ -64,9 +64,8 @@ class GemmConfig:
 def gemm_config(m: int, n: int, k: int) -> GemmConfig:
     """The launch for [m, k] x [k, n], the fastest of an H100 sweep (`benchmarks/linear_gelu.py --sweep`,
     bf16, session 13): the persistent TMA form everywhere; 64 x 32 tiles for short inputs (a batch-1
-    sentence: 16-72 rows), 128 x 128 x 128 for the
-    passes (DA-T / CMLM / MaskGIT at batch 64), 128 x 256 x 64 once the output passes WIDE_TILE_OUTPUTS
-    elements (MDLM at batch 64: 570 us against 633 for 128 x 128)."""
+    sentence: 16-72 rows), 128 x 128 x 128 for the passes (DA-T / CMLM / MaskGIT at batch 64), 128 x 256 x 64
+    once the output passes WIDE_TILE_OUTPUTS elements (MDLM at batch 64: 570 us against 633 for 128 x 128)."""
     if m <= 128:
         return GemmConfig(64, 32, 64, group_m=1, num_warps=4, num_stages=3, tma=True)
     if m * n >= WIDE_TILE_OUTPUTS:
