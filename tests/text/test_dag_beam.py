@@ -110,6 +110,10 @@ def test_shipped_dat_translates_with_beam_search() -> None:
     assert (
         task.accuracy(batch, beam) >= 0.95 and task.accuracy(batch, beam) >= task.accuracy(batch, look) - 0.02
     )
+    merged = model.translate(
+        batch.source, batch.source_length, strategy="beam", beam_size=4, merge_prefixes=True
+    ).tokens
+    assert task.accuracy(batch, merged) >= 0.95
     with pytest.raises(TextInputError, match="beam"):
         model.translate(batch.source, batch.source_length, strategy="nucleus")
 
@@ -134,11 +138,12 @@ def test_sparse_bigram_counts_give_the_dense_table() -> None:
         bigram_log_probs_from_counts({"previous": counts["previous"]}, 5)
 
 
+@pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_fixed_width_beam_reads_nothing_and_finds_the_same_tokens(seed) -> None:
+def test_fixed_width_beam_reads_nothing_and_finds_the_same_tokens(seed, merge) -> None:
     links, logp, length = _graph(seed=seed, vertices=9, vocab=5)
     bigram = torch.randn(5, 5, generator=torch.Generator().manual_seed(seed)).log_softmax(-1)
-    options = dict(beam_size=3, pad=0, bigram=bigram, lm_weight=0.5, length_alpha=1.0)
+    options = dict(beam_size=3, pad=0, bigram=bigram, lm_weight=0.5, length_alpha=1.0, merge_prefixes=merge)
     tokens, path = dag_beam_decode(links, logp, length, **options)
     fixed_tokens, fixed_path = dag_beam_decode(links, logp, length, fixed_width=True, **options)
     assert torch.equal(fixed_path, path) and fixed_tokens.shape == (3, 9)
@@ -187,3 +192,59 @@ def test_binary_lifting_follows_backpointers_as_the_walk_back_does(num_steps) ->
                 vertex = int(backpointers[step][b, vertex])
             expected[b, step] = vertex
     assert torch.equal(follow_backpointers_reference(backpointers, last, emitted, num_steps), expected)
+
+
+def _brute_force_best_sequence(links, logp, n, pad, collapse):
+    """The token sequence with the largest total probability over every path that emits it (no length
+    normalisation), each vertex emitting its most likely token: log-sum-exp over paths, then argmax."""
+    best_logp, best_token = logp.max(-1)
+    totals: dict[tuple, list[float]] = {}
+    for size in range(2, n + 1):
+        for middle in itertools.combinations(range(1, n - 1), size - 2):
+            path = (0, *middle, n - 1)
+            score = sum(links[a, b].item() for a, b in zip(path, path[1:])) + sum(
+                best_logp[v].item() for v in path
+            )
+            tokens = [int(best_token[0])]
+            for u, v in zip(path, path[1:]):
+                t = int(best_token[v])
+                if t != pad and not (collapse and t == int(best_token[u])):
+                    tokens.append(t)
+            totals.setdefault(tuple(tokens), []).append(score)
+    merged = {seq: torch.tensor(scores).logsumexp(0).item() for seq, scores in totals.items()}
+    return max(merged, key=merged.get)
+
+
+@pytest.mark.parametrize(
+    ("seed", "vocab", "collapse"), [(2, 3, False), (3, 3, True), (28, 2, False), (8, 2, True)]
+)
+def test_merged_wide_beam_finds_the_likeliest_translation_over_all_paths(seed, vocab, collapse) -> None:
+    # few tokens over 8 vertices: many paths emit the same sequence, and a full-width merged beam sums them;
+    # in each of these graphs one row's likeliest translation is not the best single path's (unmerged: wrong)
+    links, logp, length = _graph(seed=seed, vertices=8, vocab=vocab)
+    for merge in (True, False):
+        tokens, _ = dag_beam_decode(
+            links, logp, length, beam_size=128, pad=0, collapse_repeats=collapse, merge_prefixes=merge
+        )
+        found = []
+        for b in range(3):
+            want = _brute_force_best_sequence(links[b], logp[b], int(length[b]), 0, collapse)
+            found.append(tuple(t for t in tokens[b].tolist() if t != 0) == tuple(t for t in want if t != 0))
+        assert all(found) == merge, (merge, found)
+
+
+def test_merging_sums_the_paths_of_one_translation() -> None:
+    """Two paths emit "A" with probability 0.3 each, one path emits "B" with 0.4: the best single path says
+    "B", the sum over paths says "A"."""
+    bos, a, b, eos, pad = 2, 3, 4, 5, 0
+    links = torch.full((1, 5, 5), float("-inf"))
+    links[0, 0, 1:4] = torch.tensor([0.3, 0.3, 0.4]).log()
+    links[0, 1:4, 4] = 0.0
+    logp = torch.full((1, 5, 6), -20.0)
+    for vertex, token in enumerate((bos, a, a, b, eos)):
+        logp[0, vertex, token] = 0.0
+    length = torch.tensor([5])
+    single, _ = dag_beam_decode(links, logp, length, beam_size=4, pad=pad)
+    summed, _ = dag_beam_decode(links, logp, length, beam_size=4, pad=pad, merge_prefixes=True)
+    assert single[0, :3].tolist() == [bos, b, eos]
+    assert summed[0, :3].tolist() == [bos, a, eos]

@@ -70,6 +70,9 @@ def translate(
         0.0, help="DA-Transformer / CTC: weight of the model folder's bigram LM (bigram.safetensors)"
     ),
     length_alpha: float = typer.Option(0.0, help="DA-Transformer beam: score / path vertices ** alpha"),
+    merge_prefixes: bool = typer.Option(
+        False, help="DA-Transformer beam: sum the paths that emit the same tokens (the official beam search)"
+    ),
     length_bonus: float = typer.Option(0.0, help="CTC beam with --lm-weight: score added per label"),
     draft: str | None = typer.Option(
         None, help="AR only: a smaller AR preset / folder for speculative decoding"
@@ -97,7 +100,12 @@ def translate(
         text = input_file.read_text(encoding="utf-8") if input_file else sys.stdin.read()
         lines = [line for line in text.splitlines()]
         options = {
-            "dat": {"strategy": strategy, "beam_size": beam, "length_alpha": length_alpha},
+            "dat": {
+                "strategy": strategy,
+                "beam_size": beam,
+                "length_alpha": length_alpha,
+                "merge_prefixes": merge_prefixes,
+            },  # fmt: skip
             "ar": {"beam_size": beam},
             "ctc": {"beam_size": beam},
             "cmlm": {"iterations": iterations},

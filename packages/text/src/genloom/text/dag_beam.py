@@ -5,8 +5,13 @@ every live hypothesis by one jump i -> j, scored links(i, j) + beta * log p(toke
 score, so beam 1 is lookahead decoding) + lm_weight * log p_LM(token_j | previous token); the K best
 extensions over the whole beam survive, and a hypothesis that reached the last vertex is carried over
 unchanged. The winner maximises score / (vertices on the path) ** length_alpha. Vectorised over batch and
-beam; the loop runs over path length only. (The official `dag_search` also merges hypotheses with equal
-token prefixes and scores with KenLM n-grams: neither is reproduced here.)
+beam; the loop runs over path length only.
+
+`merge_prefixes=True` sums paths, as the official `dag_search` does: a translation's probability is the sum
+over every path that emits it, so candidates that emit the same tokens so far and stand on the same vertex
+are one hypothesis, scored by the log-sum-exp of their scores (the best of them keeps its path). Prefixes are
+compared by two 31-bit polynomial hashes of the emitted tokens (a false merge needs both to collide: about 1
+in 4e18 per pair). The official search's KenLM n-gram scoring is not reproduced (a bigram table is).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ __all__ = [
 
 
 BIGRAM_FILE = "bigram.safetensors"  # a model folder's bigram counts (`genloom text bigram` writes it)
+HASH_PRIME = 2_147_483_647  # prefix hashes: two polynomial hashes modulo 2^31 - 1, products fit in int64
+HASH_BASES = (1_000_003, 998_244_353)
 
 
 def bigram_counts(sequences: Sequence[Sequence[int]], vocab_size: int) -> dict[str, Tensor]:
@@ -85,12 +92,15 @@ def dag_beam_decode(
     pad: int = 1,
     collapse_repeats: bool = True,
     fixed_width: bool = False,
+    merge_prefixes: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(tokens [B, N] right-padded with `pad`, best vertex path [B, L] with -1 past its end).
 
     links [B, L, L] transition log-probs; token_logprobs [B, L, V]; output_length [B] graph sizes.
     `fixed_width`: no device read at all (all L - 1 steps run, even once every hypothesis has ended, and
-    N = L), so the search can be captured in a CUDA graph with the pass; the same tokens, wider padding."""
+    N = L), so the search can be captured in a CUDA graph with the pass; the same tokens, wider padding.
+    `merge_prefixes`: candidates with the same emitted tokens on the same vertex become one hypothesis whose
+    score is the log-sum-exp of theirs (the sum over paths; see the module docstring)."""
     if beam_size < 1:
         raise TextInputError(f"beam_size must be >= 1, got {beam_size}")
     batch, length, _ = links.shape
@@ -109,6 +119,7 @@ def dag_beam_decode(
     paths = torch.full((batch, k, length), -1, dtype=torch.long, device=device)
     paths[:, :, 0] = 0
     visited = torch.ones(batch, k, device=device)
+    hashes = _start_hashes(best_token[:, :1].expand(-1, k)) if merge_prefixes else None
     for step in range(1, length):
         finished = vertex == last
         if not fixed_width and finished.all():
@@ -122,6 +133,9 @@ def dag_beam_decode(
         cand = cand.masked_fill(finished.unsqueeze(-1), float("-inf"))
         stay = torch.where(finished, score, torch.full_like(score, float("-inf")))
         options = torch.cat([cand, stay.unsqueeze(-1)], dim=-1).view(batch, -1)  # [B, K * (L + 1)]
+        if hashes is not None:
+            option_hashes, option_vertex = _option_keys(hashes, vertex, best_token, pad, collapse_repeats)
+            options = _merge_equal_prefixes(options, option_hashes, option_vertex)
         score, index = options.topk(k, dim=-1)
         origin, choice = index // (length + 1), index % (length + 1)
         moved = choice < length
@@ -129,6 +143,8 @@ def dag_beam_decode(
         paths = paths.gather(1, origin.unsqueeze(-1).expand(-1, -1, length)).clone()
         paths[:, :, step] = torch.where(moved, choice, paths[:, :, step])
         visited = visited.gather(1, origin) + moved.float()
+        if hashes is not None:
+            hashes = option_hashes.gather(1, index.unsqueeze(-1).expand(-1, -1, 2))
     final = torch.where(
         vertex == last, score / visited.pow(length_alpha), torch.full_like(score, float("-inf"))
     )
@@ -138,3 +154,53 @@ def dag_beam_decode(
         path, best_token, pad=pad, collapse_repeats=collapse_repeats, width=length if fixed_width else None
     )
     return tokens, path
+
+
+def _start_hashes(tokens: Tensor) -> Tensor:
+    """The prefix hashes [..., 2] (int64) of one-token prefixes."""
+    return (tokens.unsqueeze(-1) + 1).expand(*tokens.shape, 2).remainder(HASH_PRIME)
+
+
+def _option_keys(
+    hashes: Tensor, vertex: Tensor, best_token: Tensor, pad: int, collapse_repeats: bool
+) -> tuple[Tensor, Tensor]:
+    """(prefix hashes [B, K * (L + 1), 2], vertices [B, K * (L + 1)]) of the search's options: for a jump of
+    hypothesis k to vertex j, its prefix extended by j's token (unless `_emit_forward` drops it: a pad, or a
+    repeat of the previous vertex's token under `collapse_repeats`); for its "stay" option, itself."""
+    batch, k, _ = hashes.shape
+    length = best_token.shape[1]
+    token = best_token.unsqueeze(1).expand(-1, k, -1)  # [B, K, L]: the token each jump emits
+    previous = best_token.gather(1, vertex).unsqueeze(-1)  # [B, K, 1]
+    emitted = token != pad
+    if collapse_repeats:
+        emitted = emitted & (token != previous)
+    bases = torch.tensor(HASH_BASES, dtype=torch.long, device=hashes.device)
+    extended = (hashes.unsqueeze(2) * bases + (token.unsqueeze(-1) + 1)).remainder(HASH_PRIME)  # [B, K, L, 2]
+    moved = torch.where(emitted.unsqueeze(-1), extended, hashes.unsqueeze(2))
+    option_hashes = torch.cat([moved, hashes.unsqueeze(2)], dim=2).view(batch, -1, 2)
+    targets = torch.arange(length, device=vertex.device).expand(batch, k, -1)
+    option_vertex = torch.cat([targets, vertex.unsqueeze(-1)], dim=2).view(batch, -1)
+    return option_hashes, option_vertex
+
+
+def _merge_equal_prefixes(scores: Tensor, hashes: Tensor, vertex: Tensor) -> Tensor:
+    """scores [B, M] with the options of equal (prefix hash, vertex) merged: the best of each group gets the
+    group's log-sum-exp, the others -inf (so a top-k takes a group once, through its best member's path)."""
+    # group by (hash 0, hash 1, vertex), best score first in each group: stable sorts, least significant first
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    for key in (vertex, hashes[..., 1], hashes[..., 0]):
+        order = order.gather(1, key.gather(1, order).argsort(dim=-1, stable=True))
+    keys = torch.stack([hashes[..., 0], hashes[..., 1], vertex], dim=-1).gather(
+        1, order.unsqueeze(-1).expand(-1, -1, 3)
+    )
+    starts = torch.ones_like(vertex, dtype=torch.bool)
+    starts[:, 1:] = (keys[:, 1:] != keys[:, :-1]).any(-1)
+    group = starts.long().cumsum(dim=1) - 1  # [B, M], in sorted order
+    sorted_scores = scores.gather(1, order)
+    best = torch.full_like(scores, float("-inf")).scatter_reduce(1, group, sorted_scores, "amax")
+    shift = best.gather(1, group)
+    finite_shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    total = torch.zeros_like(scores).scatter_add(1, group, (sorted_scores - finite_shift).exp())
+    merged = torch.where(torch.isfinite(best), best + total.log(), best)  # log-sum-exp per group
+    merged_sorted = torch.where(starts, merged.gather(1, group), torch.full_like(scores, float("-inf")))
+    return torch.full_like(scores, float("-inf")).scatter(1, order, merged_sorted)

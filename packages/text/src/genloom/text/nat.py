@@ -640,12 +640,14 @@ class DATransformer(NonAutoregressiveTranslator):
         bigram: Tensor | None = None,
         lm_weight: float = 0.0,
         length_alpha: float = 0.0,
+        merge_prefixes: bool = False,
         graphed: bool | str = False,
     ) -> Translation:
         """strategy: "greedy", "lookahead" (beta weighs the next vertex's token log-prob), "viterbi" /
         "joint-viterbi" (every vertex's token log-prob in the score, the official "jointviterbi"; beta is the
         length-normalisation exponent) or "beam" (`dag_beam.dag_beam_decode`: lookahead beam of
-        `beam_size`, final scores divided by the path's vertex count to the power `length_alpha`). A `bigram`
+        `beam_size`, final scores divided by the path's vertex count to the power `length_alpha`;
+        `merge_prefixes` sums the paths that emit the same tokens, as the official beam search does). A `bigram`
         LM table [V, V] (`dag_beam.bigram_log_probs`) scores every jump with `lm_weight`. `collapse_repeats`
         merges equal neighbours (the official default, which helps MT but breaks targets with legitimately
         repeated tokens). `graphed=True` (the GPU fast path) replays the network pass (encoder, vertex states,
@@ -680,9 +682,18 @@ class DATransformer(NonAutoregressiveTranslator):
                 length_alpha=float(length_alpha),
                 collapse_repeats=collapse_repeats,
                 fixed_width=bool(graphed),
+                merge_prefixes=merge_prefixes,
                 **lm,
             )
-            key = ("beam", beam_size, float(beta), float(length_alpha), collapse_repeats, lm_key)
+            key = (
+                "beam",
+                beam_size,
+                float(beta),
+                float(length_alpha),
+                collapse_repeats,
+                merge_prefixes,
+                lm_key,
+            )
         else:  # viterbi / joint-viterbi
             decode = functools.partial(
                 self._graphable_viterbi,
