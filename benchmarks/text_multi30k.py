@@ -65,6 +65,8 @@ WORKER_START_S = 15.0  # spawning a worker, importing torch and starting CUDA, b
 LM_LOOKAHEAD = {"strategy": "lookahead", "bigram": "train", "lm_weight": 0.6, "collapse_repeats": True}
 LM_BEAM = {**LM_LOOKAHEAD, "strategy": "beam", "beam_size": 4, "length_alpha": 1.0}
 LM_VITERBI = {**LM_LOOKAHEAD, "strategy": "joint-viterbi", "lm_weight": 0.5}
+# beam 8 summing the paths of one translation, weights chosen on the validation set (session 13, CPU)
+LM_MERGED_BEAM = {**LM_BEAM, "beam_size": 8, "lm_weight": 0.5, "length_alpha": 1.2, "merge_prefixes": True}
 # CTC prefix beam search with the LM (weights chosen on the validation set, session 6)
 LM_CTC_BEAM = {"beam_size": 8, "bigram": "train", "lm_weight": 0.5, "length_bonus": 3.0}
 # decoding options per table row (the row name says which)
@@ -116,6 +118,7 @@ DECODING = {
     ),
     "DA-Transformer, beam 4 + bigram LM": ("dat", {**LM_BEAM}),
     "DA-Transformer, beam 4 + bigram LM (graphed pass)": ("dat", {**LM_BEAM, "graphed": True}),
+    "DA-Transformer, beam 8 + bigram LM, paths summed": ("dat", {**LM_MERGED_BEAM}),
     "DA-Transformer, joint Viterbi + bigram LM": ("dat", {**LM_VITERBI}),
     "DA-Transformer, joint Viterbi + bigram LM (graphed pass)": ("dat", {**LM_VITERBI, "graphed": True}),
     "DA-Transformer, joint Viterbi + bigram LM (compiled, graphed pass)": (
