@@ -46,8 +46,6 @@ kernel's code through Triton's interpreter, which runs programs one after anothe
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 from torch import Tensor
 from torch.library import triton_op
@@ -56,7 +54,7 @@ from genloom.core.errors import InputError
 
 from .decode_attention import ROPE_LAYOUTS, cache_block, decode_attention_reference
 from .decode_kernels import linear_residual_reference, rms_norm_linear_reference, rms_norm_swiglu_reference
-from .triton_launch import launcher
+from .triton_launch import launcher, multiprocessors
 
 try:  # Triton ships with CUDA builds of torch; without it the op runs its torch reference
     import triton
@@ -366,11 +364,6 @@ if triton is not None:
 
 
 # ---------------------------------------------------------------------------------------------- launch
-@cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _programs(device: torch.device) -> int:
     """PROGRAMS_PER_SM programs per SM. All must be resident at once, which the grid barriers need: with at
     most 8 warps per SM in all (255 registers a thread at most, small shared memory) they always are."""
@@ -379,9 +372,7 @@ def _programs(device: torch.device) -> int:
             f"decode_layer: {PROGRAMS_PER_SM} programs of {NUM_WARPS} warps per SM may not all be resident; "
             "the grid barriers would never open"
         )
-    return PROGRAMS_PER_SM * _sm_count(
-        device.index if device.index is not None else torch.cuda.current_device()
-    )
+    return PROGRAMS_PER_SM * multiprocessors(device)
 
 
 def _split(n: int, k: int, programs: int, tiles: int = 1) -> tuple[int, int, int]:

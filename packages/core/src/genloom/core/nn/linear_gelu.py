@@ -22,7 +22,6 @@ FLOPs torch counts for the linear (2 M N K), so FlopCounterMode sees the same pa
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +30,8 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from genloom.core.errors import InputError
+
+from .triton_launch import multiprocessors
 
 try:  # Triton ships with CUDA builds of torch; without it the reference runs on CUDA too
     import triton
@@ -253,18 +254,13 @@ def _aligned_rows(t: Tensor) -> Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-@functools.cache
-def _multiprocessors(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _launch_tma(
     x: Tensor, weight: Tensor, bias: Tensor | None, tanh: bool, config: GemmConfig, out: Tensor, tiles: int
 ) -> Tensor:
     """The persistent TMA form: one program per SM at most (the device's count; 4 under the interpreter)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    sms = _multiprocessors(x.device.index if x.device.index is not None else 0) if x.is_cuda else 4
+    sms = multiprocessors(x.device) if x.is_cuda else 4
     programs = min(sms, tiles)
     (m, k), n = x.shape, weight.shape[0]
     _linear_gelu_tma_kernel[(programs,)](

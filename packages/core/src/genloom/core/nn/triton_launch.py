@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import cache
 
 import torch
 from torch.library import wrap_triton
 
-__all__ = ["launcher", "launches_cheaply"]
+__all__ = ["launcher", "launches_cheaply", "multiprocessors"]
 
 
 def launcher(kernel: Callable) -> Callable:
@@ -30,3 +31,13 @@ def launches_cheaply(device: torch.device) -> bool:
     if device.type != "cuda" or torch.compiler.is_compiling():
         return True
     return torch.cuda.is_current_stream_capturing()
+
+
+def multiprocessors(device: torch.device) -> int:
+    """The streaming multiprocessors of a CUDA device (persistent kernels launch one program per SM or so)."""
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
