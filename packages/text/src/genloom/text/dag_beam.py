@@ -135,7 +135,7 @@ def dag_beam_decode(
         options = torch.cat([cand, stay.unsqueeze(-1)], dim=-1).view(batch, -1)  # [B, K * (L + 1)]
         if hashes is not None:
             option_hashes, option_vertex = _option_keys(hashes, vertex, best_token, pad, collapse_repeats)
-            options = _merge_equal_prefixes(options, option_hashes, option_vertex)
+            options = _merge_equal_prefixes(options, option_hashes, option_vertex, length)
         score, index = options.topk(k, dim=-1)
         origin, choice = index // (length + 1), index % (length + 1)
         moved = choice < length
@@ -183,16 +183,16 @@ def _option_keys(
     return option_hashes, option_vertex
 
 
-def _merge_equal_prefixes(scores: Tensor, hashes: Tensor, vertex: Tensor) -> Tensor:
+def _merge_equal_prefixes(scores: Tensor, hashes: Tensor, vertex: Tensor, length: int) -> Tensor:
     """scores [B, M] with the options of equal (prefix hash, vertex) merged: the best of each group gets the
-    group's log-sum-exp, the others -inf (so a top-k takes a group once, through its best member's path)."""
-    # group by (hash 0, hash 1, vertex), best score first in each group: stable sorts, least significant first
+    group's log-sum-exp, the others -inf (so a top-k takes a group once, through its best member's path).
+    `length`: vertices of the graph (vertex < length), so the second hash and the vertex share one int64 key."""
+    keys = torch.stack([hashes[..., 0], hashes[..., 1] * length + vertex], dim=-1)  # [B, M, 2]
+    # group by the keys, best score first in each group: stable sorts, least significant first
     order = scores.argsort(dim=-1, descending=True, stable=True)
-    for key in (vertex, hashes[..., 1], hashes[..., 0]):
+    for key in (keys[..., 1], keys[..., 0]):
         order = order.gather(1, key.gather(1, order).argsort(dim=-1, stable=True))
-    keys = torch.stack([hashes[..., 0], hashes[..., 1], vertex], dim=-1).gather(
-        1, order.unsqueeze(-1).expand(-1, -1, 3)
-    )
+    keys = keys.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
     starts = torch.ones_like(vertex, dtype=torch.bool)
     starts[:, 1:] = (keys[:, 1:] != keys[:, :-1]).any(-1)
     group = starts.long().cumsum(dim=1) - 1  # [B, M], in sorted order
