@@ -32,38 +32,60 @@ SHAPES = {  # name: (rows, inputs, outputs, GELU approximation)
     "source_up_b1": (16, 128, 512, "none"),
 }
 
-LARGE_LAUNCHES = [  # (block_m, block_n, block_k, group_m, warps, stages, TMA form, flattened loops)
-    (128, 128, 64, 8, 8, 3, False, False),
-    (128, 256, 64, 8, 8, 4, False, False),
-    (128, 128, 32, 8, 4, 5, False, False),
-    (256, 128, 64, 8, 8, 3, False, False),
-    (128, 128, 64, 8, 8, 3, True, True),
-    (128, 128, 64, 8, 8, 4, True, True),
-    (128, 256, 64, 8, 8, 3, True, True),
-    (128, 256, 64, 8, 8, 4, True, True),
-    (128, 128, 64, 8, 4, 4, True, True),
-    (128, 128, 64, 8, 8, 3, True, False),
-    (128, 256, 64, 8, 8, 3, True, False),
-    (256, 128, 64, 8, 8, 3, True, True),
-    (128, 128, 128, 8, 8, 3, True, True),
-    (128, 64, 64, 8, 4, 4, True, True),
-    (64, 256, 64, 8, 4, 4, True, True),
-    (128, 128, 32, 8, 4, 5, True, True),
+C = lg.GemmConfig
+TMA = {"tma": True}
+FLAT = {"tma": True, "flatten": True}
+LARGE_LAUNCHES = [  # GemmConfig(block_m, block_n, block_k, group_m, warps, stages, **options)
+    C(128, 128, 64, 8, 8, 3),  # pointer loads, one program per tile
+    C(128, 256, 64, 8, 8, 4),
+    C(128, 128, 64, 8, 8, 3, **FLAT),  # persistent, TMA, tile and K loops flattened
+    C(128, 128, 64, 8, 8, 4, **FLAT),
+    C(128, 128, 128, 8, 8, 3, **FLAT),
+    C(128, 256, 64, 8, 8, 3, **FLAT, epilogue_subtile=True),
+    C(128, 128, 64, 8, 8, 4, **FLAT, polynomial_erf=True),  # the cheaper exact GELU
+    C(128, 128, 128, 8, 8, 3, **FLAT, polynomial_erf=True),
+    C(128, 256, 64, 8, 8, 3, **FLAT, epilogue_subtile=True, polynomial_erf=True),
+    C(128, 256, 64, 8, 8, 4, **FLAT, epilogue_subtile=True, polynomial_erf=True),
+    C(128, 128, 64, 8, 8, 3, **FLAT, programs_per_sm=2, max_registers=128, polynomial_erf=True),
+    C(128, 128, 64, 8, 8, 2, **FLAT, programs_per_sm=2, max_registers=128, polynomial_erf=True),
+    C(128, 128, 64, 8, 8, 3, **FLAT, programs_per_sm=2, max_registers=128),
+    C(128, 64, 64, 8, 4, 4, **FLAT, programs_per_sm=2, polynomial_erf=True),
+    C(128, 128, 64, 8, 4, 3, **FLAT, programs_per_sm=2, max_registers=240, polynomial_erf=True),
+    C(128, 128, 64, 8, 8, 3, **TMA, warp_specialize=True, epilogue_subtile=True),  # Triton's Hopper WS
+    C(128, 128, 64, 8, 8, 3, **TMA, warp_specialize=True, epilogue_subtile=True, polynomial_erf=True),
+    C(128, 256, 64, 8, 8, 3, **TMA, warp_specialize=True, epilogue_subtile=True, polynomial_erf=True),
 ]
 SMALL_LAUNCHES = [
-    (64, 64, 64, 1, 4, 3, False, False),
-    (128, 64, 64, 1, 4, 3, False, False),
-    (16, 32, 128, 1, 2, 2, False, False),
-    (64, 32, 64, 1, 4, 3, False, False),
-    (32, 64, 64, 1, 4, 3, False, False),
-    (128, 32, 64, 1, 4, 3, False, False),
-    (64, 64, 128, 1, 4, 2, False, False),
-    (128, 64, 128, 1, 4, 2, False, False),
-    (64, 64, 64, 1, 4, 3, True, True),
-    (128, 64, 64, 1, 4, 3, True, True),
-    (64, 32, 64, 1, 4, 3, True, True),
-    (64, 64, 128, 1, 4, 2, True, False),
+    C(64, 64, 64, 1, 4, 3),
+    C(128, 64, 64, 1, 4, 3),
+    C(16, 32, 128, 1, 2, 2),
+    C(64, 32, 64, 1, 4, 3),
+    C(64, 64, 64, 1, 4, 3, **FLAT),
+    C(128, 64, 64, 1, 4, 3, **FLAT),
+    C(64, 32, 64, 1, 4, 3, **FLAT),
+    C(64, 32, 64, 1, 4, 3, **FLAT, polynomial_erf=True),
+    C(64, 64, 128, 1, 4, 2, **TMA),
 ]
+
+
+def launch_name(config: lg.GemmConfig) -> str:
+    """block_m/n/k/group/warps/stages, then the TMA form's options that are on."""
+    name = "/".join(map(str, (config.block_m, config.block_n, config.block_k, config.group_m, config.num_warps,
+                              config.num_stages)))  # fmt: skip
+    if config.tma:
+        name += "/tma" + "".join(
+            f"+{flag}"
+            for flag, on in (
+                ("flat", config.flatten and not config.warp_specialize),
+                ("ws", config.warp_specialize),
+                ("sub", config.epilogue_subtile),
+                (f"{config.programs_per_sm}/sm", config.programs_per_sm > 1),
+                (f"reg{config.max_registers}", config.max_registers),
+                ("poly", config.polynomial_erf),
+            )
+            if on
+        )
+    return name
 
 
 def inputs(shape: tuple, device: torch.device) -> tuple:
@@ -78,15 +100,21 @@ def inputs(shape: tuple, device: torch.device) -> tuple:
 
 
 def sweep(x, weight, bias, tanh: bool, device: torch.device, replays: int) -> list[tuple[str, float]]:  # noqa: ANN001
-    """The five fastest launches (us)."""
+    """The five fastest launches (us) whose outputs match the reference (a launch that Triton miscompiles
+    must not win)."""
+    want = lg.linear_gelu_reference(x, weight, bias, "tanh" if tanh else "none").float()
+    tolerance = 0.02 * want.abs().max().item()
     times = {}
-    for launch in SMALL_LAUNCHES if x.shape[0] <= 128 else LARGE_LAUNCHES:
-        block_m, block_n, block_k, group_m, warps, stages, tma, flatten = launch
-        config = lg.GemmConfig(block_m, block_n, block_k, group_m, warps, stages, tma=tma, flatten=flatten)
+    for config in SMALL_LAUNCHES if x.shape[0] <= 128 else LARGE_LAUNCHES:
         call = functools.partial(lg.linear_gelu_triton, x, weight, bias, tanh, config)
         try:
-            times["/".join(map(str, launch))] = 1e6 * graph_time(call, device, replays)
-        except Exception:  # noqa: BLE001 - a launch Triton cannot fit (shared memory, registers)
+            error = (call().float() - want).abs().max().item()
+            if error > tolerance:
+                print(f"  {launch_name(config)}: wrong output (max error {error:.3g})", flush=True)
+                continue
+            times[launch_name(config)] = 1e6 * graph_time(call, device, replays)
+        except Exception as failure:  # noqa: BLE001 - a launch Triton cannot fit (shared memory, registers)
+            print(f"  {launch_name(config)}: {type(failure).__name__}", flush=True)
             continue
     return sorted(times.items(), key=lambda item: item[1])[:5]
 
@@ -138,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(kernel_row(name, ours, (torch_ops, product), floor), flush=True)
         if "fastest_launches" in row:
             print(
-                f"  fastest (block_m/n/k/group/warps/stages/tma/flatten: us): {row['fastest_launches']}",
+                f"  fastest (block_m/n/k/group/warps/stages/options: us): {row['fastest_launches']}",
                 flush=True,
             )
     finish_kernel_table(rows, spec, device, args.out)

@@ -97,12 +97,16 @@ def compile_triton_for_hopper():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    def compile_kernel(fn, signature: dict[str, str], constexprs: dict[str, object]) -> bytes:
+    def compile_kernel(
+        fn, signature: dict[str, str], constexprs: dict[str, object], num_warps: int = 4
+    ) -> bytes:
         source = ASTSource(
             fn=fn, signature={**signature, **dict.fromkeys(constexprs, "constexpr")}, constexprs=constexprs
         )
         try:
-            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+            compiled = triton.compile(
+                source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}
+            )
         except FileNotFoundError as missing:  # no ptxas in this Triton build
             pytest.skip(f"Triton's CUDA toolchain is absent: {missing}")
         return compiled.asm["cubin"]
