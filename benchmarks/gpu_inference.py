@@ -36,6 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from genloom.core.bench import DeviceSpec, measure, measure_ceilings, weight_bytes
+from genloom.core.nn.mlp import MLP
 from genloom.core.nn.quantize import quantize_int8_weight_only
 from genloom.core.sampling.logits import SamplingParams
 from genloom.image.bench import next_scale_flops, raster_ar_decode_bytes
@@ -395,6 +396,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pass-models", nargs="+", default=None, help="passes section: a subset of maskgit mdlm cmlm dat"
     )
     p.add_argument(
+        "--gelu-tanh",
+        action="store_true",
+        help="passes: exact-GELU layers take the tanh form through cuBLASLt's epilogue (MLP.exact_gelu_as_tanh)",
+    )
+    p.add_argument(
         "--var-compiled",
         action="store_true",
         help="VAR: each scale's pass compiled before capture (slow first call)",
@@ -409,6 +415,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
+    MLP.exact_gelu_as_tanh = args.gelu_tanh
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         OUT.append(args.out)

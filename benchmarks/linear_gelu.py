@@ -121,8 +121,9 @@ def sweep(x, weight, bias, tanh: bool, device: torch.device, replays: int) -> li
 
 def times(
     x, weight, bias, approximate: str, device: torch.device, replays: int
-) -> tuple[float, float, float]:  # noqa: ANN001
-    """(ours, cuBLAS + GELU compiled, cuBLAS's product alone) in us."""
+) -> tuple[float, float, float, float]:  # noqa: ANN001
+    """(ours, cuBLAS + GELU compiled, cuBLAS's product alone, cuBLASLt's product with its tanh-GELU
+    epilogue) in us."""
     two_kernels = torch.compile(functools.partial(lg.linear_gelu_reference, x, weight, bias, approximate))
     with torch.no_grad():
         # the op itself: `linear_gelu` takes the torch ops below MIN_ROWS rows
@@ -131,7 +132,8 @@ def times(
         )
         torch_ops = graph_time(two_kernels, device, replays)
         product = graph_time(functools.partial(F.linear, x, weight, bias), device, replays)
-    return 1e6 * ours, 1e6 * torch_ops, 1e6 * product
+        epilogue = graph_time(functools.partial(lg.cublas_gelu_tanh, x, weight, bias), device, replays)
+    return 1e6 * ours, 1e6 * torch_ops, 1e6 * product, 1e6 * epilogue
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -146,24 +148,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     spec = measure_ceilings(device) if device.type == "cuda" else None
     rows = []
     print("| up-projection + GELU | ours (us) | cuBLAS + GELU kernel (us) | cuBLAS product alone (us) "
-          "| FLOP floor (us) | ours / floor |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+          "| cuBLASLt + tanh-GELU epilogue (us) | FLOP floor (us) | ours / floor |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.shapes:
         shape = SHAPES[name]
         x, weight, bias = inputs(shape, device)
-        ours, torch_ops, product = times(x, weight, bias, shape[3], device, args.replays)
+        ours, torch_ops, product, epilogue = times(x, weight, bias, shape[3], device, args.replays)
         floor = 1e6 * 2 * shape[0] * shape[1] * shape[2] / spec.bf16_flops if spec else float("nan")
         row = {
             "name": name,
             "ours_us": ours,
             "torch_ops_us": torch_ops,
             "product_us": product,
+            "cublaslt_tanh_epilogue_us": epilogue,
             "floor_us": floor,
         }
         if args.sweep and device.type == "cuda":
             row["fastest_launches"] = sweep(x, weight, bias, shape[3] == "tanh", device, args.replays)
         rows.append(row)
-        print(kernel_row(name, ours, (torch_ops, product), floor), flush=True)
+        print(kernel_row(name, ours, (torch_ops, product, epilogue), floor), flush=True)
         if "fastest_launches" in row:
             print(
                 f"  fastest (block_m/n/k/group/warps/stages/options: us): {row['fastest_launches']}",

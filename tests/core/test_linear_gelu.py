@@ -52,6 +52,35 @@ def test_gemm_config_tiles(rows: int, n: int, want: tuple) -> None:
     assert (config.block_m, config.block_n, config.block_k) == want and config.tma
 
 
+@pytest.mark.gpu
+def test_cublas_tanh_route_is_the_tanh_gelu() -> None:
+    # torch's _addmm_activation(use_gelu=True) on CUDA: cuBLASLt's epilogue, the tanh approximation (float32,
+    # no TF32: equal to F.gelu(..., "tanh") and measurably not the exact GELU)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(256, 32, generator=g, device="cuda")
+    weight = 0.3 * torch.randn(48, 32, generator=g, device="cuda")  # outputs ~N(0, 1.7^2): the forms differ
+    bias = torch.randn(48, generator=g, device="cuda")  # by up to ~5e-4, near |v| = 2
+    got = lg.cublas_gelu_tanh(x, weight, bias)
+    assert torch.allclose(got, lg.linear_gelu_reference(x, weight, bias, "tanh"), atol=2e-5)
+    assert (got - lg.linear_gelu_reference(x, weight, bias, "none")).abs().max() > 2e-4
+    no_bias = F.gelu(x @ weight.T, approximate="tanh")
+    assert torch.allclose(lg.cublas_gelu_tanh(x, weight, None), no_bias, atol=2e-5)
+
+
+def test_mlp_takes_the_tanh_form_for_exact_gelu_only_when_asked(monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr(lg, "kernel_serves", lambda x, w: True)
+    monkeypatch.setattr(lg, "linear_gelu", lambda x, w, b, approximate: seen.append(approximate) or x @ w.T)
+    mlp = MLP(
+        TransformerConfig(dim=16, n_layers=1, n_heads=2, vocab_size=8, mlp="gelu", mlp_bias=True)
+    ).eval()
+    with torch.no_grad():
+        mlp(torch.randn(2, 3, 16))
+        monkeypatch.setattr(MLP, "exact_gelu_as_tanh", True)
+        mlp(torch.randn(2, 3, 16))
+    assert seen == ["none", "tanh"]
+
+
 def test_mlp_takes_the_fused_kernel_only_where_it_serves(monkeypatch, count_calls) -> None:
     calls = count_calls(lg, "linear_gelu")
     torch.manual_seed(0)
@@ -179,9 +208,14 @@ def test_warp_specialized_form_compiles_for_hopper(compile_triton_for_hopper) ->
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("rows", "k", "n", "approximate"), [(33800, 512, 2048, "none"), (72, 128, 512, "tanh")]
+    ("rows", "k", "n", "approximate", "by_cublas"),
+    [(33800, 512, 2048, "none", False), (72, 128, 512, "tanh", True), (72, 128, 512, "tanh", False)],
 )
-def test_kernel_on_cuda_matches_the_modules_and_replays_in_a_graph(rows, k, n, approximate) -> None:  # noqa: ANN001
+def test_kernel_on_cuda_matches_the_modules_and_replays_in_a_graph(
+    monkeypatch, count_calls, rows, k, n, approximate, by_cublas
+) -> None:  # noqa: ANN001
+    monkeypatch.setattr(lg, "TANH_BY_CUBLAS", by_cublas)  # the tanh form: cuBLASLt's epilogue or the kernel
+    cublas_calls = count_calls(lg, "cublas_gelu_tanh")
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(rows, k, generator=g, device="cuda", dtype=torch.bfloat16)
     weight = torch.randn(n, k, generator=g, device="cuda", dtype=torch.bfloat16) / k**0.5
@@ -202,3 +236,4 @@ def test_kernel_on_cuda_matches_the_modules_and_replays_in_a_graph(rows, k, n, a
         x.mul_(-1.0)  # the graph reads x from the device
         graph.replay()
         assert torch.equal(out, compiled())  # the same code outside the graph, on the new x
+    assert bool(cublas_calls) == by_cublas

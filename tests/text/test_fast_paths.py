@@ -92,7 +92,20 @@ def test_one_pass_nar_graphed_translation_equals_eager(preset: str, device: str)
         vocab = model.config.vocab_size
         bigram = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed)).log_softmax(-1)
         for options in (
-            ({}, {"strategy": "greedy"}, {"strategy": "viterbi"}, {"strategy": "joint-viterbi"})
+            (
+                {},
+                {"strategy": "greedy"},
+                {"strategy": "viterbi"},
+                {"strategy": "joint-viterbi"},
+                {"strategy": "beam", "beam_size": 4, "bigram": bigram, "lm_weight": 0.5},
+                {
+                    "strategy": "beam",
+                    "beam_size": 4,
+                    "bigram": bigram,
+                    "lm_weight": 0.5,
+                    "merge_prefixes": True,
+                },
+            )  # fmt: skip
             if preset.endswith("dat")
             else (
                 {},

@@ -174,7 +174,8 @@ def _option_keys(
     emitted = token != pad
     if collapse_repeats:
         emitted = emitted & (token != previous)
-    bases = torch.tensor(HASH_BASES, dtype=torch.long, device=hashes.device)
+    # filled on the device (no host-to-device copy: the search may run inside a CUDA graph capture)
+    bases = torch.stack([hashes.new_full((), base) for base in HASH_BASES])
     extended = (hashes.unsqueeze(2) * bases + (token.unsqueeze(-1) + 1)).remainder(HASH_PRIME)  # [B, K, L, 2]
     moved = torch.where(emitted.unsqueeze(-1), extended, hashes.unsqueeze(2))
     option_hashes = torch.cat([moved, hashes.unsqueeze(2)], dim=2).view(batch, -1, 2)
