@@ -10,7 +10,9 @@ largest logit, everything below it becomes -inf and Gumbel noise over the whole 
 Inside `torch.compile`, for a few rows, the k-th value comes from an exact 4-pass radix select written as
 fused reductions (~30 us on an H100 for one row of 16k logits, where `torch.topk` with its sort takes ~80 us);
 otherwise from `torch.topk`.
-Both return the same value bit for bit, so compiled and eager steps keep the same tokens.
+Both return the same value bit for bit, so compiled and eager steps keep the same tokens. On CUDA inside
+`torch.compile`, float32 top-k-only sampling of a few rows skips even that: `topk_kernel.top_k_sample` takes
+the winner over the whole vocabulary and checks that fewer than k logits exceed its own (the same token).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import topk_kernel
 from .errors import SamplingError
 
 __all__ = [
@@ -298,6 +301,9 @@ def sample_with_noise(logits: Tensor, params: SamplingParams, log_noise: Tensor 
     if not _has_filters(params):
         return torch.argmax(torch.sub(logits, log_noise, alpha=params.temperature), dim=-1)
     if _top_k_only(params):  # mask below the k-th largest logit, Gumbel over the vocabulary: no gather
+        if torch.compiler.is_compiling() and topk_kernel.kernel_serves(logits, params.top_k):
+            # the same token in one kernel, which looks for the k-th value only if it must (topk_kernel)
+            return topk_kernel.top_k_sample(logits, log_noise, params.top_k, params.temperature)
         logits = top_k_filter(logits, params.top_k)
         return torch.argmax(torch.sub(logits, log_noise, alpha=params.temperature), dim=-1)
     values, indices = _survivors(logits, params)
