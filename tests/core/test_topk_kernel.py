@@ -58,11 +58,12 @@ def test_mismatched_noise_is_refused() -> None:
         tk.top_k_sample(torch.zeros(2, 8), torch.zeros(2, 7), 3, 1.0)
 
 
-def test_kernel_compiles_for_hopper(compile_triton_for_hopper) -> None:
+@pytest.mark.parametrize("temperature", ["fp32", "fp64"])  # torch.compile's launcher may pass fp64
+def test_kernel_compiles_for_hopper(compile_triton_for_hopper, temperature: str) -> None:
     cubin = compile_triton_for_hopper(
         tk._top_k_sample_kernel,
         {"logits": "*fp32", "noise": "*fp32", "out": "*i64", "V": "i32", "stride_l": "i32", "stride_n": "i32",
-         "top_k": "i32", "temperature": "fp32"},
+         "top_k": "i32", "temperature": temperature},
         {"BLOCK": tk.BLOCK},
         num_warps=tk.NUM_WARPS,
     )  # fmt: skip

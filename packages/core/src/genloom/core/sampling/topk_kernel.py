@@ -99,6 +99,7 @@ if triton is not None:
     ):
         """One row: the winner of the noisy scores among the logits above `above`, until fewer than top_k
         logits exceed the winner's (then it is in the top k, and so the top k's own winner)."""
+        temperature = tl.cast(temperature, tl.float32)  # inductor's launcher may pass a float as fp64
         row = tl.program_id(0)
         logits += row * stride_l
         noise += row * stride_n
