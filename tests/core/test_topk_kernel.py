@@ -36,6 +36,10 @@ assert top_k_sample_triton(tied, torch.zeros_like(tied), 3, 1.0).item() == 1
 lifted = torch.zeros_like(tied)
 lifted[0, 6] = -0.5  # the last of the tied five, kept by the filter
 assert top_k_sample_triton(tied, lifted, 3, 1.0).item() == 6 == top_k_sample_reference(tied, lifted, 3, 1.0).item()
+masked = torch.full((2, 100), float("-inf"))
+masked[1, 40] = 0.0  # one finite logit; the first row has none
+got = top_k_sample_triton(masked, torch.zeros(2, 100), 5, 1.0)
+assert got.tolist() == [0, 40] == top_k_sample_reference(masked, torch.zeros(2, 100), 5, 1.0).tolist()
 print("kernel equals the reference")
 """
 

@@ -112,7 +112,8 @@ if triton is not None:
             above = logit  # the winner and everything at or below it are outside the top k
             index, logit = _winner(logits, noise, V, above, temperature, BLOCK)
             count = _count_above(logits, V, logit, BLOCK)
-        tl.store(out + row, index.to(tl.int64))
+        # a row with no finite logit: torch.argmax's answer over equal -inf scores, the first index
+        tl.store(out + row, tl.where(index == V, 0, index).to(tl.int64))
 
 
 def top_k_sample_triton(logits: Tensor, log_noise: Tensor, top_k: int, temperature: float) -> Tensor:
