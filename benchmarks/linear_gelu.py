@@ -41,19 +41,11 @@ LARGE_LAUNCHES = [  # GemmConfig(block_m, block_n, block_k, group_m, warps, stag
     C(128, 128, 64, 8, 8, 3, **FLAT),  # persistent, TMA, tile and K loops flattened
     C(128, 128, 64, 8, 8, 4, **FLAT),
     C(128, 128, 128, 8, 8, 3, **FLAT),
-    C(128, 256, 64, 8, 8, 3, **FLAT, epilogue_subtile=True),
-    C(128, 128, 64, 8, 8, 4, **FLAT, polynomial_erf=True),  # the cheaper exact GELU
-    C(128, 128, 128, 8, 8, 3, **FLAT, polynomial_erf=True),
-    C(128, 256, 64, 8, 8, 3, **FLAT, epilogue_subtile=True, polynomial_erf=True),
-    C(128, 256, 64, 8, 8, 4, **FLAT, epilogue_subtile=True, polynomial_erf=True),
-    C(128, 128, 64, 8, 8, 3, **FLAT, programs_per_sm=2, max_registers=128, polynomial_erf=True),
-    C(128, 128, 64, 8, 8, 2, **FLAT, programs_per_sm=2, max_registers=128, polynomial_erf=True),
-    C(128, 128, 64, 8, 8, 3, **FLAT, programs_per_sm=2, max_registers=128),
-    C(128, 64, 64, 8, 4, 4, **FLAT, programs_per_sm=2, polynomial_erf=True),
-    C(128, 128, 64, 8, 4, 3, **FLAT, programs_per_sm=2, max_registers=240, polynomial_erf=True),
-    C(128, 128, 64, 8, 8, 3, **TMA, warp_specialize=True, epilogue_subtile=True),  # Triton's Hopper WS
-    C(128, 128, 64, 8, 8, 3, **TMA, warp_specialize=True, epilogue_subtile=True, polynomial_erf=True),
-    C(128, 256, 64, 8, 8, 3, **TMA, warp_specialize=True, epilogue_subtile=True, polynomial_erf=True),
+    C(128, 256, 64, 8, 8, 3, **FLAT),
+    C(128, 256, 64, 8, 8, 3, **FLAT, epilogue_subtile=True),  # the tile stored as two halves
+    C(128, 256, 64, 8, 8, 4, **FLAT, epilogue_subtile=True),
+    C(128, 128, 64, 8, 8, 4, **FLAT, epilogue_subtile=True),
+    C(128, 128, 64, 8, 8, 3, **TMA),  # loops not flattened
 ]
 SMALL_LAUNCHES = [
     C(64, 64, 64, 1, 4, 3),
@@ -63,7 +55,6 @@ SMALL_LAUNCHES = [
     C(64, 64, 64, 1, 4, 3, **FLAT),
     C(128, 64, 64, 1, 4, 3, **FLAT),
     C(64, 32, 64, 1, 4, 3, **FLAT),
-    C(64, 32, 64, 1, 4, 3, **FLAT, polynomial_erf=True),
     C(64, 64, 128, 1, 4, 2, **TMA),
 ]
 
@@ -76,12 +67,8 @@ def launch_name(config: lg.GemmConfig) -> str:
         name += "/tma" + "".join(
             f"+{flag}"
             for flag, on in (
-                ("flat", config.flatten and not config.warp_specialize),
-                ("ws", config.warp_specialize),
+                ("flat", config.flatten),
                 ("sub", config.epilogue_subtile),
-                (f"{config.programs_per_sm}/sm", config.programs_per_sm > 1),
-                (f"reg{config.max_registers}", config.max_registers),
-                ("poly", config.polynomial_erf),
             )
             if on
         )

@@ -111,17 +111,16 @@ for seed, (m, n, k, bias, tanh, config) in enumerate((
     got = linear_gelu_triton(x, w, b, tanh, config)
     want = linear_gelu_reference(x, w, b, "tanh" if tanh else "none")
     assert got.shape == want.shape and (got - want).abs().max() < 1e-5, (seed, (got - want).abs().max())
-    for flatten, ws, subtile in ((True, False, False), (False, False, True), (False, True, True)):
-        # the persistent TMA form (4 programs here): loops flattened or not, warp-specialised, two-half stores
-        tma = GemmConfig(32, 16, 16, group_m=2, num_warps=4, tma=True, flatten=flatten, warp_specialize=ws,
-                         epilogue_subtile=subtile)
+    for flatten, subtile in ((True, False), (False, True), (True, True)):
+        # the persistent TMA form (4 programs here): loops flattened or not, two-half stores
+        tma = GemmConfig(32, 16, 16, group_m=2, num_warps=4, tma=True, flatten=flatten, epilogue_subtile=subtile)
         got = linear_gelu_triton(x[:, :8 * (k // 8)], w[: 8 * (n // 8), : 8 * (k // 8)], None if b is None
                                  else b[: 8 * (n // 8)], tanh, tma)
         want = linear_gelu_reference(x[:, :8 * (k // 8)], w[: 8 * (n // 8), : 8 * (k // 8)], None if b is None
                                      else b[: 8 * (n // 8)], "tanh" if tanh else "none")
         assert (got - want).abs().max() < 1e-5, ("tma", seed, flatten, subtile, (got - want).abs().max())
     for tma in (False, True):  # the exact GELU by the erfc polynomial, both forms
-        poly = GemmConfig(32, 16, 16, group_m=2, num_warps=4, tma=tma, polynomial_erf=True)
+        poly = GemmConfig(32, 16, 16, group_m=2, num_warps=4, tma=tma)
         xs, ws = x[:, :8 * (k // 8)], w[: 8 * (n // 8), : 8 * (k // 8)]
         bs = None if b is None else b[: 8 * (n // 8)]
         got = linear_gelu_triton(xs, ws, bs, False, poly)
@@ -176,7 +175,7 @@ def test_kernels_compile_for_hopper(compile_triton_for_hopper, dtype: str, tanh:
         lg._linear_gelu_tma_kernel,
         {**descriptors, "b": f"*{dtype}", **dict.fromkeys(["M", "N", "K"], "i32")},
         {"HAS_BIAS": True, "TANH": tanh, "IEEE": False, **tile, "PROGRAMS": 132, "FLATTEN": True,
-         "WARP_SPECIALIZE": False, "SUBTILE": False},
+         "SUBTILE": False},
     )  # fmt: skip
     pointers = compile_triton_for_hopper(
         lg._linear_gelu_kernel,
@@ -190,18 +189,21 @@ def test_kernels_compile_for_hopper(compile_triton_for_hopper, dtype: str, tanh:
     assert len(persistent) > 1000 and len(pointers) > 1000
 
 
-def test_warp_specialized_form_compiles_for_hopper(compile_triton_for_hopper) -> None:
-    # the tile loop split into load and product warps by Triton, the tile stored as two halves
-    tile = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "STAGES": 3}
+def test_wide_two_half_store_form_compiles_for_hopper(compile_triton_for_hopper) -> None:
+    # gemm_config's launch for the widest outputs: 128 x 256 tiles stored as two halves
+    config = lg.gemm_config(65536, 3072, 768)
+    assert config.epilogue_subtile and config.block_n == 256
+    tile = {"BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k,
+            "GROUP_M": config.group_m, "STAGES": config.num_stages}  # fmt: skip
     cubin = compile_triton_for_hopper(
         lg._linear_gelu_tma_kernel,
         {
-            "x_desc": "tensordesc<bf16[128, 64]>", "w_desc": "tensordesc<bf16[128, 64]>",
-            "y_desc": "tensordesc<bf16[128, 64]>", "b": "*bf16", **dict.fromkeys(["M", "N", "K"], "i32"),
+            "x_desc": "tensordesc<bf16[128, 64]>", "w_desc": "tensordesc<bf16[256, 64]>",
+            "y_desc": "tensordesc<bf16[128, 128]>", "b": "*bf16", **dict.fromkeys(["M", "N", "K"], "i32"),
         },
-        {"HAS_BIAS": True, "TANH": False, "IEEE": False, **tile, "PROGRAMS": 132, "FLATTEN": False,
-         "WARP_SPECIALIZE": True, "SUBTILE": True},
-        num_warps=8,  # two consumer warp groups: Triton's Hopper warp specialization fails on one
+        {"HAS_BIAS": True, "TANH": False, "IEEE": False, **tile, "PROGRAMS": 132, "FLATTEN": True,
+         "SUBTILE": True},
+        num_warps=config.num_warps,
     )  # fmt: skip
     assert len(cubin) > 1000
 

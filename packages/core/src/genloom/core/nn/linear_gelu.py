@@ -7,8 +7,8 @@ epilogues have only the tanh approximation of GELU, and these models use the exa
 needs its own GEMM to keep the activation in registers between the product and the GELU: `linear_gelu` is
 that GEMM, a tiled `tl.dot` (wgmma on Hopper) with float32 accumulation whose epilogue adds the bias, applies
 GELU (exact, or the tanh form for VAR / MDLM's "gelu_tanh") on the float32 sums and rounds once; the exact
-form by default through a polynomial fit of erfc (`_normal_tail_gelu`), cheaper than libdevice's erf and free
-of float32's cancellation in the negative tail. (The tanh form takes cuBLASLt's product with its own GELU
+form through a polynomial fit of erfc (`_normal_tail_gelu`), 3-4% faster than libdevice's erf in this GEMM
+and free of float32's cancellation in the negative tail. (The tanh form takes cuBLASLt's product with its own GELU
 epilogue instead, `cublas_gelu_tanh`, faster than this kernel: `TANH_BY_CUBLAS`.) It runs as a
 persistent kernel (one program per SM striding over the output tiles) whose tiles arrive by TMA, with the
 tile and K loops pipelined as one so that the next tile's loads overlap this tile's epilogue; a form with
@@ -18,7 +18,7 @@ product + the GELU kernel (`benchmarks/linear_gelu.py`): MDLM's layer at batch 6
 35 / 36, 10.5 / 10.7). The GEMM itself runs at about half of cuBLAS's rate at these shapes, so it pays only
 where the GELU kernel was slow. The epilogue is not what holds it back (session 14: the cheaper GELU gained
 3-4%, and neither Triton's warp specialization of the tile loop nor two programs per SM, the two ways to run
-one tile's epilogue beside another's products, was faster: `benchmarks/linear_gelu.py --sweep`).
+one tile's epilogue beside another's products, was faster in that sweep; both were removed).
 
 The kernel serves bf16 / fp16 tensors on CUDA without autograd (sampling, translation, benchmarks);
 training, float32 and the CPU take `F.gelu(F.linear(...))` (`linear_gelu_reference`). The op counts the
@@ -67,27 +67,20 @@ class GemmConfig:
     num_stages: int = 3
     tma: bool = False  # the persistent TMA form (Hopper), else one program per tile with pointer loads
     flatten: bool = True  # TMA form: the tile and K loops pipelined as one
-    warp_specialize: bool = False  # TMA form: Triton's warp specialization of the tile loop (not flattened)
     epilogue_subtile: bool = False  # TMA form: the epilogue stores the tile as two halves of BLOCK_N / 2
-    programs_per_sm: int = 1  # TMA form: persistent programs per SM (two: one's epilogue beside the other's
-    # products, if registers and shared memory let both stay resident)
-    max_registers: int | None = None  # Triton's maxnreg: registers per thread, to let programs_per_sm fit
-    polynomial_erf: bool = False  # exact GELU through a polynomial fit of erfc (_normal_tail_gelu): cheaper
 
 
 def gemm_config(m: int, n: int, k: int) -> GemmConfig:
     """The launch for [m, k] x [k, n], the fastest of H100 sweeps (`benchmarks/linear_gelu.py --sweep`, bf16,
-    sessions 13-14): the persistent TMA form everywhere, the exact GELU by the erfc polynomial (3-4% faster
-    than libdevice's erf at the passes' shapes, and accurate in the negative tail); 64 x 32 tiles for short
+    sessions 13-14): the persistent TMA form everywhere; 64 x 32 tiles for short
     inputs (a batch-1 sentence: 16-72 rows), 128 x 128 x 128 for the passes (DA-T / CMLM / MaskGIT at batch
     64), 128 x 256 x 64 with the tile stored in two halves once the output passes WIDE_TILE_OUTPUTS elements
-    (MDLM at batch 64: 569 us against 633 for 128 x 128). Warp specialization and two programs per SM lost."""
+    (MDLM at batch 64: 569 us against 633 for 128 x 128)."""
     if m <= 128:
-        return GemmConfig(64, 32, 64, group_m=1, num_warps=4, num_stages=3, tma=True, polynomial_erf=True)
+        return GemmConfig(64, 32, 64, group_m=1, num_warps=4, num_stages=3, tma=True)
     if m * n >= WIDE_TILE_OUTPUTS:
-        return GemmConfig(128, 256, 64, group_m=8, num_warps=8, num_stages=4, tma=True, epilogue_subtile=True,
-                          polynomial_erf=True)  # fmt: skip
-    return GemmConfig(128, 128, 128, group_m=8, num_warps=8, num_stages=3, tma=True, polynomial_erf=True)
+        return GemmConfig(128, 256, 64, group_m=8, num_warps=8, num_stages=4, tma=True, epilogue_subtile=True)
+    return GemmConfig(128, 128, 128, group_m=8, num_warps=8, num_stages=3, tma=True)
 
 
 def linear_gelu_reference(
@@ -173,17 +166,15 @@ if triton is not None:
         return v * tl.where(v >= 0.0, 1.0 - tail, tail)
 
     @triton.jit
-    def _bias_gelu(acc, b, outs, HAS_BIAS: tl.constexpr, TANH: tl.constexpr, POLY_ERF: tl.constexpr = False):
-        """The epilogue on the float32 sums: + bias[outs], then GELU, exact (erf, or the normal-tail
-        polynomial with POLY_ERF) or the tanh form."""
+    def _bias_gelu(acc, b, outs, HAS_BIAS: tl.constexpr, TANH: tl.constexpr):
+        """The epilogue on the float32 sums: + bias[outs], then GELU, exact (the normal-tail polynomial) or
+        the tanh form."""
         if HAS_BIAS:
             acc += tl.load(b + outs).to(tl.float32)[None, :]
         if TANH:  # 0.5 v (1 + tanh(u)) = v sigmoid(2u), u = sqrt(2 / pi) (v + 0.044715 v^3)
             inner = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
             return acc * tl.sigmoid(2.0 * inner)
-        if POLY_ERF:
-            return _normal_tail_gelu(acc)
-        return 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+        return _normal_tail_gelu(acc)
 
     @triton.jit
     def _tile_of(tile, grid_m, grid_n, GROUP_M: tl.constexpr):
@@ -200,21 +191,16 @@ if triton is not None:
         M, N, K,
         HAS_BIAS: tl.constexpr, TANH: tl.constexpr, IEEE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        STAGES: tl.constexpr, PROGRAMS: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-        SUBTILE: tl.constexpr, POLY_ERF: tl.constexpr,
+        STAGES: tl.constexpr, PROGRAMS: tl.constexpr, FLATTEN: tl.constexpr, SUBTILE: tl.constexpr,
     ):  # fmt: skip
         """Persistent form (Hopper): PROGRAMS programs stride over the output tiles; x and w tiles arrive by
         TMA (tensor descriptors: out-of-range rows / columns / K read as zeros, stores clipped), and with
         FLATTEN the tile and K loops are pipelined as one, so the next tile's loads overlap this one's
-        epilogue; WARP_SPECIALIZE instead gives the loads and the products warps of their own. SUBTILE
-        stores the tile as two [BLOCK_M, BLOCK_N / 2] halves (y_desc's block is the half)."""
+        epilogue. SUBTILE stores the tile as two [BLOCK_M, BLOCK_N / 2] halves (y_desc's block is the half)."""
         grid_m = tl.cdiv(M, BLOCK_M)
         grid_n = tl.cdiv(N, BLOCK_N)
         k_steps = tl.cdiv(K, BLOCK_K)
-        for tile in tl.range(
-            tl.program_id(0), grid_m * grid_n, PROGRAMS, flatten=FLATTEN, num_stages=STAGES,
-            warp_specialize=WARP_SPECIALIZE,
-        ):  # fmt: skip
+        for tile in tl.range(tl.program_id(0), grid_m * grid_n, PROGRAMS, flatten=FLATTEN, num_stages=STAGES):
             pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP_M)
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             for step in range(k_steps):
@@ -222,7 +208,7 @@ if triton is not None:
                 w_rows = w_desc.load([pid_n * BLOCK_N, step * BLOCK_K])
                 acc = _product(a, w_rows, acc, IEEE)
             outs = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            acc = _bias_gelu(acc, b, outs % N, HAS_BIAS, TANH, POLY_ERF)
+            acc = _bias_gelu(acc, b, outs % N, HAS_BIAS, TANH)
             if SUBTILE:  # [BLOCK_M, BLOCK_N] -> the halves [:, :BLOCK_N / 2] and [:, BLOCK_N / 2:]
                 left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 y_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], left.to(y_desc.dtype))
@@ -237,7 +223,7 @@ if triton is not None:
         stride_xm, stride_wn, stride_ym,
         HAS_BIAS: tl.constexpr, TANH: tl.constexpr, IEEE: tl.constexpr, EVEN_K: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        STAGES: tl.constexpr, POLY_ERF: tl.constexpr,
+        STAGES: tl.constexpr,
     ):  # fmt: skip
         """One program: the [BLOCK_M, BLOCK_N] output tile of y = gelu(x @ w^T + b), float32 accumulation.
         Programs sweep GROUP_M row blocks down each column block so that concurrent programs share weight
@@ -262,7 +248,7 @@ if triton is not None:
             acc = _product(a, bt, acc, IEEE)
             x_tile += BLOCK_K
             w_tile += BLOCK_K
-        acc = _bias_gelu(acc, b, outs_read, HAS_BIAS, TANH, POLY_ERF)
+        acc = _bias_gelu(acc, b, outs_read, HAS_BIAS, TANH)
         tl.store(
             y + rows[:, None] * stride_ym + outs[None, :],
             acc.to(y.dtype.element_ty),
@@ -293,7 +279,7 @@ def linear_gelu_triton(
         x.stride(0), weight.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, TANH=tanh, IEEE=x.dtype == torch.float32, EVEN_K=k % config.block_k == 0,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        STAGES=config.num_stages, POLY_ERF=config.polynomial_erf, num_warps=config.num_warps,
+        STAGES=config.num_stages, num_warps=config.num_warps,
     )  # fmt: skip
     return out
 
@@ -313,7 +299,7 @@ def _launch_tma(
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     sms = multiprocessors(x.device) if x.is_cuda else 4
-    programs = min(sms * config.programs_per_sm, tiles)
+    programs = min(sms, tiles)
     (m, k), n = x.shape, weight.shape[0]
     store_n = config.block_n // 2 if config.epilogue_subtile else config.block_n
     _linear_gelu_tma_kernel[(programs,)](
@@ -324,9 +310,8 @@ def _launch_tma(
         m, n, k,
         HAS_BIAS=bias is not None, TANH=tanh, IEEE=x.dtype == torch.float32,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        STAGES=config.num_stages, PROGRAMS=programs, FLATTEN=config.flatten and not config.warp_specialize,
-        WARP_SPECIALIZE=config.warp_specialize, SUBTILE=config.epilogue_subtile, POLY_ERF=config.polynomial_erf,
-        num_warps=config.num_warps, **({"maxnreg": config.max_registers} if config.max_registers else {}),
+        STAGES=config.num_stages, PROGRAMS=programs, FLATTEN=config.flatten, SUBTILE=config.epilogue_subtile,
+        num_warps=config.num_warps,
     )  # fmt: skip
     return out
 
