@@ -41,9 +41,9 @@ MAX_ROWS = 64  # one program per row: beyond this many rows torch.topk's kernels
 def top_k_sample_reference(logits: Tensor, log_noise: Tensor, top_k: int, temperature: float) -> Tensor:
     """argmax(filtered logits - T log E), the logits below the k-th largest set to -inf: what
     `sample_with_noise` computes for top-k-only sampling."""
-    kth = torch.topk(logits, int(top_k), dim=-1).values[..., -1:]
-    filtered = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.argmax(torch.sub(filtered, log_noise, alpha=temperature), dim=-1)
+    from .logits import top_k_filter  # here: logits imports this module
+
+    return torch.argmax(torch.sub(top_k_filter(logits, top_k), log_noise, alpha=temperature), dim=-1)
 
 
 def kernel_serves(logits: Tensor, top_k: int) -> bool:
@@ -63,27 +63,21 @@ if triton is not None:
 
     @triton.jit
     def _winner(logits, noise, V, above, temperature, BLOCK: tl.constexpr):
-        """(index, logit) of the first maximum of logit - temperature * noise among the logits > `above`."""
+        """(index, logit) of the first maximum of logit - temperature * noise among the logits > `above`
+        ((V, -inf) where there is none)."""
         best = float("-inf")
         best_index = V
-        best_logit = float("-inf")
         for start in range(0, V, BLOCK):
             offsets = start + tl.arange(0, BLOCK)
             inside = offsets < V
             logit = tl.load(logits + offsets, mask=inside, other=float("-inf"))
             draw = tl.load(noise + offsets, mask=inside, other=0.0)
             score = tl.where(inside & (logit > above), logit - temperature * draw, float("-inf"))
-            chunk_best = tl.max(score, axis=0)
-            # the first index reaching the chunk's maximum (V where none is finite)
-            chunk_index = tl.min(
-                tl.where((score == chunk_best) & (score > float("-inf")), offsets, V), axis=0
-            )
-            chunk_logit = tl.max(tl.where(offsets == chunk_index, logit, float("-inf")), axis=0)
+            chunk_best, at = tl.max(score, axis=0, return_indices=True, return_indices_tie_break_left=True)
             better = chunk_best > best  # strictly: an earlier chunk keeps its tie
-            best_index = tl.where(better, chunk_index, best_index)
-            best_logit = tl.where(better, chunk_logit, best_logit)
+            best_index = tl.where(better, start + at, best_index)
             best = tl.maximum(best, chunk_best)
-        return best_index, best_logit
+        return best_index, tl.load(logits + best_index, mask=best_index < V, other=float("-inf"))
 
     @triton.jit
     def _count_above(logits, V, value, BLOCK: tl.constexpr):
