@@ -119,7 +119,12 @@ def dag_beam_decode(
     paths = torch.full((batch, k, length), -1, dtype=torch.long, device=device)
     paths[:, :, 0] = 0
     visited = torch.ones(batch, k, device=device)
-    hashes = _start_hashes(best_token[:, :1].expand(-1, k)) if merge_prefixes else None
+    hashes = None
+    if merge_prefixes:  # the prefix hashes, and the merge's constants built once: hash bases filled on the
+        # device (no host-to-device copy: the search may run in a CUDA graph capture), each jump's vertex
+        hashes = _start_hashes(best_token[:, :1].expand(-1, k))
+        bases = torch.stack([best_token.new_full((), base) for base in HASH_BASES])
+        targets = torch.arange(length, device=device).expand(batch, k, -1)
     for step in range(1, length):
         finished = vertex == last
         if not fixed_width and finished.all():
@@ -134,7 +139,9 @@ def dag_beam_decode(
         stay = torch.where(finished, score, torch.full_like(score, float("-inf")))
         options = torch.cat([cand, stay.unsqueeze(-1)], dim=-1).view(batch, -1)  # [B, K * (L + 1)]
         if hashes is not None:
-            option_hashes, option_vertex = _option_keys(hashes, vertex, best_token, pad, collapse_repeats)
+            option_hashes, option_vertex = _option_keys(
+                hashes, vertex, best_token, bases, targets, pad, collapse_repeats
+            )
             options = _merge_equal_prefixes(options, option_hashes, option_vertex, length)
         score, index = options.topk(k, dim=-1)
         origin, choice = index // (length + 1), index % (length + 1)
@@ -162,24 +169,22 @@ def _start_hashes(tokens: Tensor) -> Tensor:
 
 
 def _option_keys(
-    hashes: Tensor, vertex: Tensor, best_token: Tensor, pad: int, collapse_repeats: bool
-) -> tuple[Tensor, Tensor]:
+    hashes: Tensor, vertex: Tensor, best_token: Tensor, bases: Tensor, targets: Tensor, pad: int,
+    collapse_repeats: bool,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """(prefix hashes [B, K * (L + 1), 2], vertices [B, K * (L + 1)]) of the search's options: for a jump of
     hypothesis k to vertex j, its prefix extended by j's token (unless `_emit_forward` drops it: a pad, or a
-    repeat of the previous vertex's token under `collapse_repeats`); for its "stay" option, itself."""
+    repeat of the previous vertex's token under `collapse_repeats`); for its "stay" option, itself. `bases`
+    [2]: the hashes' bases; `targets` [B, K, L]: each jump's vertex."""
     batch, k, _ = hashes.shape
-    length = best_token.shape[1]
     token = best_token.unsqueeze(1).expand(-1, k, -1)  # [B, K, L]: the token each jump emits
     previous = best_token.gather(1, vertex).unsqueeze(-1)  # [B, K, 1]
     emitted = token != pad
     if collapse_repeats:
         emitted = emitted & (token != previous)
-    # filled on the device (no host-to-device copy: the search may run inside a CUDA graph capture)
-    bases = torch.stack([hashes.new_full((), base) for base in HASH_BASES])
     extended = (hashes.unsqueeze(2) * bases + (token.unsqueeze(-1) + 1)).remainder(HASH_PRIME)  # [B, K, L, 2]
     moved = torch.where(emitted.unsqueeze(-1), extended, hashes.unsqueeze(2))
     option_hashes = torch.cat([moved, hashes.unsqueeze(2)], dim=2).view(batch, -1, 2)
-    targets = torch.arange(length, device=vertex.device).expand(batch, k, -1)
     option_vertex = torch.cat([targets, vertex.unsqueeze(-1)], dim=2).view(batch, -1)
     return option_hashes, option_vertex
 
